@@ -1,0 +1,82 @@
+"""Build the Cython core, or skip it.
+
+KITEX_FAST_NO_EXTENSIONS=1 (or a non-CPython interpreter) installs the pure-Python twin only.
+A failed compile falls back to a pure install with a loud warning, except under cibuildwheel
+(CIBUILDWHEEL=1), where a wheel must never ship without its extension.
+"""
+
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+NO_EXTENSIONS = bool(os.environ.get("KITEX_FAST_NO_EXTENSIONS")) or (
+    sys.implementation.name != "cpython"
+)
+IN_CIBUILDWHEEL = os.environ.get("CIBUILDWHEEL") == "1"
+
+# Cython directives live here and nowhere else.
+COMPILER_DIRECTIVES = {
+    "language_level": 3,
+    "embedsignature": True,
+    "freethreading_compatible": True,
+}
+
+MODULES = ["_codec", "_transport"]
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that turns a compile failure into a pure install, outside cibuildwheel."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # noqa: BLE001 - any toolchain failure
+            self._fallback(exc)
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001
+            self._fallback(exc)
+
+    def _fallback(self, exc: Exception) -> None:
+        if IN_CIBUILDWHEEL:
+            raise exc
+        banner = "*" * 75
+        sys.stderr.write(
+            "\n%s\nWARNING: kitex_fast could not compile its Cython core (%s: %s).\n"
+            "Installing the pure-Python twin instead: it works, but it is much slower.\n%s\n\n"
+            % (banner, type(exc).__name__, exc, banner)
+        )
+
+
+def extensions():
+    if NO_EXTENSIONS:
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError as exc:
+        if IN_CIBUILDWHEEL:
+            raise
+        sys.stderr.write("WARNING: Cython is not available (%s); pure-Python install.\n" % exc)
+        return []
+    exts = [
+        Extension("kitex_fast.%s" % name, ["src/kitex_fast/%s.pyx" % name])
+        for name in MODULES
+    ]
+    try:
+        return cythonize(
+            exts,
+            compiler_directives=COMPILER_DIRECTIVES,
+            include_path=["src"],
+        )
+    except Exception as exc:  # noqa: BLE001 - Cython syntax/compile errors
+        if IN_CIBUILDWHEEL:
+            raise
+        sys.stderr.write("WARNING: cythonize failed (%s); pure-Python install.\n" % exc)
+        return []
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
