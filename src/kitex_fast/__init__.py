@@ -1,0 +1,53 @@
+"""kitex_fast: call CloudWeGo Kitex Thrift services from Python, fast and strictly.
+
+The public face: re-exports only. The wire codec lives in :mod:`kitex_fast.codec`, the Python test
+server in :mod:`kitex_fast.testing`.
+"""
+
+from .binding import CONTENT_TYPE, OPERATIONS, InvokeRequest, InvokeResponse, KitexOutputBinding
+from .client import Client, Reply
+from .codec import USING_EXTENSION
+from .errors import (
+    ApplicationError,
+    BizStatusError,
+    ConnectError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    FrameTooLargeError,
+    KitexError,
+    MetadataError,
+    ProtocolError,
+    RemoteError,
+    ResponseMismatchError,
+    RPCTimeoutError,
+    TransportError,
+    UnsupportedOperationError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KitexOutputBinding",
+    "InvokeRequest",
+    "InvokeResponse",
+    "OPERATIONS",
+    "CONTENT_TYPE",
+    "Client",
+    "Reply",
+    "USING_EXTENSION",
+    "KitexError",
+    "ProtocolError",
+    "FrameTooLargeError",
+    "ResponseMismatchError",
+    "MetadataError",
+    "UnsupportedOperationError",
+    "TransportError",
+    "ConnectError",
+    "ConnectTimeoutError",
+    "ConnectionClosedError",
+    "RPCTimeoutError",
+    "RemoteError",
+    "ApplicationError",
+    "BizStatusError",
+    "__version__",
+]

@@ -1,0 +1,283 @@
+"""One destination: pick a connection, stamp a seq id, call, classify the reply.
+
+``Client.call(method, message)`` sends a complete strict-binary Thrift CALL message (as built by any
+Thrift library) and returns the complete REPLY message, exactly like Kitex's binary generic call
+(``genericclient`` + ``generic.BinaryThriftGeneric()``) that Dapr's Go binding makes; unlike it, the
+method name inside the message is rewritten to ``method``, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+import time
+from types import ModuleType
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+
+from . import codec as _codec_dispatch
+from . import transport as _transport_dispatch
+from .errors import (
+    ApplicationError,
+    BizStatusError,
+    MetadataError,
+    ProtocolError,
+    ResponseMismatchError,
+    TransportError,
+)
+from .metadata import (
+    INT_KEY_MSG_TYPE,
+    INT_KEY_TO_METHOD,
+    INT_KEY_TO_SERVICE,
+    INT_KEY_TRANSPORT_TYPE,
+)
+from .pool import Endpoint, EndpointPool, parse_host_ports
+
+__all__ = ["Client", "Reply"]
+
+BytesLike = Union[bytes, bytearray, memoryview]
+
+_MESSAGE_TYPE_NAMES = {1: "call", 2: "reply", 3: "exception", 4: "oneway"}
+
+# EXCEPTION replies after which a Kitex server keeps the connection open: handler errors
+# (INTERNAL_ERROR, kitex pkg/remote/trans/default_server_handler.go). Errors found while decoding a
+# request are answered and followed by a close, so the connection is dropped for every other type
+# rather than risk sending the next request into a closing socket.
+_KEEP_AFTER_EXCEPTION = frozenset({6})
+
+
+class Reply(NamedTuple):
+    """A successful call: the complete REPLY message and what came with it."""
+
+    data: bytes
+    seq_id: int
+    method: str
+    transport: str
+    endpoint: str
+    str_headers: Mapping[str, str]
+    int_headers: Mapping[int, str]
+
+
+class Client:
+    """A Kitex client for one service at one or more ``host:port`` endpoints. Thread-safe.
+
+    :param dest_service: the Kitex service name (sent as TTHeader ToService).
+    :param host_ports: ``"host:port"``, ``"[::1]:8888"``, a comma-separated list, or a list.
+    :param transport: ``framed`` (default, as the Go binding sends), ``buffered``, ``ttheader``
+        or ``ttheader-framed``.
+    :param connect_timeout: seconds (None: no limit). Kitex's default is 50 ms.
+    :param rpc_timeout: seconds for the whole call (None: no limit).
+    :param str_headers / int_headers: extra TTHeader headers sent with every call.
+    :param implementation: ``"c"``, ``"py"`` or None (the compiled core when installed).
+    """
+
+    def __init__(
+        self,
+        dest_service: str,
+        host_ports: Union[str, Sequence[str], Sequence[Endpoint]],
+        *,
+        transport: str = "framed",
+        connect_timeout: Optional[float] = 0.05,
+        rpc_timeout: Optional[float] = 30.0,
+        max_frame_size: Optional[int] = None,
+        str_headers: Optional[Mapping[str, str]] = None,
+        int_headers: Optional[Mapping[int, str]] = None,
+        pool_size: int = 10,
+        max_idle_time: float = 60.0,
+        implementation: Optional[str] = None,
+    ) -> None:
+        if not isinstance(dest_service, str) or not dest_service:
+            raise MetadataError("destService must be a non-empty string, not %r" % (dest_service,))
+        self._codec: ModuleType = _codec_dispatch.implementation(implementation)
+        self._transport_mod: ModuleType = _transport_dispatch.implementation(implementation)
+        if transport not in self._codec.TRANSPORTS:
+            raise MetadataError(
+                "transport %r is not one of %s" % (transport, ", ".join(self._codec.TRANSPORTS))
+            )
+        ttheader = transport.startswith("ttheader")
+        if (str_headers or int_headers) and not ttheader:
+            raise MetadataError("headers need transport ttheader or ttheader-framed, not %s" % transport)
+        if host_ports and all(isinstance(e, Endpoint) for e in host_ports):
+            endpoints = tuple(host_ports)  # already validated (by the binding's metadata parser)
+        else:
+            endpoints = parse_host_ports(host_ports)  # type: ignore[arg-type]
+        self.dest_service = dest_service
+        self.transport = transport
+        self.endpoints: Tuple[Endpoint, ...] = endpoints
+        self.rpc_timeout = rpc_timeout
+        self.max_frame_size = max_frame_size or self._codec.DEFAULT_MAX_FRAME_SIZE
+        self.implementation = "py" if self._codec.__name__.endswith("_py") else "c"
+        self._str_headers = dict(str_headers or {})
+        self._int_headers = dict(int_headers or {})
+        self._encoders: Dict[str, Any] = {}
+        decoder_cls = self._codec.FrameDecoder
+        max_frame = self.max_frame_size
+        self._pool = EndpointPool(
+            endpoints,
+            transport=self._transport_mod,
+            make_decoder=lambda: decoder_cls(transport, max_frame_size=max_frame),
+            connect_timeout=connect_timeout,
+            max_idle=pool_size,
+            max_idle_time=max_idle_time,
+        )
+        self._closed = False
+
+    # -- encoding -----------------------------------------------------------------------------
+
+    def _encoder(self, method: str) -> Any:
+        """The per-method request encoder: TTHeader blocks are encoded once, not per call."""
+        encoder = self._encoders.get(method)
+        if encoder is None:
+            if not isinstance(method, str) or not method:
+                raise MetadataError("method name must be a non-empty string, not %r" % (method,))
+            str_headers = int_headers = None
+            if self.transport.startswith("ttheader"):
+                # What Kitex's ClientTTHeaderHandler sends (pkg/transmeta/ttheader.go), so mesh
+                # proxies and server logs see the same metadata as from a Go client.
+                int_headers = {
+                    INT_KEY_TRANSPORT_TYPE: "framed" if self.transport == "ttheader-framed" else "unframed",
+                    INT_KEY_TO_SERVICE: self.dest_service,
+                    INT_KEY_TO_METHOD: method,
+                    INT_KEY_MSG_TYPE: "1",
+                }
+                int_headers.update(self._int_headers)
+                str_headers = self._str_headers or None
+            encoder = self._codec.RequestEncoder(
+                self.transport, name=method, str_headers=str_headers, int_headers=int_headers
+            )
+            if len(self._encoders) < 4096:  # bounded: method names come from callers
+                self._encoders[method] = encoder
+        return encoder
+
+    # -- calling ------------------------------------------------------------------------------
+
+    def call(self, method: str, message: BytesLike) -> bytes:
+        """Send ``message`` (a complete strict-binary CALL) as ``method``; return the REPLY message."""
+        return self.invoke(method, message).data
+
+    def invoke(self, method: str, message: BytesLike) -> Reply:
+        """Like :meth:`call`, with the reply's seq id, transport, endpoint and TTHeader headers."""
+        if self._closed:
+            raise TransportError("the client is closed")
+        if not isinstance(message, (bytes, bytearray, memoryview)):
+            raise ProtocolError(
+                "the request must be a complete Thrift binary CALL message as bytes, not %s"
+                % type(message).__name__
+            )
+        encoder = self._encoder(method)
+        deadline = time.monotonic() + self.rpc_timeout if self.rpc_timeout else None
+        conn, pool, reused = self._pool.acquire(deadline)
+        try:
+            seq_id = conn.next_seq_id()
+            # Validates the message (strict CALL, one complete struct) before any byte is written.
+            buffers = encoder.encode(message, seq_id)
+        except BaseException:
+            pool.give_back(conn)
+            raise
+        try:
+            frame = conn.call(buffers, deadline)
+        except TransportError as exc:
+            conn.close()
+            if exc.sent or not reused:
+                raise
+            # A pooled connection died between its health check and our write, and the kernel
+            # took none of the request: nothing reached the server, so a fresh connection is safe.
+            conn = self._pool.connect_fresh(pool, deadline)
+            try:
+                frame = conn.call(buffers, deadline)
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException:
+            conn.close()
+            raise
+        try:
+            result, keep = self._classify(conn, frame, method, seq_id)
+        except BaseException:
+            conn.close()
+            raise
+        if keep:
+            pool.give_back(conn)
+        else:
+            conn.close()
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _classify(
+        self, conn: Any, frame: Any, method: str, seq_id: int
+    ) -> Tuple[Union[Reply, Exception], bool]:
+        """``(reply or error to raise, keep the connection)``. Raises for replies that leave the
+        connection in an unknown state (the caller closes it)."""
+        payload = frame.payload
+        header = self._codec.parse_message(payload)
+        if header.seq_id != seq_id:
+            raise ResponseMismatchError(
+                "reply to %r from %s has seq id %d, expected %d"
+                % (method, conn.peer, header.seq_id, seq_id)
+            )
+        if header.name != method:
+            raise ResponseMismatchError(
+                "wrong method name in reply from %s: expected %r, got %r" % (conn.peer, method, header.name)
+            )
+        str_headers = frame.str_headers
+        # crrst: the server will close this connection (kitex pkg/transmeta/ttheader.go).
+        keep = not (str_headers and str_headers.get("crrst") == "1")
+        if header.type == 3:
+            type_code, text = self._codec.decode_application_exception(payload)
+            return ApplicationError(type_code, text, method=method), keep and type_code in _KEEP_AFTER_EXCEPTION
+        if header.type != 2:
+            raise ResponseMismatchError(
+                "reply to %r from %s is a %s message, expected a reply"
+                % (method, conn.peer, _MESSAGE_TYPE_NAMES.get(header.type, header.type))
+            )
+        if str_headers:
+            status = str_headers.get("biz-status")
+            if status is not None and status not in ("", "0"):
+                return _biz_error(status, str_headers), keep
+        reply = Reply(payload, seq_id, method, frame.transport, conn.peer, str_headers, frame.int_headers)
+        return reply, keep
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every idle connection; connections in use are closed when their call ends."""
+        self._closed = True
+        self._pool.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return "<Client %s at %s via %s (%s)>" % (
+            self.dest_service,
+            ",".join(str(e) for e in self.endpoints),
+            self.transport,
+            self.implementation,
+        )
+
+
+def _biz_error(status: str, headers: Mapping[str, str]) -> BizStatusError:
+    """A BizStatusError from Kitex's biz-* TTHeader keys (kitex pkg/transmeta/ttheader.go)."""
+    import json
+
+    try:
+        code = int(status)
+    except ValueError:
+        raise ProtocolError("biz-status header %r is not an integer" % status) from None
+    extra: Dict[str, str] = {}
+    raw_extra = headers.get("biz-extra")
+    if raw_extra:
+        try:
+            parsed = json.loads(raw_extra)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            extra = {str(k): str(v) for k, v in parsed.items()}
+        else:
+            extra = {"biz-extra": raw_extra}
+    return BizStatusError(code, headers.get("biz-message", ""), extra)

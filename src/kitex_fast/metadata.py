@@ -1,0 +1,281 @@
+"""Dapr binding metadata: the keys, their validation, and the options they turn into.
+
+Everything is validated before any I/O. Errors name the field and the bad value. Required keys are
+checked in the Go binding's order (destService, hostPorts, methodName) followed by version, with the
+Go binding's text ``missing metadata field <name>`` (dapr/components-contrib bindings/kitex/context.go).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, Mapping, NamedTuple, Optional, Tuple
+
+from .codec import DEFAULT_MAX_FRAME_SIZE, TRANSPORTS
+from .errors import MetadataError
+from .pool import Endpoint, parse_host_ports
+
+__all__ = [
+    "CallOptions",
+    "REQUIRED_KEYS",
+    "OPTIONAL_KEYS",
+    "parse_duration",
+    "parse_size",
+    "parse_options",
+    "validate_defaults",
+    "DEFAULTS",
+]
+
+PREFIX = "dapr binding kitex: "
+
+# Checked in this order when missing (the Go binding checks the first three in this order).
+REQUIRED_KEYS = ("destService", "hostPorts", "methodName", "version")
+
+OPTIONAL_KEYS = (
+    "transport",
+    "connectTimeout",
+    "rpcTimeout",
+    "maxFrameSize",
+    "idlService",
+    "fromService",
+    "logID",
+    "poolSize",
+    "maxIdleTime",
+)
+STR_HEADER_PREFIX = "header."
+INT_HEADER_PREFIX = "intHeader."
+KNOWN_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS
+_KNOWN_LOWER = {k.lower(): k for k in KNOWN_KEYS}
+
+# Defaults, in metadata syntax. connectTimeout is Kitex's own default (pkg/rpcinfo/rpcconfig.go).
+# Kitex and the Go binding have no rpc timeout at all; we bound every call by default so that a
+# stalled server gives an error instead of a hang. rpcTimeout=0 restores "no limit".
+DEFAULTS: Dict[str, str] = {
+    "transport": "framed",
+    "connectTimeout": "50ms",
+    "rpcTimeout": "30s",
+    "maxFrameSize": str(DEFAULT_MAX_FRAME_SIZE),
+    "poolSize": "10",  # Kitex: MaxIdlePerAddress 10 (internal/client/option.go)
+    "maxIdleTime": "60s",  # Kitex: MaxIdleTimeout 1 minute
+}
+
+# TTHeader integer keys (cloudwego/gopkg protocol/ttheader/metakey.go).
+INT_KEY_TRANSPORT_TYPE = 1
+INT_KEY_LOG_ID = 2
+INT_KEY_FROM_SERVICE = 3
+INT_KEY_TO_SERVICE = 6
+INT_KEY_TO_METHOD = 9
+INT_KEY_RPC_TIMEOUT = 12
+INT_KEY_MSG_TYPE = 22
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_SIZE = re.compile(r"^(\d+)\s*(|b|kb|kib|mb|mib|gb|gib)$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
+
+
+def parse_duration(field: str, value: str) -> Optional[float]:
+    """Seconds from a Go-style duration (``500ms``, ``1.5s``, ``1m30s``) or plain milliseconds.
+    0 means no limit (None)."""
+    text = value.strip()
+    if text.isdigit():
+        seconds = int(text) / 1000.0
+    else:
+        pos, seconds = 0, 0.0
+        for match in _DURATION_PART.finditer(text):
+            if match.start() != pos:
+                break
+            seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+            pos = match.end()
+        if pos != len(text) or not text:
+            raise MetadataError(
+                "%smetadata field %s: %r is not a duration (use e.g. 500ms, 2s, 1m30s, or plain "
+                "milliseconds)" % (PREFIX, field, value)
+            )
+    return seconds if seconds > 0 else None
+
+
+def parse_size(field: str, value: str) -> int:
+    match = _SIZE.match(value.strip())
+    if not match:
+        raise MetadataError(
+            "%smetadata field %s: %r is not a size in bytes (use e.g. 1048576, 64KiB, 16MiB)"
+            % (PREFIX, field, value)
+        )
+    size = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    if not 1024 <= size <= 0x7FFFFFFF:
+        raise MetadataError(
+            "%smetadata field %s: %r is outside 1KiB-2GiB" % (PREFIX, field, value)
+        )
+    return size
+
+
+def _parse_int(field: str, value: str, low: int, high: int) -> int:
+    text = value.strip()
+    if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
+        raise MetadataError(
+            "%smetadata field %s: %r is not a whole number in %d-%d" % (PREFIX, field, value, low, high)
+        )
+    return int(text)
+
+
+class CallOptions(NamedTuple):
+    """Validated options of one call. Everything but ``method_name`` and ``version`` describes the
+    destination (``client_key``); methods and versions share one client and its connections."""
+
+    dest_service: str
+    endpoints: Tuple[Endpoint, ...]
+    method_name: str
+    version: str
+    transport: str
+    connect_timeout: Optional[float]
+    rpc_timeout: Optional[float]
+    send_rpc_timeout: bool
+    max_frame_size: int
+    pool_size: int
+    max_idle_time: float
+    str_headers: Tuple[Tuple[str, str], ...]
+    int_headers: Tuple[Tuple[int, str], ...]
+
+    @property
+    def client_key(self) -> tuple:
+        return (self.dest_service, self.endpoints) + tuple(self[4:])
+
+
+def _check_unknown_keys(metadata: Mapping[str, str]) -> None:
+    for key in metadata:
+        if key in _KNOWN_LOWER.values() or key.startswith((STR_HEADER_PREFIX, INT_HEADER_PREFIX)):
+            continue
+        # Other keys are ignored on purpose (daprd adds traceparent, baggage, gRPC headers), but a
+        # known key in the wrong case is a typo worth failing on.
+        known = _KNOWN_LOWER.get(key.lower())
+        if known is not None:
+            raise MetadataError(
+                "%sunknown metadata field %r: did you mean %r?" % (PREFIX, key, known)
+            )
+
+
+def _lookup(request: Mapping[str, str], defaults: Mapping[str, str], key: str) -> Optional[str]:
+    value = request.get(key)
+    if value is None:
+        value = defaults.get(key)
+    if value is not None and not isinstance(value, str):
+        raise MetadataError(
+            "%smetadata field %s: value %r is not a string" % (PREFIX, key, value)
+        )
+    return value
+
+
+def validate_defaults(defaults: Mapping[str, str]) -> Dict[str, str]:
+    """Check component-level (``init``) metadata: every value present must be valid; none is
+    required. Returns a plain copy."""
+    if not isinstance(defaults, Mapping):
+        raise MetadataError("%smetadata must be a mapping of strings, not %r" % (PREFIX, type(defaults).__name__))
+    merged = dict(defaults)
+    _check_unknown_keys(merged)
+    filled = {k: "placeholder" for k in ("destService", "methodName", "version")}
+    filled["hostPorts"] = "127.0.0.1:1"
+    filled.update(merged)
+    parse_options(filled, {})
+    return merged
+
+
+def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> CallOptions:
+    """Validate request metadata over component defaults and return the call's options."""
+    _check_unknown_keys(request)
+    required = []
+    for key in REQUIRED_KEYS:
+        value = _lookup(request, defaults, key)
+        if value is None:
+            raise MetadataError("%smissing metadata field %s" % (PREFIX, key))
+        if not value.strip():
+            raise MetadataError("%smetadata field %s is empty" % (PREFIX, key))
+        if value != value.strip():
+            raise MetadataError(
+                "%smetadata field %s: %r has leading or trailing white space" % (PREFIX, key, value)
+            )
+        required.append(value)
+    dest_service, host_ports, method_name, version = required
+    try:
+        endpoints = parse_host_ports(host_ports)
+    except MetadataError as exc:
+        raise MetadataError(PREFIX + str(exc)) from None
+    if len(method_name.encode("utf-8", "surrogateescape")) > 65535:
+        raise MetadataError("%smetadata field methodName is longer than 65535 bytes" % PREFIX)
+
+    def opt(key: str) -> str:
+        value = _lookup(request, defaults, key)
+        return DEFAULTS.get(key, "") if value is None else value
+
+    transport = opt("transport").strip().lower()
+    if transport not in TRANSPORTS:
+        raise MetadataError(
+            "%smetadata field transport: %r is not one of %s"
+            % (PREFIX, opt("transport"), ", ".join(TRANSPORTS))
+        )
+    ttheader = transport.startswith("ttheader")
+    connect_timeout = parse_duration("connectTimeout", opt("connectTimeout"))
+    rpc_timeout = parse_duration("rpcTimeout", opt("rpcTimeout"))
+    explicit_rpc_timeout = _lookup(request, defaults, "rpcTimeout") is not None
+    max_frame_size = parse_size("maxFrameSize", opt("maxFrameSize"))
+    pool_size = _parse_int("poolSize", opt("poolSize"), 0, 10000)
+    max_idle_time = parse_duration("maxIdleTime", opt("maxIdleTime"))
+
+    str_headers: Dict[str, str] = {}
+    int_headers: Dict[int, str] = {}
+    for key, label in (("idlService", "isn"), ("fromService", None), ("logID", None)):
+        value = _lookup(request, defaults, key)
+        if value is None:
+            continue
+        if not ttheader:
+            raise MetadataError(
+                "%smetadata field %s needs transport ttheader or ttheader-framed (transport is %s)"
+                % (PREFIX, key, transport)
+            )
+        if not value:
+            raise MetadataError("%smetadata field %s is empty" % (PREFIX, key))
+        if label:
+            str_headers[label] = value
+        else:
+            int_headers[INT_KEY_FROM_SERVICE if key == "fromService" else INT_KEY_LOG_ID] = value
+    for source in (defaults, request):
+        for key, value in source.items():
+            if key.startswith(STR_HEADER_PREFIX):
+                name = key[len(STR_HEADER_PREFIX):]
+                if not ttheader:
+                    raise MetadataError(
+                        "%smetadata field %s needs transport ttheader or ttheader-framed"
+                        % (PREFIX, key)
+                    )
+                if not name:
+                    raise MetadataError("%smetadata field %r names no header" % (PREFIX, key))
+                str_headers[name] = value
+            elif key.startswith(INT_HEADER_PREFIX):
+                if not ttheader:
+                    raise MetadataError(
+                        "%smetadata field %s needs transport ttheader or ttheader-framed"
+                        % (PREFIX, key)
+                    )
+                int_headers[_parse_int(key, key[len(INT_HEADER_PREFIX):], 0, 65535)] = value
+    if ttheader and explicit_rpc_timeout and rpc_timeout is not None:
+        # Kitex's ClientTTHeaderHandler sends RPCTimeout (ms) only when it was set explicitly.
+        int_headers.setdefault(INT_KEY_RPC_TIMEOUT, str(max(1, int(round(rpc_timeout * 1000)))))
+    for name, value in list(str_headers.items()) + [(str(k), v) for k, v in int_headers.items()]:
+        if not isinstance(value, str):
+            raise MetadataError("%sheader %s: value %r is not a string" % (PREFIX, name, value))
+        if len(value.encode("utf-8", "surrogateescape")) > 65535 or len(name) > 65535:
+            raise MetadataError("%sheader %s is longer than 65535 bytes" % (PREFIX, name))
+    return CallOptions(
+        dest_service=dest_service,
+        endpoints=endpoints,
+        method_name=method_name,
+        version=version,
+        transport=transport,
+        connect_timeout=connect_timeout,
+        rpc_timeout=rpc_timeout,
+        send_rpc_timeout=explicit_rpc_timeout,
+        max_frame_size=max_frame_size,
+        pool_size=pool_size,
+        max_idle_time=max_idle_time or 0.0,
+        str_headers=tuple(sorted(str_headers.items())),
+        int_headers=tuple(sorted(int_headers.items())),
+    )

@@ -1,0 +1,219 @@
+"""Endpoints and connections: ``hostPorts`` parsing, a bounded idle pool per endpoint,
+round-robin over endpoints with failover on connect errors.
+
+A pooled connection carries one call at a time (Kitex's long-connection pool works the same way:
+``pkg/remote/remotecli/conn_wrapper.go``). A connection is either idle in the pool, in the hands of
+exactly one caller, or closed: never anything in between.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import socket
+import threading
+import time
+from collections import deque
+from types import ModuleType
+from typing import Any, Callable, Deque, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+from .errors import ConnectError, ConnectTimeoutError, MetadataError
+
+__all__ = ["Endpoint", "parse_host_ports", "EndpointPool", "ConnectionPool"]
+
+
+class Endpoint(NamedTuple):
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return "[%s]:%d" % (self.host, self.port) if ":" in self.host else "%s:%d" % self
+
+    def resolve(self) -> List[Tuple[int, Any]]:
+        """``(family, sockaddr)`` pairs for this endpoint, in the resolver's order."""
+        try:
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise ConnectError("cannot resolve %s: %s" % (self, exc)) from None
+        return [(family, sockaddr) for family, _, _, _, sockaddr in infos]
+
+
+def _parse_port(text: str, entry: str, field: str) -> int:
+    if not text.isdigit():
+        raise MetadataError(
+            "metadata field %s: entry %r has a port %r that is not a number" % (field, entry, text)
+        )
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise MetadataError(
+            "metadata field %s: entry %r has port %d outside 1-65535" % (field, entry, port)
+        )
+    return port
+
+
+def _parse_entry(entry: str, field: str) -> Endpoint:
+    if entry.startswith("["):
+        close = entry.find("]")
+        if close < 0 or entry[close + 1 : close + 2] != ":":
+            raise MetadataError(
+                "metadata field %s: entry %r is not [ipv6]:port" % (field, entry)
+            )
+        host, port_text = entry[1:close], entry[close + 2 :]
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise MetadataError(
+                "metadata field %s: entry %r: %r is not an IPv6 address" % (field, entry, host)
+            ) from None
+        return Endpoint(host, _parse_port(port_text, entry, field))
+    if entry.count(":") != 1:
+        hint = " (put IPv6 addresses in brackets: [::1]:8888)" if entry.count(":") > 1 else ""
+        raise MetadataError(
+            "metadata field %s: entry %r is not host:port%s" % (field, entry, hint)
+        )
+    host, port_text = entry.split(":")
+    if not host:
+        raise MetadataError("metadata field %s: entry %r has no host" % (field, entry))
+    if any(ch.isspace() for ch in host) or "/" in host:
+        raise MetadataError(
+            "metadata field %s: entry %r: %r is not a host name or address" % (field, entry, host)
+        )
+    return Endpoint(host, _parse_port(port_text, entry, field))
+
+
+def parse_host_ports(value: Union[str, Sequence[str]], field: str = "hostPorts") -> Tuple[Endpoint, ...]:
+    """Parse ``"a:1,b:2"``, ``"[::1]:8888"`` or a list of such entries into endpoints.
+
+    Every entry is validated; duplicates are kept (they weight the round robin, as a user who lists
+    a host twice would expect).
+    """
+    entries = value.split(",") if isinstance(value, str) else list(value)
+    endpoints = []
+    for raw in entries:
+        if not isinstance(raw, str):
+            raise MetadataError("metadata field %s: entry %r is not a string" % (field, raw))
+        entry = raw.strip()
+        if not entry:
+            raise MetadataError(
+                "metadata field %s: empty entry in %r" % (field, value)
+            )
+        endpoints.append(_parse_entry(entry, field))
+    if not endpoints:
+        raise MetadataError("metadata field %s: no endpoints in %r" % (field, value))
+    return tuple(endpoints)
+
+
+class ConnectionPool:
+    """Idle connections to one endpoint, most recently used first, at most ``max_idle`` kept."""
+
+    def __init__(self, endpoint: Endpoint, max_idle: int, max_idle_time: float) -> None:
+        self.endpoint = endpoint
+        self.max_idle = max_idle
+        self.max_idle_time = max_idle_time
+        self._idle: Deque[Tuple[Any, float]] = deque()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def take_idle(self) -> Any:
+        """An idle connection that still looks healthy, or None. Dead ones are closed here, before
+        anything is written to them, so using what this returns never loses a request."""
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                conn, since = self._idle.pop()
+            if now - since <= self.max_idle_time and conn.is_reusable():
+                return conn
+            conn.close()
+
+    def give_back(self, conn: Any) -> None:
+        """Return a clean connection after a completed call (or close it if there is no room)."""
+        with self._lock:
+            if not self._closed and len(self._idle) < self.max_idle and not conn.closed:
+                self._idle.append((conn, time.monotonic()))
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, deque()
+        for conn, _ in idle:
+            conn.close()
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+
+class EndpointPool:
+    """All endpoints of one destination: round robin, failover on connect errors, pooling."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        *,
+        transport: ModuleType,
+        make_decoder: Callable[[], Any],
+        connect_timeout: Optional[float],
+        max_idle: int,
+        max_idle_time: float,
+    ) -> None:
+        self.endpoints = tuple(endpoints)
+        self._pools = [ConnectionPool(ep, max_idle, max_idle_time) for ep in self.endpoints]
+        self._transport = transport
+        self._make_decoder = make_decoder
+        self._connect_timeout = connect_timeout
+        self._next = itertools.count()
+        self._closed = False
+
+    def acquire(self, deadline: Optional[float]) -> Tuple[Any, ConnectionPool, bool]:
+        """``(connection, its pool, reused)``. Tries endpoints round robin starting at the next one;
+        an endpoint that refuses or times out is skipped for this call (failover)."""
+        if self._closed:
+            raise ConnectError("the client is closed")
+        n = len(self._pools)
+        start = next(self._next) % n
+        errors: List[ConnectError] = []
+        for i in range(n):
+            pool = self._pools[(start + i) % n]
+            conn = pool.take_idle()
+            if conn is not None:
+                return conn, pool, True
+            try:
+                return self._connect(pool.endpoint, deadline), pool, False
+            except ConnectError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        last = errors[-1]
+        cls = ConnectTimeoutError if all(isinstance(e, ConnectTimeoutError) for e in errors) else ConnectError
+        raise cls(
+            "no endpoint accepted a connection (%d tried): %s"
+            % (len(errors), "; ".join(str(e) for e in errors))
+        ) from last
+
+    def connect_fresh(self, pool: ConnectionPool, deadline: Optional[float]) -> Any:
+        return self._connect(pool.endpoint, deadline)
+
+    def _connect(self, endpoint: Endpoint, deadline: Optional[float]) -> Any:
+        timeout = self._connect_timeout
+        if deadline is not None:
+            left = max(deadline - time.monotonic(), 0.0)
+            timeout = left if timeout is None else min(timeout, left)
+        last: Optional[ConnectError] = None
+        for family, sockaddr in endpoint.resolve():
+            try:
+                return self._transport.open_connection(
+                    family, sockaddr, timeout=timeout, decoder=self._make_decoder()
+                )
+            except ConnectError as exc:
+                last = exc
+        assert last is not None  # getaddrinfo never returns an empty list without raising
+        raise last
+
+    def close(self) -> None:
+        self._closed = True
+        for pool in self._pools:
+            pool.close()

@@ -1,0 +1,260 @@
+"""A Kitex-compatible Thrift server in Python, for your own tests and for the demo.
+
+It speaks what a default Kitex server speaks (Buffered, Framed, TTHeader, TTHeader-Framed, detected
+per message, answered in kind) and fails the way Kitex fails (kitex-wire.md §4.5): an unknown
+method gets an EXCEPTION of type 20 and the connection is closed; a handler error gets type 6
+(``biz error: ...``) and the connection stays open; a ``BizStatusError`` becomes an empty result with
+``biz-status`` / ``biz-message`` / ``biz-extra`` TTHeader keys. It is a test helper: the proof of
+wire compatibility is the interop suite against real Kitex servers.
+
+    def echo(request):
+        return kitex_fast.testing.echo_result(kitex_fast.testing.read_echo_args(request.body) + "!")
+
+    with KitexTestServer({"echo": echo}) as server:
+        client = Client("echo", server.address)
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Set
+
+from . import codec as _codec_dispatch
+from .errors import ApplicationError, BizStatusError, KitexError, ProtocolError
+
+__all__ = [
+    "KitexTestServer",
+    "ServerRequest",
+    "Handler",
+    "echo_request",
+    "echo_handler",
+    "echo_result",
+    "read_echo_args",
+    "read_echo_reply",
+]
+
+
+class ServerRequest(NamedTuple):
+    """One call as a handler sees it."""
+
+    method: str
+    seq_id: int
+    body: bytes  # the args struct
+    transport: str
+    str_headers: Mapping[str, str]
+    int_headers: Mapping[int, str]
+
+
+# A handler returns the *result struct* bytes (field 0 = success, 1.. = declared exceptions).
+Handler = Callable[[ServerRequest], bytes]
+
+
+class KitexTestServer:
+    """A threaded server on ``host:port`` (port 0 picks a free one); ``address`` is ``host:port``."""
+
+    def __init__(
+        self,
+        handlers: Optional[Mapping[str, Handler]] = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        service: str = "",
+        implementation: Optional[str] = None,
+    ) -> None:
+        self.handlers: Dict[str, Handler] = dict(handlers or {})
+        self.service = service
+        self._codec = _codec_dispatch.implementation(implementation)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.socket(family, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((host, port))
+        self._listener.listen(128)
+        self.host, self.port = self._listener.getsockname()[:2]
+        self._threads: List[threading.Thread] = []
+        self._conns: Set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stopping = False
+        self.calls = 0
+
+    @property
+    def address(self) -> str:
+        return "[%s]:%d" % (self.host, self.port) if ":" in self.host else "%s:%d" % (self.host, self.port)
+
+    def start(self) -> "KitexTestServer":
+        thread = threading.Thread(target=self._accept_loop, name="kitex-test-accept", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stopping = True
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._listener.close()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> "KitexTestServer":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- serving ------------------------------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        while not self._stopping:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._conns.add(conn)
+            thread = threading.Thread(target=self._serve, args=(conn,), name="kitex-test-conn", daemon=True)
+            thread.start()
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+
+    def _serve(self, conn: socket.socket) -> None:
+        decoder = self._codec.FrameDecoder("auto")
+        try:
+            while not self._stopping:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                for frame in decoder.feed(data):
+                    if not self._answer(conn, frame):
+                        return
+        except (OSError, KitexError):
+            return  # like Kitex: undecodable input closes the connection without a reply
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+
+    def _answer(self, conn: socket.socket, frame: object) -> bool:
+        """Reply to one request frame; False when the connection must be closed afterwards."""
+        codec = self._codec
+        payload: bytes = frame.payload  # type: ignore[attr-defined]
+        header = codec.parse_message(payload)
+        if header.type not in (codec.CALL, codec.ONEWAY):
+            return False  # Kitex: "server side, invalid message type" -> close, no reply
+        self.calls += 1
+        transport: str = frame.transport  # type: ignore[attr-defined]
+        handler = self.handlers.get(header.name)
+        if handler is None:
+            # kitex pkg/remote/codec/util.go SetOrCheckMethodName: type 20, then the connection closes.
+            text = "unknown service %s, method %s" % (self.service, header.name)
+            self._send(conn, transport, codec.EXCEPTION, header, codec.encode_application_exception(20, text))
+            return False
+        request = ServerRequest(
+            header.name,
+            header.seq_id,
+            payload[header.body_offset:],
+            transport,
+            frame.str_headers,  # type: ignore[attr-defined]
+            frame.int_headers,  # type: ignore[attr-defined]
+        )
+        str_headers: Optional[Dict[str, str]] = None
+        try:
+            result = handler(request)
+            reply_type = codec.REPLY
+        except ApplicationError as exc:
+            reply_type, result = codec.EXCEPTION, codec.encode_application_exception(exc.type_code, exc.message)
+        except BizStatusError as exc:
+            # kitex: an empty result struct; the status travels in TTHeader string keys.
+            reply_type, result = codec.REPLY, b"\x00"
+            str_headers = {"biz-status": str(exc.status_code), "biz-message": exc.message}
+            if exc.extra:
+                str_headers["biz-extra"] = json.dumps(exc.extra, separators=(",", ":"))
+        except Exception as exc:  # noqa: BLE001 - a handler error is the caller's answer
+            reply_type, result = codec.EXCEPTION, codec.encode_application_exception(6, "biz error: %s" % exc)
+        if header.type == codec.ONEWAY:
+            return True
+        self._send(conn, transport, reply_type, header, result, str_headers)
+        return True
+
+    def _send(
+        self,
+        conn: socket.socket,
+        transport: str,
+        message_type: int,
+        header: object,
+        body: bytes,
+        str_headers: Optional[Dict[str, str]] = None,
+    ) -> None:
+        codec = self._codec
+        seq_id: int = header.seq_id  # type: ignore[attr-defined]
+        message = codec.build_message(message_type, header.name, seq_id, body)  # type: ignore[attr-defined]
+        if not transport.startswith("ttheader"):
+            str_headers = None
+        buffers = codec.encode_frame(transport, message, seq_id=seq_id, str_headers=str_headers)
+        conn.sendall(b"".join(bytes(b) for b in buffers))
+
+
+# -- the Dapr echo scenario: IDL `struct Request {1: string message}`, `struct Response
+# {1: string message}`, `service Echo { Response echo(1: Request req) }` -----------------------
+
+_T_STRUCT, _T_STRING = 12, 11
+
+
+def _string_struct(field_id: int, text: str) -> bytes:
+    """``{field_id: {1: text}}`` then STOP: the args and result shapes of the echo IDL."""
+    raw = text.encode("utf-8")
+    return (
+        struct.pack(">bhbhi", _T_STRUCT, field_id, _T_STRING, 1, len(raw)) + raw + b"\x00\x00"
+    )
+
+
+def echo_request(message: str, *, seq_id: int = 0, method: str = "echo", implementation: Optional[str] = None) -> bytes:
+    """A complete CALL message ``echo(Request{message})``, as Dapr's test builds it."""
+    codec = _codec_dispatch.implementation(implementation)
+    return codec.build_message(codec.CALL, method, seq_id, _string_struct(1, message))
+
+
+def echo_result(message: str) -> bytes:
+    """The result struct of ``echo``: ``{0: Response{message}}``."""
+    return _string_struct(0, message)
+
+
+def _read_string_struct(body: bytes, field_id: int, what: str) -> str:
+    head = struct.Struct(">bhbhi")
+    if len(body) < head.size:
+        raise ProtocolError("%s is truncated (%d bytes)" % (what, len(body)))
+    outer_type, outer_id, inner_type, inner_id, size = head.unpack_from(body)
+    if (outer_type, outer_id, inner_type, inner_id) != (_T_STRUCT, field_id, _T_STRING, 1):
+        raise ProtocolError("%s does not start with {%d: {1: string}}: %s" % (what, field_id, body[:12].hex(" ")))
+    end = head.size + size
+    if size < 0 or end > len(body):
+        raise ProtocolError("%s has a string length %d beyond its %d bytes" % (what, size, len(body)))
+    return body[head.size:end].decode("utf-8")
+
+
+def read_echo_args(body: bytes) -> str:
+    """The message of an ``echo`` args struct."""
+    return _read_string_struct(bytes(body), 1, "echo args")
+
+
+def read_echo_reply(reply: bytes, implementation: Optional[str] = None) -> str:
+    """The message inside a complete ``echo`` REPLY message."""
+    codec = _codec_dispatch.implementation(implementation)
+    header = codec.parse_message(reply)
+    return _read_string_struct(bytes(reply[header.body_offset:]), 0, "echo result")
+
+
+def echo_handler(request: ServerRequest) -> bytes:
+    """Kitex's example echo service, as Dapr tests it: the reply appends ``",hi Kitex"``."""
+    return echo_result(read_echo_args(request.body) + ",hi Kitex")
+

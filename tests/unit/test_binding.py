@@ -1,0 +1,375 @@
+"""The Dapr binding end to end against the Python test server and misbehaving peers, on both
+implementations. The same behaviours against real Kitex servers live in tests/interop."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from kitex_fast import (
+    ApplicationError,
+    BizStatusError,
+    Client,
+    ConnectError,
+    ConnectionClosedError,
+    InvokeRequest,
+    KitexOutputBinding,
+    MetadataError,
+    ProtocolError,
+    ResponseMismatchError,
+    RPCTimeoutError,
+    UnsupportedOperationError,
+    codec,
+)
+from kitex_fast.testing import (
+    KitexTestServer,
+    echo_handler,
+    echo_request,
+    echo_result,
+    read_echo_args,
+    read_echo_reply,
+)
+
+from .servers import ScriptedServer, free_port, read_request, reply_bytes
+
+TRANSPORTS = list(codec.TRANSPORTS)
+
+
+def biz_handler(request):
+    raise BizStatusError(404, "no such user", {"user": read_echo_args(request.body)})
+
+
+def fail_handler(request):
+    raise RuntimeError("database unavailable")
+
+
+def slow_handler(request):
+    time.sleep(float(read_echo_args(request.body)))
+    return echo_result("late")
+
+
+@pytest.fixture
+def server(impl):
+    handlers = {"echo": echo_handler, "biz": biz_handler, "fail": fail_handler, "slow": slow_handler}
+    with KitexTestServer(handlers, service="echo", implementation=impl.name) as srv:
+        yield srv
+
+
+@pytest.fixture
+def binding(impl):
+    with KitexOutputBinding(implementation=impl.name) as b:
+        yield b
+
+
+def meta(address: str, **extra: str) -> dict:
+    out = {"hostPorts": address, "destService": "echo", "methodName": "echo", "version": "v1"}
+    out.update(extra)
+    return out
+
+
+def test_operations(binding) -> None:
+    assert binding.operations() == ["get"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_dapr_echo_scenario_on_every_transport(binding, server, transport) -> None:
+    response = binding.invoke(InvokeRequest("get", echo_request("hello dapr"), meta(server.address, transport=transport)))
+    assert read_echo_reply(response.data) == "hello dapr,hi Kitex"
+    assert response.content_type == "application/vnd.apache.thrift.binary"
+    assert response.metadata["transport"] == transport
+    assert response.metadata["messageType"] == "reply"
+    assert response.metadata["methodName"] == "echo"
+    assert response.metadata["endpoint"] == server.address
+    header = codec.parse_message(response.data)
+    assert str(header.seq_id) == response.metadata["seqId"] and header.seq_id != 0
+
+
+def test_unsupported_operation_lists_get(binding, server) -> None:
+    with pytest.raises(UnsupportedOperationError, match="unsupported operation 'create'; supported operations: get"):
+        binding.invoke(InvokeRequest("create", echo_request("x"), meta(server.address)))
+
+
+def test_missing_metadata_before_any_io(binding, server) -> None:
+    with pytest.raises(MetadataError, match="missing metadata field destService"):
+        binding.invoke(InvokeRequest("get", echo_request("x"), {"hostPorts": server.address}))
+    assert server.calls == 0
+
+
+def test_method_name_metadata_is_authoritative(binding, server) -> None:
+    request = echo_request("renamed", method="somethingElse")
+    response = binding.invoke(InvokeRequest("get", request, meta(server.address)))
+    assert read_echo_reply(response.data) == "renamed,hi Kitex"
+
+
+def test_seq_id_in_data_is_replaced_and_never_zero(binding, server) -> None:
+    seqs = set()
+    for _ in range(3):
+        response = binding.invoke(InvokeRequest("get", echo_request("x", seq_id=0), meta(server.address)))
+        seqs.add(codec.parse_message(response.data).seq_id)
+    assert 0 not in seqs and len(seqs) == 3
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty Thrift message"),
+        (b"\x82\x21\x01\x04echo", "compact"),
+        (b"GET / HTTP/1.1\r\n\r\n", "47 45 54 20"),
+        (bytes.fromhex("8001000200000004") + b"echo" + b"\x00\x00\x00\x01\x00", "CALL"),
+    ],
+)
+def test_bad_data_is_rejected_before_any_io(binding, server, data, message) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        binding.invoke(InvokeRequest("get", data, meta(server.address)))
+    assert server.calls == 0
+
+
+def test_truncated_and_trailing_args_are_rejected_before_any_io(binding, server) -> None:
+    good = echo_request("hello")
+    for data in (good[:-1], good + b"\x00"):
+        with pytest.raises(ProtocolError):
+            binding.invoke(InvokeRequest("get", data, meta(server.address)))
+    assert server.calls == 0
+
+
+def test_text_data_is_rejected(binding, server) -> None:
+    with pytest.raises(ProtocolError, match="as bytes, not str"):
+        binding.invoke(InvokeRequest("get", "hello", meta(server.address)))  # type: ignore[arg-type]
+
+
+def test_unknown_method_is_type_20_and_the_connection_is_dropped(binding, server) -> None:
+    with pytest.raises(ApplicationError) as err:
+        binding.invoke(InvokeRequest("get", echo_request("x"), meta(server.address, methodName="nope")))
+    assert err.value.type_code == 20 and err.value.type_name == "UNKNOWN_SERVICE"
+    assert err.value.message == "unknown service echo, method nope"
+    # The server closed that connection; the next call must not trip over it.
+    response = binding.invoke(InvokeRequest("get", echo_request("again"), meta(server.address)))
+    assert read_echo_reply(response.data) == "again,hi Kitex"
+
+
+def test_handler_error_is_type_6_and_the_connection_is_kept(impl, server) -> None:
+    with Client("echo", server.address, implementation=impl.name) as client:
+        with pytest.raises(ApplicationError) as err:
+            client.call("fail", echo_request("x"))
+        assert (err.value.type_code, err.value.message) == (6, "biz error: database unavailable")
+        assert client._pool._pools[0].idle_count == 1
+        assert read_echo_reply(client.call("echo", echo_request("y"))) == "y,hi Kitex"
+
+
+def test_biz_status_over_ttheader(binding, server) -> None:
+    with pytest.raises(BizStatusError) as err:
+        binding.invoke(InvokeRequest("get", echo_request("ann"), meta(server.address, methodName="biz", transport="ttheader")))
+    assert err.value.status_code == 404
+    assert err.value.message == "no such user"
+    assert err.value.extra == {"user": "ann"}
+
+
+def test_failover_to_the_next_host(binding, server) -> None:
+    dead = "127.0.0.1:%d" % free_port()
+    for _ in range(4):  # round robin starts at each endpoint in turn
+        response = binding.invoke(InvokeRequest("get", echo_request("x"), meta("%s,%s" % (dead, server.address))))
+        assert read_echo_reply(response.data) == "x,hi Kitex"
+
+
+def test_every_endpoint_refused(binding) -> None:
+    a, b = free_port(), free_port()
+    with pytest.raises(ConnectError, match=r"no endpoint accepted a connection \(2 tried\)"):
+        binding.invoke(InvokeRequest("get", echo_request("x"), meta("127.0.0.1:%d,127.0.0.1:%d" % (a, b))))
+
+
+def test_rpc_timeout(binding, server) -> None:
+    start = time.monotonic()
+    with pytest.raises(RPCTimeoutError):
+        binding.invoke(InvokeRequest("get", echo_request("2"), meta(server.address, methodName="slow", rpcTimeout="200ms")))
+    assert time.monotonic() - start < 1.9  # gave up at its deadline, not when the server answered
+
+
+def test_stalled_server_mid_frame(impl) -> None:
+    def script(sock):
+        frame = read_request(sock)
+        sock.sendall(reply_bytes(frame, b"\x00")[:7])
+        time.sleep(3)
+
+    with ScriptedServer(script) as srv, Client("echo", srv.address, rpc_timeout=0.3, implementation=impl.name) as client:
+        with pytest.raises(RPCTimeoutError) as err:
+            client.call("echo", echo_request("x"))
+        assert err.value.sent
+
+
+def test_server_closes_mid_reply(impl) -> None:
+    def script(sock):
+        frame = read_request(sock)
+        sock.sendall(reply_bytes(frame, echo_result("partial"))[:9])
+
+    with ScriptedServer(script) as srv, Client("echo", srv.address, implementation=impl.name) as client:
+        with pytest.raises(ConnectionClosedError, match="5 of the reply's bytes|closed") as err:
+            client.call("echo", echo_request("x"))
+        assert err.value.sent
+
+
+def test_wrong_seq_id_in_reply(impl) -> None:
+    def script(sock):
+        frame = read_request(sock)
+        sock.sendall(reply_bytes(frame, echo_result("x"), seq_delta=1))
+
+    with ScriptedServer(script) as srv, Client("echo", srv.address, implementation=impl.name) as client:
+        with pytest.raises(ResponseMismatchError, match=r"has seq id 2, expected 1"):
+            client.call("echo", echo_request("x"))
+        assert client._pool._pools[0].idle_count == 0
+
+
+def test_wrong_method_name_in_reply(impl) -> None:
+    def script(sock):
+        frame = read_request(sock)
+        sock.sendall(reply_bytes(frame, echo_result("x"), name="other"))
+
+    with ScriptedServer(script) as srv, Client("echo", srv.address, implementation=impl.name) as client:
+        with pytest.raises(ResponseMismatchError, match="wrong method name in reply from .*: expected 'echo', got 'other'"):
+            client.call("echo", echo_request("x"))
+
+
+def test_reply_that_is_a_call(impl) -> None:
+    def script(sock):
+        frame = read_request(sock)
+        sock.sendall(reply_bytes(frame, b"\x00", message_type=codec.CALL))
+
+    with ScriptedServer(script) as srv, Client("echo", srv.address, implementation=impl.name) as client:
+        with pytest.raises(ResponseMismatchError, match="is a call message, expected a reply"):
+            client.call("echo", echo_request("x"))
+
+
+def test_garbage_reply(impl) -> None:
+    def script(sock):
+        read_request(sock)
+        sock.sendall(b"\x00\x00\x00\x08HTTP/1.1")
+
+    with ScriptedServer(script) as srv, Client("echo", srv.address, implementation=impl.name) as client:
+        with pytest.raises(ProtocolError, match="48 54 54 50"):
+            client.call("echo", echo_request("x"))
+
+
+def test_oversized_reply_length(impl) -> None:
+    def script(sock):
+        read_request(sock)
+        sock.sendall(b"\x7f\xff\xff\xff\x80\x01\x00\x02")
+        time.sleep(1)
+
+    with ScriptedServer(script) as srv, Client("echo", srv.address, max_frame_size=1 << 20, implementation=impl.name) as client:
+        with pytest.raises(ProtocolError, match="2147483647"):
+            client.call("echo", echo_request("x"))
+
+
+def test_crrst_drops_the_connection(impl) -> None:
+    def script(sock):
+        decoder = codec.FrameDecoder("ttheader")
+        while True:
+            frame = read_request(sock, decoder=decoder)
+            if frame is None:
+                return
+            sock.sendall(reply_bytes(frame, echo_result("x"), transport="ttheader", str_headers={"crrst": "1"}))
+
+    with ScriptedServer(script) as srv, Client("echo", srv.address, transport="ttheader", implementation=impl.name) as client:
+        reply = client.invoke("echo", echo_request("x"))
+        assert reply.str_headers == {"crrst": "1"}
+        assert client._pool._pools[0].idle_count == 0
+        client.call("echo", echo_request("y"))
+        assert srv.accepted == 2
+
+
+def test_idle_connection_closed_by_server_is_replaced_silently(impl) -> None:
+    def script(sock):
+        frame = read_request(sock)
+        sock.sendall(reply_bytes(frame, echo_result("x")))
+        # then close while the client holds the connection idle
+
+    with ScriptedServer(script) as srv, Client("echo", srv.address, implementation=impl.name) as client:
+        client.call("echo", echo_request("x"))
+        time.sleep(0.1)
+        client.call("echo", echo_request("y"))  # must not fail: the dead idle one is never written to
+        assert srv.accepted == 2
+
+
+def test_many_threads_share_one_binding(binding, server) -> None:
+    errors = []
+    metadata = meta(server.address)
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(150):
+                text = "t%d-%d" % (n, i)
+                response = binding.invoke(InvokeRequest("get", echo_request(text), metadata))
+                assert read_echo_reply(response.data) == text + ",hi Kitex"
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors[:3]
+    assert binding.client_count == 1
+
+
+def test_client_cache_is_bounded_and_evicts_lru(impl, server) -> None:
+    with KitexOutputBinding(max_clients=2, implementation=impl.name) as binding:
+        for timeout in ("1s", "2s", "3s"):
+            binding.invoke(InvokeRequest("get", echo_request("x"), meta(server.address, rpcTimeout=timeout)))
+        assert binding.client_count == 2
+        # Methods and versions share a client (and its connections).
+        binding.invoke(InvokeRequest("get", echo_request("x"), meta(server.address, rpcTimeout="3s", version="v2")))
+        assert binding.client_count == 2
+
+
+def test_close_closes_every_socket(impl) -> None:
+    closed = threading.Event()
+
+    def script(sock):
+        frame = read_request(sock)
+        sock.sendall(reply_bytes(frame, echo_result("x")))
+        if sock.recv(1) == b"":
+            closed.set()
+
+    with ScriptedServer(script) as srv:
+        binding = KitexOutputBinding(implementation=impl.name)
+        binding.invoke(InvokeRequest("get", echo_request("x"), meta(srv.address)))
+        binding.close()
+        assert closed.wait(5)
+        with pytest.raises(MetadataError, match="closed"):
+            binding.invoke(InvokeRequest("get", echo_request("x"), meta(srv.address)))
+
+
+def test_init_defaults(impl, server) -> None:
+    with KitexOutputBinding(implementation=impl.name) as binding:
+        binding.init({"hostPorts": server.address, "destService": "echo", "version": "v1", "transport": "ttheader"})
+        response = binding.invoke(InvokeRequest("get", echo_request("x"), {"methodName": "echo"}))
+        assert response.metadata["transport"] == "ttheader"
+        with pytest.raises(MetadataError, match="transport: 'udp'"):
+            binding.init({"transport": "udp"})
+
+
+def test_connect_timeout_is_bounded(impl) -> None:
+    # A listener whose backlog is full never completes the handshake on Linux for new clients.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    try:
+        for _ in range(8):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(listener.getsockname())
+            fillers.append(s)
+        address = "127.0.0.1:%d" % listener.getsockname()[1]
+        with Client("echo", address, connect_timeout=0.2, implementation=impl.name) as client:
+            start = time.monotonic()
+            with pytest.raises(ConnectError):
+                client.call("echo", echo_request("x"))
+            assert time.monotonic() - start < 3
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
