@@ -1,0 +1,510 @@
+"""The socket driver, pure-Python twin of ``_transport.pyx``.
+
+Same names, same results, same error texts as the compiled driver. One nonblocking socket per
+:class:`Connection`; ``sendmsg`` out (one syscall for all buffers, no concatenation), ``recv_into``
+straight into the frame decoder's own buffer, ``select.poll`` against an absolute
+``time.monotonic()`` deadline only when the socket would block.
+
+Signals: PEP 475 makes ``sock.sendmsg``, ``sock.recv_into`` and ``poll.poll`` retry EINTR
+themselves, after running the Python signal handlers and recomputing the poll timeout; an exception
+raised by a handler propagates out of them (and closes the connection, like every exception here).
+
+SIGPIPE: CPython sets SIGPIPE to SIG_IGN at startup, so writing to a socket the peer closed returns
+EPIPE instead of killing the process; on Linux ``MSG_NOSIGNAL`` is passed as well, so an embedding
+application that restored SIG_DFL is safe too.
+
+A connection is not thread-safe: one call at a time (the pool hands it to one caller).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import time
+from typing import Any, List, Optional, Sequence, Union
+
+from .errors import (
+    ConnectError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    RPCTimeoutError,
+    TransportError,
+)
+
+__all__ = ["Connection", "open_connection"]
+
+_HAS_SENDMSG = hasattr(socket.socket, "sendmsg")
+_HAS_POLL = hasattr(select, "poll")
+_MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+try:
+    _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
+except (OSError, ValueError):  # pragma: no cover - exotic platforms
+    _IOV_MAX = 16
+if _IOV_MAX <= 0:  # pragma: no cover - "no limit" / unknown
+    _IOV_MAX = 1024
+
+_POLLIN = getattr(select, "POLLIN", 1)
+_POLLOUT = getattr(select, "POLLOUT", 4)
+
+# errnos that mean "the peer is gone" on a send or a receive.
+_PEER_GONE = frozenset(
+    code
+    for code in (
+        getattr(errno, "EPIPE", None),
+        getattr(errno, "ECONNRESET", None),
+        getattr(errno, "ECONNABORTED", None),
+        getattr(errno, "ENOTCONN", None),
+        getattr(errno, "ESHUTDOWN", None),
+    )
+    if code is not None
+)
+
+_BUFFERS = Union[bytes, bytearray, memoryview, Sequence[Union[bytes, bytearray, memoryview]]]
+
+
+# -- texts shared word for word with _transport.pyx ---------------------------------------------
+
+
+def _errno_text(code: int) -> str:
+    return "[Errno %d] %s" % (code, os.strerror(code))
+
+
+def _format_address(family: int, sockaddr: Any) -> str:
+    """``host:port``, ``[v6host]:port``, or the path of a Unix socket."""
+    if isinstance(sockaddr, tuple) and len(sockaddr) >= 2:
+        host = sockaddr[0]
+        if family == getattr(socket, "AF_INET6", -1) or ":" in str(host):
+            return "[%s]:%s" % (host, sockaddr[1])
+        return "%s:%s" % (host, sockaddr[1])
+    if isinstance(sockaddr, bytes):
+        return sockaddr.decode("utf-8", "backslashreplace")
+    return str(sockaddr)
+
+
+def _format_ms(seconds: float) -> str:
+    ms = seconds * 1000.0
+    if ms <= 0.0:
+        return "0"
+    if ms >= 1.0:
+        return "%d" % int(ms + 0.5)
+    return "%.3g" % ms
+
+
+def _reply_progress(pending: int) -> str:
+    if pending > 0:
+        return "after %d of the reply's bytes" % pending
+    return "before any reply byte"
+
+
+def _closed_error(peer: str, sent: bool) -> ConnectionClosedError:
+    return ConnectionClosedError("connection to %s is closed; open a new one" % peer, sent=sent)
+
+
+def _send_failed(peer: str, code: int, written: int, total: int) -> TransportError:
+    progress = "(%d of %d bytes written)" % (written, total)
+    if code in _PEER_GONE:
+        return ConnectionClosedError(
+            "connection to %s closed by the peer while sending the request %s: %s"
+            % (peer, progress, _errno_text(code)),
+            sent=written > 0,
+        )
+    return TransportError(
+        "sending the request to %s failed %s: %s" % (peer, progress, _errno_text(code)),
+        sent=written > 0,
+    )
+
+
+def _send_timeout(peer: str, budget: float, written: int, total: int) -> RPCTimeoutError:
+    return RPCTimeoutError(
+        "no reply from %s within %s ms: timed out while sending the request (%d of %d bytes "
+        "written)" % (peer, _format_ms(budget), written, total),
+        sent=written > 0,
+    )
+
+
+def _recv_failed(peer: str, code: int, pending: int) -> TransportError:
+    if code in _PEER_GONE:
+        return ConnectionClosedError(
+            "connection to %s reset by the peer %s: %s"
+            % (peer, _reply_progress(pending), _errno_text(code)),
+            sent=True,
+        )
+    return TransportError(
+        "receiving the reply from %s failed %s: %s"
+        % (peer, _reply_progress(pending), _errno_text(code)),
+        sent=True,
+    )
+
+
+def _recv_eof(peer: str, pending: int) -> ConnectionClosedError:
+    return ConnectionClosedError(
+        "connection to %s closed by the peer %s" % (peer, _reply_progress(pending)), sent=True
+    )
+
+
+def _recv_timeout(peer: str, budget: float, pending: int) -> RPCTimeoutError:
+    if pending > 0:
+        got = "%d of the reply's bytes arrived" % pending
+    else:
+        got = "no reply byte arrived"
+    return RPCTimeoutError(
+        "no reply from %s within %s ms: the request was sent, %s" % (peer, _format_ms(budget), got),
+        sent=True,
+    )
+
+
+def _poll_failed(peer: str, code: int, sent: bool) -> TransportError:
+    return TransportError(
+        "waiting on the connection to %s failed: %s" % (peer, _errno_text(code)), sent=sent
+    )
+
+
+def _empty_buffer_error() -> RuntimeError:
+    return RuntimeError("decoder.get_buffer() returned an empty buffer; nothing can be received")
+
+
+# -- waiting -------------------------------------------------------------------------------------
+
+
+def _poll_ms(deadline: Optional[float]) -> Optional[int]:
+    """Milliseconds left until ``deadline`` (rounded up, so a wait never ends early), None = no
+    limit, or -1 when it has passed."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0.0:
+        return -1
+    ms = int(left * 1000.0)
+    if ms < left * 1000.0:
+        ms += 1
+    return ms if ms < 0x7FFFFFFF else 0x7FFFFFFF
+
+
+class _Waiter:
+    """Waits for one fd to become readable or writable; select.poll, or select.select without it."""
+
+    __slots__ = ("_fd", "_in", "_out", "_peer", "_sent")
+
+    def __init__(self, fd: int, peer: str, sent: bool) -> None:
+        self._fd = fd
+        self._peer = peer
+        self._sent = sent  # what a failing poll() reports as TransportError.sent
+        if _HAS_POLL:
+            # Two registered poll objects: no register/modify call per wait.
+            self._in: Any = select.poll()
+            self._in.register(fd, _POLLIN)
+            self._out: Any = select.poll()
+            self._out.register(fd, _POLLOUT)
+        else:  # pragma: no cover - Windows
+            self._in = self._out = None
+
+    def wait(self, writable: bool, deadline: Optional[float]) -> bool:
+        """True when ready (or in error: the next syscall reports it), False when the deadline
+        passed. PEP 475: poll() itself retries EINTR with the remaining time."""
+        while True:
+            ms = _poll_ms(deadline)
+            if ms == -1:
+                return False
+            try:
+                if self._in is not None:
+                    if (self._out if writable else self._in).poll(ms):
+                        return True
+                else:  # pragma: no cover - Windows
+                    fds = [self._fd]
+                    timeout = None if ms is None else ms / 1000.0
+                    r, w, x = select.select(
+                        [] if writable else fds, fds if writable else [], fds, timeout
+                    )
+                    if r or w or x:
+                        return True
+            except OSError as exc:  # not EINTR (PEP 475 retries it): EINVAL, ENOMEM
+                raise _poll_failed(self._peer, exc.errno or 0, self._sent) from None
+            # poll() timed out: loop to re-check the clock (it may return a hair early).
+
+    def idle(self) -> bool:
+        """True when nothing at all is pending on the fd (zero-timeout poll)."""
+        if self._in is not None:
+            return not self._in.poll(0)
+        r, _, x = select.select([self._fd], [], [self._fd], 0)  # pragma: no cover - Windows
+        return not (r or x)  # pragma: no cover
+
+
+# -- connection ----------------------------------------------------------------------------------
+
+
+class Connection:
+    """One connected nonblocking socket plus the frame decoder that parses what it receives.
+
+    ``Connection(sock, decoder, peer=None)`` takes ownership of a connected socket (it is made
+    nonblocking); :func:`open_connection` is the usual way to get one. Any exception out of
+    :meth:`send`, :meth:`receive` or :meth:`call` (timeouts, resets, protocol errors, even an
+    exception raised by a signal handler) closes the connection: it is never left half-used.
+    """
+
+    __slots__ = (
+        "_sock",
+        "_fd",
+        "_decoder",
+        "_peer",
+        "_get_buffer",
+        "_buffer_updated",
+        "_recv_into",
+        "_sendmsg",
+        "_waiter",
+        "_ready",
+        "_ready_pos",
+        "_seq",
+        "_t0",
+    )
+
+    def __init__(self, sock: socket.socket, decoder: Any, peer: Optional[str] = None) -> None:
+        if peer is None:
+            peer = _format_address(sock.family, sock.getpeername())
+        sock.setblocking(False)
+        self._sock: Optional[socket.socket] = sock
+        self._fd = sock.fileno()
+        self._decoder = decoder
+        self._peer = peer
+        # Bound methods cached once: the hot loop makes no attribute lookups on other objects.
+        self._get_buffer = decoder.get_buffer
+        self._buffer_updated = decoder.buffer_updated
+        self._recv_into = sock.recv_into
+        self._sendmsg = sock.sendmsg if _HAS_SENDMSG else None
+        self._waiter = _Waiter(self._fd, peer, True)
+        self._ready: Optional[List[Any]] = None
+        self._ready_pos = 0
+        self._seq = 0
+        self._t0 = 0.0
+
+    # -- attributes
+
+    @property
+    def decoder(self) -> Any:
+        return self._decoder
+
+    @property
+    def peer(self) -> str:
+        return self._peer
+
+    @property
+    def closed(self) -> bool:
+        return self._sock is None
+
+    def fileno(self) -> int:
+        """The socket's fd, or -1 once closed."""
+        return self._fd
+
+    def __repr__(self) -> str:
+        if self._sock is None:
+            return "<Connection to %s closed>" % self._peer
+        return "<Connection to %s fd=%d>" % (self._peer, self._fd)
+
+    # -- lifecycle
+
+    def close(self) -> None:
+        """Close the socket and drop any frames not yet received. Idempotent."""
+        sock = self._sock
+        if sock is None:
+            return
+        self._sock = None
+        self._fd = -1
+        self._ready = None
+        self._recv_into = self._sendmsg = None  # type: ignore[assignment]
+        sock.close()
+
+    def is_reusable(self) -> bool:
+        """Whether the idle connection can carry a new request: a zero-timeout poll finds nothing
+        (no EOF, no reset, no bytes nobody asked for) and no reply bytes are left over. A
+        connection found unusable is closed."""
+        if self._sock is None:
+            return False
+        if self._ready is None and not self._decoder.pending and self._waiter.idle():
+            return True
+        self.close()
+        return False
+
+    def next_seq_id(self) -> int:
+        """Per-connection seq ids: 1, 2, ... 2**31-1, then 1 again; never 0."""
+        seq = self._seq + 1
+        if seq > 0x7FFFFFFF:
+            seq = 1
+        self._seq = seq
+        return seq
+
+    @property
+    def _last_seq_id(self) -> int:
+        """The last seq id handed out (0 before the first); settable for tests."""
+        return self._seq
+
+    @_last_seq_id.setter
+    def _last_seq_id(self, value: int) -> None:
+        if not 0 <= value <= 0x7FFFFFFF:
+            raise ValueError("seq id must be in 0..2**31-1, not %r" % (value,))
+        self._seq = value
+
+    # -- I/O
+
+    def call(self, buffers: _BUFFERS, deadline: Optional[float] = None) -> Any:
+        """``send(buffers, deadline)`` then ``receive(deadline)``: one request, one reply frame."""
+        self.send(buffers, deadline)
+        return self.receive(deadline)
+
+    def send(self, buffers: _BUFFERS, deadline: Optional[float] = None) -> None:
+        """Write all ``buffers`` (a bytes-like or a list/tuple of them) with one ``sendmsg``,
+        continuing partial writes; wait for POLLOUT only when the socket buffer is full.
+        ``deadline`` is an absolute ``time.monotonic()`` value or None (no limit)."""
+        self._t0 = time.monotonic()
+        if self._sock is None:
+            raise _closed_error(self._peer, False)
+        try:
+            self._send(buffers, deadline)
+        except BaseException:
+            self.close()
+            raise
+
+    def _send(self, buffers: _BUFFERS, deadline: Optional[float]) -> None:
+        if isinstance(buffers, (bytes, bytearray, memoryview)):
+            bufs: List[Any] = [buffers]
+        else:
+            bufs = buffers if type(buffers) is list else list(buffers)
+        total = 0
+        for b in bufs:
+            total += b.nbytes if type(b) is memoryview else len(b)
+        if total == 0:
+            return
+        sendmsg = self._sendmsg
+        if sendmsg is None:  # pragma: no cover - no sendmsg (Windows): one copy, one send
+            bufs = [b"".join(bufs)]
+        written = 0
+        while True:
+            capped = len(bufs) > _IOV_MAX
+            batch = bufs[:_IOV_MAX] if capped else bufs
+            try:
+                if sendmsg is not None:
+                    n = sendmsg(batch, (), _MSG_NOSIGNAL)
+                else:  # pragma: no cover - Windows
+                    n = self._sock.send(batch[0])  # type: ignore[union-attr]
+            except BlockingIOError:
+                n = -1
+            except OSError as exc:
+                raise _send_failed(self._peer, exc.errno or 0, written, total) from None
+            if n > 0:
+                written += n
+                if written >= total:
+                    return
+                bufs = _advance(bufs, n)
+                if capped:
+                    continue  # the batch was cut at IOV_MAX, so not short: write on
+            # EAGAIN or a short write (the socket buffer is full): wait for room.
+            if not self._waiter.wait(True, deadline):
+                raise _send_timeout(
+                    self._peer, (deadline or 0.0) - self._t0, written, total
+                )
+
+    def receive(self, deadline: Optional[float] = None) -> Any:
+        """The next reply frame: ``recv_into`` the decoder's own buffer until it yields a frame;
+        extra frames from the same read are kept for the next ``receive``."""
+        ready = self._ready
+        if ready is not None:
+            frame = ready[self._ready_pos]
+            self._ready_pos += 1
+            if self._ready_pos == len(ready):
+                self._ready = None
+            return frame
+        if self._sock is None:
+            raise _closed_error(self._peer, True)
+        try:
+            return self._receive(deadline)
+        except BaseException:
+            self.close()
+            raise
+
+    def _receive(self, deadline: Optional[float]) -> Any:
+        get_buffer = self._get_buffer
+        buffer_updated = self._buffer_updated
+        recv_into = self._recv_into
+        while True:
+            buf = get_buffer(-1)
+            size = buf.nbytes
+            if size <= 0:
+                raise _empty_buffer_error()  # a 0-byte recv would look like EOF
+            try:
+                n = recv_into(buf)
+            except BlockingIOError:
+                n = -1
+            except OSError as exc:
+                del buf
+                raise _recv_failed(self._peer, exc.errno or 0, self._decoder.pending) from None
+            del buf  # drop our export before the decoder moves or grows its buffer
+            if n > 0:
+                frames = buffer_updated(n)
+                if frames:
+                    if len(frames) > 1:
+                        self._ready = frames
+                        self._ready_pos = 1
+                    return frames[0]
+                if n == size:
+                    continue  # filled the whole buffer: more is likely queued, read on
+            elif n == 0:
+                raise _recv_eof(self._peer, self._decoder.pending)
+            # EAGAIN or a short read (the socket is drained): wait for more.
+            if not self._waiter.wait(False, deadline):
+                raise _recv_timeout(
+                    self._peer, (deadline or 0.0) - self._t0, self._decoder.pending
+                )
+
+
+def _advance(bufs: List[Any], n: int) -> List[Any]:
+    """The buffers left after ``n`` bytes of them were written (slices, no copies)."""
+    i = 0
+    while True:
+        b = bufs[i]
+        size = b.nbytes if type(b) is memoryview else len(b)
+        if n < size:
+            rest = [memoryview(b).cast("B")[n:]]
+            rest.extend(bufs[i + 1 :])
+            return rest
+        n -= size
+        i += 1
+
+
+# -- connect -------------------------------------------------------------------------------------
+
+
+def open_connection(
+    family: int, sockaddr: Any, *, timeout: Optional[float], decoder: Any
+) -> Connection:
+    """Connect a nonblocking TCP (or Unix) socket to ``sockaddr`` (as ``socket.getaddrinfo``
+    returns it) within ``timeout`` seconds (None = no limit), with ``TCP_NODELAY`` set, and wrap
+    it in a :class:`Connection` that feeds ``decoder``."""
+    address = _format_address(family, sockaddr)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConnectError(
+            "connect to %s failed: %s" % (address, _errno_text(exc.errno or 0))
+        ) from None
+    try:
+        sock.setblocking(False)
+        if family in (socket.AF_INET, getattr(socket, "AF_INET6", -1)):
+            # Small requests must not wait for Nagle's algorithm (a flat 40 ms otherwise).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            err = sock.connect_ex(sockaddr)
+        except socket.gaierror as exc:  # a host name that does not resolve
+            raise ConnectError("connect to %s failed: %s" % (address, exc)) from None
+        if err in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR):
+            if not _Waiter(sock.fileno(), address, False).wait(True, deadline):
+                raise ConnectTimeoutError(
+                    "connect to %s timed out after %s ms" % (address, _format_ms(timeout or 0.0))
+                )
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise ConnectError("connect to %s failed: %s" % (address, _errno_text(err)))
+        return Connection(sock, decoder, address)
+    except BaseException:
+        sock.close()
+        raise
