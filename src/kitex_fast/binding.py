@@ -72,9 +72,9 @@ class KitexOutputBinding:
         self.implementation = implementation
         self._defaults: Dict[str, str] = {}
         # raw metadata key -> validated options (validation runs once per distinct metadata)
-        self._options: "OrderedDict[tuple, CallOptions]" = OrderedDict()
+        self._options: "OrderedDict[Tuple[object, ...], CallOptions]" = OrderedDict()
         # options.client_key -> Client, least recently used first
-        self._clients: "OrderedDict[tuple, Client]" = OrderedDict()
+        self._clients: "OrderedDict[Tuple[object, ...], Client]" = OrderedDict()
         self._lock = threading.Lock()
         self._closed = False
 

@@ -94,13 +94,15 @@ class Client:
         ttheader = transport.startswith("ttheader")
         if (str_headers or int_headers) and not ttheader:
             raise MetadataError("headers need transport ttheader or ttheader-framed, not %s" % transport)
+        endpoints: Tuple[Endpoint, ...]
         if host_ports and all(isinstance(e, Endpoint) for e in host_ports):
-            endpoints = tuple(host_ports)  # already validated (by the binding's metadata parser)
+            # already validated (by the binding's metadata parser)
+            endpoints = tuple(e for e in host_ports if isinstance(e, Endpoint))
         else:
             endpoints = parse_host_ports(host_ports)  # type: ignore[arg-type]
         self.dest_service = dest_service
         self.transport = transport
-        self.endpoints: Tuple[Endpoint, ...] = endpoints
+        self.endpoints = endpoints
         self.rpc_timeout = rpc_timeout
         self.max_frame_size = max_frame_size or self._codec.DEFAULT_MAX_FRAME_SIZE
         self.implementation = "py" if self._codec.__name__.endswith("_py") else "c"

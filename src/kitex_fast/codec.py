@@ -43,7 +43,7 @@ NO_EXTENSIONS = bool(os.environ.get("KITEX_FAST_NO_EXTENSIONS")) or (
 _compiled: Optional[ModuleType] = None
 if not NO_EXTENSIONS:
     try:
-        from . import _codec as _compiled  # type: ignore[no-redef]
+        from . import _codec as _compiled  # type: ignore
     except ImportError:  # pragma: no cover - depends on the install
         _compiled = None
 
@@ -52,23 +52,23 @@ USING_EXTENSION = _compiled is not None
 if TYPE_CHECKING:
     # Type checkers read the twin's real source.
     from ._codec_py import (
-        CALL,
-        DEFAULT_MAX_FRAME_SIZE,
-        EXCEPTION,
-        ONEWAY,
-        REPLY,
-        TRANSPORTS,
-        Frame,
-        FrameDecoder,
-        MessageHeader,
-        RequestEncoder,
-        build_message,
-        decode_application_exception,
-        encode_application_exception,
-        encode_frame,
-        find_struct_end,
-        parse_message,
-        rewrite_message,
+        CALL as CALL,
+        DEFAULT_MAX_FRAME_SIZE as DEFAULT_MAX_FRAME_SIZE,
+        EXCEPTION as EXCEPTION,
+        ONEWAY as ONEWAY,
+        REPLY as REPLY,
+        TRANSPORTS as TRANSPORTS,
+        Frame as Frame,
+        FrameDecoder as FrameDecoder,
+        MessageHeader as MessageHeader,
+        RequestEncoder as RequestEncoder,
+        build_message as build_message,
+        decode_application_exception as decode_application_exception,
+        encode_application_exception as encode_application_exception,
+        encode_frame as encode_frame,
+        find_struct_end as find_struct_end,
+        parse_message as parse_message,
+        rewrite_message as rewrite_message,
     )
 else:
     _active = _compiled if _compiled is not None else _codec_py

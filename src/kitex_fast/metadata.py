@@ -137,7 +137,7 @@ class CallOptions(NamedTuple):
     int_headers: Tuple[Tuple[int, str], ...]
 
     @property
-    def client_key(self) -> tuple:
+    def client_key(self) -> Tuple[object, ...]:
         return (self.dest_service, self.endpoints) + tuple(self[4:])
 
 

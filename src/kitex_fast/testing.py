@@ -221,7 +221,8 @@ def _string_struct(field_id: int, text: str) -> bytes:
 def echo_request(message: str, *, seq_id: int = 0, method: str = "echo", implementation: Optional[str] = None) -> bytes:
     """A complete CALL message ``echo(Request{message})``, as Dapr's test builds it."""
     codec = _codec_dispatch.implementation(implementation)
-    return codec.build_message(codec.CALL, method, seq_id, _string_struct(1, message))
+    message_bytes: bytes = codec.build_message(codec.CALL, method, seq_id, _string_struct(1, message))
+    return message_bytes
 
 
 def echo_result(message: str) -> bytes:

@@ -22,14 +22,14 @@ NO_EXTENSIONS = bool(os.environ.get("KITEX_FAST_NO_EXTENSIONS")) or (
 _compiled: Optional[ModuleType] = None
 if not NO_EXTENSIONS:
     try:
-        from . import _transport as _compiled  # type: ignore[no-redef]
+        from . import _transport as _compiled  # type: ignore
     except ImportError:  # pragma: no cover - depends on the install
         _compiled = None
 
 USING_EXTENSION = _compiled is not None
 
 if TYPE_CHECKING:
-    from ._transport_py import Connection, open_connection
+    from ._transport_py import Connection as Connection, open_connection as open_connection
 else:
     _active = _compiled if _compiled is not None else _transport_py
     globals().update({name: getattr(_active, name) for name in PUBLIC_API})

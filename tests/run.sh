@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The test command (README): on a fresh machine it installs everything the tests need, builds the
+# package with its Cython core, builds the Go Kitex peers from the Go module proxy, type-checks,
+# and runs the suite: once with the compiled core installed (every behavioural test runs on both
+# implementations through the c/py fixture), then again with KITEX_FAST_NO_EXTENSIONS=1 so the
+# dispatchers' fallback to the pure-Python twin is exercised as a user without a compiler gets it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+python=${PYTHON:-python3}
+venv="$root/.venv"
+if [ ! -x "$venv/bin/python" ]; then
+  "$python" -m venv "$venv"
+fi
+py="$venv/bin/python"
+"$py" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+
+echo "== installing kitex_fast with its compiled core, and the test tools"
+"$py" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps .
+"$py" -m pip install -q --disable-pip-version-check ".[test]"
+"$py" - <<'PY'
+import kitex_fast.codec as c, kitex_fast.transport as t
+assert c.USING_EXTENSION and t.USING_EXTENSION, "the compiled core was not built: see the pip output above"
+print("compiled core loaded:", c.implementation().__file__)
+PY
+
+echo "== type check (mypy --strict)"
+"$py" -m mypy --config-file pyproject.toml
+
+echo "== Go Kitex peers (Go module proxy)"
+if command -v go >/dev/null 2>&1; then
+  "$py" -c "import sys; sys.path.insert(0, 'tests/interop'); import peers; print('built', peers.build_peers())"
+elif [ "${CI:-}" = "true" ]; then
+  echo "Go is required in CI for the interop tests (install Go >= 1.24.1)" >&2
+  exit 1
+else
+  echo "go not found: interop tests will be skipped (install Go >= 1.24.1 to run them)"
+fi
+
+export KITEX_FAST_EXPECT_EXTENSION=1
+echo "== suite: compiled core installed; every behavioural test on c and py"
+"$py" -m pytest tests -q -p no:cacheprovider "$@"
+
+echo "== suite again with KITEX_FAST_NO_EXTENSIONS=1 (the twin through the dispatchers)"
+KITEX_FAST_EXPECT_EXTENSION=0 KITEX_FAST_NO_EXTENSIONS=1 "$py" -m pytest tests -q -p no:cacheprovider -m "not slow" "$@"
