@@ -1,0 +1,1091 @@
+"""Pure-Python twin of ``_codec.pyx``: same names, same results, same error texts.
+
+Wire facts are in ``docs/internals.md`` and the spec ``kitex-wire.md`` (sections cited inline).
+Only ``kitex_fast.codec`` imports this module.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+from kitex_fast.errors import FrameTooLargeError, ProtocolError
+
+__all__ = [
+    "MessageHeader",
+    "Frame",
+    "FrameDecoder",
+    "RequestEncoder",
+    "parse_message",
+    "rewrite_message",
+    "encode_frame",
+    "build_message",
+    "find_struct_end",
+    "decode_application_exception",
+    "encode_application_exception",
+    "CALL",
+    "REPLY",
+    "EXCEPTION",
+    "ONEWAY",
+    "TRANSPORTS",
+    "DEFAULT_MAX_FRAME_SIZE",
+]
+
+CALL = 1
+REPLY = 2
+EXCEPTION = 3
+ONEWAY = 4
+TRANSPORTS = ("framed", "buffered", "ttheader", "ttheader-framed")
+DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
+
+_TYPE_NAMES = {1: "CALL", 2: "REPLY", 3: "EXCEPTION", 4: "ONEWAY"}
+
+_U16 = struct.Struct(">H")
+_I32 = struct.Struct(">i")
+_U32 = struct.Struct(">I")
+_MSG_BEGIN = struct.Struct(">Ii")  # version|type word, name length
+_TT_FIXED = struct.Struct(">IHHiH")  # LENGTH, magic, flags, seq id, header size (spec §1.2)
+
+# Transport codes (the compiled core uses the same numbering).
+_T_FRAMED, _T_BUFFERED, _T_TTHEADER, _T_TTHEADER_FRAMED, _T_AUTO = 0, 1, 2, 3, 4
+_TRANSPORT_CODES = {name: code for code, name in enumerate(TRANSPORTS)}
+
+_INT32_MIN = -(2**31)
+_INT32_MAX = 2**31 - 1
+_MAX_FRAME_FIELD = _INT32_MAX  # a 32-bit length field that every peer reads as positive
+_MAX_HEADER_STRING = 65535  # gopkg protocol/ttheader/utils.go: maxHeaderStringSize
+_MAX_HEADER_BLOCK = 262140  # gopkg >= v0.1.8 MaxHeaderSize = 4*MaxUint16 (spec §1.4)
+_MAX_DEPTH = 64  # gopkg protocol/thrift: defaultRecursionDepth (spec §2.4)
+
+# Thrift binary type ids and the fixed sizes gopkg skips in bulk (binary.go: typeToSize).
+_STOP, _BOOL, _BYTE, _DOUBLE, _I16, _I32T, _I64 = 0, 2, 3, 4, 6, 8, 10
+_STRING, _STRUCT, _MAP, _SET, _LIST = 11, 12, 13, 14, 15
+_FIXED_SIZE = [0] * 256
+for _t, _s in ((_BOOL, 1), (_BYTE, 1), (_DOUBLE, 8), (_I16, 2), (_I32T, 4), (_I64, 8)):
+    _FIXED_SIZE[_t] = _s
+del _t, _s
+
+# TTHeader info ids (gopkg protocol/ttheader/encode.go: InfoIDType).
+_INFO_PADDING, _INFO_KV, _INFO_INT_KV, _INFO_ACL = 0x00, 0x01, 0x10, 0x11
+
+_INITIAL_CAPACITY = 16384
+_MIN_READ = 4096
+
+BytesLike = Union[bytes, bytearray, memoryview]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _hex(buf: BytesLike, start: int, end: int) -> str:
+    """The first (up to 8) bytes at ``start`` in hex, for error texts."""
+    n = min(end - start, 8)
+    text = " ".join("%02x" % buf[start + i] for i in range(n))
+    if end - start > 8:
+        text += " ..."
+    return text if n else "none"
+
+
+def _as_bytes_view(buf: object) -> BytesLike:
+    """``buf`` itself when it can be indexed by byte, else a flat byte memoryview of it."""
+    if type(buf) is bytes or type(buf) is bytearray:
+        return buf  # type: ignore[return-value]
+    mv = memoryview(buf)  # type: ignore[arg-type]
+    if mv.ndim != 1 or mv.format != "B":
+        mv = mv.cast("B")
+    return mv
+
+
+def _check_seq_id(seq_id: object) -> int:
+    if not isinstance(seq_id, int):
+        raise TypeError("seq_id must be an int, not %s" % type(seq_id).__name__)
+    if not _INT32_MIN <= seq_id <= _INT32_MAX:
+        raise ValueError("seq_id must fit in a signed 32-bit integer, got %d" % seq_id)
+    return seq_id
+
+
+def _encode_str(value: object, what: str) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    raise TypeError("%s must be str or bytes, not %s" % (what, type(value).__name__))
+
+
+def _encode_name(name: object) -> bytes:
+    if isinstance(name, str):
+        return name.encode("utf-8", "surrogateescape")
+    if isinstance(name, (bytes, bytearray)):
+        return bytes(name)
+    raise TypeError("name must be str or bytes, not %s" % type(name).__name__)
+
+
+def _nbytes(part: object) -> int:
+    if type(part) is bytes:
+        return len(part)  # type: ignore[arg-type]
+    return memoryview(part).nbytes  # type: ignore[arg-type]
+
+
+def _transport_code(transport: object, allow_auto: bool) -> int:
+    code = _TRANSPORT_CODES.get(transport) if isinstance(transport, str) else None  # type: ignore[arg-type]
+    if code is None:
+        if allow_auto and transport == "auto":
+            return _T_AUTO
+        raise ValueError(
+            "unknown transport %r: expected one of framed, buffered, ttheader, ttheader-framed%s"
+            % (transport, " or auto" if allow_auto else "")
+        )
+    return code
+
+
+# --------------------------------------------------------------------------- value classes
+
+
+class MessageHeader:
+    """A parsed strict-binary Thrift message header."""
+
+    __slots__ = ("_type", "_name", "_seq_id", "_body_offset")
+
+    def __init__(self, type: int, name: str, seq_id: int, body_offset: int) -> None:
+        self._type = type
+        self._name = name
+        self._seq_id = seq_id
+        self._body_offset = body_offset
+
+    @property
+    def type(self) -> int:
+        return self._type
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def seq_id(self) -> int:
+        return self._seq_id
+
+    @property
+    def body_offset(self) -> int:
+        return self._body_offset
+
+    def _key(self) -> tuple:
+        return (self._type, self._name, self._seq_id, self._body_offset)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, MessageHeader):
+            return self._key() == other._key()
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        if isinstance(other, MessageHeader):
+            return self._key() != other._key()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return "MessageHeader(type=%d, name=%r, seq_id=%d, body_offset=%d)" % self._key()
+
+
+class Frame:
+    """One decoded frame: the Thrift message and what the framing carried."""
+
+    __slots__ = (
+        "_payload",
+        "_transport",
+        "_seq_id",
+        "_flags",
+        "_str_headers",
+        "_int_headers",
+        "_acl_token",
+    )
+
+    def __init__(
+        self,
+        payload: bytes,
+        transport: str,
+        seq_id: Optional[int] = None,
+        flags: int = 0,
+        str_headers: Optional[Dict[str, str]] = None,
+        int_headers: Optional[Dict[int, str]] = None,
+        acl_token: Optional[str] = None,
+    ) -> None:
+        self._payload = payload
+        self._transport = transport
+        self._seq_id = seq_id
+        self._flags = flags
+        self._str_headers = {} if str_headers is None else str_headers
+        self._int_headers = {} if int_headers is None else int_headers
+        self._acl_token = acl_token
+
+    @property
+    def payload(self) -> bytes:
+        return self._payload
+
+    @property
+    def transport(self) -> str:
+        return self._transport
+
+    @property
+    def seq_id(self) -> Optional[int]:
+        return self._seq_id
+
+    @property
+    def flags(self) -> int:
+        return self._flags
+
+    @property
+    def str_headers(self) -> Dict[str, str]:
+        return self._str_headers
+
+    @property
+    def int_headers(self) -> Dict[int, str]:
+        return self._int_headers
+
+    @property
+    def acl_token(self) -> Optional[str]:
+        return self._acl_token
+
+    def _key(self) -> tuple:
+        return (
+            self._payload,
+            self._transport,
+            self._seq_id,
+            self._flags,
+            self._str_headers,
+            self._int_headers,
+            self._acl_token,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Frame):
+            return self._key() == other._key()
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        if isinstance(other, Frame):
+            return self._key() != other._key()
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # holds dicts: not hashable
+
+    def __repr__(self) -> str:
+        return "Frame(transport=%r, seq_id=%r, flags=%d, payload=<%d bytes>, str_headers=%r, " \
+            "int_headers=%r, acl_token=%r)" % (
+                self._transport,
+                self._seq_id,
+                self._flags,
+                len(self._payload),
+                self._str_headers,
+                self._int_headers,
+                self._acl_token,
+            )
+
+
+# --------------------------------------------------------------------------- message header
+
+
+def _header_end(buf: BytesLike, start: int, end: int, max_size: int) -> int:
+    """End offset of the strict-binary message header at ``start``.
+
+    ``max_size < 0``: ``buf[start:end]`` is a whole message; a short one is an error.
+    ``max_size >= 0``: a stream; returns ``-need`` (the total end offset needed) when incomplete,
+    and a name length beyond ``max_size`` raises FrameTooLargeError.
+    """
+    n = end - start
+    if n <= 0:
+        if max_size < 0:
+            raise ProtocolError(
+                "empty Thrift message: expected a strict binary message header (80 01 00 TT)"
+            )
+        return -(start + 4)
+    b0 = buf[start]
+    if b0 == 0x82:
+        # Compact protocol id (spec §3.4); Kitex rejects it (§2.2 step 3d).
+        raise ProtocolError(
+            "compact protocol message (first bytes %s): Kitex speaks strict binary Thrift only "
+            "(80 01 00 TT)" % _hex(buf, start, end)
+        )
+    if b0 < 0x80:
+        # The first i32 is >= 0: an old non-strict header (name length first, spec §3.2).
+        raise ProtocolError(
+            "non-strict binary Thrift message (first i32 >= 0, first bytes %s): Kitex accepts "
+            "strict binary only (80 01 00 TT)" % _hex(buf, start, end)
+        )
+    if n < 4:
+        if max_size < 0:
+            raise ProtocolError(
+                "truncated Thrift message header: %d bytes (first bytes %s)"
+                % (n, _hex(buf, start, end))
+            )
+        return -(start + 4)
+    if b0 != 0x80 or buf[start + 1] != 0x01 or buf[start + 2] != 0x00:
+        # Byte 2 must be 0: Kitex masks the type with 0x0000FFFF (spec §3.1).
+        raise ProtocolError(
+            "bad Thrift binary version (first bytes %s): expected 80 01 00 TT"
+            % _hex(buf, start, end)
+        )
+    mtype = buf[start + 3]
+    if mtype < 1 or mtype > 4:
+        raise ProtocolError(
+            "unknown Thrift message type %d (first bytes %s): expected 1 (CALL), 2 (REPLY), "
+            "3 (EXCEPTION) or 4 (ONEWAY)" % (mtype, _hex(buf, start, end))
+        )
+    if n < 8:
+        if max_size < 0:
+            raise ProtocolError(
+                "truncated Thrift message header: %d bytes (first bytes %s)"
+                % (n, _hex(buf, start, end))
+            )
+        return -(start + 8)
+    name_len = _I32.unpack_from(buf, start + 4)[0]
+    if name_len < 0:
+        raise ProtocolError(
+            "negative method name length %d (first bytes %s)" % (name_len, _hex(buf, start, end))
+        )
+    if 12 + name_len > n:
+        if max_size < 0:
+            raise ProtocolError(
+                "method name length %d does not fit in a %d-byte message (first bytes %s)"
+                % (name_len, n, _hex(buf, start, end))
+            )
+        if 12 + name_len > max_size:
+            raise FrameTooLargeError(
+                "buffered message declares a %d-byte method name, over max_frame_size %d"
+                % (name_len, max_size)
+            )
+        return -(start + 12 + name_len)
+    return start + 12 + name_len
+
+
+def parse_message(buf: BytesLike) -> MessageHeader:
+    """Parse the strict-binary message header at the start of ``buf``."""
+    b = _as_bytes_view(buf)
+    end = len(b)
+    hend = _header_end(b, 0, end, -1)
+    name_len = hend - 12
+    try:
+        name = bytes(b[8 : 8 + name_len]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(
+            "method name is not valid UTF-8 (first bytes %s)" % _hex(b, 0, end)
+        ) from None
+    return MessageHeader(b[3], name, _I32.unpack_from(b, hend - 4)[0], hend)
+
+
+def _message_begin(mtype: int, name: bytes, seq_id: int) -> bytes:
+    return b"".join(
+        (_MSG_BEGIN.pack(0x80010000 | mtype, len(name)), name, _I32.pack(seq_id))
+    )
+
+
+def rewrite_message(buf: BytesLike, *, seq_id: int, name: Optional[str] = None) -> list:
+    """``[new header bytes, memoryview(body)]``; the body is a view of ``buf``, never a copy."""
+    _check_seq_id(seq_id)
+    b = _as_bytes_view(buf)
+    end = len(b)
+    hend = _header_end(b, 0, end, -1)
+    if name is None:
+        head = bytes(b[0 : hend - 4]) + _I32.pack(seq_id)
+    else:
+        head = _message_begin(b[3], _encode_name(name), seq_id)
+    if hend == end:
+        return [head]
+    return [head, memoryview(buf)[hend:] if b is buf else b[hend:]]  # type: ignore[index]
+
+
+def build_message(mtype: int, name: str, seq_id: int, body: BytesLike = b"") -> bytes:
+    """A whole strict-binary message: header + ``body`` (a struct, normally)."""
+    if not isinstance(mtype, int) or mtype < 1 or mtype > 4:
+        raise ValueError(
+            "message type must be 1 (CALL), 2 (REPLY), 3 (EXCEPTION) or 4 (ONEWAY), got %r"
+            % (mtype,)
+        )
+    _check_seq_id(seq_id)
+    return _message_begin(mtype, _encode_name(name), seq_id) + bytes(body)
+
+
+# --------------------------------------------------------------------------- struct skip
+
+
+def _skip(buf: BytesLike, pos: int, end: int, ttype: int, depth: int, base: int) -> int:
+    """Skip one value of ``ttype`` at ``pos``; ``depth`` as gopkg's ``maxdepth`` argument.
+
+    Returns the end offset, or ``-need`` (the total end offset needed) when ``buf[:end]`` is too
+    short. Iterative with an explicit stack so hostile nesting cannot exhaust the C stack; the
+    nesting limit mirrors gopkg protocol/thrift/skipdecoder.go (``maxdepth == 0`` is an error,
+    fixed-size container elements are skipped in bulk, empty containers are not type-checked).
+    """
+    fixed = _FIXED_SIZE
+    # Stack entries: [kind, remaining, type_a, type_b, depth]; kind is the container type id.
+    stack: List[list] = []
+    t = ttype
+    d = depth
+    while True:
+        # ---- skip one value of type t at nesting budget d
+        if d == 0:
+            raise ProtocolError(
+                "Thrift struct nesting exceeds the depth limit of %d at offset %d"
+                % (_MAX_DEPTH, pos - base)
+            )
+        sz = fixed[t]
+        if sz:
+            if pos + sz > end:
+                return -(pos + sz)
+            pos += sz
+        elif t == _STRING:
+            if pos + 4 > end:
+                return -(pos + 4)
+            n = _I32.unpack_from(buf, pos)[0]
+            if n < 0:
+                raise ProtocolError("negative length %d at offset %d" % (n, pos - base))
+            if pos + 4 + n > end:
+                return -(pos + 4 + n)
+            pos += 4 + n
+        elif t == _STRUCT:
+            stack.append([_STRUCT, 0, 0, 0, d])
+        elif t == _MAP:
+            if pos + 6 > end:
+                return -(pos + 6)
+            kt = buf[pos]
+            vt = buf[pos + 1]
+            n = _I32.unpack_from(buf, pos + 2)[0]
+            if n < 0:
+                raise ProtocolError("negative length %d at offset %d" % (n, pos - base))
+            pos += 6
+            ks = fixed[kt]
+            vs = fixed[vt]
+            if ks and vs:
+                need = pos + n * (ks + vs)
+                if need > end:
+                    return -need
+                pos = need
+            elif n:
+                stack.append([_MAP, 2 * n, kt, vt, d])
+        elif t == _SET or t == _LIST:
+            if pos + 5 > end:
+                return -(pos + 5)
+            et = buf[pos]
+            n = _I32.unpack_from(buf, pos + 1)[0]
+            if n < 0:
+                raise ProtocolError("negative length %d at offset %d" % (n, pos - base))
+            pos += 5
+            es = fixed[et]
+            if es:
+                need = pos + n * es
+                if need > end:
+                    return -need
+                pos = need
+            elif n:
+                stack.append([_LIST, n, et, et, d])
+        else:
+            raise ProtocolError("unknown Thrift type id %d at offset %d" % (t, pos - base))
+        # ---- pick the next value to skip from the innermost open container
+        while True:
+            if not stack:
+                return pos
+            top = stack[-1]
+            kind = top[0]
+            if kind == _STRUCT:
+                if pos + 1 > end:
+                    return -(pos + 1)
+                ft = buf[pos]
+                if ft == _STOP:
+                    pos += 1
+                    stack.pop()
+                    continue
+                if pos + 3 > end:
+                    return -(pos + 3)
+                pos += 3
+                t = ft
+                d = top[4] - 1
+                break
+            remaining = top[1]
+            if remaining == 0:
+                stack.pop()
+                continue
+            top[1] = remaining - 1
+            # Map elements alternate key, value: an even count left means a key is next.
+            t = top[2] if (kind == _LIST or remaining % 2 == 0) else top[3]
+            d = top[4] - 1
+            break
+
+
+def find_struct_end(buf: BytesLike, offset: int = 0) -> int:
+    """End offset of the Thrift binary struct at ``offset``, or -1 if more bytes are needed."""
+    b = _as_bytes_view(buf)
+    end = len(b)
+    if not isinstance(offset, int) or offset < 0 or offset > end:
+        raise ValueError("offset %r out of range for a %d-byte buffer" % (offset, end))
+    r = _skip(b, offset, end, _STRUCT, _MAX_DEPTH, 0)
+    return r if r >= 0 else -1
+
+
+# --------------------------------------------------------------------------- exceptions
+
+
+def decode_application_exception(message: BytesLike) -> Tuple[int, str]:
+    """``(type_code, text)`` of a whole EXCEPTION message (spec §4.4)."""
+    b = _as_bytes_view(message)
+    end = len(b)
+    hend = _header_end(b, 0, end, -1)
+    mtype = b[3]
+    if mtype != EXCEPTION:
+        raise ProtocolError(
+            "expected an EXCEPTION message, got type %d (%s)" % (mtype, _TYPE_NAMES[mtype])
+        )
+    type_code = 0
+    text = ""
+    pos = hend
+    while True:
+        if pos + 1 > end:
+            break
+        ft = b[pos]
+        if ft == _STOP:
+            return type_code, text
+        if pos + 3 > end:
+            break
+        fid = (b[pos + 1] << 8) | b[pos + 2]
+        pos += 3
+        if fid == 1 and ft == _STRING:
+            if pos + 4 > end:
+                break
+            n = _I32.unpack_from(b, pos)[0]
+            if n < 0:
+                raise ProtocolError("negative length %d at offset %d" % (n, pos))
+            if pos + 4 + n > end:
+                break
+            text = bytes(b[pos + 4 : pos + 4 + n]).decode("utf-8", "replace")
+            pos += 4 + n
+        elif fid == 2 and ft == _I32T:
+            if pos + 4 > end:
+                break
+            type_code = _I32.unpack_from(b, pos)[0]
+            pos += 4
+        else:
+            # Unknown or wrong-typed field: skip it like gopkg's FastRead does.
+            r = _skip(b, pos, end, ft, _MAX_DEPTH - 1, 0)
+            if r < 0:
+                break
+            pos = r
+    raise ProtocolError(
+        "truncated TApplicationException struct in a %d-byte message (first bytes %s)"
+        % (end, _hex(b, 0, end))
+    )
+
+
+def encode_application_exception(type_code: int, text: str) -> bytes:
+    """The TApplicationException struct: field 1 message, field 2 type, STOP (gopkg order)."""
+    _check_i32(type_code, "type_code")
+    data = _encode_str(text, "text")
+    return b"".join(
+        (b"\x0b\x00\x01", _I32.pack(len(data)), data, b"\x08\x00\x02", _I32.pack(type_code), b"\x00")
+    )
+
+
+def _check_i32(value: object, what: str) -> int:
+    if not isinstance(value, int):
+        raise TypeError("%s must be an int, not %s" % (what, type(value).__name__))
+    if not _INT32_MIN <= value <= _INT32_MAX:
+        raise ValueError("%s must fit in a signed 32-bit integer, got %d" % (what, value))
+    return value
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _put_string(out: List[bytes], data: bytes, what: str) -> None:
+    if len(data) > _MAX_HEADER_STRING:
+        raise ValueError(
+            "TTHeader string too long: %s is %d bytes (max %d)"
+            % (what, len(data), _MAX_HEADER_STRING)
+        )
+    out.append(_U16.pack(len(data)))
+    out.append(data)
+
+
+def _header_block(
+    str_headers: Optional[Dict[str, str]],
+    int_headers: Optional[Dict[int, str]],
+    acl_token: Optional[str],
+) -> bytes:
+    """PROTOCOL ID .. padding of a TTHeader (spec §1.3-1.4), in Kitex's block order."""
+    out: List[bytes] = [b"\x00\x00"]  # protocol 0 (binary), 0 transforms
+    if acl_token is not None:
+        token = _encode_str(acl_token, "acl_token")
+        if token:
+            out.append(b"\x11")
+            _put_string(out, token, "acl_token")
+    if str_headers:
+        if len(str_headers) > 65535:
+            raise ValueError("too many str_headers: %d (max 65535)" % len(str_headers))
+        out.append(b"\x01")
+        out.append(_U16.pack(len(str_headers)))
+        for key, value in str_headers.items():
+            kb = _encode_str(key, "str_headers key")
+            _put_string(out, kb, "str_headers key")
+            _put_string(out, _encode_str(value, "str_headers value"), "str_headers value")
+    if int_headers:
+        if len(int_headers) > 65535:
+            raise ValueError("too many int_headers: %d (max 65535)" % len(int_headers))
+        out.append(b"\x10")
+        out.append(_U16.pack(len(int_headers)))
+        for key, value in int_headers.items():
+            if not isinstance(key, int):
+                raise TypeError("int_headers key must be an int, not %s" % type(key).__name__)
+            if key < 0 or key > 65535:
+                raise ValueError("int_headers key %d is not in 0..65535" % key)
+            out.append(_U16.pack(key))
+            _put_string(out, _encode_str(value, "int_headers value"), "int_headers value")
+    block = b"".join(out)
+    pad = (4 - len(block) % 4) % 4
+    if len(block) + pad > _MAX_HEADER_BLOCK:
+        raise ValueError(
+            "TTHeader header block of %d bytes exceeds the %d-byte limit"
+            % (len(block) + pad, _MAX_HEADER_BLOCK)
+        )
+    return block + b"\x00" * pad
+
+
+def _check_no_headers(transport: str, str_headers: object, int_headers: object, acl_token: object) -> None:
+    if str_headers or int_headers or acl_token:
+        raise ValueError(
+            "str_headers, int_headers and acl_token need a ttheader transport, not %r" % transport
+        )
+
+
+def _frame_too_large(size: int) -> ValueError:
+    return ValueError(
+        "frame of %d bytes does not fit a 32-bit length field (max %d)" % (size, _MAX_FRAME_FIELD)
+    )
+
+
+def encode_frame(
+    transport: str,
+    message: Union[BytesLike, Sequence[BytesLike]],
+    *,
+    seq_id: int,
+    str_headers: Optional[Dict[str, str]] = None,
+    int_headers: Optional[Dict[int, str]] = None,
+    acl_token: Optional[str] = None,
+) -> list:
+    """``[prefix, *message_parts]`` for ``writev`` (no prefix for buffered); nothing is copied."""
+    code = _transport_code(transport, False)
+    _check_seq_id(seq_id)
+    if isinstance(message, (list, tuple)):
+        parts = list(message)
+    else:
+        parts = [message]
+    size = 0
+    for part in parts:
+        size += _nbytes(part)
+    if size == 0:
+        raise ValueError("message is empty: nothing to frame")
+    if code == _T_BUFFERED or code == _T_FRAMED:
+        _check_no_headers(transport, str_headers, int_headers, acl_token)
+        if code == _T_BUFFERED:
+            return parts
+        if size > _MAX_FRAME_FIELD:
+            raise _frame_too_large(size)
+        return [_U32.pack(size)] + parts
+    block = _header_block(str_headers, int_headers, acl_token)
+    inner = 4 if code == _T_TTHEADER_FRAMED else 0
+    length = 10 + len(block) + inner + size
+    if length > _MAX_FRAME_FIELD:
+        raise _frame_too_large(length)
+    prefix = _TT_FIXED.pack(length, 0x1000, 0, seq_id, len(block) // 4) + block
+    if inner:
+        prefix += _U32.pack(size)
+    return [prefix] + parts
+
+
+class RequestEncoder:
+    """The client's hot path: framing + TTHeader precomputed once, one ``head`` per call."""
+
+    __slots__ = ("_code", "_transport", "_name", "_block", "_validate")
+
+    def __init__(
+        self,
+        transport: str,
+        *,
+        name: Optional[str] = None,
+        str_headers: Optional[Dict[str, str]] = None,
+        int_headers: Optional[Dict[int, str]] = None,
+        acl_token: Optional[str] = None,
+        validate: bool = True,
+    ) -> None:
+        self._code = _transport_code(transport, False)
+        self._transport = transport
+        self._name = None if name is None else _encode_name(name)
+        if self._code == _T_FRAMED or self._code == _T_BUFFERED:
+            _check_no_headers(transport, str_headers, int_headers, acl_token)
+            self._block = b""
+        else:
+            self._block = _header_block(str_headers, int_headers, acl_token)
+        self._validate = bool(validate)
+
+    @property
+    def transport(self) -> str:
+        return self._transport
+
+    def encode(self, message: BytesLike, seq_id: int) -> list:
+        """``[head, memoryview(args body)]`` for one CALL message (``[head]`` for an empty body)."""
+        _check_seq_id(seq_id)
+        b = _as_bytes_view(message)
+        end = len(b)
+        hend = _header_end(b, 0, end, -1)
+        mtype = b[3]
+        if mtype != CALL:
+            raise ProtocolError(
+                "RequestEncoder needs a CALL message, got type %d (%s)"
+                % (mtype, _TYPE_NAMES[mtype])
+            )
+        if self._validate:
+            r = _skip(b, hend, end, _STRUCT, _MAX_DEPTH, hend)
+            if r < 0:
+                raise ProtocolError(
+                    "the args struct is truncated: %d body bytes end before the struct does"
+                    % (end - hend)
+                )
+            if r != end:
+                raise ProtocolError(
+                    "%d trailing bytes after the args struct (a message carries exactly one "
+                    "struct)" % (end - r)
+                )
+        name = self._name
+        if name is None:
+            mhead = bytes(b[0 : hend - 4]) + _I32.pack(seq_id)
+        else:
+            mhead = _MSG_BEGIN.pack(0x80010001, len(name)) + name + _I32.pack(seq_id)
+        msg_len = len(mhead) + end - hend
+        code = self._code
+        if code == _T_BUFFERED:
+            head = mhead
+        elif code == _T_FRAMED:
+            if msg_len > _MAX_FRAME_FIELD:
+                raise _frame_too_large(msg_len)
+            head = _U32.pack(msg_len) + mhead
+        else:
+            block = self._block
+            inner = 4 if code == _T_TTHEADER_FRAMED else 0
+            length = 10 + len(block) + inner + msg_len
+            if length > _MAX_FRAME_FIELD:
+                raise _frame_too_large(length)
+            head = _TT_FIXED.pack(length, 0x1000, 0, seq_id, len(block) // 4) + block
+            if inner:
+                head += _U32.pack(msg_len)
+            head += mhead
+        if hend == end:
+            return [head]
+        return [head, memoryview(message)[hend:] if b is message else b[hend:]]  # type: ignore[index]
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+class FrameDecoder:
+    """Incremental decoder: bytes in (any chunking), :class:`Frame` objects out."""
+
+    __slots__ = (
+        "_code",
+        "_max",
+        "_buf",
+        "_start",
+        "_end",
+        "_error",
+        "_need",
+        "_lent",
+    )
+
+    def __init__(self, transport: str, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self._code = _transport_code(transport, True)
+        if not isinstance(max_frame_size, int) or max_frame_size <= 0:
+            raise ValueError("max_frame_size must be a positive int, got %r" % (max_frame_size,))
+        self._max = max_frame_size
+        self._buf = bytearray(_INITIAL_CAPACITY)
+        self._start = 0  # first unconsumed byte
+        self._end = 0  # end of received bytes
+        self._error: Optional[Tuple[type, str]] = None
+        self._need = 0  # do not rescan before this many bytes are buffered (buffered transport)
+        self._lent = 0  # size of the last get_buffer view
+
+    @property
+    def pending(self) -> int:
+        """Buffered bytes that are not yet a whole frame."""
+        return self._end - self._start
+
+    def _check_error(self) -> None:
+        if self._error is not None:
+            cls, text = self._error
+            raise cls("FrameDecoder stopped after an earlier error: %s" % text)
+
+    def _reserve(self, want: int) -> None:
+        """Make room for ``want`` more bytes after ``_end``.
+
+        A new bytearray is allocated rather than resizing in place: a memoryview handed out by
+        ``get_buffer`` may still be alive, and a bytearray with exports cannot be resized.
+        """
+        buf = self._buf
+        cap = len(buf)
+        end = self._end
+        if cap - end >= want:
+            return
+        start = self._start
+        pending = end - start
+        if pending + want <= cap and start > 0:
+            buf[0:pending] = buf[start:end]  # same-size slice assignment: a memmove, no resize
+        else:
+            new_cap = cap * 2
+            while new_cap < pending + want:
+                new_cap *= 2
+            new = bytearray(new_cap)
+            new[0:pending] = buf[start:end]
+            self._buf = new
+        self._start = 0
+        self._end = pending
+        if self._need:
+            self._need -= start
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """A writable view of free space in the decoder's buffer (``asyncio.BufferedProtocol``)."""
+        self._check_error()
+        want = sizehint if sizehint > _MIN_READ else _MIN_READ
+        self._reserve(want)
+        self._lent = len(self._buf) - self._end
+        return memoryview(self._buf)[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> list:
+        """``nbytes`` were written into the last :meth:`get_buffer` view: decode what is complete."""
+        self._check_error()
+        if not isinstance(nbytes, int) or nbytes < 0 or nbytes > self._lent:
+            raise ValueError(
+                "nbytes %r out of range 0..%d (the size of the last get_buffer)"
+                % (nbytes, self._lent)
+            )
+        self._lent = 0
+        self._end += nbytes
+        return self._decode()
+
+    def feed(self, data: BytesLike) -> list:
+        """Copy ``data`` into the buffer and decode what is complete."""
+        self._check_error()
+        n = _nbytes(data)
+        self._reserve(n)
+        end = self._end
+        self._buf[end : end + n] = data
+        self._end = end + n
+        self._lent = 0
+        return self._decode()
+
+    def _decode(self) -> list:
+        frames = []
+        try:
+            while self._end > self._start:
+                if self._need > self._end:
+                    break
+                frame = self._next()
+                if frame is None:
+                    break
+                frames.append(frame)
+                self._need = 0
+        except ProtocolError as exc:
+            self._error = (type(exc), str(exc))
+            raise
+        if self._start == self._end:
+            self._start = self._end = 0
+            self._need = 0
+        return frames
+
+    def _next(self) -> Optional[Frame]:
+        buf = self._buf
+        start = self._start
+        end = self._end
+        code = self._code
+        if code == _T_AUTO:
+            # Per-message sniffing in Kitex's order (spec §2.2): TTHeader, buffered, framed.
+            if end - start < 8:
+                return None
+            if buf[start + 4] == 0x10 and buf[start + 5] == 0x00:
+                return self._ttheader(buf, start, end)
+            if buf[start] == 0x80 and buf[start + 1] == 0x01:
+                return self._buffered(buf, start, end)
+            if buf[start + 4] == 0x80 and buf[start + 5] == 0x01:
+                return self._framed(buf, start, end)
+            raise ProtocolError(
+                "unrecognised framing (first bytes %s): expected TTHeader (10 00 at bytes 4-5), "
+                "buffered (80 01 ...) or framed (80 01 at bytes 4-5)" % _hex(buf, start, end)
+            )
+        if code == _T_FRAMED:
+            return self._framed(buf, start, end)
+        if code == _T_BUFFERED:
+            return self._buffered(buf, start, end)
+        return self._ttheader(buf, start, end)
+
+    def _framed(self, buf: bytearray, start: int, end: int) -> Optional[Frame]:
+        if end - start < 4:
+            return None
+        length = _I32.unpack_from(buf, start)[0]
+        if length <= 0:
+            raise ProtocolError(
+                "framed length %d is not positive (first bytes %s)"
+                % (length, _hex(buf, start, end))
+            )
+        if length > self._max:
+            raise FrameTooLargeError(
+                "framed length %d exceeds max_frame_size %d" % (length, self._max)
+            )
+        stop = start + 4 + length
+        if stop > end:
+            self._need = stop
+            return None
+        payload = bytes(memoryview(buf)[start + 4 : stop])
+        self._start = stop
+        return Frame(payload, "framed", None, 0, {}, {}, None)
+
+    def _buffered(self, buf: bytearray, start: int, end: int) -> Optional[Frame]:
+        hend = _header_end(buf, start, end, self._max)
+        if hend >= 0:
+            stop = _skip(buf, hend, end, _STRUCT, _MAX_DEPTH, start)
+        else:
+            stop = hend
+        if stop < 0:
+            if end - start > self._max:
+                raise FrameTooLargeError(
+                    "buffered message exceeds max_frame_size %d: %d bytes pending without a "
+                    "complete message" % (self._max, end - start)
+                )
+            self._need = -stop
+            return None
+        if stop - start > self._max:
+            raise FrameTooLargeError(
+                "buffered message exceeds max_frame_size %d: %d bytes pending without a "
+                "complete message" % (self._max, stop - start)
+            )
+        payload = bytes(memoryview(buf)[start:stop])
+        self._start = stop
+        return Frame(payload, "buffered", None, 0, {}, {}, None)
+
+    def _ttheader(self, buf: bytearray, start: int, end: int) -> Optional[Frame]:
+        # Fixed part (spec §1.2): LENGTH u32 | 10 00 | FLAGS u16 | SEQ i32 | HEADER SIZE u16.
+        if end - start < 14:
+            return None
+        length, magic, flags, seq_id, hs = _TT_FIXED.unpack_from(buf, start)
+        if magic != 0x1000:
+            raise ProtocolError(
+                "not a TTHeader frame (first bytes %s): expected 10 00 at bytes 4-5"
+                % _hex(buf, start, end)
+            )
+        if length > self._max:
+            raise FrameTooLargeError(
+                "TTHeader LENGTH %d exceeds max_frame_size %d" % (length, self._max)
+            )
+        if hs == 0:
+            raise ProtocolError(
+                "TTHeader HEADER SIZE is 0 words (first bytes %s): at least 1 is required"
+                % _hex(buf, start, end)
+            )
+        hbytes = hs * 4
+        if 14 + hbytes >= 4 + length:
+            raise ProtocolError(
+                "TTHeader HEADER SIZE %d words (%d bytes) leaves no payload in LENGTH %d"
+                % (hs, hbytes, length)
+            )
+        stop = start + 4 + length
+        if stop > end:
+            self._need = stop
+            return None
+        pos = start + 14
+        hend = pos + hbytes
+        proto = buf[pos]
+        if proto != 0:
+            # gopkg decode.go checkProtocolID also allows 3/4/0x10/0x11, none of them plain binary.
+            raise ProtocolError(
+                "unsupported TTHeader protocol id %d: kitex_fast speaks Thrift binary "
+                "(protocol id 0) only" % proto
+            )
+        ntrans = buf[pos + 1]
+        pos += 2
+        if pos + ntrans > hend:
+            raise ProtocolError(
+                "TTHeader declares %d transforms but the header block ends first" % ntrans
+            )
+        pos += ntrans  # transform ids are read and ignored, as gopkg does
+        str_headers: Dict[str, str] = {}
+        int_headers: Dict[int, str] = {}
+        acl_token = None
+        while pos < hend:
+            info = buf[pos]
+            at = pos - start
+            pos += 1
+            if info == _INFO_PADDING:
+                continue
+            if info == _INFO_KV:
+                if pos + 2 > hend:
+                    raise _truncated_block("string KV", at)
+                count = (buf[pos] << 8) | buf[pos + 1]
+                pos += 2
+                for _ in range(count):
+                    if pos + 2 > hend:
+                        raise _truncated_block("string KV", at)
+                    n = (buf[pos] << 8) | buf[pos + 1]
+                    kstart = pos + 2
+                    pos = kstart + n
+                    if pos + 2 > hend:
+                        raise _truncated_block("string KV", at)
+                    n = (buf[pos] << 8) | buf[pos + 1]
+                    vstart = pos + 2
+                    if vstart + n > hend:
+                        raise _truncated_block("string KV", at)
+                    key = bytes(buf[kstart:pos]).decode("utf-8", "surrogateescape")
+                    pos = vstart + n
+                    str_headers[key] = bytes(buf[vstart:pos]).decode("utf-8", "surrogateescape")
+            elif info == _INFO_INT_KV:
+                if pos + 2 > hend:
+                    raise _truncated_block("int KV", at)
+                count = (buf[pos] << 8) | buf[pos + 1]
+                pos += 2
+                for _ in range(count):
+                    if pos + 4 > hend:
+                        raise _truncated_block("int KV", at)
+                    key = (buf[pos] << 8) | buf[pos + 1]
+                    n = (buf[pos + 2] << 8) | buf[pos + 3]
+                    vstart = pos + 4
+                    if vstart + n > hend:
+                        raise _truncated_block("int KV", at)
+                    pos = vstart + n
+                    int_headers[key] = bytes(buf[vstart:pos]).decode("utf-8", "surrogateescape")
+            elif info == _INFO_ACL:
+                if pos + 2 > hend:
+                    raise _truncated_block("ACL token", at)
+                n = (buf[pos] << 8) | buf[pos + 1]
+                vstart = pos + 2
+                if vstart + n > hend:
+                    raise _truncated_block("ACL token", at)
+                pos = vstart + n
+                acl_token = bytes(buf[vstart:pos]).decode("utf-8", "surrogateescape")
+            else:
+                raise ProtocolError(
+                    "unknown TTHeader info id 0x%02x at byte %d of the frame" % (info, at)
+                )
+        pstart = hend
+        plen = stop - pstart
+        transport = "ttheader"
+        # An inner Framed payload (TTHeaderFramed, spec §2.2 step 3b): not 80 01 at 0, 80 01 at
+        # bytes 4-5, and a length that matches what is left.
+        if (
+            plen >= 8
+            and not (buf[pstart] == 0x80 and buf[pstart + 1] == 0x01)
+            and buf[pstart + 4] == 0x80
+            and buf[pstart + 5] == 0x01
+            and _U32.unpack_from(buf, pstart)[0] == plen - 4
+        ):
+            pstart += 4
+            transport = "ttheader-framed"
+        payload = bytes(memoryview(buf)[pstart:stop])
+        self._start = stop
+        return Frame(payload, transport, seq_id, flags, str_headers, int_headers, acl_token)
+
+
+def _truncated_block(kind: str, at: int) -> ProtocolError:
+    return ProtocolError("truncated TTHeader %s block at byte %d of the frame" % (kind, at))
