@@ -1,0 +1,264 @@
+"""Real Kitex (Go) peers for the interop tests and benchmarks.
+
+The Go module in ``tests/interop/go`` builds three programs into ``tests/interop/bin``:
+``kitexserver`` (one Kitex server variant per process), ``refclient`` (the Go reference client,
+a V1 binary-generic Kitex client like Dapr's Go binding) and ``golden`` (writes
+``tests/golden/frames.json``). This module builds them and drives them as subprocesses.
+Importable from tests (``tests/interop`` on ``sys.path``) and from ``bench/``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+HERE = Path(__file__).resolve().parent
+GO_DIR = HERE / "go"
+BIN_DIR = HERE / "bin"
+BINARIES = ("kitexserver", "refclient", "golden")
+MIN_GO = "1.24.1"  # Go 1.24.0 cannot link sonic (golang/go#71672); kitex-wire.md §8
+START_TIMEOUT = 60.0
+
+
+class PeersUnavailable(RuntimeError):
+    """The Go toolchain is missing, so the Kitex peers cannot be built."""
+
+
+_build_lock = threading.Lock()
+_built = False
+
+
+def _go() -> str:
+    go = os.environ.get("GO") or shutil.which("go")
+    if not go:
+        raise PeersUnavailable(
+            "the Kitex interop peers need the Go toolchain (go >= %s, https://go.dev/dl/) on PATH "
+            "(or GO=/path/to/go); it downloads Kitex from the Go module proxy on first build"
+            % MIN_GO
+        )
+    return go
+
+
+def build_peers() -> Path:
+    """``go build`` every peer into :data:`BIN_DIR` (once per process; Go's cache makes reruns fast).
+
+    Raises :class:`PeersUnavailable` when ``go`` is missing, ``RuntimeError`` with Go's output
+    when the build fails. Returns :data:`BIN_DIR`.
+    """
+    global _built
+    with _build_lock:
+        if _built:
+            return BIN_DIR
+        go = _go()
+        BIN_DIR.mkdir(parents=True, exist_ok=True)
+        cmd = [go, "build", "-o", str(BIN_DIR) + os.sep, "./cmd/..."]
+        try:
+            proc = subprocess.run(
+                cmd, cwd=GO_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError("go build of the Kitex peers timed out after 900 s") from exc
+        if proc.returncode != 0:
+            raise RuntimeError(
+                "building the Kitex peers failed (%s in %s, exit %d):\n%s"
+                % (" ".join(cmd), GO_DIR, proc.returncode, proc.stdout.decode(errors="replace"))
+            )
+        missing = [b for b in BINARIES if not (BIN_DIR / b).exists()]
+        if missing:
+            raise RuntimeError("go build did not produce %s in %s" % (", ".join(missing), BIN_DIR))
+        _built = True
+        return BIN_DIR
+
+
+def _binary(name: str) -> str:
+    path = BIN_DIR / name
+    if not path.exists():
+        build_peers()
+    return str(path)
+
+
+_live: "set[KitexServer]" = set()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_live):
+        server.stop()
+
+
+class KitexServer:
+    """One ``kitexserver`` process: ``with KitexServer("meta", "rich") as s: ... s.address``."""
+
+    def __init__(self, mode: str = "default", service: str = "echo", *extra_args: str) -> None:
+        self.mode = mode
+        self.service = service
+        self.extra_args = tuple(str(a) for a in extra_args)
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._proc: Optional[subprocess.Popen] = None
+        self._log: Optional[tempfile._TemporaryFileWrapper] = None
+
+    @property
+    def address(self) -> str:
+        return "%s:%d" % (self.host, self.port)
+
+    def __repr__(self) -> str:
+        return "KitexServer(mode=%r, service=%r, extra=%r, address=%r)" % (
+            self.mode, self.service, self.extra_args, self.address)
+
+    def log(self) -> str:
+        """What the server wrote to stderr so far (Kitex logs each connection error there)."""
+        if self._log is None:
+            return ""
+        self._log.flush()
+        with open(self._log.name, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def start(self) -> "KitexServer":
+        if self._proc is not None:
+            return self
+        cmd = [_binary("kitexserver"), "-mode", self.mode, "-service", self.service,
+               "-listen", "127.0.0.1:0", *self.extra_args]
+        self._log = tempfile.NamedTemporaryFile(prefix="kitexserver-", suffix=".log", delete=False)
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log)
+        _live.add(self)
+        try:
+            self._wait_listening(START_TIMEOUT)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_listening(self, timeout: float) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        sel = selectors.DefaultSelector()
+        sel.register(self._proc.stdout, selectors.EVENT_READ)
+        line = b""
+        try:
+            while not line.endswith(b"\n"):
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    raise RuntimeError("%r printed no LISTENING line within %.0f s; log:\n%s"
+                                       % (self, timeout, self.log()))
+                chunk = os.read(self._proc.stdout.fileno(), 256)
+                if not chunk:
+                    raise RuntimeError("%r exited (status %s) before listening; log:\n%s"
+                                       % (self, self._proc.wait(), self.log()))
+                line += chunk
+        finally:
+            sel.close()
+        word, _, addr = line.decode().strip().partition(" ")
+        if word != "LISTENING":
+            raise RuntimeError("%r: unexpected first line %r" % (self, line))
+        host, _, port = addr.rpartition(":")
+        self.host, self.port = host, int(port)
+        while True:  # the listener is bound before the line; a connect proves it accepts
+            try:
+                socket.create_connection((self.host, self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("%r: cannot connect; log:\n%s" % (self, self.log()))
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM (Kitex stops gracefully), then SIGKILL if it takes longer than 10 s."""
+        proc, self._proc = self._proc, None
+        _live.discard(self)
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        finally:
+            if proc.stdout is not None:
+                proc.stdout.close()
+            if self._log is not None:
+                self._log.close()
+                try:
+                    os.unlink(self._log.name)
+                except OSError:
+                    pass
+                self._log = None
+
+    @property
+    def returncode(self) -> Optional[int]:
+        """The exit status once the process ended (None while running or before start)."""
+        return None if self._proc is None else self._proc.poll()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def __enter__(self) -> "KitexServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _ref_args(address: str, service: str, method: str, request: bytes, transport: str) -> List[str]:
+    return ["-hostports", address, "-service", service, "-method", method,
+            "-transport", transport, "-request-hex", bytes(request).hex()]
+
+
+def ref_call(address: str, *, service: str, method: str, request: bytes,
+             transport: str = "framed", rpc_timeout: Optional[float] = None
+             ) -> Tuple[Optional[bytes], Optional[str]]:
+    """One call through the Go reference client: ``(reply message bytes, None)`` or ``(None, error)``.
+
+    ``request`` is a complete strict-binary CALL message (its seq id is overwritten by Kitex).
+    """
+    cmd = [_binary("refclient"), "call", *_ref_args(address, service, method, request, transport)]
+    if rpc_timeout is not None:
+        cmd += ["-rpc-timeout", "%dms" % max(1, int(rpc_timeout * 1000))]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+    out = proc.stdout.decode(errors="replace").strip()
+    if proc.returncode != 0 or not out:
+        raise RuntimeError("refclient failed (exit %d): %s %s"
+                           % (proc.returncode, out, proc.stderr.decode(errors="replace")))
+    word, _, rest = out.partition(" ")
+    if word == "REPLY":
+        return bytes.fromhex(rest), None
+    if word == "ERROR":
+        return None, rest
+    raise RuntimeError("refclient printed %r" % out)
+
+
+def ref_load(address: str, *, service: str, method: str, request: bytes,
+             transport: str = "framed", calls: int = 1000, concurrency: int = 1) -> Dict[str, float]:
+    """Closed-loop load from the Go reference client; returns its JSON summary."""
+    cmd = [_binary("refclient"), "load", *_ref_args(address, service, method, request, transport),
+           "-n", str(calls), "-c", str(concurrency)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError("refclient load failed (exit %d): %s"
+                           % (proc.returncode, proc.stderr.decode(errors="replace")))
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+
+def run_golden(out_dir: Path) -> Path:
+    """Run the golden generator into ``out_dir``; returns the path of the frames.json it wrote."""
+    out_dir = Path(out_dir)
+    proc = subprocess.run([_binary("golden"), "-out", str(out_dir)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError("golden failed: %s" % proc.stdout.decode(errors="replace"))
+    return out_dir / "frames.json"
