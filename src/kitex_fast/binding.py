@@ -180,8 +180,9 @@ class KitexOutputBinding:
             self._clients[key] = client
             evicted = self._clients.popitem(last=False)[1] if len(self._clients) > self.max_clients else None
         if evicted is not None:
-            # Calls in flight on the evicted client finish; their connections close on release.
-            evicted.close()
+            # Other threads may still hold the evicted client: their calls complete, and every
+            # connection is closed when its call ends instead of going back to a pool.
+            evicted.retire()
         return client
 
     @property

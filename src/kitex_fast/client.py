@@ -245,8 +245,14 @@ class Client:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close every idle connection; connections in use are closed when their call ends."""
+        """Close every idle connection and refuse new calls; connections in use are closed when
+        their call ends."""
         self._closed = True
+        self._pool.close()
+
+    def retire(self) -> None:
+        """Close every connection as soon as it is idle, but let calls still finish: for an owner
+        (the binding's LRU cache) that drops this client while other threads may hold it."""
         self._pool.close()
 
     @property

@@ -166,13 +166,10 @@ class EndpointPool:
         self._make_decoder = make_decoder
         self._connect_timeout = connect_timeout
         self._next = itertools.count()
-        self._closed = False
 
     def acquire(self, deadline: Optional[float]) -> Tuple[Any, ConnectionPool, bool]:
         """``(connection, its pool, reused)``. Tries endpoints round robin starting at the next one;
         an endpoint that refuses or times out is skipped for this call (failover)."""
-        if self._closed:
-            raise ConnectError("the client is closed")
         n = len(self._pools)
         start = next(self._next) % n
         errors: List[ConnectError] = []
@@ -214,6 +211,7 @@ class EndpointPool:
         raise last
 
     def close(self) -> None:
-        self._closed = True
+        """Close idle connections now and every other one when its call ends. Calls already
+        under way (or starting on a retired client) still complete on fresh connections."""
         for pool in self._pools:
             pool.close()

@@ -373,3 +373,32 @@ def test_connect_timeout_is_bounded(impl) -> None:
         for s in fillers:
             s.close()
         listener.close()
+
+
+def test_evicted_client_still_finishes_calls_and_keeps_no_connection(impl, server) -> None:
+    with Client("echo", server.address, implementation=impl.name) as client:
+        client.call("echo", echo_request("x"))
+        client.retire()
+        assert client._pool._pools[0].idle_count == 0
+        assert read_echo_reply(client.call("echo", echo_request("after"))) == "after,hi Kitex"
+        assert client._pool._pools[0].idle_count == 0
+
+
+def test_churning_the_client_cache_from_many_threads(impl, server) -> None:
+    errors = []
+    with KitexOutputBinding(max_clients=1, implementation=impl.name) as binding:
+        def worker(n: int) -> None:
+            try:
+                for i in range(100):
+                    md = meta(server.address, rpcTimeout="%ds" % (1 + (n + i) % 3))
+                    response = binding.invoke(InvokeRequest("get", echo_request("c%d" % i), md))
+                    assert read_echo_reply(response.data) == "c%d,hi Kitex" % i
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    assert not errors, errors[:3]
