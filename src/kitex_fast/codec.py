@@ -8,12 +8,11 @@ built with ``implementation="py"``) asks :func:`implementation`.
 
 from __future__ import annotations
 
-import os
-import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Optional
 
 from . import _codec_py
+from ._dispatch import choose, load_compiled
 
 # The names both implementations must provide, with the same behaviour and error texts.
 PUBLIC_API = (
@@ -36,16 +35,7 @@ PUBLIC_API = (
     "DEFAULT_MAX_FRAME_SIZE",
 )
 
-NO_EXTENSIONS = bool(os.environ.get("KITEX_FAST_NO_EXTENSIONS")) or (
-    sys.implementation.name != "cpython"
-)
-
-_compiled: Optional[ModuleType] = None
-if not NO_EXTENSIONS:
-    try:
-        from . import _codec as _compiled  # type: ignore
-    except ImportError:  # pragma: no cover - depends on the install
-        _compiled = None
+_compiled: Optional[ModuleType] = load_compiled("_codec")
 
 USING_EXTENSION = _compiled is not None
 
@@ -77,19 +67,7 @@ else:
 
 def implementation(name: Optional[str] = None) -> ModuleType:
     """The codec module for ``name``: ``"c"`` (compiled), ``"py"`` (twin) or None (the live one)."""
-    if name is None:
-        return _compiled if _compiled is not None else _codec_py
-    if name == "py":
-        return _codec_py
-    if name == "c":
-        if _compiled is None:
-            raise ImportError(
-                "the compiled kitex_fast codec is not available%s; reinstall with a C compiler "
-                "and Cython, or use implementation='py'"
-                % (" (KITEX_FAST_NO_EXTENSIONS is set)" if NO_EXTENSIONS else "")
-            )
-        return _compiled
-    raise ValueError("implementation must be 'c', 'py' or None, not %r" % (name,))
+    return choose(name, _compiled, _codec_py, "codec")
 
 
 __all__ = list(PUBLIC_API) + ["USING_EXTENSION", "PUBLIC_API", "implementation"]
