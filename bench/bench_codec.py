@@ -83,7 +83,41 @@ def _setup(m):
         return frames_
 
     ops["rewrite + encode + decode (ttheader, 1 KiB)"] = combined_tt
+    # What Client.invoke + Connection.call + Client._classify do per call, minus the syscalls.
+    ops["client call path (encode + get_buffer/buffer_updated + parse_message), 1 KiB framed"] = (
+        _client_call(m, msg, body, "framed", {}, {})
+    )
+    # A Kitex server's TTHeader reply carries int header 22 (MsgType) and no string headers
+    # (tests/golden/frames.json: ttheader-reply-meta).
+    ops["client call path (encode + get_buffer/buffer_updated + parse_message), 1 KiB ttheader"] = (
+        _client_call(m, msg, body, "ttheader", hdrs, {"int_headers": {22: "2"}})
+    )
     return ops
+
+
+def _client_call(m, msg, body, transport, req_hdrs, reply_hdrs):
+    enc = m.RequestEncoder(transport, name="Echo", **req_hdrs)
+    dec = m.FrameDecoder(transport)
+    reply = m.build_message(m.REPLY, "Echo", 7, body)
+    wire = b"".join(bytes(p) for p in m.encode_frame(transport, reply, seq_id=7, **reply_hdrs))
+    n = len(wire)
+    parse = m.parse_message
+
+    def call():
+        enc.encode(msg, 7)  # -> one sendmsg of these buffers
+        # recv(2) into the decoder's view; the transport drops its export before buffer_updated.
+        dec.get_buffer(-1)[:n] = wire
+        frame = dec.buffer_updated(n)[0]
+        header = parse(frame.payload)  # Client._classify
+        if header.seq_id != 7 or header.name != "Echo" or header.type != 2:
+            raise AssertionError("bad reply")
+        str_headers = frame.str_headers
+        keep = not (str_headers and str_headers.get("crrst") == "1")
+        if str_headers:
+            str_headers.get("biz-status")
+        return keep, frame.transport, str_headers, frame.int_headers
+
+    return call
 
 
 def _time(fn: Callable[[], object], number: int) -> float:
@@ -96,6 +130,7 @@ def _time(fn: Callable[[], object], number: int) -> float:
 def main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short run (fewer rounds)")
+    ap.add_argument("-k", dest="only", default="", help="only rows whose name contains this")
     args = ap.parse_args(argv)
     rounds, budget = (5, 0.01) if args.quick else (15, 0.05)
     try:
@@ -107,6 +142,8 @@ def main(argv: List[str]) -> int:
     ops_c, ops_py = _setup(c), _setup(py)
     results: List[Tuple[str, float, float]] = []
     for name in ops_c:
+        if args.only not in name:
+            continue
         fc, fp = ops_c[name], ops_py[name]
         # calibrate so each sample takes about ``budget`` seconds
         nc = max(1, int(budget * 1e9 / max(_time(fc, 200), 1)))

@@ -1,6 +1,6 @@
 """Type stubs for the compiled codec core (same API as ``_codec_py``)."""
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 BytesLike = Union[bytes, bytearray, memoryview]
 
@@ -32,8 +32,8 @@ class Frame:
         transport: str,
         seq_id: Optional[int] = ...,
         flags: int = ...,
-        str_headers: Optional[Dict[str, str]] = ...,
-        int_headers: Optional[Dict[int, str]] = ...,
+        str_headers: Optional[Mapping[str, str]] = ...,
+        int_headers: Optional[Mapping[int, str]] = ...,
         acl_token: Optional[str] = ...,
     ) -> None: ...
     @property
@@ -45,9 +45,9 @@ class Frame:
     @property
     def flags(self) -> int: ...
     @property
-    def str_headers(self) -> Dict[str, str]: ...
+    def str_headers(self) -> Mapping[str, str]: ...
     @property
-    def int_headers(self) -> Dict[int, str]: ...
+    def int_headers(self) -> Mapping[int, str]: ...
     @property
     def acl_token(self) -> Optional[str]: ...
     def __eq__(self, other: object) -> bool: ...

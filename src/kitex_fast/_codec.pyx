@@ -15,8 +15,19 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
+    # get_buffer's cached view: a memoryview released by its holder must never be handed out
+    # again. CPython sets this flag in memory_release(); it is in the non-limited headers since 3.3.
+    ctypedef struct PyMemoryViewObject:
+        int flags
+    int _Py_MEMORYVIEW_RELEASED
+from cpython.object cimport PyTypeObject
+from cpython.ref cimport PyObject
+cdef extern from "Python.h":
+    Py_ssize_t Py_REFCNT_PTR "Py_REFCNT" (PyObject* o)
+from cpython.long cimport PyLong_CheckExact
 from libc.stdint cimport int32_t, int64_t, uint32_t
-from libc.string cimport memcpy, memmove, memset
+from libc.string cimport memcmp, memcpy, memmove, memset
+from types import MappingProxyType
 
 from kitex_fast.errors import FrameTooLargeError, ProtocolError
 
@@ -48,6 +59,10 @@ TRANSPORTS = ("framed", "buffered", "ttheader", "ttheader-framed")
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
 
 _TYPE_NAMES = {1: "CALL", 2: "REPLY", 3: "EXCEPTION", 4: "ONEWAY"}
+
+# Frame.str_headers / int_headers when a frame carries none (every framed/buffered frame): one
+# shared read-only mapping instead of two fresh dicts per frame. The twin uses the same type.
+cdef object EMPTY_HEADERS = MappingProxyType({})
 
 # Transport codes, the same numbering as the twin.
 cdef enum:
@@ -170,6 +185,7 @@ cdef inline void _release(Py_buffer* view) noexcept:
 
 
 @cython.final
+@cython.freelist(8)
 cdef class _Tail:
     """Exports ``obj[offset:]`` through the buffer protocol, holding an export of ``obj``.
 
@@ -192,9 +208,31 @@ cdef class _Tail:
         PyBuffer_Release(&self._view)
 
 
+cdef extern from "Python.h":
+    Py_buffer* PyMemoryView_GET_BUFFER(object mv)
+from libc.string cimport strcmp
+
+
 cdef object _body_view(object buf, Py_ssize_t offset):
     """A memoryview of ``buf[offset:]`` as unsigned bytes; the body is never copied."""
-    cdef _Tail tail = _Tail.__new__(_Tail)
+    cdef Py_buffer* b
+    cdef _Tail tail
+    mv = PyMemoryView_FromObject(buf)
+    b = PyMemoryView_GET_BUFFER(mv)
+    if (b.ndim == 1 and b.itemsize == 1 and b.shape != NULL and b.strides != NULL
+            and b.strides[0] == 1 and b.suboffsets == NULL
+            and (b.format == NULL or strcmp(b.format, "B") == 0)):
+        # Flat unsigned bytes (bytes, bytearray, the usual memoryview): narrow this brand-new,
+        # unshared view in place, as memoryview slicing does to its copy (init_slice), instead
+        # of allocating a second memoryview. The managed buffer still holds the whole export.
+        if offset > b.len:
+            offset = b.len
+        b.buf = <char*>b.buf + offset
+        b.len -= offset
+        b.shape[0] -= offset
+        return mv
+    mv = None
+    tail = _Tail.__new__(_Tail)
     PyObject_GetBuffer(buf, &tail._view, PyBUF_SIMPLE)
     tail._offset = offset if offset <= tail._view.len else tail._view.len
     return PyMemoryView_FromObject(tail)
@@ -259,6 +297,7 @@ cdef int _transport_code(object transport, bint allow_auto) except -1:
 # --------------------------------------------------------------------------- value classes
 
 
+@cython.freelist(8)
 cdef class MessageHeader:
     """A parsed strict-binary Thrift message header."""
 
@@ -293,6 +332,7 @@ cdef class MessageHeader:
         return "MessageHeader(type=%d, name=%r, seq_id=%d, body_offset=%d)" % self._key()
 
 
+@cython.freelist(8)
 cdef class Frame:
     """One decoded frame: the Thrift message and what the framing carried."""
 
@@ -310,8 +350,8 @@ cdef class Frame:
         self.transport = transport
         self.seq_id = seq_id
         self.flags = flags
-        self.str_headers = {} if str_headers is None else str_headers
-        self.int_headers = {} if int_headers is None else int_headers
+        self.str_headers = EMPTY_HEADERS if str_headers is None else str_headers
+        self.int_headers = EMPTY_HEADERS if int_headers is None else int_headers
         self.acl_token = acl_token
 
     def _key(self):
@@ -333,8 +373,10 @@ cdef class Frame:
     def __repr__(self):
         return ("Frame(transport=%r, seq_id=%r, flags=%d, payload=<%d bytes>, str_headers=%r, "
                 "int_headers=%r, acl_token=%r)") % (
-                    self.transport, self.seq_id, self.flags, len(self.payload), self.str_headers,
-                    self.int_headers, self.acl_token)
+                    self.transport, self.seq_id, self.flags, len(self.payload),
+                    dict(self.str_headers), dict(self.int_headers), self.acl_token)
+
+
 
 
 cdef inline Frame _new_frame(object payload, object transport):
@@ -344,8 +386,8 @@ cdef inline Frame _new_frame(object payload, object transport):
     f.transport = transport
     f.seq_id = None
     f.flags = 0
-    f.str_headers = {}
-    f.int_headers = {}
+    f.str_headers = EMPTY_HEADERS
+    f.int_headers = EMPTY_HEADERS
     f.acl_token = None
     return f
 
@@ -426,24 +468,38 @@ cdef int64_t _header_end(const unsigned char* p, int64_t start, int64_t end,
     return start + 12 + name_len
 
 
+# The last method name parse_message decoded: a client sees the same few names over and over, and
+# equal bytes give an equal str, so the object is reused (one global: no torn (bytes, str) pair).
+cdef str _last_name = ""
+
+
 def parse_message(buf):
     """parse_message(buf) -> MessageHeader
 
     Parse the strict-binary message header at the start of ``buf``.
     """
+    global _last_name
     cdef Py_buffer view
-    cdef Py_ssize_t size
+    cdef Py_ssize_t size, nlen, clen
     cdef const unsigned char* p = _acquire(buf, &view, &size)
+    cdef const char* cached
     cdef int64_t hend
     cdef MessageHeader h
+    cdef str name
     try:
         hend = _header_end(p, 0, size, -1)
-        try:
-            name = PyUnicode_DecodeUTF8(<const char*>p + 8, hend - 12, NULL)
-        except UnicodeDecodeError:
-            raise ProtocolError(
-                "method name is not valid UTF-8 (first bytes %s)" % _hex(p, size)
-            ) from None
+        nlen = hend - 12
+        name = _last_name
+        # ASCII names (the norm) are their own UTF-8: no encoding, no allocation here.
+        cached = PyUnicode_AsUTF8AndSize(name, &clen)
+        if clen != nlen or memcmp(cached, p + 8, nlen) != 0:
+            try:
+                name = PyUnicode_DecodeUTF8(<const char*>p + 8, nlen, NULL)
+            except UnicodeDecodeError:
+                raise ProtocolError(
+                    "method name is not valid UTF-8 (first bytes %s)" % _hex(p, size)
+                ) from None
+            _last_name = name
         h = MessageHeader.__new__(MessageHeader)
         h.type = p[3]
         h.name = name
@@ -1108,6 +1164,8 @@ cdef class FrameDecoder:
     cdef Py_ssize_t _need  # do not rescan before this many bytes are buffered
     cdef Py_ssize_t _lent  # size of the last get_buffer view
     cdef object _error
+    cdef object _view  # the last get_buffer view, of _buf[_view_at:], or None
+    cdef Py_ssize_t _view_at
 
     def __init__(self, transport, *, max_frame_size=DEFAULT_MAX_FRAME_SIZE):
         self._code = _transport_code(transport, True)
@@ -1120,6 +1178,8 @@ cdef class FrameDecoder:
         self._need = 0
         self._lent = 0
         self._error = None
+        self._view = None
+        self._view_at = 0
 
     @property
     def pending(self):
@@ -1155,6 +1215,7 @@ cdef class FrameDecoder:
             new = PyByteArray_FromStringAndSize(NULL, new_cap)
             memcpy(PyByteArray_AS_STRING(new), PyByteArray_AS_STRING(self._buf) + start, pending)
             self._buf = new
+            self._view = None  # a view of the old buffer: let it (and the buffer) go
         self._start = 0
         self._end = pending
         if self._need:
@@ -1166,25 +1227,50 @@ cdef class FrameDecoder:
 
         A writable view of free space in the decoder's buffer (asyncio.BufferedProtocol).
         """
+        cdef object view
+        cdef PyObject* v
         self._check_error()
-        want = sizehint if sizehint > MIN_READ else MIN_READ
-        self._reserve(want)
+        if PyLong_CheckExact(sizehint) and sizehint == -1:
+            self._reserve(MIN_READ)  # asyncio and the transport always ask for -1
+        else:
+            want = sizehint if sizehint > MIN_READ else MIN_READ
+            self._reserve(want)
         self._lent = PyByteArray_GET_SIZE(self._buf) - self._end
-        return PyMemoryView_FromObject(self._buf)[self._end:]
+        # Steady state (each reply consumed whole, so _end is back at 0): hand out the same view
+        # again instead of building a memoryview and a slice of it. Only when nobody else holds
+        # it (refcount 1: only self._view) and nobody released it; the view never goes stale,
+        # since _buf is never resized in place (_reserve allocates a new bytearray).
+        v = <PyObject*>self._view  # borrowed: the refcount below is exactly ours
+        if (v != <PyObject*>None and self._view_at == self._end and Py_REFCNT_PTR(v) == 1
+                and not ((<PyMemoryViewObject*>v).flags & _Py_MEMORYVIEW_RELEASED)):
+            return <object>v
+        view = PyMemoryView_FromObject(self._buf)[self._end:]
+        self._view = view
+        self._view_at = self._end
+        return view
 
     def buffer_updated(self, nbytes):
         """buffer_updated(nbytes) -> list
 
         ``nbytes`` were written into the last get_buffer view: decode what is complete.
         """
+        cdef Py_ssize_t n = -1
+        cdef long long v
+        cdef int overflow = 0
         self._check_error()
-        if not isinstance(nbytes, int) or nbytes < 0 or nbytes > self._lent:
+        if PyLong_CheckExact(nbytes):
+            v = PyLong_AsLongLongAndOverflow(nbytes, &overflow)  # no exception on overflow
+            if not overflow and 0 <= v <= self._lent:
+                n = <Py_ssize_t>v
+        elif isinstance(nbytes, int) and 0 <= nbytes <= self._lent:
+            n = nbytes  # an int subclass (bool)
+        if n < 0:
             raise ValueError(
                 "nbytes %r out of range 0..%d (the size of the last get_buffer)"
                 % (nbytes, self._lent)
             )
         self._lent = 0
-        self._end += <Py_ssize_t>nbytes
+        self._end += n
         return self._decode()
 
     def feed(self, data):
@@ -1351,8 +1437,8 @@ cdef class FrameDecoder:
                 "TTHeader declares %d transforms but the header block ends first" % ntrans
             )
         pos += ntrans  # transform ids are read and ignored, as gopkg does
-        str_headers = {}
-        int_headers = {}
+        str_headers = None  # created on the first header: most frames carry none of a kind
+        int_headers = None
         acl_token = None
         while pos < hend:
             info = p[pos]
@@ -1380,6 +1466,8 @@ cdef class FrameDecoder:
                     key = PyUnicode_DecodeUTF8(<const char*>p + kstart, pos - kstart,
                                                "surrogateescape")
                     pos = vstart + n
+                    if str_headers is None:
+                        str_headers = {}
                     str_headers[key] = PyUnicode_DecodeUTF8(<const char*>p + vstart, n,
                                                             "surrogateescape")
             elif info == 0x10:  # int KV: u16 count, (u16 key, u16 vlen, value) x count
@@ -1396,6 +1484,8 @@ cdef class FrameDecoder:
                     if vstart + n > hend:
                         raise _truncated_block("int KV", at)
                     pos = vstart + n
+                    if int_headers is None:
+                        int_headers = {}
                     int_headers[ikey] = PyUnicode_DecodeUTF8(<const char*>p + vstart, n,
                                                              "surrogateescape")
             elif info == 0x11:  # ACL token: u16 len, token (no key)
@@ -1428,7 +1518,7 @@ cdef class FrameDecoder:
         f.transport = transport
         f.seq_id = seq
         f.flags = flags
-        f.str_headers = str_headers
-        f.int_headers = int_headers
+        f.str_headers = EMPTY_HEADERS if str_headers is None else str_headers
+        f.int_headers = EMPTY_HEADERS if int_headers is None else int_headers
         f.acl_token = acl_token
         return f

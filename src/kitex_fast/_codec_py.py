@@ -7,7 +7,8 @@ Only ``kitex_fast.codec`` imports this module.
 from __future__ import annotations
 
 import struct
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from types import MappingProxyType
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from kitex_fast.errors import FrameTooLargeError, ProtocolError
 
@@ -39,6 +40,10 @@ TRANSPORTS = ("framed", "buffered", "ttheader", "ttheader-framed")
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
 
 _TYPE_NAMES = {1: "CALL", 2: "REPLY", 3: "EXCEPTION", 4: "ONEWAY"}
+
+# Frame.str_headers / int_headers when a frame carries none (every framed/buffered frame): one
+# shared read-only mapping instead of two fresh dicts per frame. The compiled core uses the same.
+_EMPTY_HEADERS: Mapping[Any, str] = MappingProxyType({})
 
 _U16 = struct.Struct(">H")
 _I32 = struct.Struct(">i")
@@ -207,16 +212,16 @@ class Frame:
         transport: str,
         seq_id: Optional[int] = None,
         flags: int = 0,
-        str_headers: Optional[Dict[str, str]] = None,
-        int_headers: Optional[Dict[int, str]] = None,
+        str_headers: Optional[Mapping[str, str]] = None,
+        int_headers: Optional[Mapping[int, str]] = None,
         acl_token: Optional[str] = None,
     ) -> None:
         self._payload = payload
         self._transport = transport
         self._seq_id = seq_id
         self._flags = flags
-        self._str_headers = {} if str_headers is None else str_headers
-        self._int_headers = {} if int_headers is None else int_headers
+        self._str_headers = _EMPTY_HEADERS if str_headers is None else str_headers
+        self._int_headers = _EMPTY_HEADERS if int_headers is None else int_headers
         self._acl_token = acl_token
 
     @property
@@ -236,11 +241,11 @@ class Frame:
         return self._flags
 
     @property
-    def str_headers(self) -> Dict[str, str]:
+    def str_headers(self) -> Mapping[str, str]:
         return self._str_headers
 
     @property
-    def int_headers(self) -> Dict[int, str]:
+    def int_headers(self) -> Mapping[int, str]:
         return self._int_headers
 
     @property
@@ -277,8 +282,8 @@ class Frame:
                 self._seq_id,
                 self._flags,
                 len(self._payload),
-                self._str_headers,
-                self._int_headers,
+                dict(self._str_headers),
+                dict(self._int_headers),
                 self._acl_token,
             )
 
@@ -941,7 +946,7 @@ class FrameDecoder:
             return None
         payload = bytes(memoryview(buf)[start + 4 : stop])
         self._start = stop
-        return Frame(payload, "framed", None, 0, {}, {}, None)
+        return Frame(payload, "framed", None, 0, _EMPTY_HEADERS, _EMPTY_HEADERS, None)
 
     def _buffered(self, buf: bytearray, start: int, end: int) -> Optional[Frame]:
         hend = _header_end(buf, start, end, self._max)
@@ -964,7 +969,7 @@ class FrameDecoder:
             )
         payload = bytes(memoryview(buf)[start:stop])
         self._start = stop
-        return Frame(payload, "buffered", None, 0, {}, {}, None)
+        return Frame(payload, "buffered", None, 0, _EMPTY_HEADERS, _EMPTY_HEADERS, None)
 
     def _ttheader(self, buf: bytearray, start: int, end: int) -> Optional[Frame]:
         # Fixed part (spec §1.2): LENGTH u32 | 10 00 | FLAGS u16 | SEQ i32 | HEADER SIZE u16.
@@ -1011,8 +1016,9 @@ class FrameDecoder:
                 "TTHeader declares %d transforms but the header block ends first" % ntrans
             )
         pos += ntrans  # transform ids are read and ignored, as gopkg does
-        str_headers: Dict[str, str] = {}
-        int_headers: Dict[int, str] = {}
+        # Created on the first header: most frames carry none of a kind.
+        str_headers: Optional[Dict[str, str]] = None
+        int_headers: Optional[Dict[int, str]] = None
         acl_token = None
         while pos < hend:
             info = buf[pos]
@@ -1039,6 +1045,8 @@ class FrameDecoder:
                         raise _truncated_block("string KV", at)
                     key = bytes(buf[kstart:pos]).decode("utf-8", "surrogateescape")
                     pos = vstart + n
+                    if str_headers is None:
+                        str_headers = {}
                     str_headers[key] = bytes(buf[vstart:pos]).decode("utf-8", "surrogateescape")
             elif info == _INFO_INT_KV:
                 if pos + 2 > hend:
@@ -1054,6 +1062,8 @@ class FrameDecoder:
                     if vstart + n > hend:
                         raise _truncated_block("int KV", at)
                     pos = vstart + n
+                    if int_headers is None:
+                        int_headers = {}
                     int_headers[key] = bytes(buf[vstart:pos]).decode("utf-8", "surrogateescape")
             elif info == _INFO_ACL:
                 if pos + 2 > hend:
@@ -1084,7 +1094,15 @@ class FrameDecoder:
             transport = "ttheader-framed"
         payload = bytes(memoryview(buf)[pstart:stop])
         self._start = stop
-        return Frame(payload, transport, seq_id, flags, str_headers, int_headers, acl_token)
+        return Frame(
+            payload,
+            transport,
+            seq_id,
+            flags,
+            _EMPTY_HEADERS if str_headers is None else str_headers,
+            _EMPTY_HEADERS if int_headers is None else int_headers,
+            acl_token,
+        )
 
 
 def _truncated_block(kind: str, at: int) -> ProtocolError:

@@ -771,6 +771,104 @@ def test_decoder_buffer_updated_range(impl):
     assert dec.buffer_updated(0) == []
 
 
+def test_decoder_get_buffer_views_stay_safe(impl):
+    """A view handed out by get_buffer is never re-used while someone holds or released it."""
+    dec = impl.codec.FrameDecoder("framed")
+    # the client's sequence: fill, drop the view, decode; the frame is consumed whole each time
+    for i in range(3):
+        dec.get_buffer(-1)[: len(FRAMED)] = FRAMED
+        assert [f.payload for f in dec.buffer_updated(len(FRAMED))] == [ECHO]
+    held = dec.get_buffer(-1)
+    again = dec.get_buffer(-1)
+    assert again is not held and len(again) == len(held)
+    again[: len(FRAMED)] = FRAMED
+    assert held[: len(FRAMED)] == FRAMED  # same memory
+    assert [f.payload for f in dec.buffer_updated(len(FRAMED))] == [ECHO]
+    held.release()
+    del again
+    v = dec.get_buffer(-1)  # never the released one
+    v[: len(FRAMED)] = FRAMED
+    with v:  # a holder may release its view and drop it ...
+        pass
+    del v
+    assert [f.payload for f in dec.buffer_updated(len(FRAMED))] == [ECHO]
+    w = dec.get_buffer()  # ... and the next caller still gets a live one
+    w[:10] = FRAMED[:10]
+    del w
+    assert dec.buffer_updated(10) == [] and dec.pending == 10
+    # a partial frame moves the free space: the view must start after the pending bytes
+    w = dec.get_buffer(-1)
+    w[: len(FRAMED) - 10] = FRAMED[10:]
+    del w
+    assert [f.payload for f in dec.buffer_updated(len(FRAMED) - 10)] == [ECHO]
+    # growth allocates a new buffer: a view of the old one stays valid and writable
+    old = dec.get_buffer(-1)
+    new = dec.get_buffer(1 << 20)
+    assert len(new) >= 1 << 20
+    old[:4] = b"abcd"
+    assert bytes(old[:4]) == b"abcd"
+    new[: len(FRAMED)] = FRAMED
+    assert [f.payload for f in dec.buffer_updated(len(FRAMED))] == [ECHO]
+    assert err(impl, ValueError, dec.buffer_updated, True) == (
+        "nbytes True out of range 0..0 (the size of the last get_buffer)"
+    )
+    assert err(impl, ValueError, dec.buffer_updated, 2**70) == (
+        "nbytes %d out of range 0..0 (the size of the last get_buffer)" % 2**70
+    )
+    assert err(impl, ValueError, dec.buffer_updated, 1.0) == (
+        "nbytes 1.0 out of range 0..0 (the size of the last get_buffer)"
+    )
+
+
+def test_frame_headers_empty_mapping(impl):
+    """Frames without headers share one read-only empty mapping (both implementations)."""
+    from collections.abc import Mapping
+
+    c = impl.codec
+    frames = c.FrameDecoder("auto").feed(FRAMED + ECHO + TT_EMPTY + TT_HEADERS)
+    for f in frames[:3]:
+        for h in (f.str_headers, f.int_headers):
+            assert isinstance(h, Mapping) and not h and h == {} and len(h) == 0
+            assert "x" not in h and h.get("crrst") is None and list(h) == [] and dict(h) == {}
+            with pytest.raises(TypeError):
+                h["x"] = "y"  # type: ignore[index]
+    assert frames[0].str_headers is frames[1].int_headers
+    assert type(frames[3].str_headers) is dict and frames[3].str_headers == {"isn": "EchoService"}
+    assert frames[0] == c.Frame(ECHO, "framed") == c.Frame(ECHO, "framed", None, 0, {}, {}, None)
+    assert "str_headers={}, int_headers={}" in repr(frames[0])
+    tt_int_only = c.FrameDecoder("ttheader").feed(
+        b"".join(bytes(p) for p in c.encode_frame("ttheader", ECHO, seq_id=1, int_headers={22: "2"}))
+    )[0]
+    assert tt_int_only.int_headers == {22: "2"} and tt_int_only.str_headers == {}
+    assert not tt_int_only.str_headers
+
+
+def test_parse_message_names_in_turn(impl):
+    c = impl.codec
+    names = ["Echo", "Echo", "EchoLonger", "", "Échö", "Échö", "Echo", "E"]
+    for i, name in enumerate(names):
+        h = c.parse_message(c.build_message(2, name, i, b"\x00"))
+        assert (h.name, h.seq_id, h.body_offset) == (name, i, 12 + len(name.encode()))
+    assert "not valid UTF-8" in err(impl, ProtocolError, c.parse_message,
+                                    b"\x80\x01\x00\x02\x00\x00\x00\x01\xff\x00\x00\x00\x01")
+    assert c.parse_message(c.build_message(2, "Echo", 1)).name == "Echo"
+
+
+def test_body_view_of_each_bytes_like(impl):
+    c = impl.codec
+    for buf in (ECHO, bytearray(ECHO), memoryview(ECHO), memoryview(ECHO).cast("c"),
+                memoryview(bytearray(ECHO))[0:]):
+        for parts in (c.rewrite_message(buf, seq_id=5),
+                      c.RequestEncoder("framed").encode(buf, 5)):
+            body = parts[1]
+            assert isinstance(body, memoryview) and body.format == "B" and body.ndim == 1
+            assert body.nbytes == len(ECHO_BODY) and body.shape == (len(ECHO_BODY),)
+            assert body == ECHO_BODY and body.tobytes() == ECHO_BODY and body.c_contiguous
+            assert body.readonly == memoryview(buf).readonly
+            assert bytes(body[1:3]) == ECHO_BODY[1:3]
+            body.release()
+
+
 def test_decoder_constructor_errors(impl):
     D = impl.codec.FrameDecoder
     assert err(impl, ValueError, D, "thrift") == (
