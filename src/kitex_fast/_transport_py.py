@@ -349,7 +349,7 @@ class Connection:
     def call(self, buffers: _BUFFERS, deadline: Optional[float] = None) -> Any:
         """``send(buffers, deadline)`` then ``receive(deadline)``: one request, one reply frame."""
         self.send(buffers, deadline)
-        return self.receive(deadline)
+        return self._next_frame(deadline, True)
 
     def send(self, buffers: _BUFFERS, deadline: Optional[float] = None) -> None:
         """Write all ``buffers`` (a bytes-like or a list/tuple of them) with one ``sendmsg``,
@@ -406,6 +406,9 @@ class Connection:
     def receive(self, deadline: Optional[float] = None) -> Any:
         """The next reply frame: ``recv_into`` the decoder's own buffer until it yields a frame;
         extra frames from the same read are kept for the next ``receive``."""
+        return self._next_frame(deadline, False)
+
+    def _next_frame(self, deadline: Optional[float], just_sent: bool) -> Any:
         ready = self._ready
         if ready is not None:
             frame = ready[self._ready_pos]
@@ -416,15 +419,19 @@ class Connection:
         if self._sock is None:
             raise _closed_error(self._peer, True)
         try:
-            return self._receive(deadline)
+            return self._receive(deadline, just_sent)
         except BaseException:
             self.close()
             raise
 
-    def _receive(self, deadline: Optional[float]) -> Any:
+    def _receive(self, deadline: Optional[float], just_sent: bool) -> Any:
         get_buffer = self._get_buffer
         buffer_updated = self._buffer_updated
         recv_into = self._recv_into
+        # Right after a send the reply cannot be there yet: poll first instead of a recv that
+        # would only fail with EAGAIN (one syscall and one exception less per call).
+        if just_sent and not self._waiter.wait(False, deadline):
+            raise _recv_timeout(self._peer, (deadline or 0.0) - self._t0, self._decoder.pending)
         while True:
             buf = get_buffer(-1)
             size = buf.nbytes
