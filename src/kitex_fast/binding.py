@@ -10,10 +10,11 @@ client cache is bounded and ``close()`` closes every connection, replies carry m
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from .client import Client, Reply
 from .errors import KitexError, MetadataError, UnsupportedOperationError
@@ -71,8 +72,13 @@ class KitexOutputBinding:
         self.max_clients = max_clients
         self.implementation = implementation
         self._defaults: Dict[str, str] = {}
-        # raw metadata key -> validated options (validation runs once per distinct metadata)
-        self._options: "OrderedDict[Tuple[object, ...], CallOptions]" = OrderedDict()
+        # The key names of a request's metadata, in order ("shape") -> (shape id, a getter of the
+        # values that matter). daprd and SDKs build metadata the same way every call, so the
+        # shape is stable even when ignored values (traceparent, ...) change per request.
+        self._shapes: Dict[Tuple[str, ...], Tuple[int, Callable[[Mapping[str, str]], Tuple[object, ...]]]] = {}
+        # (shape id, relevant values) -> (validated options, their client, the client's key):
+        # validation and client lookup run once per distinct metadata.
+        self._routes: "OrderedDict[Tuple[object, ...], Tuple[CallOptions, Client, Tuple[object, ...]]]" = OrderedDict()
         # options.client_key -> Client, least recently used first
         self._clients: "OrderedDict[Tuple[object, ...], Client]" = OrderedDict()
         self._lock = threading.Lock()
@@ -85,7 +91,7 @@ class KitexOutputBinding:
         defaults = validate_defaults(metadata or {})
         with self._lock:
             self._defaults = defaults
-            self._options.clear()
+            self._routes.clear()
             old = list(self._clients.values())
             self._clients.clear()
         for client in old:
@@ -101,8 +107,7 @@ class KitexOutputBinding:
                 % (request.operation, ", ".join(OPERATIONS))
             )
         metadata = request.metadata if request.metadata is not None else {}
-        options = self._resolve(metadata)
-        client = self._client(options)
+        options, client = self._route(metadata)
         try:
             reply = client.invoke(options.method_name, request.data)
         except KitexError as exc:
@@ -115,6 +120,7 @@ class KitexOutputBinding:
             self._closed = True
             clients = list(self._clients.values())
             self._clients.clear()
+            self._routes.clear()
         for client in clients:
             client.close()
 
@@ -126,34 +132,59 @@ class KitexOutputBinding:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _resolve(self, metadata: Mapping[str, str]) -> CallOptions:
-        """Validated options for this metadata, cached by the raw values that matter."""
-        if not isinstance(metadata, Mapping):
+    def _route(self, metadata: Mapping[str, str]) -> Tuple[CallOptions, Client]:
+        """Validated options and the client for this metadata; cached, so a repeated request
+        costs one tuple and two dict lookups."""
+        # (dict first: an ABC isinstance check costs more than the whole cached lookup)
+        if type(metadata) is not dict and not isinstance(metadata, Mapping):
             raise MetadataError("dapr binding kitex: metadata must be a mapping of strings")
         try:
-            key: Tuple[object, ...] = tuple(map(metadata.get, KNOWN_KEYS))
-            if len(metadata) > 4:
-                # Header keys change the options; so do mis-cased known keys (parse_options rejects
-                # them). Everything else (traceparent, baggage, ...) is ignored and stays out of
-                # the key, or every traced request would miss the cache.
-                key += tuple(
-                    sorted(
-                        (k, v)
-                        for k, v in metadata.items()
-                        if k.startswith(_HEADER_PREFIXES)
-                        or (k not in _KNOWN_SET and k.lower() in _KNOWN_LOWER)
-                    )
-                )
-            options = self._options.get(key)
-        except TypeError:  # unhashable or unorderable values: let validation name the field
-            return parse_options(metadata, self._defaults)
-        if options is None:
+            shape = tuple(metadata)
+            known = self._shapes.get(shape)
+            if known is None:
+                known = self._learn_shape(shape)
+            key = (known[0], known[1](metadata))
+            route = self._routes.get(key)
+        except TypeError:  # unhashable values: let validation name the field
             options = parse_options(metadata, self._defaults)
-            with self._lock:
-                self._options[key] = options
-                if len(self._options) > 4 * self.max_clients:
-                    self._options.popitem(last=False)
-        return options
+            return options, self._client(options)
+        if route is not None and not route[1].retired:
+            try:
+                self._clients.move_to_end(route[2])  # LRU touch; one C call, atomic under the GIL
+            except KeyError:
+                pass  # evicted meanwhile: retired, handled on the next call
+            return route[0], route[1]
+        options = parse_options(metadata, self._defaults)
+        client = self._client(options)
+        with self._lock:
+            self._routes[key] = (options, client, options.client_key)
+            if len(self._routes) > 4 * self.max_clients:
+                self._routes.popitem(last=False)
+        return options, client
+
+    def _learn_shape(
+        self, shape: Tuple[str, ...]
+    ) -> Tuple[int, Callable[[Mapping[str, str]], Tuple[object, ...]]]:
+        # Values that matter: known keys, header keys, and mis-cased known keys (parse_options
+        # rejects those). Everything else (traceparent, baggage, ...) is ignored by the binding.
+        relevant = tuple(
+            k
+            for k in shape
+            if k in _KNOWN_SET or k.startswith(_HEADER_PREFIXES) or k.lower() in _KNOWN_LOWER
+        )
+        if len(relevant) == 1:
+            only = relevant[0]
+            getter: Callable[[Mapping[str, str]], Tuple[object, ...]] = lambda m: (m[only],)
+        elif relevant:
+            getter = operator.itemgetter(*relevant)  # type: ignore[assignment]
+        else:
+            getter = lambda m: ()  # noqa: E731
+        with self._lock:
+            if len(self._shapes) >= 1024:  # bounded: key names come from callers
+                self._shapes.clear()
+            known = (len(self._shapes) + 1, getter)
+            known = self._shapes.setdefault(shape, known)
+        return known
 
     def _client(self, options: CallOptions) -> Client:
         key = options.client_key

@@ -120,6 +120,7 @@ class Client:
             max_idle_time=max_idle_time,
         )
         self._closed = False
+        self.retired = False
 
     # -- encoding -----------------------------------------------------------------------------
 
@@ -248,11 +249,13 @@ class Client:
         """Close every idle connection and refuse new calls; connections in use are closed when
         their call ends."""
         self._closed = True
+        self.retired = True
         self._pool.close()
 
     def retire(self) -> None:
         """Close every connection as soon as it is idle, but let calls still finish: for an owner
         (the binding's LRU cache) that drops this client while other threads may hold it."""
+        self.retired = True
         self._pool.close()
 
     @property

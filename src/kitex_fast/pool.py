@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import socket
-import threading
 import time
 from collections import deque
 from types import ModuleType
@@ -111,35 +110,44 @@ class ConnectionPool:
         self.max_idle = max_idle
         self.max_idle_time = max_idle_time
         self._idle: Deque[Tuple[Any, float]] = deque()
-        self._lock = threading.Lock()
         self._closed = False
+
+    # deque.append and deque.pop are atomic in CPython, so the hot path takes no lock; close()
+    # re-drains after a racing give_back, so nothing is left idle in a closed pool.
 
     def take_idle(self) -> Any:
         """An idle connection that still looks healthy, or None. Dead ones are closed here, before
         anything is written to them, so using what this returns never loses a request."""
-        now = time.monotonic()
-        while True:
-            with self._lock:
-                if not self._idle:
-                    return None
-                conn, since = self._idle.pop()
-            if now - since <= self.max_idle_time and conn.is_reusable():
+        idle = self._idle
+        while idle:
+            try:
+                conn, since = idle.pop()
+            except IndexError:  # another thread took the last one
+                return None
+            if time.monotonic() - since <= self.max_idle_time and conn.is_reusable():
                 return conn
             conn.close()
+        return None
 
     def give_back(self, conn: Any) -> None:
         """Return a clean connection after a completed call (or close it if there is no room)."""
-        with self._lock:
-            if not self._closed and len(self._idle) < self.max_idle and not conn.closed:
-                self._idle.append((conn, time.monotonic()))
-                return
-        conn.close()
+        if self._closed or len(self._idle) >= self.max_idle or conn.closed:
+            conn.close()
+            return
+        self._idle.append((conn, time.monotonic()))
+        if self._closed:
+            self._drain()
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, deque()
-        for conn, _ in idle:
+        self._closed = True
+        self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                conn, _ = self._idle.popleft()
+            except IndexError:
+                return
             conn.close()
 
     @property
@@ -171,6 +179,12 @@ class EndpointPool:
         """``(connection, its pool, reused)``. Tries endpoints round robin starting at the next one;
         an endpoint that refuses or times out is skipped for this call (failover)."""
         n = len(self._pools)
+        if n == 1:
+            pool = self._pools[0]
+            conn = pool.take_idle()
+            if conn is not None:
+                return conn, pool, True
+            return self._connect(pool.endpoint, deadline), pool, False
         start = next(self._next) % n
         errors: List[ConnectError] = []
         for i in range(n):
