@@ -173,7 +173,7 @@ class MessageHeader:
     def body_offset(self) -> int:
         return self._body_offset
 
-    def _key(self) -> tuple:
+    def _key(self) -> Tuple[object, ...]:
         return (self._type, self._name, self._seq_id, self._body_offset)
 
     def __eq__(self, other: object) -> bool:
@@ -190,7 +190,8 @@ class MessageHeader:
         return hash(self._key())
 
     def __repr__(self) -> str:
-        return "MessageHeader(type=%d, name=%r, seq_id=%d, body_offset=%d)" % self._key()
+        return "MessageHeader(type=%d, name=%r, seq_id=%d, body_offset=%d)" % (
+            self._type, self._name, self._seq_id, self._body_offset)
 
 
 class Frame:
@@ -252,7 +253,7 @@ class Frame:
     def acl_token(self) -> Optional[str]:
         return self._acl_token
 
-    def _key(self) -> tuple:
+    def _key(self) -> Tuple[object, ...]:
         return (
             self._payload,
             self._transport,
@@ -344,7 +345,7 @@ def _header_end(buf: BytesLike, start: int, end: int, max_size: int) -> int:
                 % (n, _hex(buf, start, end))
             )
         return -(start + 8)
-    name_len = _I32.unpack_from(buf, start + 4)[0]
+    name_len: int = _I32.unpack_from(buf, start + 4)[0]
     if name_len < 0:
         raise ProtocolError(
             "negative method name length %d (first bytes %s)" % (name_len, _hex(buf, start, end))
@@ -385,7 +386,7 @@ def _message_begin(mtype: int, name: bytes, seq_id: int) -> bytes:
     )
 
 
-def rewrite_message(buf: BytesLike, *, seq_id: int, name: Optional[str] = None) -> list:
+def rewrite_message(buf: BytesLike, *, seq_id: int, name: Optional[str] = None) -> List[BytesLike]:
     """``[new header bytes, memoryview(body)]``; the body is a view of ``buf``, never a copy."""
     _check_seq_id(seq_id)
     b = _as_bytes_view(buf)
@@ -424,7 +425,7 @@ def _skip(buf: BytesLike, pos: int, end: int, ttype: int, depth: int, base: int)
     """
     fixed = _FIXED_SIZE
     # Stack entries: [kind, remaining, type_a, type_b, depth]; kind is the container type id.
-    stack: List[list] = []
+    stack: List[List[int]] = []
     t = ttype
     d = depth
     while True:
@@ -442,7 +443,7 @@ def _skip(buf: BytesLike, pos: int, end: int, ttype: int, depth: int, base: int)
         elif t == _STRING:
             if pos + 4 > end:
                 return -(pos + 4)
-            n = _I32.unpack_from(buf, pos)[0]
+            n: int = _I32.unpack_from(buf, pos)[0]
             if n < 0:
                 raise ProtocolError("negative length %d at offset %d" % (n, pos - base))
             if pos + 4 + n > end:
@@ -636,12 +637,12 @@ def _header_block(
             raise ValueError("too many int_headers: %d (max 65535)" % len(int_headers))
         out.append(b"\x10")
         out.append(_U16.pack(len(int_headers)))
-        for key, value in int_headers.items():
-            if not isinstance(key, int):
-                raise TypeError("int_headers key must be an int, not %s" % type(key).__name__)
-            if key < 0 or key > 65535:
-                raise ValueError("int_headers key %d is not in 0..65535" % key)
-            out.append(_U16.pack(key))
+        for ikey, value in int_headers.items():
+            if not isinstance(ikey, int):
+                raise TypeError("int_headers key must be an int, not %s" % type(ikey).__name__)
+            if ikey < 0 or ikey > 65535:
+                raise ValueError("int_headers key %d is not in 0..65535" % ikey)
+            out.append(_U16.pack(ikey))
             _put_string(out, _encode_str(value, "int_headers value"), "int_headers value")
     block = b"".join(out)
     pad = (4 - len(block) % 4) % 4
@@ -674,7 +675,7 @@ def encode_frame(
     str_headers: Optional[Dict[str, str]] = None,
     int_headers: Optional[Dict[int, str]] = None,
     acl_token: Optional[str] = None,
-) -> list:
+) -> List[BytesLike]:
     """``[prefix, *message_parts]`` for ``writev`` (no prefix for buffered); nothing is copied."""
     code = _transport_code(transport, False)
     _check_seq_id(seq_id)
@@ -734,7 +735,7 @@ class RequestEncoder:
     def transport(self) -> str:
         return self._transport
 
-    def encode(self, message: BytesLike, seq_id: int) -> list:
+    def encode(self, message: BytesLike, seq_id: int) -> List[BytesLike]:
         """``[head, memoryview(args body)]`` for one CALL message (``[head]`` for an empty body)."""
         _check_seq_id(seq_id)
         b = _as_bytes_view(message)
@@ -860,7 +861,7 @@ class FrameDecoder:
         self._lent = len(self._buf) - self._end
         return memoryview(self._buf)[self._end :]
 
-    def buffer_updated(self, nbytes: int) -> list:
+    def buffer_updated(self, nbytes: int) -> List["Frame"]:
         """``nbytes`` were written into the last :meth:`get_buffer` view: decode what is complete."""
         self._check_error()
         if not isinstance(nbytes, int) or nbytes < 0 or nbytes > self._lent:
@@ -872,7 +873,7 @@ class FrameDecoder:
         self._end += nbytes
         return self._decode()
 
-    def feed(self, data: BytesLike) -> list:
+    def feed(self, data: BytesLike) -> List["Frame"]:
         """Copy ``data`` into the buffer and decode what is complete."""
         self._check_error()
         n = _nbytes(data)
@@ -883,7 +884,7 @@ class FrameDecoder:
         self._lent = 0
         return self._decode()
 
-    def _decode(self) -> list:
+    def _decode(self) -> List["Frame"]:
         frames = []
         try:
             while self._end > self._start:
@@ -1056,7 +1057,7 @@ class FrameDecoder:
                 for _ in range(count):
                     if pos + 4 > hend:
                         raise _truncated_block("int KV", at)
-                    key = (buf[pos] << 8) | buf[pos + 1]
+                    ikey = (buf[pos] << 8) | buf[pos + 1]
                     n = (buf[pos + 2] << 8) | buf[pos + 3]
                     vstart = pos + 4
                     if vstart + n > hend:
@@ -1064,7 +1065,7 @@ class FrameDecoder:
                     pos = vstart + n
                     if int_headers is None:
                         int_headers = {}
-                    int_headers[key] = bytes(buf[vstart:pos]).decode("utf-8", "surrogateescape")
+                    int_headers[ikey] = bytes(buf[vstart:pos]).decode("utf-8", "surrogateescape")
             elif info == _INFO_ACL:
                 if pos + 2 > hend:
                     raise _truncated_block("ACL token", at)
