@@ -25,8 +25,9 @@ assert c.USING_EXTENSION and t.USING_EXTENSION, "the compiled core was not built
 print("compiled core loaded:", c.implementation().__file__)
 PY
 
-echo "== type check (mypy --strict)"
+echo "== type check (mypy --strict), and the compiled modules against their .pyi stubs"
 "$py" -m mypy --config-file pyproject.toml
+"$py" -m mypy.stubtest kitex_fast._codec kitex_fast._transport --allowlist tests/stubtest-allowlist.txt
 
 echo "== Go Kitex peers (Go module proxy)"
 if command -v go >/dev/null 2>&1; then

@@ -1,7 +1,7 @@
 """Type stubs for the compiled socket driver (``_transport.pyx``); ``_transport_py`` is its twin."""
 
 import socket
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union, final
 
 
 _BytesLike = Union[bytes, bytearray, memoryview]
@@ -9,6 +9,7 @@ _Buffers = Union[_BytesLike, Sequence[_BytesLike]]
 
 __all__ = ["Connection", "open_connection"]
 
+@final
 class Connection:
     """One connected nonblocking socket plus the frame decoder that parses what it receives.
     Any exception out of send/receive/call closes it."""
