@@ -51,12 +51,14 @@ def test_golden_frame_decodes(impl, case):
     assert len(out) == 1 and out[0].payload == bytes.fromhex(case["payload"])
 
 
-@pytest.mark.parametrize("case", [c for c in FRAMES if c["deterministic"]],
-                         ids=_ids([c for c in FRAMES if c["deterministic"]]))
+# encode_frame always writes FLAGS 0 (a unary client must never set them, kitex-wire.md §1.2), so
+# frames Kitex wrote with other flags are checked by decoding only (test_golden_frame_decodes).
+ENCODABLE = [c for c in FRAMES if c["deterministic"] and not c["flags"]]
+
+
+@pytest.mark.parametrize("case", ENCODABLE, ids=_ids(ENCODABLE))
 def test_golden_frame_encodes(impl, case):
     seq_id = case["seq_id"] if case["seq_id"] is not None else 0
-    if case["flags"]:
-        pytest.skip("encode_frame always writes FLAGS 0 (a unary client must not set flags)")
     parts = impl.codec.encode_frame(
         case["transport"],
         bytes.fromhex(case["payload"]),
