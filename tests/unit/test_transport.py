@@ -596,7 +596,8 @@ def test_connect_sets_tcp_nodelay_and_names_the_peer(impl: Any, serve: Any) -> N
             assert probe.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
         finally:
             probe.close()
-        assert os.get_blocking(conn.fileno()) is False
+        # c: a blocking fd waited on with MSG_DONTWAIT / SO_RCVTIMEO; py: a nonblocking one
+        assert os.get_blocking(conn.fileno()) is (impl.name == "c")
         assert conn.peer == server.peer
         assert repr(conn) == "<Connection to %s fd=%d>" % (server.peer, conn.fileno())
         assert conn.decoder is not None
