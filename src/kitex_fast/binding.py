@@ -14,9 +14,9 @@ import operator
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
-from .client import Client, Reply
+from .client import Client
 from .errors import KitexError, MetadataError, UnsupportedOperationError
 from .metadata import (
     INT_HEADER_PREFIX,
@@ -109,11 +109,11 @@ class KitexOutputBinding:
         metadata = request.metadata if request.metadata is not None else {}
         options, client = self._route(metadata)
         try:
-            reply = client.invoke(options.method_name, request.data)
+            frame, seq_id, endpoint = client.exchange(options.method_name, request.data)
         except KitexError as exc:
             log.debug("kitex call %s.%s failed: %s", options.dest_service, options.method_name, exc)
             raise
-        return InvokeResponse(reply.data, _response_metadata(reply, options))
+        return InvokeResponse(frame.payload, _response_metadata(frame, seq_id, endpoint, options))
 
     def close(self) -> None:
         with self._lock:
@@ -221,16 +221,18 @@ class KitexOutputBinding:
         return len(self._clients)
 
 
-def _response_metadata(reply: Reply, options: CallOptions) -> Dict[str, str]:
+def _response_metadata(frame: Any, seq_id: int, endpoint: str, options: CallOptions) -> Dict[str, str]:
     metadata = {
-        "seqId": str(reply.seq_id),
+        "seqId": str(seq_id),
         "messageType": "reply",
-        "methodName": reply.method,
-        "transport": reply.transport,
-        "endpoint": reply.endpoint,
+        "methodName": options.method_name,
+        "transport": frame.transport,
+        "endpoint": endpoint,
     }
-    for name, value in reply.str_headers.items():
-        metadata[STR_HEADER_PREFIX + name] = value
-    for key, value in reply.int_headers.items():
-        metadata["%s%d" % (INT_HEADER_PREFIX, key)] = value
+    if frame.str_headers:
+        for name, value in frame.str_headers.items():
+            metadata[STR_HEADER_PREFIX + name] = value
+    if frame.int_headers:
+        for key, value in frame.int_headers.items():
+            metadata["%s%d" % (INT_HEADER_PREFIX, key)] = value
     return metadata

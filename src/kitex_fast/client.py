@@ -109,6 +109,7 @@ class Client:
         self._str_headers = dict(str_headers or {})
         self._int_headers = dict(int_headers or {})
         self._encoders: Dict[str, Any] = {}
+        self._parse_message = self._codec.parse_message
         decoder_cls = self._codec.FrameDecoder
         max_frame = self.max_frame_size
         self._pool = EndpointPool(
@@ -153,10 +154,20 @@ class Client:
 
     def call(self, method: str, message: BytesLike) -> bytes:
         """Send ``message`` (a complete strict-binary CALL) as ``method``; return the REPLY message."""
-        return self.invoke(method, message).data
+        payload: bytes = self.exchange(method, message)[0].payload
+        return payload
 
     def invoke(self, method: str, message: BytesLike) -> Reply:
         """Like :meth:`call`, with the reply's seq id, transport, endpoint and TTHeader headers."""
+        frame, seq_id, peer = self.exchange(method, message)
+        return Reply(
+            frame.payload, seq_id, method, frame.transport, peer, frame.str_headers, frame.int_headers
+        )
+
+    def exchange(self, method: str, message: BytesLike) -> Tuple[Any, int, str]:
+        """One checked round trip: ``(reply frame, seq id, endpoint text)``. The frame is a REPLY
+        to this request (seq id and method name checked); errors are raised as typed exceptions.
+        :meth:`call` and :meth:`invoke` are the friendly faces of this."""
         if self._closed:
             raise TransportError("the client is closed")
         if not isinstance(message, (bytes, bytearray, memoryview)):
@@ -164,7 +175,7 @@ class Client:
                 "the request must be a complete Thrift binary CALL message as bytes, not %s"
                 % type(message).__name__
             )
-        encoder = self._encoder(method)
+        encoder = self._encoders.get(method) or self._encoder(method)
         deadline = time.monotonic() + self.rpc_timeout if self.rpc_timeout else None
         conn, pool, reused = self._pool.acquire(deadline)
         try:
@@ -192,7 +203,7 @@ class Client:
             conn.close()
             raise
         try:
-            result, keep = self._classify(conn, frame, method, seq_id)
+            error, keep = self._check(conn, frame, method, seq_id)
         except BaseException:
             conn.close()
             raise
@@ -200,23 +211,22 @@ class Client:
             pool.give_back(conn)
         else:
             conn.close()
-        if isinstance(result, Exception):
-            raise result
-        return result
+        if error is not None:
+            raise error
+        return frame, seq_id, conn.peer
 
-    def _classify(
-        self, conn: Any, frame: Any, method: str, seq_id: int
-    ) -> Tuple[Union[Reply, Exception], bool]:
-        """``(reply or error to raise, keep the connection)``. Raises for replies that leave the
+    def _check(self, conn: Any, frame: Any, method: str, seq_id: int) -> Tuple[Optional[Exception], bool]:
+        """``(error to raise or None, keep the connection)``. Raises for replies that leave the
         connection in an unknown state (the caller closes it)."""
         payload = frame.payload
-        header = self._codec.parse_message(payload)
+        header = self._parse_message(payload)
+        mtype = header.type
         # An EXCEPTION may carry seq id 0: a Kitex V1 binary-generic server builds handler-error
         # replies without the request's seq id (seen against Kitex v0.16.3), and Kitex's own client
         # exempts exceptions from the check ("proxy may build Exception with seqID = 0",
         # kitex pkg/remote/codec/util.go SetOrCheckSeqID). Replies arrive in order on a
         # ping-pong connection, so this one still answers our request.
-        if header.seq_id != seq_id and not (header.type == 3 and header.seq_id == 0):
+        if header.seq_id != seq_id and not (mtype == 3 and header.seq_id == 0):
             raise ResponseMismatchError(
                 "reply to %r from %s has seq id %d, expected %d"
                 % (method, conn.peer, header.seq_id, seq_id)
@@ -226,22 +236,22 @@ class Client:
                 "wrong method name in reply from %s: expected %r, got %r" % (conn.peer, method, header.name)
             )
         str_headers = frame.str_headers
+        if mtype == 2 and not str_headers:
+            return None, True  # the common case: a plain REPLY
         # crrst: the server will close this connection (kitex pkg/transmeta/ttheader.go).
         keep = not (str_headers and str_headers.get("crrst") == "1")
-        if header.type == 3:
+        if mtype == 3:
             type_code, text = self._codec.decode_application_exception(payload)
             return ApplicationError(type_code, text, method=method), keep and type_code in _KEEP_AFTER_EXCEPTION
-        if header.type != 2:
+        if mtype != 2:
             raise ResponseMismatchError(
                 "reply to %r from %s is a %s message, expected a reply"
-                % (method, conn.peer, _MESSAGE_TYPE_NAMES.get(header.type, header.type))
+                % (method, conn.peer, _MESSAGE_TYPE_NAMES.get(mtype, mtype))
             )
-        if str_headers:
-            status = str_headers.get("biz-status")
-            if status is not None and status not in ("", "0"):
-                return _biz_error(status, str_headers), keep
-        reply = Reply(payload, seq_id, method, frame.transport, conn.peer, str_headers, frame.int_headers)
-        return reply, keep
+        status = str_headers.get("biz-status")
+        if status is not None and status not in ("", "0"):
+            return _biz_error(status, str_headers), keep
+        return None, keep
 
     # -- lifecycle ----------------------------------------------------------------------------
 
