@@ -33,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -426,8 +426,8 @@ def report(cfg: Config, info: Dict[str, str], seq: Dict[Tuple[str, int], Dict[st
     md.append("")
     md.append("Command: `python bench/run.py%s`. Server: Kitex %s echo (`tests/interop/go`, "
               "`kitexserver -mode default -service echo`) on 127.0.0.1, same machine; reply = "
-              "request + `,hi Kitex`. Nothing here is asserted; see *Targets*."
-              % (" --quick" if cfg.quick else "", info["kitex"]))
+              "request + `,hi Kitex`. CPU pinning: %s. Nothing here is asserted; see *Targets*."
+              % (" --quick" if cfg.quick else "", info["kitex"], info.get("pinning", "none")))
     md.append("")
 
     # 1
@@ -596,10 +596,33 @@ def plot(seq: Dict[Tuple[str, int], Dict[str, List[int]]], sizes: Sequence[int],
 
 # -- main ---------------------------------------------------------------------------------------
 
+def pin_cpus() -> Tuple[Optional[Set[int]], Optional[Set[int]]]:
+    """Pin the server to the last CPU and this process (so every client thread and subprocess
+    started later) to the others. Unpinned, a ping-pong latency on a small VM measures where the
+    scheduler happens to place the waking threads more than the clients: an idle vCPU takes tens
+    of microseconds to wake, and whichever client lands next to a spinning Go server thread wins
+    (seen here: the C floor at 30 us unpinned vs 51 us pinned, Python clients at 55-69 us either
+    way). Pinned, every client pays the same cross-CPU wake-up, so the ratios compare clients."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    server, clients = {cpus[-1]}, set(cpus[:-1])
+    os.sched_setaffinity(0, clients)
+    return server, clients
+
+
+def _cpus(cpus: Optional[Set[int]]) -> str:
+    return ",".join(str(c) for c in sorted(cpus or ()))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="the < 60 s smoke run the tests use")
     ap.add_argument("--out", default=str(BENCH / "results"), help="directory for latest.md and latency.png")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="let the scheduler place the server and the clients (see pin_cpus)")
     args = ap.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     out = Path(args.out)
@@ -617,8 +640,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     floor = build_floor()
     info = machine_info()
 
+    server_cpus, client_cpus = (None, None) if args.no_pin else pin_cpus()
+    info["pinning"] = (
+        "server pinned to CPU %s, every client (this process, its threads, the floor and Go "
+        "client processes) to CPU %s" % (_cpus(server_cpus), _cpus(client_cpus))
+        if server_cpus else "none (--no-pin or a single CPU)"
+    )
     work = Path(tempfile.mkdtemp(prefix="kitex-bench-"))
-    server = peers.KitexServer("default", "echo")
+    server = peers.KitexServer("default", "echo", cpus=server_cpus)
     try:
         server.start()
         print("Kitex echo server at %s; %s run" % (server.address, "quick" if cfg.quick else "full"),

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 HERE = Path(__file__).resolve().parent
 GO_DIR = HERE / "go"
@@ -100,8 +100,10 @@ def _stop_all() -> None:
 class KitexServer:
     """One ``kitexserver`` process: ``with KitexServer("meta", "rich") as s: ... s.address``."""
 
-    def __init__(self, mode: str = "default", service: str = "echo", *extra_args: str) -> None:
+    def __init__(self, mode: str = "default", service: str = "echo", *extra_args: str,
+                 cpus: Optional[Set[int]] = None) -> None:
         self.mode = mode
+        self.cpus = cpus  # pin the server (every thread it will start) to these CPUs
         self.service = service
         self.extra_args = tuple(str(a) for a in extra_args)
         self.host = "127.0.0.1"
@@ -131,7 +133,9 @@ class KitexServer:
         cmd = [_binary("kitexserver"), "-mode", self.mode, "-service", self.service,
                "-listen", "127.0.0.1:0", *self.extra_args]
         self._log = tempfile.NamedTemporaryFile(prefix="kitexserver-", suffix=".log", delete=False)
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log)
+        cpus = self.cpus
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, preexec_fn=pin)
         _live.add(self)
         try:
             self._wait_listening(START_TIMEOUT)
