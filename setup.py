@@ -24,6 +24,7 @@ COMPILER_DIRECTIVES = {
 }
 
 MODULES = ["_codec", "_transport"]
+BUILD_FAILED_NOTE = "_build_failed.txt"
 
 
 class OptionalBuildExt(build_ext):
@@ -45,11 +46,18 @@ class OptionalBuildExt(build_ext):
         if IN_CIBUILDWHEEL:
             raise exc
         banner = "*" * 75
+        reason = "%s: %s" % (type(exc).__name__, exc)
         sys.stderr.write(
-            "\n%s\nWARNING: kitex_fast could not compile its Cython core (%s: %s).\n"
+            "\n%s\nWARNING: kitex_fast could not compile its Cython core (%s).\n"
             "Installing the pure-Python twin instead: it works, but it is much slower.\n%s\n\n"
-            % (banner, type(exc).__name__, exc, banner)
+            % (banner, reason, banner)
         )
+        # pip shows build output only with -v: leave a note that the package reads at import
+        # time (kitex_fast/_dispatch.py) to warn where the user will see it.
+        note = os.path.join(self.build_lib, "kitex_fast", BUILD_FAILED_NOTE)
+        os.makedirs(os.path.dirname(note), exist_ok=True)
+        with open(note, "w", encoding="utf-8") as f:
+            f.write(reason[:2000] + "\n")
 
 
 def extensions():

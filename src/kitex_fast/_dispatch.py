@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
+from pathlib import Path
 from types import ModuleType
 from typing import Optional
 
@@ -15,14 +17,46 @@ NO_EXTENSIONS = bool(os.environ.get("KITEX_FAST_NO_EXTENSIONS")) or (
 )
 
 
+# Written by setup.py when the compile failed and it installed the twins instead.
+BUILD_FAILED_NOTE = Path(__file__).with_name("_build_failed.txt")
+_warned = False
+
+
 def load_compiled(name: str) -> Optional[ModuleType]:
-    """``kitex_fast.<name>`` if it is built and allowed, else None."""
+    """``kitex_fast.<name>`` if it is built and allowed, else None (with a warning, once, when
+    the install meant to build it but could not: pip hides the build's own warning)."""
+    global _warned
     if NO_EXTENSIONS:
         return None
     try:
         return importlib.import_module("kitex_fast." + name)
-    except ImportError:  # pragma: no cover - depends on the install
+    except ImportError as exc:
+        if BUILD_FAILED_NOTE.exists() and not _warned:
+            _warned = True
+            reason = BUILD_FAILED_NOTE.read_text(encoding="utf-8", errors="replace").strip()
+            warnings.warn(
+                "kitex_fast: the compiled core failed to build when this package was installed "
+                "(%s); the pure-Python twin is in use and is several times slower. Reinstall with "
+                "a C compiler, or set KITEX_FAST_NO_EXTENSIONS=1 to choose the twin knowingly."
+                % reason,
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        elif not BUILD_FAILED_NOTE.exists() and _extension_file_exists(name) and not _warned:
+            _warned = True  # built but unloadable (wrong Python, missing symbol): say why
+            warnings.warn(
+                "kitex_fast: the compiled %s is installed but cannot be loaded (%s); using the "
+                "pure-Python twin" % (name, exc),
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return None
+
+
+def _extension_file_exists(name: str) -> bool:
+    return any(Path(__file__).parent.glob(name + ".*.so")) or any(
+        Path(__file__).parent.glob(name + ".*.pyd")
+    )
 
 
 def choose(

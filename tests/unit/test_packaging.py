@@ -81,3 +81,22 @@ def test_cli_call_reports_errors(impl) -> None:
     out = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "MetadataError: dapr binding kitex: metadata field hostPorts: entry 'nope' is not host:port" in out.stderr
+
+
+def test_a_failed_build_is_reported_at_import(tmp_path, monkeypatch) -> None:
+    # setup.py leaves this note when the compile failed and it installed the twins instead.
+    from kitex_fast import _dispatch
+
+    note = tmp_path / "_build_failed.txt"
+    note.write_text("CompileError: no compiler\n")
+    monkeypatch.setattr(_dispatch, "BUILD_FAILED_NOTE", note)
+    monkeypatch.setattr(_dispatch, "NO_EXTENSIONS", False)
+    monkeypatch.setattr(_dispatch, "_warned", False)
+    with pytest.warns(RuntimeWarning, match=r"failed to build .*\(CompileError: no compiler\).*KITEX_FAST_NO_EXTENSIONS=1"):
+        assert _dispatch.load_compiled("_no_such_module") is None
+    note.unlink()
+    monkeypatch.setattr(_dispatch, "_warned", False)
+    import warnings as _w
+    with _w.catch_warnings():
+        _w.simplefilter("error")
+        assert _dispatch.load_compiled("_no_such_module") is None  # no note, no .so: pure by design
