@@ -402,3 +402,28 @@ def test_churning_the_client_cache_from_many_threads(impl, server) -> None:
         for t in threads:
             t.join(timeout=60)
     assert not errors, errors[:3]
+
+
+def test_hostname_endpoint(binding, server) -> None:
+    # "localhost" may resolve to ::1 first; nothing listens there, so the next address is tried.
+    response = binding.invoke(InvokeRequest("get", echo_request("x"), meta("localhost:%d" % server.port)))
+    assert read_echo_reply(response.data) == "x,hi Kitex"
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_ipv6_endpoint(impl) -> None:
+    with KitexTestServer({"echo": echo_handler}, host="::1", implementation=impl.name) as srv:
+        assert srv.address == "[::1]:%d" % srv.port
+        with KitexOutputBinding(implementation=impl.name) as binding:
+            response = binding.invoke(InvokeRequest("get", echo_request("v6"), meta(srv.address)))
+        assert read_echo_reply(response.data) == "v6,hi Kitex"
+        assert response.metadata["endpoint"] == srv.address
