@@ -77,6 +77,7 @@ cdef enum:
     MAX_HEADER_BLOCK = 262140  # gopkg >= v0.1.8 MaxHeaderSize = 4*MaxUint16 (spec §1.4)
     MAX_DEPTH = 64  # gopkg protocol/thrift: defaultRecursionDepth (spec §2.4)
     INITIAL_CAPACITY = 16384
+    KEEP_CAPACITY = 262144  # a drained buffer larger than this goes back to the initial size
     MIN_READ = 4096
 
 # Thrift binary type ids (gopkg protocol/thrift/thrift.go).
@@ -1310,6 +1311,11 @@ cdef class FrameDecoder:
             self._start = 0
             self._end = 0
             self._need = 0
+            if PyByteArray_GET_SIZE(self._buf) > KEEP_CAPACITY:
+                # One large reply must not pin megabytes to an idle pooled connection. A view
+                # handed out earlier keeps the old buffer alive for as long as it is held.
+                self._buf = PyByteArray_FromStringAndSize(NULL, INITIAL_CAPACITY)
+                self._view = None
         return frames
 
     cdef object _next(self):

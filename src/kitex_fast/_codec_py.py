@@ -74,6 +74,7 @@ del _t, _s
 _INFO_PADDING, _INFO_KV, _INFO_INT_KV, _INFO_ACL = 0x00, 0x01, 0x10, 0x11
 
 _INITIAL_CAPACITY = 16384
+_KEEP_CAPACITY = 262144  # a drained buffer larger than this goes back to the initial size
 _MIN_READ = 4096
 
 BytesLike = Union[bytes, bytearray, memoryview]
@@ -901,6 +902,9 @@ class FrameDecoder:
         if self._start == self._end:
             self._start = self._end = 0
             self._need = 0
+            if len(self._buf) > _KEEP_CAPACITY:
+                # One large reply must not pin megabytes to an idle pooled connection.
+                self._buf = bytearray(_INITIAL_CAPACITY)
         return frames
 
     def _next(self) -> Optional[Frame]:

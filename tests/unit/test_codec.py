@@ -917,3 +917,26 @@ def test_compiled_and_twin_identical():
     ]
     for call in calls:
         assert call(c) == call(py)
+
+
+def test_a_drained_large_buffer_goes_back_to_its_initial_size(impl):
+    # A pooled connection must not keep megabytes after one large reply.
+    C = impl.codec
+    big = C.build_message(C.REPLY, "echo", 1, b"\x0b\x00\x00" + (1 << 20).to_bytes(4, "big") + b"x" * (1 << 20) + b"\x00")
+    stream = len(big).to_bytes(4, "big") + big
+    dec = C.FrameDecoder("framed")
+    initial = len(dec.get_buffer(-1))
+    frames = []
+    pos = 0
+    while pos < len(stream):
+        view = dec.get_buffer(-1)
+        k = min(len(view), len(stream) - pos)
+        view[:k] = stream[pos:pos + k]
+        del view
+        frames += dec.buffer_updated(k)
+        pos += k
+    assert [f.payload for f in frames] == [big]
+    assert len(dec.get_buffer(-1)) == initial
+    # and it still decodes what follows
+    small = C.build_message(C.REPLY, "echo", 2, b"\x00")
+    assert [f.payload for f in dec.feed(len(small).to_bytes(4, "big") + small)] == [small]
