@@ -190,12 +190,8 @@ def us(ns: float) -> str:
 
 def request_frame(address: str, transport: str, request: bytes) -> bytes:
     """The exact bytes kitex_fast's compiled Client sends for ``request`` (seq id fixed at 1)."""
-    client = Client("echo", address, transport=transport, implementation="c")
-    try:
-        parts = client._encoder("echo").encode(request, 1)
-    finally:
-        client.close()
-    return b"".join(bytes(p) for p in parts)
+    with Client("echo", address, transport=transport, implementation="c") as client:
+        return client.request_bytes("echo", request, seq_id=1)
 
 
 def check_frame(address: str, transport: str, frame: bytes) -> None:

@@ -109,7 +109,12 @@ class KitexOutputBinding:
         metadata = request.metadata if request.metadata is not None else {}
         options, client = self._route(metadata)
         try:
-            frame, seq_id, endpoint = client.exchange(options.method_name, request.data)
+            frame, seq_id, endpoint = client.exchange(
+                options.method_name,
+                request.data,
+                rpc_timeout=options.rpc_timeout,
+                headers=options.headers,
+            )
         except KitexError as exc:
             log.debug("kitex call %s.%s failed: %s", options.dest_service, options.method_name, exc)
             raise
@@ -200,10 +205,7 @@ class KitexOutputBinding:
                 options.endpoints,
                 transport=options.transport,
                 connect_timeout=options.connect_timeout,
-                rpc_timeout=options.rpc_timeout,
                 max_frame_size=options.max_frame_size,
-                str_headers=dict(options.str_headers),
-                int_headers=dict(options.int_headers),
                 pool_size=options.pool_size,
                 max_idle_time=options.max_idle_time,
                 implementation=self.implementation,

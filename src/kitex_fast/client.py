@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from types import ModuleType
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Hashable, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from . import codec as _codec_dispatch
 from . import transport as _transport_dispatch
@@ -35,6 +35,16 @@ __all__ = ["Client", "Reply"]
 BytesLike = Union[bytes, bytearray, memoryview]
 
 _MESSAGE_TYPE_NAMES = {1: "call", 2: "reply", 3: "exception", 4: "oneway"}
+
+# Per-call TTHeader headers: (string headers, integer-key headers), each a tuple of pairs.
+PerCallHeaders = Tuple[Tuple[Tuple[str, str], ...], Tuple[Tuple[int, str], ...]]
+
+
+class _Unset:
+    """The type of the "not given" marker (None is a meaningful rpc_timeout: no limit)."""
+
+
+_UNSET = _Unset()
 
 # EXCEPTION replies after which a Kitex server keeps the connection open: handler errors
 # (INTERNAL_ERROR, kitex pkg/remote/trans/default_server_handler.go). Errors found while decoding a
@@ -108,7 +118,7 @@ class Client:
         self.implementation = "py" if self._codec.__name__.endswith("_py") else "c"
         self._str_headers = dict(str_headers or {})
         self._int_headers = dict(int_headers or {})
-        self._encoders: Dict[str, Any] = {}
+        self._encoders: Dict[Hashable, Any] = {}
         self._parse_message = self._codec.parse_message
         decoder_cls = self._codec.FrameDecoder
         max_frame = self.max_frame_size
@@ -125,30 +135,45 @@ class Client:
 
     # -- encoding -----------------------------------------------------------------------------
 
-    def _encoder(self, method: str) -> Any:
-        """The per-method request encoder: TTHeader blocks are encoded once, not per call."""
-        encoder = self._encoders.get(method)
-        if encoder is None:
-            if not isinstance(method, str) or not method:
-                raise MetadataError("method name must be a non-empty string, not %r" % (method,))
-            str_headers = int_headers = None
-            if self.transport.startswith("ttheader"):
-                # What Kitex's ClientTTHeaderHandler sends (pkg/transmeta/ttheader.go), so mesh
-                # proxies and server logs see the same metadata as from a Go client.
-                int_headers = {
-                    INT_KEY_TRANSPORT_TYPE: "framed" if self.transport == "ttheader-framed" else "unframed",
-                    INT_KEY_TO_SERVICE: self.dest_service,
-                    INT_KEY_TO_METHOD: method,
-                    INT_KEY_MSG_TYPE: "1",
-                }
-                int_headers.update(self._int_headers)
-                str_headers = self._str_headers or None
-            encoder = self._codec.RequestEncoder(
-                self.transport, name=method, str_headers=str_headers, int_headers=int_headers
-            )
-            if len(self._encoders) < 4096:  # bounded: method names come from callers
-                self._encoders[method] = encoder
+    def _encoder(self, key: Hashable, method: str, headers: Optional[PerCallHeaders]) -> Any:
+        """The request encoder for a method (and per-call headers): TTHeader blocks are encoded
+        once, not per call."""
+        if not isinstance(method, str) or not method:
+            raise MetadataError("method name must be a non-empty string, not %r" % (method,))
+        str_headers = int_headers = None
+        if self.transport.startswith("ttheader"):
+            # What Kitex's ClientTTHeaderHandler sends (pkg/transmeta/ttheader.go), so mesh
+            # proxies and server logs see the same metadata as from a Go client.
+            int_headers = {
+                INT_KEY_TRANSPORT_TYPE: "framed" if self.transport == "ttheader-framed" else "unframed",
+                INT_KEY_TO_SERVICE: self.dest_service,
+                INT_KEY_TO_METHOD: method,
+                INT_KEY_MSG_TYPE: "1",
+            }
+            int_headers.update(self._int_headers)
+            str_headers = dict(self._str_headers)
+            if headers is not None:
+                str_headers.update(headers[0])
+                int_headers.update(headers[1])
+            str_headers = str_headers or None
+        elif headers is not None and (headers[0] or headers[1]):
+            raise MetadataError("headers need transport ttheader or ttheader-framed, not %s" % self.transport)
+        encoder = self._codec.RequestEncoder(
+            self.transport, name=method, str_headers=str_headers, int_headers=int_headers
+        )
+        if len(self._encoders) >= 4096:  # bounded: method names and headers come from callers
+            self._encoders.clear()
+        self._encoders[key] = encoder
         return encoder
+
+    def request_bytes(
+        self, method: str, message: BytesLike, seq_id: int = 1, headers: Optional[PerCallHeaders] = None
+    ) -> bytes:
+        """The exact frame this client would send for ``message`` as ``method`` with ``seq_id``
+        (validated like a call, nothing sent): for debugging, captures and benchmarks."""
+        key: Hashable = method if headers is None else (method, headers)
+        encoder = self._encoders.get(key) or self._encoder(key, method, headers)
+        return b"".join(bytes(part) for part in encoder.encode(message, seq_id))
 
     # -- calling ------------------------------------------------------------------------------
 
@@ -164,10 +189,21 @@ class Client:
             frame.payload, seq_id, method, frame.transport, peer, frame.str_headers, frame.int_headers
         )
 
-    def exchange(self, method: str, message: BytesLike) -> Tuple[Any, int, str]:
+    def exchange(
+        self,
+        method: str,
+        message: BytesLike,
+        *,
+        rpc_timeout: Union[float, None, _Unset] = _UNSET,
+        headers: Optional[PerCallHeaders] = None,
+    ) -> Tuple[Any, int, str]:
         """One checked round trip: ``(reply frame, seq id, endpoint text)``. The frame is a REPLY
         to this request (seq id and method name checked); errors are raised as typed exceptions.
-        :meth:`call` and :meth:`invoke` are the friendly faces of this."""
+        :meth:`call` and :meth:`invoke` are the friendly faces of this.
+
+        ``rpc_timeout`` overrides the client's for this call (None: no limit); ``headers`` is
+        ``(str_headers, int_headers)`` as tuples of pairs, added to the client's TTHeader headers
+        for this call. Neither needs another client or connection."""
         if self._closed:
             raise TransportError("the client is closed")
         if not isinstance(message, (bytes, bytearray, memoryview)):
@@ -175,8 +211,10 @@ class Client:
                 "the request must be a complete Thrift binary CALL message as bytes, not %s"
                 % type(message).__name__
             )
-        encoder = self._encoders.get(method) or self._encoder(method)
-        deadline = time.monotonic() + self.rpc_timeout if self.rpc_timeout else None
+        key: Hashable = method if headers is None else (method, headers)
+        encoder = self._encoders.get(key) or self._encoder(key, method, headers)
+        timeout = self.rpc_timeout if isinstance(rpc_timeout, _Unset) else rpc_timeout
+        deadline = time.monotonic() + timeout if timeout else None
         conn, pool, reused = self._pool.acquire(deadline)
         try:
             seq_id = conn.next_seq_id()

@@ -119,8 +119,9 @@ def _parse_int(field: str, value: str, low: int, high: int) -> int:
 
 
 class CallOptions(NamedTuple):
-    """Validated options of one call. Everything but ``method_name`` and ``version`` describes the
-    destination (``client_key``); methods and versions share one client and its connections."""
+    """Validated options of one call. ``client_key`` is the part that needs its own client and
+    connections (destination, transport, connect options); methods, versions, rpc timeouts and
+    headers are per call and share them."""
 
     dest_service: str
     endpoints: Tuple[Endpoint, ...]
@@ -138,7 +139,24 @@ class CallOptions(NamedTuple):
 
     @property
     def client_key(self) -> Tuple[object, ...]:
-        return (self.dest_service, self.endpoints) + tuple(self[4:])
+        """What needs its own client and connections: the destination and how to connect.
+        rpcTimeout and headers are per call and share them."""
+        return (
+            self.dest_service,
+            self.endpoints,
+            self.transport,
+            self.connect_timeout,
+            self.max_frame_size,
+            self.pool_size,
+            self.max_idle_time,
+        )
+
+    @property
+    def headers(self) -> Optional[Tuple[Tuple[Tuple[str, str], ...], Tuple[Tuple[int, str], ...]]]:
+        """Per-call TTHeader headers for Client.exchange, or None."""
+        if self.str_headers or self.int_headers:
+            return (self.str_headers, self.int_headers)
+        return None
 
 
 def _check_unknown_keys(metadata: Mapping[str, str]) -> None:

@@ -317,11 +317,32 @@ def test_many_threads_share_one_binding(binding, server) -> None:
 def test_client_cache_is_bounded_and_evicts_lru(impl, server) -> None:
     with KitexOutputBinding(max_clients=2, implementation=impl.name) as binding:
         for timeout in ("1s", "2s", "3s"):
-            binding.invoke(InvokeRequest("get", echo_request("x"), meta(server.address, rpcTimeout=timeout)))
+            binding.invoke(InvokeRequest("get", echo_request("x"), meta(server.address, connectTimeout=timeout)))
         assert binding.client_count == 2
-        # Methods and versions share a client (and its connections).
-        binding.invoke(InvokeRequest("get", echo_request("x"), meta(server.address, rpcTimeout="3s", version="v2")))
+        # Methods, versions, rpc timeouts and headers are per call: they share a client.
+        for extra in ({"version": "v2"}, {"rpcTimeout": "7s"}, {"methodName": "echo", "rpcTimeout": "0"}):
+            binding.invoke(InvokeRequest("get", echo_request("x"), meta(server.address, connectTimeout="3s", **extra)))
         assert binding.client_count == 2
+
+
+def test_per_call_options_share_one_pool(impl, server) -> None:
+    with KitexOutputBinding(implementation=impl.name) as binding:
+        for i in range(20):
+            extra = {"transport": "ttheader", "rpcTimeout": "%dms" % (1000 + i), "header.n": str(i)}
+            binding.invoke(InvokeRequest("get", echo_request("x"), meta(server.address, **extra)))
+        assert binding.client_count == 1
+        (client,) = binding._clients.values()
+        assert client._pool._pools[0].idle_count == 1  # one connection served every call
+
+
+def test_per_call_rpc_timeout_applies(impl, server) -> None:
+    with KitexOutputBinding(implementation=impl.name) as binding:
+        binding.invoke(InvokeRequest("get", echo_request("x"), meta(server.address, methodName="echo", rpcTimeout="5s")))
+        start = time.monotonic()
+        with pytest.raises(RPCTimeoutError):
+            binding.invoke(InvokeRequest("get", echo_request("2"), meta(server.address, methodName="slow", rpcTimeout="200ms")))
+        assert time.monotonic() - start < 1.9
+        assert binding.client_count == 1
 
 
 def test_close_closes_every_socket(impl) -> None:
@@ -390,7 +411,7 @@ def test_churning_the_client_cache_from_many_threads(impl, server) -> None:
         def worker(n: int) -> None:
             try:
                 for i in range(100):
-                    md = meta(server.address, rpcTimeout="%ds" % (1 + (n + i) % 3))
+                    md = meta(server.address, connectTimeout="%ds" % (1 + (n + i) % 3))
                     response = binding.invoke(InvokeRequest("get", echo_request("c%d" % i), md))
                     assert read_echo_reply(response.data) == "c%d,hi Kitex" % i
             except Exception as exc:  # noqa: BLE001
@@ -427,3 +448,21 @@ def test_ipv6_endpoint(impl) -> None:
             response = binding.invoke(InvokeRequest("get", echo_request("v6"), meta(srv.address)))
         assert read_echo_reply(response.data) == "v6,hi Kitex"
         assert response.metadata["endpoint"] == srv.address
+
+
+def test_request_bytes_is_what_goes_on_the_wire(impl) -> None:
+    seen = []
+
+    def script(sock):
+        data = b""
+        while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
+            data += sock.recv(65536)
+        seen.append(data)
+        frame = codec.FrameDecoder("framed").feed(data)[0]
+        sock.sendall(reply_bytes(frame, echo_result("x")))
+
+    with ScriptedServer(script) as srv, Client("echo", srv.address, implementation=impl.name) as client:
+        expected = client.request_bytes("echo", echo_request("wire"), seq_id=1)
+        client.call("echo", echo_request("wire"))  # the connection's first seq id is 1
+    assert seen == [expected]
+    assert expected[:4] == (len(expected) - 4).to_bytes(4, "big")

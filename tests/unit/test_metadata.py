@@ -184,9 +184,16 @@ def test_init_defaults_are_validated_but_none_required() -> None:
         validate_defaults({"hostPorts": "nope"})
 
 
-def test_client_key_ignores_method_and_version() -> None:
+def test_client_key_holds_only_what_needs_its_own_connections() -> None:
     a = parse_options(md(methodName="a", version="1"), {})
-    b = parse_options(md(methodName="b", version="2"), {})
-    c = parse_options(md(rpcTimeout="1s"), {})
+    b = parse_options(md(methodName="b", version="2", rpcTimeout="1s"), {})
     assert a.client_key == b.client_key
-    assert a.client_key != c.client_key
+    t1 = parse_options(md(transport="ttheader", idlService="A", rpcTimeout="1s"), {})
+    t2 = parse_options(md(transport="ttheader", **{"header.x": "y"}), {})
+    assert t1.client_key == t2.client_key
+    assert t1.headers == ((("isn", "A"),), ((12, "1000"),)) and t2.headers == ((("x", "y"),), ())
+    assert a.headers is None
+    for other in (md(connectTimeout="1s"), md(transport="ttheader"), md(poolSize="3"),
+                  md(maxFrameSize="1MiB"), md(maxIdleTime="5s"), md(hostPorts="127.0.0.1:2"),
+                  md(destService="other")):
+        assert parse_options(other, {}).client_key != a.client_key, other
