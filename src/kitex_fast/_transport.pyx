@@ -43,13 +43,8 @@ import os
 import socket
 import time
 
-from .errors import (
-    ConnectError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    RPCTimeoutError,
-    TransportError,
-)
+from . import _transport_errors as texts
+from .errors import ConnectError, ConnectTimeoutError
 
 __all__ = ["Connection", "open_connection"]
 
@@ -133,121 +128,6 @@ cdef inline double _now() except? -1.0:
     return time.monotonic()
 
 
-# errnos that mean "the peer is gone" on a send or a receive.
-_PEER_GONE = frozenset(
-    code
-    for code in (
-        getattr(_errno, "EPIPE", None),
-        getattr(_errno, "ECONNRESET", None),
-        getattr(_errno, "ECONNABORTED", None),
-        getattr(_errno, "ENOTCONN", None),
-        getattr(_errno, "ESHUTDOWN", None),
-    )
-    if code is not None
-)
-
-
-# -- texts shared word for word with _transport_py.py -------------------------------------------
-
-
-def _errno_text(code):
-    return "[Errno %d] %s" % (code, os.strerror(code))
-
-
-def _format_address(family, sockaddr):
-    """``host:port``, ``[v6host]:port``, or the path of a Unix socket."""
-    if isinstance(sockaddr, tuple) and len(sockaddr) >= 2:
-        host = sockaddr[0]
-        if family == getattr(socket, "AF_INET6", -1) or ":" in str(host):
-            return "[%s]:%s" % (host, sockaddr[1])
-        return "%s:%s" % (host, sockaddr[1])
-    if isinstance(sockaddr, bytes):
-        return sockaddr.decode("utf-8", "backslashreplace")
-    return str(sockaddr)
-
-
-def _format_ms(seconds):
-    ms = seconds * 1000.0
-    if ms <= 0.0:
-        return "0"
-    if ms >= 1.0:
-        return "%d" % int(ms + 0.5)
-    return "%.3g" % ms
-
-
-def _reply_progress(pending):
-    if pending > 0:
-        return "after %d of the reply's bytes" % pending
-    return "before any reply byte"
-
-
-def _closed_error(peer, sent):
-    return ConnectionClosedError("connection to %s is closed; open a new one" % peer, sent=sent)
-
-
-def _send_failed(peer, code, written, total):
-    progress = "(%d of %d bytes written)" % (written, total)
-    if code in _PEER_GONE:
-        return ConnectionClosedError(
-            "connection to %s closed by the peer while sending the request %s: %s"
-            % (peer, progress, _errno_text(code)),
-            sent=written > 0,
-        )
-    return TransportError(
-        "sending the request to %s failed %s: %s" % (peer, progress, _errno_text(code)),
-        sent=written > 0,
-    )
-
-
-def _send_timeout(peer, budget, written, total):
-    return RPCTimeoutError(
-        "no reply from %s within %s ms: timed out while sending the request (%d of %d bytes "
-        "written)" % (peer, _format_ms(budget), written, total),
-        sent=written > 0,
-    )
-
-
-def _recv_failed(peer, code, pending):
-    if code in _PEER_GONE:
-        return ConnectionClosedError(
-            "connection to %s reset by the peer %s: %s"
-            % (peer, _reply_progress(pending), _errno_text(code)),
-            sent=True,
-        )
-    return TransportError(
-        "receiving the reply from %s failed %s: %s"
-        % (peer, _reply_progress(pending), _errno_text(code)),
-        sent=True,
-    )
-
-
-def _recv_eof(peer, pending):
-    return ConnectionClosedError(
-        "connection to %s closed by the peer %s" % (peer, _reply_progress(pending)), sent=True
-    )
-
-
-def _recv_timeout(peer, budget, pending):
-    if pending > 0:
-        got = "%d of the reply's bytes arrived" % pending
-    else:
-        got = "no reply byte arrived"
-    return RPCTimeoutError(
-        "no reply from %s within %s ms: the request was sent, %s" % (peer, _format_ms(budget), got),
-        sent=True,
-    )
-
-
-def _poll_failed(peer, code, sent):
-    return TransportError(
-        "waiting on the connection to %s failed: %s" % (peer, _errno_text(code)), sent=sent
-    )
-
-
-def _empty_buffer_error():
-    return RuntimeError("decoder.get_buffer() returned an empty buffer; nothing can be received")
-
-
 # -- waiting -------------------------------------------------------------------------------------
 
 
@@ -287,7 +167,7 @@ cdef int _wait_fd(int fd, short events, double deadline, bint has_deadline, str 
                 # Run the Python signal handlers now; one that raises ends the call.
                 PyErr_CheckSignals()
                 continue
-            raise _poll_failed(peer, err, sent)
+            raise texts.poll_failed(peer, err, sent)
         # r == 0: timed out; loop to re-check the clock (poll may return a hair early)
 
 
@@ -322,7 +202,7 @@ cdef class Connection:
 
     def __init__(self, sock, decoder, peer=None):
         if peer is None:
-            peer = _format_address(sock.family, sock.getpeername())
+            peer = texts.format_address(sock.family, sock.getpeername())
         # Blocking fd: nonblocking attempts pass MSG_DONTWAIT, the reply wait blocks in recv(2).
         sock.setblocking(True)
         self._sock = sock
@@ -428,7 +308,7 @@ cdef class Connection:
         cdef bint has_dl = deadline is not None
         self._t0 = _now()
         if self._sock is None:
-            raise _closed_error(self._peer, False)
+            raise texts.closed_error(self._peer, False)
         try:
             if has_dl:
                 dl = deadline
@@ -453,7 +333,7 @@ cdef class Connection:
                 self._ready = None
             return frame
         if self._sock is None:
-            raise _closed_error(self._peer, True)
+            raise texts.closed_error(self._peer, True)
         try:
             if has_dl:
                 dl = deadline
@@ -544,9 +424,9 @@ cdef class Connection:
                     PyErr_CheckSignals()
                     continue
                 if err != EAGAIN and err != EWOULDBLOCK:
-                    raise _send_failed(self._peer, err, written, total)
+                    raise texts.send_failed(self._peer, err, written, total)
             if not _wait_fd(self._fd, POLLOUT, deadline, has_deadline, self._peer, True):
-                raise _send_timeout(self._peer, deadline - self._t0, written, total)
+                raise texts.send_timeout(self._peer, deadline - self._t0, written, total)
 
     cdef int _arm_timeout(self, double deadline, bint has_deadline) except -1:
         """Bound the next blocking recv by the time left: 0 when the deadline has passed."""
@@ -570,7 +450,7 @@ cdef class Connection:
             if want < 1e-6:
                 want = 1e-6  # 0 would mean "forever"
         if kf_set_rcvtimeo(self._fd, want) != 0:
-            raise _recv_failed(self._peer, errno, self._decoder.pending)
+            raise texts.recv_failed(self._peer, errno, self._decoder.pending)
         self._rcvtimeo = want
         return 1
 
@@ -586,13 +466,13 @@ cdef class Connection:
         cdef bint wait = just_sent
         while True:
             if wait and not self._arm_timeout(deadline, has_deadline):
-                raise _recv_timeout(self._peer, deadline - self._t0, self._decoder.pending)
+                raise texts.recv_timeout(self._peer, deadline - self._t0, self._decoder.pending)
             buf = self._get_buffer(-1)
             PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
             size = view.len
             if size <= 0:
                 PyBuffer_Release(&view)
-                raise _empty_buffer_error()
+                raise texts.empty_buffer_error()
             # recv(2) straight into the decoder's buffer: no intermediate bytes object.
             if wait:
                 # The only blocking receive: the GIL is released, SO_RCVTIMEO bounds it.
@@ -615,13 +495,13 @@ cdef class Connection:
                 # A short read drained the socket: the next read waits.
                 wait = n < size
             elif n == 0:
-                raise _recv_eof(self._peer, self._decoder.pending)
+                raise texts.recv_eof(self._peer, self._decoder.pending)
             elif err == EINTR:
                 PyErr_CheckSignals()  # a handler that raises ends the call
             elif err == EAGAIN or err == EWOULDBLOCK:
                 wait = True  # nothing yet, or SO_RCVTIMEO ran out: re-arm (or time out) and wait
             else:
-                raise _recv_failed(self._peer, err, self._decoder.pending)
+                raise texts.recv_failed(self._peer, err, self._decoder.pending)
 
 
 # -- connect -------------------------------------------------------------------------------------
@@ -633,14 +513,14 @@ def open_connection(family, sockaddr, *, timeout, decoder):
     it in a :class:`Connection` that feeds ``decoder``."""
     cdef double dl = 0.0
     cdef bint has_dl = timeout is not None
-    address = _format_address(family, sockaddr)
+    address = texts.format_address(family, sockaddr)
     if has_dl:
         dl = time.monotonic() + timeout
     try:
         sock = socket.socket(family, socket.SOCK_STREAM)
     except OSError as exc:
         raise ConnectError(
-            "connect to %s failed: %s" % (address, _errno_text(exc.errno or 0))
+            "connect to %s failed: %s" % (address, texts.errno_text(exc.errno or 0))
         ) from None
     try:
         sock.setblocking(False)
@@ -654,11 +534,11 @@ def open_connection(family, sockaddr, *, timeout, decoder):
         if err in (_errno.EINPROGRESS, _errno.EWOULDBLOCK, _errno.EAGAIN, _errno.EINTR):
             if not _wait_fd(sock.fileno(), POLLOUT, dl, has_dl, address, False):
                 raise ConnectTimeoutError(
-                    "connect to %s timed out after %s ms" % (address, _format_ms(timeout or 0.0))
+                    "connect to %s timed out after %s ms" % (address, texts.format_ms(timeout or 0.0))
                 )
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            raise ConnectError("connect to %s failed: %s" % (address, _errno_text(err)))
+            raise ConnectError("connect to %s failed: %s" % (address, texts.errno_text(err)))
         return Connection(sock, decoder, address)
     except BaseException:
         sock.close()

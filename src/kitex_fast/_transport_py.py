@@ -25,13 +25,8 @@ import socket
 import time
 from typing import Any, List, Optional, Sequence, Union
 
-from .errors import (
-    ConnectError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    RPCTimeoutError,
-    TransportError,
-)
+from . import _transport_errors as texts
+from .errors import ConnectError, ConnectTimeoutError
 
 __all__ = ["Connection", "open_connection"]
 
@@ -48,121 +43,8 @@ if _IOV_MAX <= 0:  # pragma: no cover - "no limit" / unknown
 _POLLIN = getattr(select, "POLLIN", 1)
 _POLLOUT = getattr(select, "POLLOUT", 4)
 
-# errnos that mean "the peer is gone" on a send or a receive.
-_PEER_GONE = frozenset(
-    code
-    for code in (
-        getattr(errno, "EPIPE", None),
-        getattr(errno, "ECONNRESET", None),
-        getattr(errno, "ECONNABORTED", None),
-        getattr(errno, "ENOTCONN", None),
-        getattr(errno, "ESHUTDOWN", None),
-    )
-    if code is not None
-)
-
 _BUFFERS = Union[bytes, bytearray, memoryview, Sequence[Union[bytes, bytearray, memoryview]]]
 
-
-# -- texts shared word for word with _transport.pyx ---------------------------------------------
-
-
-def _errno_text(code: int) -> str:
-    return "[Errno %d] %s" % (code, os.strerror(code))
-
-
-def _format_address(family: int, sockaddr: Any) -> str:
-    """``host:port``, ``[v6host]:port``, or the path of a Unix socket."""
-    if isinstance(sockaddr, tuple) and len(sockaddr) >= 2:
-        host = sockaddr[0]
-        if family == getattr(socket, "AF_INET6", -1) or ":" in str(host):
-            return "[%s]:%s" % (host, sockaddr[1])
-        return "%s:%s" % (host, sockaddr[1])
-    if isinstance(sockaddr, bytes):
-        return sockaddr.decode("utf-8", "backslashreplace")
-    return str(sockaddr)
-
-
-def _format_ms(seconds: float) -> str:
-    ms = seconds * 1000.0
-    if ms <= 0.0:
-        return "0"
-    if ms >= 1.0:
-        return "%d" % int(ms + 0.5)
-    return "%.3g" % ms
-
-
-def _reply_progress(pending: int) -> str:
-    if pending > 0:
-        return "after %d of the reply's bytes" % pending
-    return "before any reply byte"
-
-
-def _closed_error(peer: str, sent: bool) -> ConnectionClosedError:
-    return ConnectionClosedError("connection to %s is closed; open a new one" % peer, sent=sent)
-
-
-def _send_failed(peer: str, code: int, written: int, total: int) -> TransportError:
-    progress = "(%d of %d bytes written)" % (written, total)
-    if code in _PEER_GONE:
-        return ConnectionClosedError(
-            "connection to %s closed by the peer while sending the request %s: %s"
-            % (peer, progress, _errno_text(code)),
-            sent=written > 0,
-        )
-    return TransportError(
-        "sending the request to %s failed %s: %s" % (peer, progress, _errno_text(code)),
-        sent=written > 0,
-    )
-
-
-def _send_timeout(peer: str, budget: float, written: int, total: int) -> RPCTimeoutError:
-    return RPCTimeoutError(
-        "no reply from %s within %s ms: timed out while sending the request (%d of %d bytes "
-        "written)" % (peer, _format_ms(budget), written, total),
-        sent=written > 0,
-    )
-
-
-def _recv_failed(peer: str, code: int, pending: int) -> TransportError:
-    if code in _PEER_GONE:
-        return ConnectionClosedError(
-            "connection to %s reset by the peer %s: %s"
-            % (peer, _reply_progress(pending), _errno_text(code)),
-            sent=True,
-        )
-    return TransportError(
-        "receiving the reply from %s failed %s: %s"
-        % (peer, _reply_progress(pending), _errno_text(code)),
-        sent=True,
-    )
-
-
-def _recv_eof(peer: str, pending: int) -> ConnectionClosedError:
-    return ConnectionClosedError(
-        "connection to %s closed by the peer %s" % (peer, _reply_progress(pending)), sent=True
-    )
-
-
-def _recv_timeout(peer: str, budget: float, pending: int) -> RPCTimeoutError:
-    if pending > 0:
-        got = "%d of the reply's bytes arrived" % pending
-    else:
-        got = "no reply byte arrived"
-    return RPCTimeoutError(
-        "no reply from %s within %s ms: the request was sent, %s" % (peer, _format_ms(budget), got),
-        sent=True,
-    )
-
-
-def _poll_failed(peer: str, code: int, sent: bool) -> TransportError:
-    return TransportError(
-        "waiting on the connection to %s failed: %s" % (peer, _errno_text(code)), sent=sent
-    )
-
-
-def _empty_buffer_error() -> RuntimeError:
-    return RuntimeError("decoder.get_buffer() returned an empty buffer; nothing can be received")
 
 
 # -- waiting -------------------------------------------------------------------------------------
@@ -220,7 +102,7 @@ class _Waiter:
                     if r or w or x:
                         return True
             except OSError as exc:  # not EINTR (PEP 475 retries it): EINVAL, ENOMEM
-                raise _poll_failed(self._peer, exc.errno or 0, self._sent) from None
+                raise texts.poll_failed(self._peer, exc.errno or 0, self._sent) from None
             # poll() timed out: loop to re-check the clock (it may return a hair early).
 
     def idle(self) -> bool:
@@ -261,7 +143,7 @@ class Connection:
 
     def __init__(self, sock: socket.socket, decoder: Any, peer: Optional[str] = None) -> None:
         if peer is None:
-            peer = _format_address(sock.family, sock.getpeername())
+            peer = texts.format_address(sock.family, sock.getpeername())
         sock.setblocking(False)
         self._sock: Optional[socket.socket] = sock
         self._fd = sock.fileno()
@@ -357,7 +239,7 @@ class Connection:
         ``deadline`` is an absolute ``time.monotonic()`` value or None (no limit)."""
         self._t0 = time.monotonic()
         if self._sock is None:
-            raise _closed_error(self._peer, False)
+            raise texts.closed_error(self._peer, False)
         try:
             self._send(buffers, deadline)
         except BaseException:
@@ -389,7 +271,7 @@ class Connection:
             except BlockingIOError:
                 n = -1
             except OSError as exc:
-                raise _send_failed(self._peer, exc.errno or 0, written, total) from None
+                raise texts.send_failed(self._peer, exc.errno or 0, written, total) from None
             if n > 0:
                 written += n
                 if written >= total:
@@ -399,7 +281,7 @@ class Connection:
                     continue  # the batch was cut at IOV_MAX, so not short: write on
             # EAGAIN or a short write (the socket buffer is full): wait for room.
             if not self._waiter.wait(True, deadline):
-                raise _send_timeout(
+                raise texts.send_timeout(
                     self._peer, (deadline or 0.0) - self._t0, written, total
                 )
 
@@ -417,7 +299,7 @@ class Connection:
                 self._ready = None
             return frame
         if self._sock is None:
-            raise _closed_error(self._peer, True)
+            raise texts.closed_error(self._peer, True)
         try:
             return self._receive(deadline, just_sent)
         except BaseException:
@@ -431,19 +313,19 @@ class Connection:
         # Right after a send the reply cannot be there yet: poll first instead of a recv that
         # would only fail with EAGAIN (one syscall and one exception less per call).
         if just_sent and not self._waiter.wait(False, deadline):
-            raise _recv_timeout(self._peer, (deadline or 0.0) - self._t0, self._decoder.pending)
+            raise texts.recv_timeout(self._peer, (deadline or 0.0) - self._t0, self._decoder.pending)
         while True:
             buf = get_buffer(-1)
             size = buf.nbytes
             if size <= 0:
-                raise _empty_buffer_error()  # a 0-byte recv would look like EOF
+                raise texts.empty_buffer_error()  # a 0-byte recv would look like EOF
             try:
                 n = recv_into(buf)
             except BlockingIOError:
                 n = -1
             except OSError as exc:
                 del buf
-                raise _recv_failed(self._peer, exc.errno or 0, self._decoder.pending) from None
+                raise texts.recv_failed(self._peer, exc.errno or 0, self._decoder.pending) from None
             del buf  # drop our export before the decoder moves or grows its buffer
             if n > 0:
                 frames = buffer_updated(n)
@@ -455,10 +337,10 @@ class Connection:
                 if n == size:
                     continue  # filled the whole buffer: more is likely queued, read on
             elif n == 0:
-                raise _recv_eof(self._peer, self._decoder.pending)
+                raise texts.recv_eof(self._peer, self._decoder.pending)
             # EAGAIN or a short read (the socket is drained): wait for more.
             if not self._waiter.wait(False, deadline):
-                raise _recv_timeout(
+                raise texts.recv_timeout(
                     self._peer, (deadline or 0.0) - self._t0, self._decoder.pending
                 )
 
@@ -486,13 +368,13 @@ def open_connection(
     """Connect a nonblocking TCP (or Unix) socket to ``sockaddr`` (as ``socket.getaddrinfo``
     returns it) within ``timeout`` seconds (None = no limit), with ``TCP_NODELAY`` set, and wrap
     it in a :class:`Connection` that feeds ``decoder``."""
-    address = _format_address(family, sockaddr)
+    address = texts.format_address(family, sockaddr)
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         sock = socket.socket(family, socket.SOCK_STREAM)
     except OSError as exc:
         raise ConnectError(
-            "connect to %s failed: %s" % (address, _errno_text(exc.errno or 0))
+            "connect to %s failed: %s" % (address, texts.errno_text(exc.errno or 0))
         ) from None
     try:
         sock.setblocking(False)
@@ -506,11 +388,11 @@ def open_connection(
         if err in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR):
             if not _Waiter(sock.fileno(), address, False).wait(True, deadline):
                 raise ConnectTimeoutError(
-                    "connect to %s timed out after %s ms" % (address, _format_ms(timeout or 0.0))
+                    "connect to %s timed out after %s ms" % (address, texts.format_ms(timeout or 0.0))
                 )
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            raise ConnectError("connect to %s failed: %s" % (address, _errno_text(err)))
+            raise ConnectError("connect to %s failed: %s" % (address, texts.errno_text(err)))
         return Connection(sock, decoder, address)
     except BaseException:
         sock.close()
