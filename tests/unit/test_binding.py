@@ -3,6 +3,7 @@ implementations. The same behaviours against real Kitex servers live in tests/in
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -466,3 +467,45 @@ def test_request_bytes_is_what_goes_on_the_wire(impl) -> None:
         client.call("echo", echo_request("wire"))  # the connection's first seq id is 1
     assert seen == [expected]
     assert expected[:4] == (len(expected) - 4).to_bytes(4, "big")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts fds through /proc")
+def test_no_file_descriptor_leaks(impl, server) -> None:
+    def open_fds() -> int:
+        """Client-side sockets connected to the server (its own accepted sockets live in this
+        process too, and close on their own schedule)."""
+        count = 0
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                fd = os.dup(int(name))
+            except OSError:
+                continue  # the listing's own fd, already gone
+            try:
+                sock = socket.socket(fileno=fd)
+            except OSError:
+                os.close(fd)  # not a socket
+                continue
+            with sock:
+                try:
+                    if sock.getpeername()[1] == server.port:
+                        count += 1
+                except (OSError, IndexError, TypeError):
+                    pass  # not a connected inet socket
+        return count
+
+    before = open_fds()
+    with KitexOutputBinding(max_clients=3, implementation=impl.name) as binding:
+        # LRU churn: 7 destinations through 3 cached clients. Sequential calls keep at most one
+        # idle connection per cached client; evicted clients must let theirs go at once, even
+        # while the route cache still refers to them.
+        for i in range(60):
+            md = meta(server.address, connectTimeout="%dms" % (100 + i % 7))
+            binding.invoke(InvokeRequest("get", echo_request("x"), md))
+            assert open_fds() <= before + 3
+        # Errors that make Kitex close the connection must not leave sockets behind either.
+        for i in range(30):
+            with pytest.raises(ApplicationError):
+                binding.invoke(InvokeRequest("get", echo_request("x"), meta(server.address, methodName="nope")))
+            assert open_fds() <= before + 3
+    time.sleep(0.05)
+    assert open_fds() <= before
