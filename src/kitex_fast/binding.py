@@ -16,7 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
-from .client import Client
+from .client import Client, ClientCore
 from .errors import KitexError, MetadataError, UnsupportedOperationError
 from .metadata import (
     INT_HEADER_PREFIX,
@@ -27,7 +27,15 @@ from .metadata import (
     validate_defaults,
 )
 
-__all__ = ["InvokeRequest", "InvokeResponse", "KitexOutputBinding", "OPERATIONS", "CONTENT_TYPE"]
+__all__ = [
+    "InvokeRequest",
+    "InvokeResponse",
+    "BindingCore",
+    "KitexOutputBinding",
+    "OPERATIONS",
+    "CONTENT_TYPE",
+    "response_metadata",
+]
 
 OPERATIONS = ("get",)
 # The media type registered for Thrift's binary protocol.
@@ -58,8 +66,11 @@ class InvokeResponse:
     content_type: str = CONTENT_TYPE
 
 
-class KitexOutputBinding:
-    """Dapr's ``bindings.kitex`` output binding. Thread-safe; use as a context manager.
+class BindingCore:
+    """What every driver's binding shares: component defaults, metadata validation, the route
+    cache and the bounded client cache. A driver subclasses it, makes its clients in
+    :meth:`_new_client` and does the call (the sync :class:`KitexOutputBinding` here,
+    :mod:`kitex_fast.aio`).
 
     :param max_clients: how many distinct destinations (metadata combinations) keep a client and
         its connections; the least recently used is closed beyond that.
@@ -78,66 +89,53 @@ class KitexOutputBinding:
         self._shapes: Dict[Tuple[str, ...], Tuple[int, Callable[[Mapping[str, str]], Tuple[object, ...]]]] = {}
         # (shape id, relevant values) -> (validated options, their client, the client's key):
         # validation and client lookup run once per distinct metadata.
-        self._routes: "OrderedDict[Tuple[object, ...], Tuple[CallOptions, Client, Tuple[object, ...]]]" = OrderedDict()
-        # options.client_key -> Client, least recently used first
-        self._clients: "OrderedDict[Tuple[object, ...], Client]" = OrderedDict()
+        self._routes: "OrderedDict[Tuple[object, ...], Tuple[CallOptions, ClientCore, Tuple[object, ...]]]" = OrderedDict()
+        # options.client_key -> client, least recently used first
+        self._clients: "OrderedDict[Tuple[object, ...], ClientCore]" = OrderedDict()
         self._lock = threading.Lock()
         self._closed = False
 
     # -- Dapr OutputBinding API ---------------------------------------------------------------
 
-    def init(self, metadata: Optional[Mapping[str, str]] = None) -> None:
-        """Component-level metadata: defaults for every request; all optional, all validated."""
+    def operations(self) -> List[str]:
+        """The Dapr operations this binding serves: ``["get"]``."""
+        return list(OPERATIONS)
+
+    def _set_defaults(self, metadata: Optional[Mapping[str, str]]) -> List[Any]:
+        """Validate and install component defaults; the clients to close (made under the old ones)."""
         defaults = validate_defaults(metadata or {})
         with self._lock:
             self._defaults = defaults
             self._routes.clear()
             old = list(self._clients.values())
             self._clients.clear()
-        for client in old:
-            client.close()
+        return old
 
-    def operations(self) -> List[str]:
-        return list(OPERATIONS)
-
-    def invoke(self, request: InvokeRequest) -> InvokeResponse:
-        if request.operation not in OPERATIONS:
-            raise UnsupportedOperationError(
-                "dapr binding kitex: unsupported operation %r; supported operations: %s"
-                % (request.operation, ", ".join(OPERATIONS))
-            )
-        metadata = request.metadata if request.metadata is not None else {}
-        options, client = self._route(metadata)
-        try:
-            frame, seq_id, endpoint = client.exchange(
-                options.method_name,
-                request.data,
-                rpc_timeout=options.rpc_timeout,
-                headers=options.headers,
-            )
-        except KitexError as exc:
-            log.debug("kitex call %s.%s failed: %s", options.dest_service, options.method_name, exc)
-            raise
-        return InvokeResponse(frame.payload, _response_metadata(frame, seq_id, endpoint, options))
-
-    def close(self) -> None:
+    def _shut(self) -> List[Any]:
+        """Refuse new calls; the clients to close."""
         with self._lock:
             self._closed = True
             clients = list(self._clients.values())
             self._clients.clear()
             self._routes.clear()
-        for client in clients:
-            client.close()
+        return clients
 
-    def __enter__(self) -> "KitexOutputBinding":
-        return self
+    def _prepare(self, request: InvokeRequest) -> Tuple[CallOptions, Any]:
+        """The validated options of ``request`` and the client that serves them."""
+        if request.operation not in OPERATIONS:
+            raise UnsupportedOperationError(
+                "dapr binding kitex: unsupported operation %r; supported operations: %s"
+                % (request.operation, ", ".join(OPERATIONS))
+            )
+        return self._route(request.metadata if request.metadata is not None else {})
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def _new_client(self, options: CallOptions) -> Any:
+        """A driver's client for ``options`` (called under the cache lock; must not do I/O)."""
+        raise NotImplementedError
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _route(self, metadata: Mapping[str, str]) -> Tuple[CallOptions, Client]:
+    def _route(self, metadata: Mapping[str, str]) -> Tuple[CallOptions, Any]:
         """Validated options and the client for this metadata; cached, so a repeated request
         costs one tuple and two dict lookups."""
         # (dict first: an ABC isinstance check costs more than the whole cached lookup)
@@ -191,7 +189,7 @@ class KitexOutputBinding:
             known = self._shapes.setdefault(shape, known)
         return known
 
-    def _client(self, options: CallOptions) -> Client:
+    def _client(self, options: CallOptions) -> Any:
         key = options.client_key
         with self._lock:
             if self._closed:
@@ -200,16 +198,7 @@ class KitexOutputBinding:
             if client is not None:
                 self._clients.move_to_end(key)
                 return client
-            client = Client(
-                options.dest_service,
-                options.endpoints,
-                transport=options.transport,
-                connect_timeout=options.connect_timeout,
-                max_frame_size=options.max_frame_size,
-                pool_size=options.pool_size,
-                max_idle_time=options.max_idle_time,
-                implementation=self.implementation,
-            )
+            client = self._new_client(options)
             self._clients[key] = client
             evicted = self._clients.popitem(last=False)[1] if len(self._clients) > self.max_clients else None
         if evicted is not None:
@@ -223,7 +212,58 @@ class KitexOutputBinding:
         return len(self._clients)
 
 
-def _response_metadata(frame: Any, seq_id: int, endpoint: str, options: CallOptions) -> Dict[str, str]:
+class KitexOutputBinding(BindingCore):
+    """Dapr's ``bindings.kitex`` output binding on blocking calls. Thread-safe; use as a context
+    manager. Options: :class:`BindingCore`."""
+
+    def init(self, metadata: Optional[Mapping[str, str]] = None) -> None:
+        """Component-level metadata: defaults for every request; all optional, all validated.
+        Clients made under the previous defaults are closed."""
+        for client in self._set_defaults(metadata):
+            client.close()
+
+    def invoke(self, request: InvokeRequest) -> InvokeResponse:
+        """Call the Kitex service that ``request.metadata`` names with ``request.data`` (a complete
+        strict-binary Thrift CALL message); the response's data is the REPLY message."""
+        options, client = self._prepare(request)
+        try:
+            frame, seq_id, endpoint = client.exchange(
+                options.method_name,
+                request.data,
+                rpc_timeout=options.rpc_timeout,
+                headers=options.headers,
+            )
+        except KitexError as exc:
+            log.debug("kitex call %s.%s failed: %s", options.dest_service, options.method_name, exc)
+            raise
+        return InvokeResponse(frame.payload, response_metadata(frame, seq_id, endpoint, options))
+
+    def close(self) -> None:
+        """Refuse new calls and close every client's connections (calls under way finish)."""
+        for client in self._shut():
+            client.close()
+
+    def __enter__(self) -> "KitexOutputBinding":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _new_client(self, options: CallOptions) -> Client:
+        return Client(
+            options.dest_service,
+            options.endpoints,
+            transport=options.transport,
+            connect_timeout=options.connect_timeout,
+            max_frame_size=options.max_frame_size,
+            pool_size=options.pool_size,
+            max_idle_time=options.max_idle_time,
+            implementation=self.implementation,
+        )
+
+
+def response_metadata(frame: Any, seq_id: int, endpoint: str, options: CallOptions) -> Dict[str, str]:
+    """The metadata of a successful reply, as every driver's binding returns it."""
     metadata = {
         "seqId": str(seq_id),
         "messageType": "reply",

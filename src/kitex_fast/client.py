@@ -30,7 +30,7 @@ from .metadata import (
 )
 from .pool import Endpoint, EndpointPool, parse_host_ports
 
-__all__ = ["Client", "Reply"]
+__all__ = ["Client", "ClientCore", "Reply"]
 
 BytesLike = Union[bytes, bytearray, memoryview]
 
@@ -65,8 +65,10 @@ class Reply(NamedTuple):
     int_headers: Mapping[int, str]
 
 
-class Client:
-    """A Kitex client for one service at one or more ``host:port`` endpoints. Thread-safe.
+class ClientCore:
+    """What every driver's client shares: validated settings, request encoders and the reply
+    check. A driver (the sync :class:`Client` here, :mod:`kitex_fast.aio`) subclasses it, builds
+    its pool in :meth:`_make_pool` and does the I/O; the rules stay in one place.
 
     :param dest_service: the Kitex service name (sent as TTHeader ToService).
     :param host_ports: ``"host:port"``, ``"[::1]:8888"``, a comma-separated list, or a list.
@@ -122,16 +124,26 @@ class Client:
         self._parse_message = self._codec.parse_message
         decoder_cls = self._codec.FrameDecoder
         max_frame = self.max_frame_size
-        self._pool = EndpointPool(
+        self._pool = self._make_pool(
             endpoints,
-            transport=self._transport_mod,
-            make_decoder=lambda: decoder_cls(transport, max_frame_size=max_frame),
-            connect_timeout=connect_timeout,
-            max_idle=pool_size,
-            max_idle_time=max_idle_time,
+            lambda: decoder_cls(transport, max_frame_size=max_frame),
+            connect_timeout,
+            pool_size,
+            max_idle_time,
         )
         self._closed = False
         self.retired = False
+
+    def _make_pool(
+        self,
+        endpoints: Tuple[Endpoint, ...],
+        make_decoder: Any,
+        connect_timeout: Optional[float],
+        pool_size: int,
+        max_idle_time: float,
+    ) -> Any:
+        """The driver's connection pool for ``endpoints`` (each connection gets ``make_decoder()``)."""
+        raise NotImplementedError
 
     # -- encoding -----------------------------------------------------------------------------
 
@@ -174,6 +186,85 @@ class Client:
         key: Hashable = method if headers is None else (method, headers)
         encoder = self._encoders.get(key) or self._encoder(key, method, headers)
         return b"".join(bytes(part) for part in encoder.encode(message, seq_id))
+
+    def _check(self, conn: Any, frame: Any, method: str, seq_id: int) -> Tuple[Optional[Exception], bool]:
+        """``(error to raise or None, keep the connection)``. Raises for replies that leave the
+        connection in an unknown state (the caller closes it)."""
+        payload = frame.payload
+        header = self._parse_message(payload)
+        mtype = header.type
+        # An EXCEPTION may carry seq id 0: a Kitex V1 binary-generic server builds handler-error
+        # replies without the request's seq id (seen against Kitex v0.16.3), and Kitex's own client
+        # exempts exceptions from the check ("proxy may build Exception with seqID = 0",
+        # kitex pkg/remote/codec/util.go SetOrCheckSeqID). Replies arrive in order on a
+        # ping-pong connection, so this one still answers our request.
+        if header.seq_id != seq_id and not (mtype == 3 and header.seq_id == 0):
+            raise ResponseMismatchError(
+                "reply to %r from %s has seq id %d, expected %d"
+                % (method, conn.peer, header.seq_id, seq_id)
+            )
+        if header.name != method:
+            raise ResponseMismatchError(
+                "wrong method name in reply from %s: expected %r, got %r" % (conn.peer, method, header.name)
+            )
+        str_headers = frame.str_headers
+        if mtype == 2 and not str_headers:
+            return None, True  # the common case: a plain REPLY
+        # crrst: the server will close this connection (kitex pkg/transmeta/ttheader.go).
+        keep = not (str_headers and str_headers.get("crrst") == "1")
+        if mtype == 3:
+            type_code, text = self._codec.decode_application_exception(payload)
+            return ApplicationError(type_code, text, method=method), keep and type_code in _KEEP_AFTER_EXCEPTION
+        if mtype != 2:
+            raise ResponseMismatchError(
+                "reply to %r from %s is a %s message, expected a reply"
+                % (method, conn.peer, _MESSAGE_TYPE_NAMES.get(mtype, mtype))
+            )
+        status = str_headers.get("biz-status")
+        if status is not None and status not in ("", "0"):
+            return _biz_error(status, str_headers), keep
+        return None, keep
+
+    def retire(self) -> None:
+        """Close every connection as soon as it is idle, but let calls still finish: for an owner
+        (the binding's LRU cache) that drops this client while others may still hold it."""
+        raise NotImplementedError
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        return "<%s %s at %s via %s (%s)>" % (
+            type(self).__name__,
+            self.dest_service,
+            ",".join(str(e) for e in self.endpoints),
+            self.transport,
+            self.implementation,
+        )
+
+
+class Client(ClientCore):
+    """A Kitex client for one service at one or more ``host:port`` endpoints, on blocking calls
+    (the GIL released while waiting). Thread-safe. Constructor options: :class:`ClientCore`.
+    """
+
+    def _make_pool(
+        self,
+        endpoints: Tuple[Endpoint, ...],
+        make_decoder: Any,
+        connect_timeout: Optional[float],
+        pool_size: int,
+        max_idle_time: float,
+    ) -> EndpointPool:
+        return EndpointPool(
+            endpoints,
+            transport=self._transport_mod,
+            make_decoder=make_decoder,
+            connect_timeout=connect_timeout,
+            max_idle=pool_size,
+            max_idle_time=max_idle_time,
+        )
 
     # -- calling ------------------------------------------------------------------------------
 
@@ -253,44 +344,6 @@ class Client:
             raise error
         return frame, seq_id, conn.peer
 
-    def _check(self, conn: Any, frame: Any, method: str, seq_id: int) -> Tuple[Optional[Exception], bool]:
-        """``(error to raise or None, keep the connection)``. Raises for replies that leave the
-        connection in an unknown state (the caller closes it)."""
-        payload = frame.payload
-        header = self._parse_message(payload)
-        mtype = header.type
-        # An EXCEPTION may carry seq id 0: a Kitex V1 binary-generic server builds handler-error
-        # replies without the request's seq id (seen against Kitex v0.16.3), and Kitex's own client
-        # exempts exceptions from the check ("proxy may build Exception with seqID = 0",
-        # kitex pkg/remote/codec/util.go SetOrCheckSeqID). Replies arrive in order on a
-        # ping-pong connection, so this one still answers our request.
-        if header.seq_id != seq_id and not (mtype == 3 and header.seq_id == 0):
-            raise ResponseMismatchError(
-                "reply to %r from %s has seq id %d, expected %d"
-                % (method, conn.peer, header.seq_id, seq_id)
-            )
-        if header.name != method:
-            raise ResponseMismatchError(
-                "wrong method name in reply from %s: expected %r, got %r" % (conn.peer, method, header.name)
-            )
-        str_headers = frame.str_headers
-        if mtype == 2 and not str_headers:
-            return None, True  # the common case: a plain REPLY
-        # crrst: the server will close this connection (kitex pkg/transmeta/ttheader.go).
-        keep = not (str_headers and str_headers.get("crrst") == "1")
-        if mtype == 3:
-            type_code, text = self._codec.decode_application_exception(payload)
-            return ApplicationError(type_code, text, method=method), keep and type_code in _KEEP_AFTER_EXCEPTION
-        if mtype != 2:
-            raise ResponseMismatchError(
-                "reply to %r from %s is a %s message, expected a reply"
-                % (method, conn.peer, _MESSAGE_TYPE_NAMES.get(mtype, mtype))
-            )
-        status = str_headers.get("biz-status")
-        if status is not None and status not in ("", "0"):
-            return _biz_error(status, str_headers), keep
-        return None, keep
-
     # -- lifecycle ----------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -306,23 +359,11 @@ class Client:
         self.retired = True
         self._pool.close()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def __enter__(self) -> "Client":
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        return "<Client %s at %s via %s (%s)>" % (
-            self.dest_service,
-            ",".join(str(e) for e in self.endpoints),
-            self.transport,
-            self.implementation,
-        )
 
 
 def _biz_error(status: str, headers: Mapping[str, str]) -> BizStatusError:
