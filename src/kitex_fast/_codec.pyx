@@ -29,7 +29,13 @@ from libc.stdint cimport int32_t, int64_t, uint32_t
 from libc.string cimport memcmp, memcpy, memmove, memset
 from types import MappingProxyType
 
-from kitex_fast.errors import FrameTooLargeError, ProtocolError
+# Package modules come through importlib, not `from .x import`: Cython >= 3.2 resolves a relative
+# import to the build-time name (kitex_fast.x) and takes it from sys.modules when present
+# (cython/cython#7035), which in a vendored copy is another installed kitex_fast's module.
+from importlib import import_module as _import_module
+_errors = _import_module(".errors", __package__)
+FrameTooLargeError = _errors.FrameTooLargeError
+ProtocolError = _errors.ProtocolError
 
 __all__ = [
     "MessageHeader",

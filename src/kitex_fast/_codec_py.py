@@ -10,7 +10,7 @@ import struct
 from types import MappingProxyType
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from kitex_fast.errors import FrameTooLargeError, ProtocolError
+from .errors import FrameTooLargeError, ProtocolError
 
 __all__ = [
     "MessageHeader",

@@ -23,13 +23,15 @@ _warned = False
 
 
 def load_compiled(name: str) -> Optional[ModuleType]:
-    """``kitex_fast.<name>`` if it is built and allowed, else None (with a warning, once, when
-    the install meant to build it but could not: pip hides the build's own warning)."""
+    """The compiled ``<this package>.<name>`` if it is built and allowed, else None (with a
+    warning, once, when the install meant to build it but could not: pip hides the build's own
+    warning). Resolved relative to this package, never by the name ``kitex_fast``, so a vendored
+    copy loads its own extension and never one of another installed kitex_fast."""
     global _warned
     if NO_EXTENSIONS:
         return None
     try:
-        return importlib.import_module("kitex_fast." + name)
+        module = importlib.import_module("." + name, __package__)
     except ImportError as exc:
         if BUILD_FAILED_NOTE.exists() and not _warned:
             _warned = True
@@ -51,6 +53,23 @@ def load_compiled(name: str) -> Optional[ModuleType]:
                 stacklevel=3,
             )
         return None
+    _drop_build_name_alias(name, module)
+    return module
+
+
+# The package name the extensions are built under (setup.py: Extension("kitex_fast._codec", ...)).
+BUILD_PACKAGE = "kitex_fast"
+
+
+def _drop_build_name_alias(name: str, module: ModuleType) -> None:
+    """Cython's module init also stores the module in sys.modules under the name it was built as
+    (``kitex_fast._codec``), whatever name it was imported by (Cython 3,
+    ``ModuleNode.generate_module_import_setup``). In a vendored copy that alias would hand this
+    copy's core, raising this copy's error classes, to another kitex_fast imported later in the
+    process: remove it, so each copy only ever sees its own modules."""
+    alias = BUILD_PACKAGE + "." + name
+    if __package__ != BUILD_PACKAGE and sys.modules.get(alias) is module:
+        del sys.modules[alias]
 
 
 def _extension_file_exists(name: str) -> bool:

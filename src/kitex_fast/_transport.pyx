@@ -43,8 +43,14 @@ import os
 import socket
 import time
 
-from . import _transport_errors as texts
-from .errors import ConnectError, ConnectTimeoutError
+# Package modules come through importlib, not `from .x import`: Cython >= 3.2 resolves a relative
+# import to the build-time name (kitex_fast.x) and takes it from sys.modules when present
+# (cython/cython#7035), which in a vendored copy is another installed kitex_fast's module.
+from importlib import import_module as _import_module
+texts = _import_module("._transport_errors", __package__)
+_errors = _import_module(".errors", __package__)
+ConnectError = _errors.ConnectError
+ConnectTimeoutError = _errors.ConnectTimeoutError
 
 __all__ = ["Connection", "open_connection"]
 

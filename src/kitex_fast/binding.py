@@ -41,7 +41,7 @@ OPERATIONS = ("get",)
 # The media type registered for Thrift's binary protocol.
 CONTENT_TYPE = "application/vnd.apache.thrift.binary"
 
-log = logging.getLogger("kitex_fast.binding")
+log = logging.getLogger(__name__)  # follows the package wherever it is vendored
 
 _HEADER_PREFIXES = (STR_HEADER_PREFIX, INT_HEADER_PREFIX)
 _KNOWN_SET = frozenset(KNOWN_KEYS)
