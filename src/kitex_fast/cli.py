@@ -76,6 +76,11 @@ def _call(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage_error(message: str) -> int:
+    print("error: %s" % message, file=sys.stderr)
+    return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kitex-fast", description=__doc__.split("\n\n")[0])
     parser.add_argument("--implementation", choices=["c", "py"], default=None, help="force the compiled core or the pure-Python twin")
@@ -93,9 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--data-hex", required=True, help="the complete CALL message, hex")
     call.add_argument("--meta", action="append", help="extra binding metadata key=value (repeatable)")
     call.set_defaults(run=_call)
+    # Listed for --help only: main() hands `vendor ...` to vendoring.main before this parser runs.
+    vendor = sub.add_parser("vendor", help="copy kitex_fast into another package's tree (kitex-fast vendor --help)")
+    vendor.set_defaults(run=lambda _args: _usage_error("`vendor` takes no global options: kitex-fast vendor DEST [--pure] [--force]"))
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["vendor"]:  # `kitex-fast vendor DEST`: its own parser, in vendoring.py
+        from .vendoring import main as vendor_main
+
+        return vendor_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.run(args))
