@@ -82,10 +82,14 @@ def plan(source: Path = PACKAGE_DIR, pure: bool = False) -> Plan:
 
 
 def import_prefix(dest: Path) -> str:
-    """The dotted package name of ``dest``: its own name and its parents' as long as each directory
-    is a regular package (has ``__init__.py``); ``""`` when ``dest`` is itself on ``sys.path``."""
-    names: List[str] = []
+    """The dotted package name of ``dest``: its own name (when it is a package, or a directory
+    without ``__init__.py`` inside one, which Python imports as a namespace package) and its
+    parents' as long as each is a regular package; ``""`` when ``dest`` belongs on ``sys.path``."""
     here = dest.resolve()
+    if not ((here / "__init__.py").is_file() or (here.parent / "__init__.py").is_file()):
+        return ""
+    names = [here.name]
+    here = here.parent
     while (here / "__init__.py").is_file() and here.parent != here:
         names.append(here.name)
         here = here.parent

@@ -25,6 +25,7 @@ import pkgutil
 import signal
 import socket
 import sys
+import sysconfig
 import threading
 import traceback
 import warnings
@@ -83,6 +84,14 @@ def _recording(name: str, kind: str) -> Any:
         return real(key, *args)
 
     return wrapper
+
+
+_SITE_PACKAGES = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("purelib", "platlib")}
+
+
+def _in_site_packages(path: Any) -> bool:
+    real = os.path.realpath(path) if isinstance(path, str) else ""
+    return any(real.startswith(site + os.sep) for site in _SITE_PACKAGES)
 
 
 def _thread_count() -> int:
@@ -144,12 +153,11 @@ def main() -> None:
     try:
         package = importlib.import_module(package_name)
         # What `import <package>` alone pulled in from outside the standard library.
-        # Modules without a file (cython_runtime, _cython_3_x: made in memory by Cython's module
-        # init) are not dependencies.
+        # A dependency is a module installed in site-packages (not the package itself).
         report["third_party_on_import"] = sorted(
             {m.split(".")[0] for m in set(sys.modules) - modules_before
-             if getattr(sys.modules[m], "__file__", None) is not None}
-            - set(getattr(sys, "stdlib_module_names", ())) - {package_name.split(".")[0]}
+             if m.split(".")[0] != package_name.split(".")[0]
+             and _in_site_packages(getattr(sys.modules[m], "__file__", None))}
         )
         global phase
         phase = "walk"

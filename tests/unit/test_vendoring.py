@@ -211,6 +211,18 @@ def test_vendor_refuses_to_overwrite_unless_forced(tmp_path, capsys) -> None:
     assert not [p for p in dest.iterdir() if p.name != "kitex_fast"], "staging directory left behind"
 
 
+def test_the_import_line_follows_the_package_tree(tmp_path) -> None:
+    (tmp_path / "app" / "lib" / "_vendor").mkdir(parents=True)
+    (tmp_path / "app" / "__init__.py").write_text("")
+    assert vendoring.import_prefix(tmp_path / "app") == "app"
+    # _vendor without __init__.py inside a package: Python imports it as a namespace package.
+    assert vendoring.import_prefix(tmp_path / "app" / "lib") == "app.lib"
+    assert vendoring.import_prefix(tmp_path / "app" / "lib" / "_vendor") == ""
+    (tmp_path / "app" / "lib" / "__init__.py").write_text("")
+    assert vendoring.import_prefix(tmp_path / "app" / "lib" / "_vendor") == "app.lib._vendor"
+    assert vendoring.import_line(tmp_path / "app" / "lib" / "_vendor") == "from app.lib._vendor import kitex_fast"
+
+
 def test_vendor_without_a_compiled_core_says_what_to_do(tmp_path) -> None:
     source = tmp_path / "src" / "kitex_fast"
     source.mkdir(parents=True)
