@@ -16,6 +16,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -197,6 +198,30 @@ def test_plan_copies_every_subpackage_and_data_file_but_build_inputs(tmp_path) -
     assert [p.as_posix() for p in result.left_out] == ["_old.cpython-27-x86_64-linux-gnu.so"]
     pure = vendoring.plan(tmp_path, pure=True)
     assert pure.compiled == [] and len(pure.left_out) == 3
+
+
+def test_vendor_checks_compiled_modules_in_subpackages(tmp_path, capsys) -> None:
+    # A subpackage with its own compiled module (as kitex_fast.aio has) is copied and loaded by the
+    # check; one whose subpackage needs a missing optional dependency is named, not fatal.
+    if not vendoring.plan().compiled:
+        pytest.skip("the installed package has no compiled core")
+    source = tmp_path / "src" / "kitex_fast"
+    shutil.copytree(INSTALLED, source, ignore=shutil.ignore_patterns("__pycache__"))
+    codec_so = next(p for p in source.iterdir() if p.name.startswith("_codec.") and extension_file(p.name))
+    for sub, init in [("fast", ""), ("extra", "import kitex_fast_missing_dependency\n")]:
+        (source / sub).mkdir()
+        (source / sub / "__init__.py").write_text(init)
+        shutil.copy2(codec_so, source / sub / codec_so.name)  # init name PyInit__codec: any package
+    (source / "fast" / "errors.py").write_text("from ..errors import *  # noqa: F403 - for the copied _codec\n")
+    result = vendoring.vendor(tmp_path / "dest", source=source)
+    assert sorted(result.compiled) == ["_codec", "_transport", "extra._codec", "fast._codec"]
+    assert "extra._codec not checked: it needs kitex_fast_missing_dependency" in capsys.readouterr().out
+    assert (tmp_path / "dest" / "kitex_fast" / "fast" / codec_so.name).is_file()
+    # A compiled file that cannot load fails the check, and nothing is left in DEST.
+    (source / "fast" / codec_so.name).write_bytes(b"not an ELF file")
+    with pytest.raises(vendoring.VendorError, match=r"the vendored copy does not import: .*ImportError: .*fast.\S+\.(so|pyd)"):
+        vendoring.vendor(tmp_path / "dest2", source=source)
+    assert list((tmp_path / "dest2").iterdir()) == []
 
 
 def test_vendor_refuses_to_overwrite_unless_forced(tmp_path, capsys) -> None:
