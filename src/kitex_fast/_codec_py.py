@@ -965,6 +965,13 @@ class FrameDecoder:
                     "buffered message exceeds max_frame_size %d: %d bytes pending without a "
                     "complete message" % (self._max, end - start)
                 )
+            if -stop - start > self._max:
+                # A length inside the message (a string, a fixed-size container) declares more
+                # than the maximum: refuse now, not after buffering up to what it declares.
+                raise FrameTooLargeError(
+                    "buffered message exceeds max_frame_size %d: its lengths declare at least %d "
+                    "bytes (first bytes %s)" % (self._max, -stop - start, _hex(buf, start, end))
+                )
             self._need = -stop
             return None
         if stop - start > self._max:
