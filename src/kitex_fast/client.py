@@ -367,22 +367,26 @@ class Client(ClientCore):
 
 
 def _biz_error(status: str, headers: Mapping[str, str]) -> BizStatusError:
-    """A BizStatusError from Kitex's biz-* TTHeader keys (kitex pkg/transmeta/ttheader.go)."""
+    """A BizStatusError from Kitex's biz-* TTHeader keys (kitex pkg/transmeta/ttheader.go).
+
+    Everything here comes from the peer, so nothing may escape as anything but a KitexError:
+    ``biz-extra`` is Kitex's JSON ``map[string]string``; any other JSON (or JSON too deeply nested
+    for the parser, which raises RecursionError) is kept verbatim under the key ``biz-extra``."""
     import json
 
     try:
         code = int(status)
-    except ValueError:
-        raise ProtocolError("biz-status header %r is not an integer" % status) from None
+    except ValueError:  # also a too-long digit string (int's max_str_digits)
+        raise ProtocolError("biz-status header %r is not an integer" % status[:64]) from None
     extra: Dict[str, str] = {}
     raw_extra = headers.get("biz-extra")
     if raw_extra:
         try:
             parsed = json.loads(raw_extra)
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = None
-        if isinstance(parsed, dict):
-            extra = {str(k): str(v) for k, v in parsed.items()}
+        if isinstance(parsed, dict) and all(isinstance(v, str) for v in parsed.values()):
+            extra = dict(parsed)
         else:
             extra = {"biz-extra": raw_extra}
     return BizStatusError(code, headers.get("biz-message", ""), extra)

@@ -105,3 +105,25 @@ def test_buffered_client_rejects_the_hostile_prefix_instead_of_buffering(impl: A
         finally:
             done.set()
         assert time.monotonic() - start < 10.0  # at once, not at the rpc timeout
+
+
+# -- 2. nothing a peer sends raises outside the hierarchy ----------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["ttheader", "ttheader-framed"])
+def test_deeply_nested_biz_extra_is_a_biz_status_error(impl: Any, transport: str) -> None:
+    nested = '{"a":' * 6000 + "1" + "}" * 6000
+
+    def script(sock: socket.socket) -> None:
+        frame = read_request(sock, transport)
+        if frame is not None:
+            sock.sendall(reply_bytes(frame, transport=transport, str_headers={
+                "biz-status": "7", "biz-message": "nope", "biz-extra": nested}))
+
+    with ScriptedServer(script) as srv, Client(
+        "echo", srv.address, transport=transport, rpc_timeout=5.0, implementation=impl.name
+    ) as client:
+        with pytest.raises(BizStatusError) as info:
+            client.call("echo", echo_request("x", implementation=impl.name))
+    assert info.value.status_code == 7
+    assert info.value.extra == {"biz-extra": nested}
