@@ -27,6 +27,7 @@ from .metadata import (
     INT_KEY_TO_METHOD,
     INT_KEY_TO_SERVICE,
     INT_KEY_TRANSPORT_TYPE,
+    check_seconds,
 )
 from .pool import Endpoint, EndpointPool, parse_host_ports
 
@@ -75,7 +76,8 @@ class ClientCore:
     :param transport: ``framed`` (default, as the Go binding sends), ``buffered``, ``ttheader``
         or ``ttheader-framed``.
     :param connect_timeout: seconds (None: no limit). Kitex's default is 50 ms.
-    :param rpc_timeout: seconds for the whole call (None: no limit).
+    :param rpc_timeout: seconds for the whole call, connect included (None or 0: no limit; at
+        most about 292 years, Go's longest Duration).
     :param str_headers / int_headers: extra TTHeader headers sent with every call.
     :param implementation: ``"c"``, ``"py"`` or None (the compiled core when installed).
     """
@@ -115,7 +117,7 @@ class ClientCore:
         self.dest_service = dest_service
         self.transport = transport
         self.endpoints = endpoints
-        self.rpc_timeout = rpc_timeout
+        self.rpc_timeout = check_seconds("rpc_timeout", rpc_timeout)
         self.max_frame_size = max_frame_size or self._codec.DEFAULT_MAX_FRAME_SIZE
         self.implementation = "py" if self._codec.__name__.endswith("_py") else "c"
         self._str_headers = dict(str_headers or {})
@@ -133,6 +135,13 @@ class ClientCore:
         )
         self._closed = False
         self.retired = False
+
+    def _call_timeout(self, rpc_timeout: Union[float, None, _Unset]) -> Optional[float]:
+        """The rpc timeout of one call in seconds (None: no limit): the client's, or a per-call
+        override validated like the constructor's, before any I/O."""
+        if isinstance(rpc_timeout, _Unset):
+            return self.rpc_timeout
+        return check_seconds("rpc_timeout", rpc_timeout)
 
     def _make_pool(
         self,
@@ -302,9 +311,9 @@ class Client(ClientCore):
                 "the request must be a complete Thrift binary CALL message as bytes, not %s"
                 % type(message).__name__
             )
+        timeout = self._call_timeout(rpc_timeout)
         key: Hashable = method if headers is None else (method, headers)
         encoder = self._encoders.get(key) or self._encoder(key, method, headers)
-        timeout = self.rpc_timeout if isinstance(rpc_timeout, _Unset) else rpc_timeout
         deadline = time.monotonic() + timeout if timeout else None
         conn, pool, reused = self._pool.acquire(deadline)
         try:

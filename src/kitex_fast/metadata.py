@@ -7,6 +7,7 @@ Go binding's text ``missing metadata field <name>`` (dapr/components-contrib bin
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
@@ -23,6 +24,8 @@ __all__ = [
     "parse_options",
     "validate_defaults",
     "DEFAULTS",
+    "MAX_DURATION",
+    "check_seconds",
 ]
 
 PREFIX = "dapr binding kitex: "
@@ -73,12 +76,43 @@ _SIZE = re.compile(r"^(\d+)\s*(|b|kb|kib|mb|mib|gb|gib)$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
 
 
+# The longest timeout anything here accepts: Go's time.Duration is int64 nanoseconds, so Kitex and
+# Dapr cannot express more (time.ParseDuration fails with "invalid duration"), and the drivers'
+# socket timeouts and poll() arithmetic stay far from overflow.
+MAX_DURATION = (2**63 - 1) / 1e9  # seconds, about 292 years
+
+
+def check_seconds(name: str, value: object) -> Optional[float]:
+    """A timeout argument in seconds: None or 0 (no limit, returned as None) or a finite number in
+    (0, MAX_DURATION]. Anything else (NaN, inf, negative, a string, a bool) is a MetadataError
+    that names the argument, raised before any I/O."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MetadataError(
+            "%s must be a number of seconds or None (no limit), not %r" % (name, value)
+        )
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int beyond any float
+        seconds = math.inf
+    if not 0.0 <= seconds <= MAX_DURATION:  # also false for NaN
+        raise MetadataError(
+            "%s must be between 0 and %d seconds (Go's longest time.Duration; None or 0 means "
+            "no limit), not %r" % (name, MAX_DURATION, value)
+        )
+    return seconds if seconds > 0.0 else None
+
+
 def parse_duration(field: str, value: str) -> Optional[float]:
     """Seconds from a Go-style duration (``500ms``, ``1.5s``, ``1m30s``) or plain milliseconds.
-    0 means no limit (None)."""
+    0 means no limit (None). Longer than Go's longest Duration (about 292 years) is an error."""
     text = value.strip()
     if text.isdigit():
-        seconds = int(text) / 1000.0
+        try:
+            seconds = int(text) / 1000.0
+        except OverflowError:  # hundreds of digits: too large for a float
+            seconds = math.inf
     else:
         pos, seconds = 0, 0.0
         for match in _DURATION_PART.finditer(text):
@@ -91,6 +125,11 @@ def parse_duration(field: str, value: str) -> Optional[float]:
                 "%smetadata field %s: %r is not a duration (use e.g. 500ms, 2s, 1m30s, or plain "
                 "milliseconds)" % (PREFIX, field, value)
             )
+    if not seconds <= MAX_DURATION:  # inf (a float of hundreds of digits) or merely huge
+        raise MetadataError(
+            "%smetadata field %s: %r is longer than Go's longest duration (about 292 years)"
+            % (PREFIX, field, value if len(value) <= 40 else value[:40] + "...")
+        )
     return seconds if seconds > 0 else None
 
 

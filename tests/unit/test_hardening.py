@@ -127,3 +127,75 @@ def test_deeply_nested_biz_extra_is_a_biz_status_error(impl: Any, transport: str
             client.call("echo", echo_request("x", implementation=impl.name))
     assert info.value.status_code == 7
     assert info.value.extra == {"biz-extra": nested}
+
+
+# -- 3. non-finite or huge timeouts --------------------------------------------------------------
+
+
+BAD_TIMEOUTS = [math.inf, -math.inf, math.nan, 1e19, -1.0, "2s", True, [1]]
+
+
+@pytest.mark.parametrize("value", BAD_TIMEOUTS, ids=repr)
+def test_client_rejects_bad_rpc_timeout_at_construction(impl: Any, value: Any) -> None:
+    with pytest.raises(MetadataError, match="rpc_timeout"):
+        Client("echo", "127.0.0.1:1", rpc_timeout=value, implementation=impl.name)
+
+
+@pytest.mark.parametrize("value", [math.inf, math.nan, 1e19], ids=repr)
+def test_per_call_rpc_timeout_is_checked_before_any_byte_is_sent(impl: Any, value: float) -> None:
+    received: List[bytes] = []
+
+    def script(sock: socket.socket) -> None:
+        data = sock.recv(65536)
+        received.append(data)
+
+    with ScriptedServer(script) as srv, Client("echo", srv.address, implementation=impl.name) as client:
+        with pytest.raises(MetadataError, match="rpc_timeout"):
+            client.exchange("echo", echo_request("x", implementation=impl.name), rpc_timeout=value)
+    assert received in ([], [b""])
+
+
+def test_a_long_finite_deadline_works_on_the_socket(impl: Any) -> None:
+    """The transport itself: a deadline centuries away (Go's longest Duration is ~292 years)
+    must bound nothing, not fail with EDOM/OverflowError after the request was sent."""
+    def script(sock: socket.socket) -> None:
+        frame = read_request(sock, "framed")
+        if frame is not None:
+            sock.sendall(reply_bytes(frame))
+
+    with ScriptedServer(script) as srv, Client(
+        "echo", srv.address, rpc_timeout=9.2e9, implementation=impl.name
+    ) as client:
+        client.call("echo", echo_request("x", implementation=impl.name))
+
+
+@pytest.mark.parametrize("deadline", [math.inf, math.nan, 1e30])
+def test_transport_rejects_or_tolerates_odd_deadlines_before_sending(impl: Any, deadline: float) -> None:
+    """Direct transport use: inf and huge deadlines mean "no limit", NaN is refused before any
+    byte is written."""
+    a, b = socket.socketpair()
+    try:
+        conn = impl.transport.Connection(a, impl.codec.FrameDecoder("framed"), "pair")
+        message = impl.codec.build_message(impl.codec.REPLY, "echo", 1, b"\x00")
+        if math.isnan(deadline):
+            with pytest.raises(ValueError, match="deadline"):
+                conn.call([b"\x00\x00\x00\x01", b"\x00"], time.monotonic() + deadline)
+            assert conn.closed  # like every error out of call()
+            b.settimeout(5)
+            assert b.recv(10) == b""  # closed without a byte sent
+        else:
+            b.sendall(b"".join(bytes(p) for p in impl.codec.encode_frame("framed", message, seq_id=1)))
+            frame = conn.call([b"\x00\x00\x00\x01", b"\x00"], time.monotonic() + deadline)
+            assert frame.payload == message
+        conn.close()
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("field", ["rpcTimeout", "connectTimeout", "maxIdleTime"])
+@pytest.mark.parametrize("value", ["9" * 400 + "h", "9" * 401, "1" + "0" * 30 + "s", "300y"])
+def test_metadata_durations_that_overflow_are_metadata_errors(impl: Any, field: str, value: str) -> None:
+    with KitexOutputBinding(implementation=impl.name) as binding:
+        with pytest.raises(MetadataError, match=field):
+            binding.invoke(InvokeRequest("get", echo_request("x"), _meta("127.0.0.1:1", **{field: value})))
