@@ -75,7 +75,8 @@ class ClientCore:
     :param host_ports: ``"host:port"``, ``"[::1]:8888"``, a comma-separated list, or a list.
     :param transport: ``framed`` (default, as the Go binding sends), ``buffered``, ``ttheader``
         or ``ttheader-framed``.
-    :param connect_timeout: seconds (None: no limit). Kitex's default is 50 ms.
+    :param connect_timeout: seconds (None or 0: no limit). Kitex's default is 50 ms. The rpc
+        timeout bounds the connect too.
     :param rpc_timeout: seconds for the whole call, connect included (None or 0: no limit; at
         most about 292 years, Go's longest Duration).
     :param str_headers / int_headers: extra TTHeader headers sent with every call.
@@ -118,6 +119,8 @@ class ClientCore:
         self.transport = transport
         self.endpoints = endpoints
         self.rpc_timeout = check_seconds("rpc_timeout", rpc_timeout)
+        # NaN would slip through min() in the pool and disable the connect bound altogether.
+        connect_timeout = check_seconds("connect_timeout", connect_timeout)
         self.max_frame_size = max_frame_size or self._codec.DEFAULT_MAX_FRAME_SIZE
         self.implementation = "py" if self._codec.__name__.endswith("_py") else "c"
         self._str_headers = dict(str_headers or {})

@@ -199,3 +199,19 @@ def test_metadata_durations_that_overflow_are_metadata_errors(impl: Any, field: 
     with KitexOutputBinding(implementation=impl.name) as binding:
         with pytest.raises(MetadataError, match=field):
             binding.invoke(InvokeRequest("get", echo_request("x"), _meta("127.0.0.1:1", **{field: value})))
+
+
+# -- 4. connect_timeout NaN ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -0.5, 1e19, "50ms"], ids=repr)
+def test_client_rejects_bad_connect_timeout(impl: Any, value: Any) -> None:
+    with pytest.raises(MetadataError, match="connect_timeout"):
+        Client("echo", "127.0.0.1:1", connect_timeout=value, rpc_timeout=1.0, implementation=impl.name)
+
+
+def test_open_connection_refuses_a_nan_timeout_before_connecting(impl: Any) -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        impl.transport.open_connection(
+            socket.AF_INET, (LOOPBACK, 9), timeout=math.nan, decoder=impl.codec.FrameDecoder("framed")
+        )
