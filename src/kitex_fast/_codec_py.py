@@ -97,6 +97,9 @@ def _as_bytes_view(buf: object) -> BytesLike:
     if type(buf) is bytes or type(buf) is bytearray:
         return buf  # type: ignore[return-value]
     mv = memoryview(buf)  # type: ignore[arg-type]
+    if not mv.c_contiguous:
+        # What the compiled core's PyObject_GetBuffer(PyBUF_SIMPLE) raises: same class, same text.
+        raise BufferError("memoryview: underlying buffer is not C-contiguous")
     if mv.ndim != 1 or mv.format != "B":
         mv = mv.cast("B")
     return mv

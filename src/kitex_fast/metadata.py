@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULTS",
     "MAX_DURATION",
     "check_seconds",
+    "check_text",
 ]
 
 PREFIX = "dapr binding kitex: "
@@ -102,6 +103,18 @@ def check_seconds(name: str, value: object) -> Optional[float]:
             "no limit), not %r" % (name, MAX_DURATION, value)
         )
     return seconds if seconds > 0.0 else None
+
+
+def check_text(name: str, value: str) -> int:
+    """The UTF-8 size of ``value``, which goes on the wire; a lone surrogate (which no UTF-8
+    encoding can carry, not even with surrogateescape) is a MetadataError that names ``name``."""
+    try:
+        return len(value.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError as exc:
+        raise MetadataError(
+            "%s %r cannot be sent: %s at index %d is not encodable as UTF-8"
+            % (name, value if len(value) <= 64 else value[:64] + "...", ascii(value[exc.start]), exc.start)
+        ) from None
 
 
 def parse_duration(field: str, value: str) -> Optional[float]:
@@ -200,6 +213,8 @@ class CallOptions(NamedTuple):
 
 def _check_unknown_keys(metadata: Mapping[str, str]) -> None:
     for key in metadata:
+        if not isinstance(key, str):
+            raise MetadataError("%smetadata key %r is not a string" % (PREFIX, key))
         if key in _KNOWN_LOWER.values() or key.startswith((STR_HEADER_PREFIX, INT_HEADER_PREFIX)):
             continue
         # Other keys are ignored on purpose (daprd adds traceparent, baggage, gRPC headers), but a
@@ -256,7 +271,8 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
         endpoints = parse_host_ports(host_ports)
     except MetadataError as exc:
         raise MetadataError(PREFIX + str(exc)) from None
-    if len(method_name.encode("utf-8", "surrogateescape")) > 65535:
+    check_text(PREFIX + "metadata field destService", dest_service)
+    if check_text(PREFIX + "metadata field methodName", method_name) > 65535:
         raise MetadataError("%smetadata field methodName is longer than 65535 bytes" % PREFIX)
 
     def opt(key: str) -> str:
@@ -319,7 +335,7 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
     for name, value in list(str_headers.items()) + [(str(k), v) for k, v in int_headers.items()]:
         if not isinstance(value, str):
             raise MetadataError("%sheader %s: value %r is not a string" % (PREFIX, name, value))
-        if len(value.encode("utf-8", "surrogateescape")) > 65535 or len(name) > 65535:
+        if check_text(PREFIX + "header " + name, value) > 65535 or check_text(PREFIX + "header name", name) > 65535:
             raise MetadataError("%sheader %s is longer than 65535 bytes" % (PREFIX, name))
     return CallOptions(
         dest_service=dest_service,

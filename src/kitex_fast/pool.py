@@ -86,7 +86,15 @@ def parse_host_ports(value: Union[str, Sequence[str]], field: str = "hostPorts")
     Every entry is validated; duplicates are kept (they weight the round robin, as a user who lists
     a host twice would expect).
     """
-    entries = value.split(",") if isinstance(value, str) else list(value)
+    if isinstance(value, str):
+        entries = value.split(",")
+    elif isinstance(value, (list, tuple)):
+        entries = list(value)
+    else:
+        raise MetadataError(
+            "metadata field %s: expected \"host:port[,host:port...]\" or a list of such strings, "
+            "not %s" % (field, type(value).__name__)
+        )
     endpoints = []
     for raw in entries:
         if not isinstance(raw, str):

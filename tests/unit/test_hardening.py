@@ -215,3 +215,66 @@ def test_open_connection_refuses_a_nan_timeout_before_connecting(impl: Any) -> N
         impl.transport.open_connection(
             socket.AF_INET, (LOOPBACK, 9), timeout=math.nan, decoder=impl.codec.FrameDecoder("framed")
         )
+
+
+# -- 5. untyped errors from arguments ------------------------------------------------------------
+
+
+def test_lone_surrogate_method_name_is_a_metadata_error(impl: Any) -> None:
+    with KitexOutputBinding(implementation=impl.name) as binding:
+        with pytest.raises(MetadataError, match="methodName"):
+            binding.invoke(InvokeRequest("get", echo_request("x"), _meta("127.0.0.1:1", methodName="e\ud800")))
+    with Client("echo", "127.0.0.1:1", implementation=impl.name) as client:
+        with pytest.raises(MetadataError, match="method name"):
+            client.call("e\ud800", echo_request("x"))
+
+
+@pytest.mark.parametrize("key", [1, None, b"rpcTimeout", ("a",)], ids=repr)
+def test_non_string_metadata_keys_are_metadata_errors(impl: Any, key: Any) -> None:
+    meta: dict = _meta("127.0.0.1:1")
+    meta[key] = "x"
+    with KitexOutputBinding(implementation=impl.name) as binding:
+        with pytest.raises(MetadataError, match="not a string"):
+            binding.invoke(InvokeRequest("get", echo_request("x"), meta))
+        with pytest.raises(MetadataError, match="not a string"):
+            binding.init({key: "x"})
+
+
+def test_non_contiguous_memoryview_request_is_a_protocol_error(impl: Any) -> None:
+    message = echo_request("x", implementation=impl.name)
+    spread = bytes(x for b in message for x in (b, 0))
+    view = memoryview(spread)[::2]
+    assert bytes(view) == message and not view.contiguous
+    with Client("echo", "127.0.0.1:1", implementation=impl.name) as client:
+        with pytest.raises(ProtocolError, match="contiguous"):
+            client.call("echo", view)
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"pool_size": -5}, "pool_size"),
+        ({"pool_size": "10"}, "pool_size"),
+        ({"max_frame_size": 0}, "max_frame_size"),
+        ({"max_frame_size": -1}, "max_frame_size"),
+        ({"max_frame_size": 1 << 40}, "max_frame_size"),
+        ({"max_frame_size": 1.5}, "max_frame_size"),
+        ({"max_idle_time": math.nan}, "max_idle_time"),
+        ({"max_idle_time": -1}, "max_idle_time"),
+        ({"str_headers": {1: "x"}, "transport": "ttheader"}, "str_headers"),
+        ({"int_headers": {"x": "y"}, "transport": "ttheader"}, "int_headers"),
+        ({"int_headers": {70000: "y"}, "transport": "ttheader"}, "int_headers"),
+        ({"implementation": "rust"}, "implementation"),
+    ],
+    ids=lambda v: repr(v) if isinstance(v, dict) else v,
+)
+def test_client_constructor_validates_every_argument(impl: Any, kwargs: dict, field: str) -> None:
+    kwargs.setdefault("implementation", impl.name)
+    with pytest.raises(MetadataError, match=field):
+        Client("echo", "127.0.0.1:1", **kwargs)
+
+
+@pytest.mark.parametrize("host_ports", [5, None, [1, 2], b"127.0.0.1:1"], ids=repr)
+def test_client_rejects_host_ports_of_the_wrong_type(impl: Any, host_ports: Any) -> None:
+    with pytest.raises(MetadataError, match="hostPorts"):
+        Client("echo", host_ports, implementation=impl.name)
