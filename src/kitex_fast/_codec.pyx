@@ -969,6 +969,15 @@ cdef object _frame_too_large(int64_t size):
     )
 
 
+cdef object _request_too_large(int64_t size, int64_t limit):
+    # The peer would refuse it (or reset mid-request): refuse before any byte is written.
+    return FrameTooLargeError(
+        "request frame of %d bytes exceeds max_frame_size %d; nothing was sent (raise "
+        "max_frame_size, metadata maxFrameSize, if the server accepts larger frames)"
+        % (size, limit)
+    )
+
+
 cdef inline void _write_tt_fixed(unsigned char* w, int64_t length, int32_t seq, Py_ssize_t hlen) noexcept:
     # LENGTH u32 | MAGIC 0x1000 | FLAGS 0 | SEQ i32 | HEADER SIZE in 4-byte words (spec §1.2).
     _put32(w, <uint32_t>length)
@@ -1052,10 +1061,17 @@ cdef class RequestEncoder:
     cdef bytes _name
     cdef bytes _block
     cdef bint _validate
+    cdef int64_t _max  # the request frame limit; 0: only the 32-bit length field bounds it
 
     def __init__(self, transport, *, name=None, str_headers=None, int_headers=None,
-                 acl_token=None, validate=True):
+                 acl_token=None, validate=True, max_frame_size=None):
         self._code = _transport_code(transport, False)
+        if max_frame_size is None:
+            self._max = 0
+        elif isinstance(max_frame_size, bool) or not isinstance(max_frame_size, int) or max_frame_size <= 0:
+            raise ValueError("max_frame_size must be a positive int or None, got %r" % (max_frame_size,))
+        else:
+            self._max = max_frame_size if max_frame_size < (1 << 62) else (1 << 62)
         self._transport = transport
         self._name = None if name is None else _encode_name(name)
         if self._code == T_FRAMED or self._code == T_BUFFERED:
@@ -1107,10 +1123,14 @@ cdef class RequestEncoder:
             nlen = hend - 12 if self._name is None else PyBytes_GET_SIZE(self._name)
             msg_len = 12 + nlen + (size - hend)
             if code == T_BUFFERED:
+                if self._max and msg_len > self._max:
+                    raise _request_too_large(msg_len, self._max)
                 mpos = 0
             elif code == T_FRAMED:
                 if msg_len > MAX_FRAME_FIELD:
                     raise _frame_too_large(msg_len)
+                if self._max and msg_len > self._max:
+                    raise _request_too_large(msg_len, self._max)
                 mpos = 4
             else:
                 hlen = PyBytes_GET_SIZE(self._block)
@@ -1118,6 +1138,8 @@ cdef class RequestEncoder:
                 length = 10 + hlen + inner + msg_len
                 if length > MAX_FRAME_FIELD:
                     raise _frame_too_large(length)
+                if self._max and length > self._max:
+                    raise _request_too_large(length, self._max)
                 mpos = 14 + hlen + inner
             # One allocation, filled in place: framing prefix + TTHeader + message header.
             total = mpos + 12 + nlen

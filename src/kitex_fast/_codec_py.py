@@ -665,6 +665,24 @@ def _check_no_headers(transport: str, str_headers: object, int_headers: object, 
         )
 
 
+def _check_max_frame_size(value: object) -> int:
+    """A RequestEncoder limit: None (0 internally: only the 32-bit field bounds it) or a positive int."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError("max_frame_size must be a positive int or None, got %r" % (value,))
+    return value
+
+
+def _request_too_large(size: int, limit: int) -> FrameTooLargeError:
+    # The peer would refuse it (or reset mid-request): refuse before any byte is written.
+    return FrameTooLargeError(
+        "request frame of %d bytes exceeds max_frame_size %d; nothing was sent (raise "
+        "max_frame_size, metadata maxFrameSize, if the server accepts larger frames)"
+        % (size, limit)
+    )
+
+
 def _frame_too_large(size: int) -> ValueError:
     return ValueError(
         "frame of %d bytes does not fit a 32-bit length field (max %d)" % (size, _MAX_FRAME_FIELD)
@@ -713,7 +731,7 @@ def encode_frame(
 class RequestEncoder:
     """The client's hot path: framing + TTHeader precomputed once, one ``head`` per call."""
 
-    __slots__ = ("_code", "_transport", "_name", "_block", "_validate")
+    __slots__ = ("_code", "_transport", "_name", "_block", "_validate", "_max")
 
     def __init__(
         self,
@@ -724,8 +742,10 @@ class RequestEncoder:
         int_headers: Optional[Dict[int, str]] = None,
         acl_token: Optional[str] = None,
         validate: bool = True,
+        max_frame_size: Optional[int] = None,
     ) -> None:
         self._code = _transport_code(transport, False)
+        self._max = _check_max_frame_size(max_frame_size)
         self._transport = transport
         self._name = None if name is None else _encode_name(name)
         if self._code == _T_FRAMED or self._code == _T_BUFFERED:
@@ -771,10 +791,14 @@ class RequestEncoder:
         msg_len = len(mhead) + end - hend
         code = self._code
         if code == _T_BUFFERED:
+            if self._max and msg_len > self._max:
+                raise _request_too_large(msg_len, self._max)
             head = mhead
         elif code == _T_FRAMED:
             if msg_len > _MAX_FRAME_FIELD:
                 raise _frame_too_large(msg_len)
+            if self._max and msg_len > self._max:
+                raise _request_too_large(msg_len, self._max)
             head = _U32.pack(msg_len) + mhead
         else:
             block = self._block
@@ -782,6 +806,8 @@ class RequestEncoder:
             length = 10 + len(block) + inner + msg_len
             if length > _MAX_FRAME_FIELD:
                 raise _frame_too_large(length)
+            if self._max and length > self._max:
+                raise _request_too_large(length, self._max)
             head = _TT_FIXED.pack(length, 0x1000, 0, seq_id, len(block) // 4) + block
             if inner:
                 head += _U32.pack(msg_len)

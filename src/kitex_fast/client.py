@@ -86,6 +86,8 @@ class ClientCore:
         or ``ttheader-framed``.
     :param connect_timeout: seconds (None or 0: no limit). Kitex's default is 50 ms. The rpc
         timeout bounds the connect too.
+    :param max_frame_size: the largest frame sent or accepted, in bytes (None: 64 MiB); a larger
+        request is refused before any byte is sent, a larger reply ends the call.
     :param rpc_timeout: seconds for the whole call, connect included (None or 0: no limit; at
         most about 292 years, Go's longest Duration).
     :param str_headers / int_headers: extra TTHeader headers sent with every call.
@@ -224,8 +226,11 @@ class ClientCore:
         elif headers is not None and (headers[0] or headers[1]):
             raise MetadataError("headers need transport ttheader or ttheader-framed, not %s" % self.transport)
         try:
+            # max_frame_size: a request the server would refuse (or reset halfway through) is
+            # refused by the encoder, before any byte is sent.
             encoder = self._codec.RequestEncoder(
-                self.transport, name=method, str_headers=str_headers, int_headers=int_headers
+                self.transport, name=method, str_headers=str_headers, int_headers=int_headers,
+                max_frame_size=self.max_frame_size,
             )
         except (TypeError, ValueError) as exc:  # per-call headers the codec refuses
             raise MetadataError("bad TTHeader headers for %r: %s" % (method, exc)) from None

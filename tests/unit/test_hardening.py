@@ -278,3 +278,45 @@ def test_client_constructor_validates_every_argument(impl: Any, kwargs: dict, fi
 def test_client_rejects_host_ports_of_the_wrong_type(impl: Any, host_ports: Any) -> None:
     with pytest.raises(MetadataError, match="hostPorts"):
         Client("echo", host_ports, implementation=impl.name)
+
+
+# -- 6. a request has a size limit ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["framed", "buffered", "ttheader", "ttheader-framed"])
+def test_oversized_request_is_refused_before_any_byte_is_sent(impl: Any, transport: str) -> None:
+    received: List[int] = []
+
+    def script(sock: socket.socket) -> None:
+        total = 0
+        sock.settimeout(1.0)
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                total += len(data)
+        except OSError:
+            pass
+        received.append(total)
+
+    big = echo_request("x" * (2 * MIB), implementation=impl.name)
+    with ScriptedServer(script) as srv:
+        with Client("echo", srv.address, transport=transport, max_frame_size=MIB,
+                    implementation=impl.name) as client:
+            with pytest.raises(FrameTooLargeError, match="max_frame_size 1048576"):
+                client.call("echo", big)
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert received in ([], [0])
+
+
+def test_request_encoder_checks_the_frame_against_its_limit(impl: Any) -> None:
+    message = impl.codec.build_message(impl.codec.CALL, "echo", 1, b"\x0b\x00\x01" + struct.pack(">i", 2000) + b"a" * 2000 + b"\x00")
+    for transport in impl.codec.TRANSPORTS:
+        ok = impl.codec.RequestEncoder(transport, max_frame_size=4096)
+        assert ok.encode(message, 1)
+        small = impl.codec.RequestEncoder(transport, max_frame_size=1024)
+        with pytest.raises(FrameTooLargeError):
+            small.encode(message, 1)
