@@ -164,6 +164,21 @@ cdef str _hex(const unsigned char* p, int64_t n):
     return text
 
 
+# First bytes of what a non-Kitex server sends back: an HTTP/1 status line or request, the
+# HTTP/2 preface, a TLS record (content type 20-23, version major 3).
+cdef tuple _HTTP_STARTS = (b"HTTP", b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI",
+                           b"PATC", b"CONN", b"TRAC", b"PRI ")
+
+
+cdef str _looks_like(const unsigned char* p, int64_t n):
+    """A hint for error texts when the bytes are plainly another protocol (same as the twin)."""
+    if n >= 4 and PyBytes_FromStringAndSize(<const char*>p, 4) in _HTTP_STARTS:
+        return "; this looks like HTTP: is the port an HTTP server rather than Kitex?"
+    if n >= 2 and 20 <= p[0] <= 23 and p[1] == 3:
+        return "; this looks like TLS: does the server expect TLS?"
+    return ""
+
+
 cdef inline const unsigned char* _acquire(object obj, Py_buffer* view, Py_ssize_t* size) except NULL:
     """Pointer and size of a bytes-like; ``view.len == -1`` marks "nothing to release"."""
     cdef const unsigned char* p
@@ -422,7 +437,7 @@ cdef int64_t _header_end(const unsigned char* p, int64_t start, int64_t end,
         # The first i32 is >= 0: an old non-strict header (name length first, spec §3.2).
         raise ProtocolError(
             "non-strict binary Thrift message (first i32 >= 0, first bytes %s): Kitex accepts "
-            "strict binary only (80 01 00 TT)" % _hex(p + start, n)
+            "strict binary only (80 01 00 TT)%s" % (_hex(p + start, n), _looks_like(p + start, n))
         )
     if n < 4:
         if max_size < 0:
@@ -434,7 +449,8 @@ cdef int64_t _header_end(const unsigned char* p, int64_t start, int64_t end,
     if b0 != 0x80 or p[start + 1] != 0x01 or p[start + 2] != 0x00:
         # Byte 2 must be 0: Kitex masks the type with 0x0000FFFF (spec §3.1).
         raise ProtocolError(
-            "bad Thrift binary version (first bytes %s): expected 80 01 00 TT" % _hex(p + start, n)
+            "bad Thrift binary version (first bytes %s): expected 80 01 00 TT%s"
+            % (_hex(p + start, n), _looks_like(p + start, n))
         )
     mtype = p[start + 3]
     if mtype < 1 or mtype > 4:
@@ -1358,7 +1374,8 @@ cdef class FrameDecoder:
                 return self._framed(p, start, end)
             raise ProtocolError(
                 "unrecognised framing (first bytes %s): expected TTHeader (10 00 at bytes 4-5), "
-                "buffered (80 01 ...) or framed (80 01 at bytes 4-5)" % _hex(p + start, end - start)
+                "buffered (80 01 ...) or framed (80 01 at bytes 4-5)%s"
+                % (_hex(p + start, end - start), _looks_like(p + start, end - start))
             )
         if code == T_FRAMED:
             return self._framed(p, start, end)
@@ -1373,12 +1390,14 @@ cdef class FrameDecoder:
         length = _i32(p + start)
         if length <= 0:
             raise ProtocolError(
-                "framed length %d is not positive (first bytes %s)"
-                % (length, _hex(p + start, end - start))
+                "framed length %d is not positive (first bytes %s)%s"
+                % (length, _hex(p + start, end - start), _looks_like(p + start, end - start))
             )
         if length > self._max:
             raise FrameTooLargeError(
-                "framed length %d exceeds max_frame_size %d" % (length, self._max)
+                "framed length %d exceeds max_frame_size %d (first bytes %s)%s"
+                % (length, self._max, _hex(p + start, end - start),
+                   _looks_like(p + start, end - start))
             )
         stop = start + 4 + length
         if stop > end:
@@ -1431,8 +1450,8 @@ cdef class FrameDecoder:
             return None
         if p[start + 4] != 0x10 or p[start + 5] != 0x00:
             raise ProtocolError(
-                "not a TTHeader frame (first bytes %s): expected 10 00 at bytes 4-5"
-                % _hex(p + start, end - start)
+                "not a TTHeader frame (first bytes %s): expected 10 00 at bytes 4-5%s"
+                % (_hex(p + start, end - start), _looks_like(p + start, end - start))
             )
         length = _u32(p + start)
         flags = _u16(p + start + 6)

@@ -92,6 +92,21 @@ def _hex(buf: BytesLike, start: int, end: int) -> str:
     return text if n else "none"
 
 
+# First bytes of what a non-Kitex server sends back: an HTTP/1 status line or request, the
+# HTTP/2 preface, a TLS record (content type 20-23, version major 3).
+_HTTP_STARTS = (b"HTTP", b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN",
+                b"TRAC", b"PRI ")
+
+
+def _looks_like(buf: BytesLike, start: int, end: int) -> str:
+    """A hint for error texts when the bytes are plainly another protocol."""
+    if end - start >= 4 and bytes(buf[start : start + 4]) in _HTTP_STARTS:
+        return "; this looks like HTTP: is the port an HTTP server rather than Kitex?"
+    if end - start >= 2 and 20 <= buf[start] <= 23 and buf[start + 1] == 3:
+        return "; this looks like TLS: does the server expect TLS?"
+    return ""
+
+
 def _as_bytes_view(buf: object) -> BytesLike:
     """``buf`` itself when it can be indexed by byte, else a flat byte memoryview of it."""
     if type(buf) is bytes or type(buf) is bytearray:
@@ -321,7 +336,7 @@ def _header_end(buf: BytesLike, start: int, end: int, max_size: int) -> int:
         # The first i32 is >= 0: an old non-strict header (name length first, spec §3.2).
         raise ProtocolError(
             "non-strict binary Thrift message (first i32 >= 0, first bytes %s): Kitex accepts "
-            "strict binary only (80 01 00 TT)" % _hex(buf, start, end)
+            "strict binary only (80 01 00 TT)%s" % (_hex(buf, start, end), _looks_like(buf, start, end))
         )
     if n < 4:
         if max_size < 0:
@@ -333,8 +348,8 @@ def _header_end(buf: BytesLike, start: int, end: int, max_size: int) -> int:
     if b0 != 0x80 or buf[start + 1] != 0x01 or buf[start + 2] != 0x00:
         # Byte 2 must be 0: Kitex masks the type with 0x0000FFFF (spec §3.1).
         raise ProtocolError(
-            "bad Thrift binary version (first bytes %s): expected 80 01 00 TT"
-            % _hex(buf, start, end)
+            "bad Thrift binary version (first bytes %s): expected 80 01 00 TT%s"
+            % (_hex(buf, start, end), _looks_like(buf, start, end))
         )
     mtype = buf[start + 3]
     if mtype < 1 or mtype > 4:
@@ -953,7 +968,8 @@ class FrameDecoder:
                 return self._framed(buf, start, end)
             raise ProtocolError(
                 "unrecognised framing (first bytes %s): expected TTHeader (10 00 at bytes 4-5), "
-                "buffered (80 01 ...) or framed (80 01 at bytes 4-5)" % _hex(buf, start, end)
+                "buffered (80 01 ...) or framed (80 01 at bytes 4-5)%s"
+                % (_hex(buf, start, end), _looks_like(buf, start, end))
             )
         if code == _T_FRAMED:
             return self._framed(buf, start, end)
@@ -967,12 +983,13 @@ class FrameDecoder:
         length = _I32.unpack_from(buf, start)[0]
         if length <= 0:
             raise ProtocolError(
-                "framed length %d is not positive (first bytes %s)"
-                % (length, _hex(buf, start, end))
+                "framed length %d is not positive (first bytes %s)%s"
+                % (length, _hex(buf, start, end), _looks_like(buf, start, end))
             )
         if length > self._max:
             raise FrameTooLargeError(
-                "framed length %d exceeds max_frame_size %d" % (length, self._max)
+                "framed length %d exceeds max_frame_size %d (first bytes %s)%s"
+                % (length, self._max, _hex(buf, start, end), _looks_like(buf, start, end))
             )
         stop = start + 4 + length
         if stop > end:
@@ -1019,8 +1036,8 @@ class FrameDecoder:
         length, magic, flags, seq_id, hs = _TT_FIXED.unpack_from(buf, start)
         if magic != 0x1000:
             raise ProtocolError(
-                "not a TTHeader frame (first bytes %s): expected 10 00 at bytes 4-5"
-                % _hex(buf, start, end)
+                "not a TTHeader frame (first bytes %s): expected 10 00 at bytes 4-5%s"
+                % (_hex(buf, start, end), _looks_like(buf, start, end))
             )
         if length > self._max:
             raise FrameTooLargeError(

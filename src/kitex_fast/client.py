@@ -372,7 +372,7 @@ class Client(ClientCore):
         key: Hashable = method if headers is None else (method, headers)
         encoder = self._encoders.get(key) or self._encoder(key, method, headers)
         deadline = time.monotonic() + timeout if timeout else None
-        conn, pool, reused = self._pool.acquire(deadline)
+        conn, pool, reused = self._pool.acquire(deadline, timeout)
         try:
             seq_id = conn.next_seq_id()
             # Validates the message (strict CALL, one complete struct) before any byte is written.

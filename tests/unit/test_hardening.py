@@ -320,3 +320,79 @@ def test_request_encoder_checks_the_frame_against_its_limit(impl: Any) -> None:
         small = impl.codec.RequestEncoder(transport, max_frame_size=1024)
         with pytest.raises(FrameTooLargeError):
             small.encode(message, 1)
+
+
+# -- 7. errors that mislead ----------------------------------------------------------------------
+
+
+HTTP_REPLY = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\r\n"
+
+
+@pytest.mark.parametrize("transport", ["framed", "buffered", "ttheader", "ttheader-framed", "auto"])
+def test_http_reply_is_named_with_its_first_bytes(impl: Any, transport: str) -> None:
+    decoder = impl.codec.FrameDecoder(transport)
+    with pytest.raises(ProtocolError) as info:
+        decoder.feed(HTTP_REPLY)
+    text = str(info.value)
+    assert "48 54 54 50" in text, text
+    assert "looks like HTTP" in text, text
+
+
+def test_framed_call_to_an_http_port(impl: Any) -> None:
+    def script(sock: socket.socket) -> None:
+        sock.recv(65536)
+        sock.sendall(HTTP_REPLY)
+
+    with ScriptedServer(script) as srv, Client("echo", srv.address, rpc_timeout=5.0, implementation=impl.name) as client:
+        with pytest.raises(FrameTooLargeError) as info:
+            client.call("echo", echo_request("x", implementation=impl.name))
+    assert "framed length 1213486160 exceeds max_frame_size" in str(info.value)
+    assert "48 54 54 50" in str(info.value) and "looks like HTTP" in str(info.value)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="full-backlog trick is Linux's")
+def test_a_deadline_that_expires_while_connecting_names_the_rpc_timeout(impl: Any) -> None:
+    lsock = socket.socket()
+    lsock.bind((LOOPBACK, 0))
+    lsock.listen(0)
+    address = lsock.getsockname()
+    fillers = []
+    try:
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(address)
+            fillers.append(filler)
+        time.sleep(0.05)
+        with Client("echo", "%s:%d" % address, connect_timeout=10.0, rpc_timeout=0.2,
+                    implementation=impl.name) as client:
+            try:
+                client.call("echo", echo_request("x", implementation=impl.name))
+            except ConnectTimeoutError as exc:
+                text = str(exc)
+            else:  # pragma: no cover - a kernel that accepts beyond the backlog
+                pytest.skip("this kernel completed a connect beyond a full backlog")
+        assert "rpc timeout of 200 ms" in text, text
+        assert "after 0 ms" not in text
+    finally:
+        for filler in fillers:
+            filler.close()
+        lsock.close()
+
+
+@pytest.mark.parametrize(
+    "value, on",
+    [("1", True), ("true", True), ("TRUE", True), ("yes", True), (" 1 ", True),
+     ("0", False), ("", False), ("false", False), ("no", False), ("off", False), (None, False)],
+)
+def test_no_extensions_switch_takes_only_yes_values(value: Any, on: bool) -> None:
+    from kitex_fast import _dispatch
+
+    assert _dispatch.env_flag(value) is on
+
+
+def test_no_extensions_zero_keeps_the_extension() -> None:
+    probe = "import kitex_fast.codec as c, kitex_fast._dispatch as d; print(d.NO_EXTENSIONS)"
+    env = dict(os.environ, KITEX_FAST_NO_EXTENSIONS="0")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
