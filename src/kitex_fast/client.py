@@ -92,6 +92,9 @@ class ClientCore:
         most about 292 years, Go's longest Duration).
     :param str_headers / int_headers: extra TTHeader headers sent with every call.
     :param implementation: ``"c"``, ``"py"`` or None (the compiled core when installed).
+
+    Every argument is validated here, before any I/O: a bad one raises :class:`MetadataError`
+    naming it (``ImportError`` only when ``implementation="c"`` is not installed).
     """
 
     def __init__(
@@ -330,7 +333,13 @@ class Client(ClientCore):
     # -- calling ------------------------------------------------------------------------------
 
     def call(self, method: str, message: BytesLike) -> bytes:
-        """Send ``message`` (a complete strict-binary CALL) as ``method``; return the REPLY message."""
+        """Send ``message`` (a complete strict-binary CALL) as ``method``; return the REPLY message.
+
+        Raises (all :class:`KitexError`): MetadataError for a bad method name; ProtocolError for a
+        request that is not a contiguous strict-binary CALL, FrameTooLargeError over
+        max_frame_size (nothing sent); TransportError subclasses for the connection; ProtocolError
+        subclasses for a malformed or mismatched reply; ApplicationError / BizStatusError for
+        error answers."""
         payload: bytes = self.exchange(method, message)[0].payload
         return payload
 
