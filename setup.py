@@ -11,7 +11,8 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-NO_EXTENSIONS = bool(os.environ.get("KITEX_FAST_NO_EXTENSIONS")) or (
+# On only for 1/true/yes, as kitex_fast._dispatch.env_flag reads it at import time.
+NO_EXTENSIONS = os.environ.get("KITEX_FAST_NO_EXTENSIONS", "").strip().lower() in ("1", "true", "yes") or (
     sys.implementation.name != "cpython"
 )
 IN_CIBUILDWHEEL = os.environ.get("CIBUILDWHEEL") == "1"

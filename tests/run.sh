@@ -43,6 +43,15 @@ export KITEX_FAST_EXPECT_EXTENSION=1
 echo "== suite: compiled core installed; every behavioural test on c and py"
 "$py" -m pytest tests -q -p no:cacheprovider "$@"
 
+echo "== differential fuzz of the codec, compiled core vs twin (bounded: 40 s)"
+# atheris ships manylinux wheels; building it from source needs clang with libFuzzer, which CI
+# machines need not have, so only a wheel is taken. Without one, run.py's plain mutation engine
+# runs over the same targets and seeds, and says so.
+if ! "$py" -m pip install -q --disable-pip-version-check --only-binary atheris "atheris>=2.3"; then
+  echo "atheris: no wheel for this Python/platform; the fuzz run falls back to plain mutation"
+fi
+"$py" tests/fuzz/run.py --seconds 40
+
 echo "== suite again with KITEX_FAST_NO_EXTENSIONS=1 (the twin through the dispatchers)"
 # (-rfE: the c-parametrised tests skip here by design; list only failures and errors)
 KITEX_FAST_EXPECT_EXTENSION=0 KITEX_FAST_NO_EXTENSIONS=1 "$py" -m pytest tests -q -p no:cacheprovider -rfE -m "not slow" "$@"

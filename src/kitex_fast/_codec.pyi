@@ -78,6 +78,7 @@ class RequestEncoder:
         int_headers: Optional[Dict[int, str]] = ...,
         acl_token: Optional[str] = ...,
         validate: bool = ...,
+        max_frame_size: Optional[int] = ...,
     ) -> None: ...
     @property
     def transport(self) -> str: ...

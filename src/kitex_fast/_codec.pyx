@@ -170,6 +170,21 @@ cdef str _hex(const unsigned char* p, int64_t n):
     return text
 
 
+# First bytes of what a non-Kitex server sends back: an HTTP/1 status line or request, the
+# HTTP/2 preface, a TLS record (content type 20-23, version major 3).
+cdef tuple _HTTP_STARTS = (b"HTTP", b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI",
+                           b"PATC", b"CONN", b"TRAC", b"PRI ")
+
+
+cdef str _looks_like(const unsigned char* p, int64_t n):
+    """A hint for error texts when the bytes are plainly another protocol (same as the twin)."""
+    if n >= 4 and PyBytes_FromStringAndSize(<const char*>p, 4) in _HTTP_STARTS:
+        return "; this looks like HTTP: is the port an HTTP server rather than Kitex?"
+    if n >= 2 and 20 <= p[0] <= 23 and p[1] == 3:
+        return "; this looks like TLS: does the server expect TLS?"
+    return ""
+
+
 cdef inline const unsigned char* _acquire(object obj, Py_buffer* view, Py_ssize_t* size) except NULL:
     """Pointer and size of a bytes-like; ``view.len == -1`` marks "nothing to release"."""
     cdef const unsigned char* p
@@ -428,7 +443,7 @@ cdef int64_t _header_end(const unsigned char* p, int64_t start, int64_t end,
         # The first i32 is >= 0: an old non-strict header (name length first, spec §3.2).
         raise ProtocolError(
             "non-strict binary Thrift message (first i32 >= 0, first bytes %s): Kitex accepts "
-            "strict binary only (80 01 00 TT)" % _hex(p + start, n)
+            "strict binary only (80 01 00 TT)%s" % (_hex(p + start, n), _looks_like(p + start, n))
         )
     if n < 4:
         if max_size < 0:
@@ -440,7 +455,8 @@ cdef int64_t _header_end(const unsigned char* p, int64_t start, int64_t end,
     if b0 != 0x80 or p[start + 1] != 0x01 or p[start + 2] != 0x00:
         # Byte 2 must be 0: Kitex masks the type with 0x0000FFFF (spec §3.1).
         raise ProtocolError(
-            "bad Thrift binary version (first bytes %s): expected 80 01 00 TT" % _hex(p + start, n)
+            "bad Thrift binary version (first bytes %s): expected 80 01 00 TT%s"
+            % (_hex(p + start, n), _looks_like(p + start, n))
         )
     mtype = p[start + 3]
     if mtype < 1 or mtype > 4:
@@ -975,6 +991,15 @@ cdef object _frame_too_large(int64_t size):
     )
 
 
+cdef object _request_too_large(int64_t size, int64_t limit):
+    # The peer would refuse it (or reset mid-request): refuse before any byte is written.
+    return FrameTooLargeError(
+        "request frame of %d bytes exceeds max_frame_size %d; nothing was sent (raise "
+        "max_frame_size, metadata maxFrameSize, if the server accepts larger frames)"
+        % (size, limit)
+    )
+
+
 cdef inline void _write_tt_fixed(unsigned char* w, int64_t length, int32_t seq, Py_ssize_t hlen) noexcept:
     # LENGTH u32 | MAGIC 0x1000 | FLAGS 0 | SEQ i32 | HEADER SIZE in 4-byte words (spec §1.2).
     _put32(w, <uint32_t>length)
@@ -1058,10 +1083,17 @@ cdef class RequestEncoder:
     cdef bytes _name
     cdef bytes _block
     cdef bint _validate
+    cdef int64_t _max  # the request frame limit; 0: only the 32-bit length field bounds it
 
     def __init__(self, transport, *, name=None, str_headers=None, int_headers=None,
-                 acl_token=None, validate=True):
+                 acl_token=None, validate=True, max_frame_size=None):
         self._code = _transport_code(transport, False)
+        if max_frame_size is None:
+            self._max = 0
+        elif isinstance(max_frame_size, bool) or not isinstance(max_frame_size, int) or max_frame_size <= 0:
+            raise ValueError("max_frame_size must be a positive int or None, got %r" % (max_frame_size,))
+        else:
+            self._max = max_frame_size if max_frame_size < (1 << 62) else (1 << 62)
         self._transport = transport
         self._name = None if name is None else _encode_name(name)
         if self._code == T_FRAMED or self._code == T_BUFFERED:
@@ -1113,10 +1145,14 @@ cdef class RequestEncoder:
             nlen = hend - 12 if self._name is None else PyBytes_GET_SIZE(self._name)
             msg_len = 12 + nlen + (size - hend)
             if code == T_BUFFERED:
+                if self._max and msg_len > self._max:
+                    raise _request_too_large(msg_len, self._max)
                 mpos = 0
             elif code == T_FRAMED:
                 if msg_len > MAX_FRAME_FIELD:
                     raise _frame_too_large(msg_len)
+                if self._max and msg_len > self._max:
+                    raise _request_too_large(msg_len, self._max)
                 mpos = 4
             else:
                 hlen = PyBytes_GET_SIZE(self._block)
@@ -1124,6 +1160,8 @@ cdef class RequestEncoder:
                 length = 10 + hlen + inner + msg_len
                 if length > MAX_FRAME_FIELD:
                     raise _frame_too_large(length)
+                if self._max and length > self._max:
+                    raise _request_too_large(length, self._max)
                 mpos = 14 + hlen + inner
             # One allocation, filled in place: framing prefix + TTHeader + message header.
             total = mpos + 12 + nlen
@@ -1342,7 +1380,8 @@ cdef class FrameDecoder:
                 return self._framed(p, start, end)
             raise ProtocolError(
                 "unrecognised framing (first bytes %s): expected TTHeader (10 00 at bytes 4-5), "
-                "buffered (80 01 ...) or framed (80 01 at bytes 4-5)" % _hex(p + start, end - start)
+                "buffered (80 01 ...) or framed (80 01 at bytes 4-5)%s"
+                % (_hex(p + start, end - start), _looks_like(p + start, end - start))
             )
         if code == T_FRAMED:
             return self._framed(p, start, end)
@@ -1357,12 +1396,14 @@ cdef class FrameDecoder:
         length = _i32(p + start)
         if length <= 0:
             raise ProtocolError(
-                "framed length %d is not positive (first bytes %s)"
-                % (length, _hex(p + start, end - start))
+                "framed length %d is not positive (first bytes %s)%s"
+                % (length, _hex(p + start, end - start), _looks_like(p + start, end - start))
             )
         if length > self._max:
             raise FrameTooLargeError(
-                "framed length %d exceeds max_frame_size %d" % (length, self._max)
+                "framed length %d exceeds max_frame_size %d (first bytes %s)%s"
+                % (length, self._max, _hex(p + start, end - start),
+                   _looks_like(p + start, end - start))
             )
         stop = start + 4 + length
         if stop > end:
@@ -1386,6 +1427,13 @@ cdef class FrameDecoder:
                     "buffered message exceeds max_frame_size %d: %d bytes pending without a "
                     "complete message" % (self._max, end - start)
                 )
+            if -stop - start > self._max:
+                # A length inside the message (a string, a fixed-size container) declares more
+                # than the maximum: refuse now, not after buffering up to what it declares.
+                raise FrameTooLargeError(
+                    "buffered message exceeds max_frame_size %d: its lengths declare at least %d "
+                    "bytes (first bytes %s)" % (self._max, -stop - start, _hex(p + start, end - start))
+                )
             self._need = -stop
             return None
         if stop - start > self._max:
@@ -1408,8 +1456,8 @@ cdef class FrameDecoder:
             return None
         if p[start + 4] != 0x10 or p[start + 5] != 0x00:
             raise ProtocolError(
-                "not a TTHeader frame (first bytes %s): expected 10 00 at bytes 4-5"
-                % _hex(p + start, end - start)
+                "not a TTHeader frame (first bytes %s): expected 10 00 at bytes 4-5%s"
+                % (_hex(p + start, end - start), _looks_like(p + start, end - start))
             )
         length = _u32(p + start)
         flags = _u16(p + start + 6)

@@ -92,11 +92,29 @@ def _hex(buf: BytesLike, start: int, end: int) -> str:
     return text if n else "none"
 
 
+# First bytes of what a non-Kitex server sends back: an HTTP/1 status line or request, the
+# HTTP/2 preface, a TLS record (content type 20-23, version major 3).
+_HTTP_STARTS = (b"HTTP", b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN",
+                b"TRAC", b"PRI ")
+
+
+def _looks_like(buf: BytesLike, start: int, end: int) -> str:
+    """A hint for error texts when the bytes are plainly another protocol."""
+    if end - start >= 4 and bytes(buf[start : start + 4]) in _HTTP_STARTS:
+        return "; this looks like HTTP: is the port an HTTP server rather than Kitex?"
+    if end - start >= 2 and 20 <= buf[start] <= 23 and buf[start + 1] == 3:
+        return "; this looks like TLS: does the server expect TLS?"
+    return ""
+
+
 def _as_bytes_view(buf: object) -> BytesLike:
     """``buf`` itself when it can be indexed by byte, else a flat byte memoryview of it."""
     if type(buf) is bytes or type(buf) is bytearray:
         return buf  # type: ignore[return-value]
     mv = memoryview(buf)  # type: ignore[arg-type]
+    if not mv.c_contiguous:
+        # What the compiled core's PyObject_GetBuffer(PyBUF_SIMPLE) raises: same class, same text.
+        raise BufferError("memoryview: underlying buffer is not C-contiguous")
     if mv.ndim != 1 or mv.format != "B":
         mv = mv.cast("B")
     return mv
@@ -318,7 +336,7 @@ def _header_end(buf: BytesLike, start: int, end: int, max_size: int) -> int:
         # The first i32 is >= 0: an old non-strict header (name length first, spec §3.2).
         raise ProtocolError(
             "non-strict binary Thrift message (first i32 >= 0, first bytes %s): Kitex accepts "
-            "strict binary only (80 01 00 TT)" % _hex(buf, start, end)
+            "strict binary only (80 01 00 TT)%s" % (_hex(buf, start, end), _looks_like(buf, start, end))
         )
     if n < 4:
         if max_size < 0:
@@ -330,8 +348,8 @@ def _header_end(buf: BytesLike, start: int, end: int, max_size: int) -> int:
     if b0 != 0x80 or buf[start + 1] != 0x01 or buf[start + 2] != 0x00:
         # Byte 2 must be 0: Kitex masks the type with 0x0000FFFF (spec §3.1).
         raise ProtocolError(
-            "bad Thrift binary version (first bytes %s): expected 80 01 00 TT"
-            % _hex(buf, start, end)
+            "bad Thrift binary version (first bytes %s): expected 80 01 00 TT%s"
+            % (_hex(buf, start, end), _looks_like(buf, start, end))
         )
     mtype = buf[start + 3]
     if mtype < 1 or mtype > 4:
@@ -662,6 +680,24 @@ def _check_no_headers(transport: str, str_headers: object, int_headers: object, 
         )
 
 
+def _check_max_frame_size(value: object) -> int:
+    """A RequestEncoder limit: None (0 internally: only the 32-bit field bounds it) or a positive int."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError("max_frame_size must be a positive int or None, got %r" % (value,))
+    return value
+
+
+def _request_too_large(size: int, limit: int) -> FrameTooLargeError:
+    # The peer would refuse it (or reset mid-request): refuse before any byte is written.
+    return FrameTooLargeError(
+        "request frame of %d bytes exceeds max_frame_size %d; nothing was sent (raise "
+        "max_frame_size, metadata maxFrameSize, if the server accepts larger frames)"
+        % (size, limit)
+    )
+
+
 def _frame_too_large(size: int) -> ValueError:
     return ValueError(
         "frame of %d bytes does not fit a 32-bit length field (max %d)" % (size, _MAX_FRAME_FIELD)
@@ -710,7 +746,7 @@ def encode_frame(
 class RequestEncoder:
     """The client's hot path: framing + TTHeader precomputed once, one ``head`` per call."""
 
-    __slots__ = ("_code", "_transport", "_name", "_block", "_validate")
+    __slots__ = ("_code", "_transport", "_name", "_block", "_validate", "_max")
 
     def __init__(
         self,
@@ -721,8 +757,10 @@ class RequestEncoder:
         int_headers: Optional[Dict[int, str]] = None,
         acl_token: Optional[str] = None,
         validate: bool = True,
+        max_frame_size: Optional[int] = None,
     ) -> None:
         self._code = _transport_code(transport, False)
+        self._max = _check_max_frame_size(max_frame_size)
         self._transport = transport
         self._name = None if name is None else _encode_name(name)
         if self._code == _T_FRAMED or self._code == _T_BUFFERED:
@@ -768,10 +806,14 @@ class RequestEncoder:
         msg_len = len(mhead) + end - hend
         code = self._code
         if code == _T_BUFFERED:
+            if self._max and msg_len > self._max:
+                raise _request_too_large(msg_len, self._max)
             head = mhead
         elif code == _T_FRAMED:
             if msg_len > _MAX_FRAME_FIELD:
                 raise _frame_too_large(msg_len)
+            if self._max and msg_len > self._max:
+                raise _request_too_large(msg_len, self._max)
             head = _U32.pack(msg_len) + mhead
         else:
             block = self._block
@@ -779,6 +821,8 @@ class RequestEncoder:
             length = 10 + len(block) + inner + msg_len
             if length > _MAX_FRAME_FIELD:
                 raise _frame_too_large(length)
+            if self._max and length > self._max:
+                raise _request_too_large(length, self._max)
             head = _TT_FIXED.pack(length, 0x1000, 0, seq_id, len(block) // 4) + block
             if inner:
                 head += _U32.pack(msg_len)
@@ -924,7 +968,8 @@ class FrameDecoder:
                 return self._framed(buf, start, end)
             raise ProtocolError(
                 "unrecognised framing (first bytes %s): expected TTHeader (10 00 at bytes 4-5), "
-                "buffered (80 01 ...) or framed (80 01 at bytes 4-5)" % _hex(buf, start, end)
+                "buffered (80 01 ...) or framed (80 01 at bytes 4-5)%s"
+                % (_hex(buf, start, end), _looks_like(buf, start, end))
             )
         if code == _T_FRAMED:
             return self._framed(buf, start, end)
@@ -938,12 +983,13 @@ class FrameDecoder:
         length = _I32.unpack_from(buf, start)[0]
         if length <= 0:
             raise ProtocolError(
-                "framed length %d is not positive (first bytes %s)"
-                % (length, _hex(buf, start, end))
+                "framed length %d is not positive (first bytes %s)%s"
+                % (length, _hex(buf, start, end), _looks_like(buf, start, end))
             )
         if length > self._max:
             raise FrameTooLargeError(
-                "framed length %d exceeds max_frame_size %d" % (length, self._max)
+                "framed length %d exceeds max_frame_size %d (first bytes %s)%s"
+                % (length, self._max, _hex(buf, start, end), _looks_like(buf, start, end))
             )
         stop = start + 4 + length
         if stop > end:
@@ -965,6 +1011,13 @@ class FrameDecoder:
                     "buffered message exceeds max_frame_size %d: %d bytes pending without a "
                     "complete message" % (self._max, end - start)
                 )
+            if -stop - start > self._max:
+                # A length inside the message (a string, a fixed-size container) declares more
+                # than the maximum: refuse now, not after buffering up to what it declares.
+                raise FrameTooLargeError(
+                    "buffered message exceeds max_frame_size %d: its lengths declare at least %d "
+                    "bytes (first bytes %s)" % (self._max, -stop - start, _hex(buf, start, end))
+                )
             self._need = -stop
             return None
         if stop - start > self._max:
@@ -983,8 +1036,8 @@ class FrameDecoder:
         length, magic, flags, seq_id, hs = _TT_FIXED.unpack_from(buf, start)
         if magic != 0x1000:
             raise ProtocolError(
-                "not a TTHeader frame (first bytes %s): expected 10 00 at bytes 4-5"
-                % _hex(buf, start, end)
+                "not a TTHeader frame (first bytes %s): expected 10 00 at bytes 4-5%s"
+                % (_hex(buf, start, end), _looks_like(buf, start, end))
             )
         if length > self._max:
             raise FrameTooLargeError(

@@ -10,9 +10,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Optional
 
+def env_flag(value: Optional[str]) -> bool:
+    """An on/off environment switch: on only for 1, true or yes (any case); 0, false, no or
+    empty leave it off, as a user who writes KITEX_FAST_NO_EXTENSIONS=0 means."""
+    return value is not None and value.strip().lower() in ("1", "true", "yes")
+
+
 # KITEX_FAST_NO_EXTENSIONS=1, or an interpreter that cannot load CPython extensions, selects the
-# pure-Python twins (setup.py skips the build under the same switch).
-NO_EXTENSIONS = bool(os.environ.get("KITEX_FAST_NO_EXTENSIONS")) or (
+# pure-Python twins (setup.py skips the build under the same switch, parsed the same way).
+NO_EXTENSIONS = env_flag(os.environ.get("KITEX_FAST_NO_EXTENSIONS")) or (
     sys.implementation.name != "cpython"
 )
 

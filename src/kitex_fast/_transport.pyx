@@ -128,6 +128,12 @@ cdef extern from *:
 # clock provably is it (Linux), else ask time.monotonic().
 cdef bint _c_clock = abs(kf_monotonic() - time.monotonic()) < 0.25
 
+cdef double _INF = float("inf")
+# The longest SO_RCVTIMEO we set: a day. A longer wait re-arms when it runs out (EAGAIN), so the
+# deadline still holds; a timeval near time_t's range would fail with EDOM after the send.
+cdef double _MAX_RCVTIMEO = 86400.0
+
+
 cdef inline double _now() except? -1.0:
     if _c_clock:
         return kf_monotonic()
@@ -149,7 +155,7 @@ cdef int _wait_fd(int fd, short events, double deadline, bint has_deadline, str 
     while True:
         if has_deadline:
             left = (deadline - _now()) * 1000.0
-            if left <= 0.0:
+            if not left > 0.0:  # (NaN included: never a wait without end)
                 return 0
             if left >= 2147483647.0:
                 ms = 2147483647
@@ -175,6 +181,14 @@ cdef int _wait_fd(int fd, short events, double deadline, bint has_deadline, str 
                 continue
             raise texts.poll_failed(peer, err, sent)
         # r == 0: timed out; loop to re-check the clock (poll may return a hair early)
+
+
+cdef bint _check_deadline(double deadline) except -1:
+    """Whether ``deadline`` bounds anything (+inf does not); NaN is refused before any I/O (it
+    compares false with everything, so it would silently mean "no limit")."""
+    if deadline != deadline:
+        raise ValueError("deadline must be a time.monotonic() value or None, not nan")
+    return deadline != _INF
 
 
 # -- connection ----------------------------------------------------------------------------------
@@ -318,6 +332,7 @@ cdef class Connection:
         try:
             if has_dl:
                 dl = deadline
+                has_dl = _check_deadline(dl)
             self._send(buffers, dl, has_dl)
         except BaseException:
             self.close()
@@ -343,6 +358,7 @@ cdef class Connection:
         try:
             if has_dl:
                 dl = deadline
+                has_dl = _check_deadline(dl)
             return self._receive(dl, has_dl, just_sent)
         except BaseException:
             self.close()
@@ -450,11 +466,13 @@ cdef class Connection:
             # Keep the timeout in force while it is at most the time left and within 2 ms of it
             # (a client with a fixed rpc timeout then sets it once, not per call); else set it
             # 1 ms under the time left, so the next calls can keep it. Never past the deadline.
-            if cur > 0.0 and cur <= left and cur >= left - 0.002:
+            if cur > 0.0 and cur <= left and (cur >= left - 0.002 or cur == _MAX_RCVTIMEO):
                 return 1
             want = left - 0.001 if left > 0.002 else left
             if want < 1e-6:
                 want = 1e-6  # 0 would mean "forever"
+            elif want > _MAX_RCVTIMEO:
+                want = _MAX_RCVTIMEO
         if kf_set_rcvtimeo(self._fd, want) != 0:
             raise texts.recv_failed(self._peer, errno, self._decoder.pending)
         self._rcvtimeo = want
@@ -521,7 +539,10 @@ def open_connection(family, sockaddr, *, timeout, decoder):
     cdef bint has_dl = timeout is not None
     address = texts.format_address(family, sockaddr)
     if has_dl:
+        if timeout != timeout:
+            raise ValueError("connect timeout must be a number of seconds or None, not nan")
         dl = time.monotonic() + timeout
+        has_dl = dl != _INF
     try:
         sock = socket.socket(family, socket.SOCK_STREAM)
     except OSError as exc:

@@ -40,6 +40,7 @@ except (OSError, ValueError):  # pragma: no cover - exotic platforms
 if _IOV_MAX <= 0:  # pragma: no cover - "no limit" / unknown
     _IOV_MAX = 1024
 
+_INF = float("inf")
 _POLLIN = getattr(select, "POLLIN", 1)
 _POLLOUT = getattr(select, "POLLOUT", 4)
 
@@ -50,13 +51,25 @@ _BUFFERS = Union[bytes, bytearray, memoryview, Sequence[Union[bytes, bytearray, 
 # -- waiting -------------------------------------------------------------------------------------
 
 
+def _check_deadline(deadline: Optional[float]) -> Optional[float]:
+    """``deadline`` itself, None for no limit (None or +inf); NaN is refused before any I/O
+    (it compares false with everything, so it would silently mean "no limit")."""
+    if deadline is None:
+        return None
+    if deadline != deadline:
+        raise ValueError("deadline must be a time.monotonic() value or None, not nan")
+    if deadline == _INF:
+        return None
+    return deadline
+
+
 def _poll_ms(deadline: Optional[float]) -> Optional[int]:
     """Milliseconds left until ``deadline`` (rounded up, so a wait never ends early), None = no
     limit, or -1 when it has passed."""
     if deadline is None:
         return None
     left = deadline - time.monotonic()
-    if left <= 0.0:
+    if not left > 0.0:  # (NaN included: never a wait without end)
         return -1
     ms = int(left * 1000.0)
     if ms < left * 1000.0:
@@ -241,7 +254,7 @@ class Connection:
         if self._sock is None:
             raise texts.closed_error(self._peer, False)
         try:
-            self._send(buffers, deadline)
+            self._send(buffers, _check_deadline(deadline))
         except BaseException:
             self.close()
             raise
@@ -301,7 +314,7 @@ class Connection:
         if self._sock is None:
             raise texts.closed_error(self._peer, True)
         try:
-            return self._receive(deadline, just_sent)
+            return self._receive(_check_deadline(deadline), just_sent)
         except BaseException:
             self.close()
             raise
@@ -369,7 +382,9 @@ def open_connection(
     returns it) within ``timeout`` seconds (None = no limit), with ``TCP_NODELAY`` set, and wrap
     it in a :class:`Connection` that feeds ``decoder``."""
     address = texts.format_address(family, sockaddr)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    if timeout is not None and timeout != timeout:
+        raise ValueError("connect timeout must be a number of seconds or None, not nan")
+    deadline = None if timeout is None else _check_deadline(time.monotonic() + timeout)
     try:
         sock = socket.socket(family, socket.SOCK_STREAM)
     except OSError as exc:

@@ -148,7 +148,7 @@ class BindingCore:
                 known = self._learn_shape(shape)
             key = (known[0], known[1](metadata))
             route = self._routes.get(key)
-        except TypeError:  # unhashable values: let validation name the field
+        except (TypeError, AttributeError):  # unhashable values, non-str keys: validation names them
             options = parse_options(metadata, self._defaults)
             return options, self._client(options)
         if route is not None and not route[1].retired:

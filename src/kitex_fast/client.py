@@ -27,6 +27,8 @@ from .metadata import (
     INT_KEY_TO_METHOD,
     INT_KEY_TO_SERVICE,
     INT_KEY_TRANSPORT_TYPE,
+    check_seconds,
+    check_text,
 )
 from .pool import Endpoint, EndpointPool, parse_host_ports
 
@@ -38,6 +40,14 @@ _MESSAGE_TYPE_NAMES = {1: "call", 2: "reply", 3: "exception", 4: "oneway"}
 
 # Per-call TTHeader headers: (string headers, integer-key headers), each a tuple of pairs.
 PerCallHeaders = Tuple[Tuple[Tuple[str, str], ...], Tuple[Tuple[int, str], ...]]
+
+
+_MAX_FRAME_FIELD = 0x7FFFFFFF  # a frame length is a 32-bit field every peer reads as positive
+_MAX_POOL_SIZE = 10000  # as the poolSize metadata field
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class _Unset:
@@ -74,10 +84,17 @@ class ClientCore:
     :param host_ports: ``"host:port"``, ``"[::1]:8888"``, a comma-separated list, or a list.
     :param transport: ``framed`` (default, as the Go binding sends), ``buffered``, ``ttheader``
         or ``ttheader-framed``.
-    :param connect_timeout: seconds (None: no limit). Kitex's default is 50 ms.
-    :param rpc_timeout: seconds for the whole call (None: no limit).
+    :param connect_timeout: seconds (None or 0: no limit). Kitex's default is 50 ms. The rpc
+        timeout bounds the connect too.
+    :param max_frame_size: the largest frame sent or accepted, in bytes (None: 64 MiB); a larger
+        request is refused before any byte is sent, a larger reply ends the call.
+    :param rpc_timeout: seconds for the whole call, connect included (None or 0: no limit; at
+        most about 292 years, Go's longest Duration).
     :param str_headers / int_headers: extra TTHeader headers sent with every call.
     :param implementation: ``"c"``, ``"py"`` or None (the compiled core when installed).
+
+    Every argument is validated here, before any I/O: a bad one raises :class:`MetadataError`
+    naming it (``ImportError`` only when ``implementation="c"`` is not installed).
     """
 
     def __init__(
@@ -95,19 +112,30 @@ class ClientCore:
         max_idle_time: float = 60.0,
         implementation: Optional[str] = None,
     ) -> None:
+        # Every argument is checked here, before any I/O, and a bad one is a MetadataError that
+        # names it: a driver that subclasses ClientCore gets the same checks.
         if not isinstance(dest_service, str) or not dest_service:
             raise MetadataError("destService must be a non-empty string, not %r" % (dest_service,))
-        self._codec: ModuleType = _codec_dispatch.implementation(implementation)
-        self._transport_mod: ModuleType = _transport_dispatch.implementation(implementation)
-        if transport not in self._codec.TRANSPORTS:
+        check_text("destService", dest_service)
+        try:
+            self._codec: ModuleType = _codec_dispatch.implementation(implementation)
+            self._transport_mod: ModuleType = _transport_dispatch.implementation(implementation)
+        except ValueError as exc:
+            raise MetadataError(str(exc)) from None
+        if not isinstance(transport, str) or transport not in self._codec.TRANSPORTS:
             raise MetadataError(
                 "transport %r is not one of %s" % (transport, ", ".join(self._codec.TRANSPORTS))
             )
         ttheader = transport.startswith("ttheader")
+        for name, headers in (("str_headers", str_headers), ("int_headers", int_headers)):
+            if headers is not None and not isinstance(headers, Mapping):
+                raise MetadataError("%s must be a mapping, not %s" % (name, type(headers).__name__))
         if (str_headers or int_headers) and not ttheader:
             raise MetadataError("headers need transport ttheader or ttheader-framed, not %s" % transport)
         endpoints: Tuple[Endpoint, ...]
-        if host_ports and all(isinstance(e, Endpoint) for e in host_ports):
+        if isinstance(host_ports, (list, tuple)) and host_ports and all(
+            isinstance(e, Endpoint) for e in host_ports
+        ):
             # already validated (by the binding's metadata parser)
             endpoints = tuple(e for e in host_ports if isinstance(e, Endpoint))
         else:
@@ -115,11 +143,33 @@ class ClientCore:
         self.dest_service = dest_service
         self.transport = transport
         self.endpoints = endpoints
-        self.rpc_timeout = rpc_timeout
-        self.max_frame_size = max_frame_size or self._codec.DEFAULT_MAX_FRAME_SIZE
+        self.rpc_timeout = check_seconds("rpc_timeout", rpc_timeout)
+        # NaN would slip through min() in the pool and disable the connect bound altogether.
+        connect_timeout = check_seconds("connect_timeout", connect_timeout)
+        if max_frame_size is None:
+            max_frame_size = self._codec.DEFAULT_MAX_FRAME_SIZE
+        elif not _is_int(max_frame_size) or not 1 <= max_frame_size <= _MAX_FRAME_FIELD:
+            raise MetadataError(
+                "max_frame_size must be an int in 1-%d (bytes; None: the default %d), not %r"
+                % (_MAX_FRAME_FIELD, self._codec.DEFAULT_MAX_FRAME_SIZE, max_frame_size)
+            )
+        self.max_frame_size = max_frame_size
+        if not _is_int(pool_size) or not 0 <= pool_size <= _MAX_POOL_SIZE:
+            raise MetadataError(
+                "pool_size must be an int in 0-%d (idle connections kept per endpoint), not %r"
+                % (_MAX_POOL_SIZE, pool_size)
+            )
+        max_idle_time = check_seconds("max_idle_time", max_idle_time) or 0.0
         self.implementation = "py" if self._codec.__name__.endswith("_py") else "c"
         self._str_headers = dict(str_headers or {})
         self._int_headers = dict(int_headers or {})
+        if ttheader and (self._str_headers or self._int_headers):
+            try:  # the codec's own checks (types, key range, sizes), once, with the names it gives
+                self._codec.RequestEncoder(
+                    transport, str_headers=self._str_headers, int_headers=self._int_headers
+                )
+            except (TypeError, ValueError) as exc:
+                raise MetadataError("bad TTHeader headers: %s" % exc) from None
         self._encoders: Dict[Hashable, Any] = {}
         self._parse_message = self._codec.parse_message
         decoder_cls = self._codec.FrameDecoder
@@ -133,6 +183,13 @@ class ClientCore:
         )
         self._closed = False
         self.retired = False
+
+    def _call_timeout(self, rpc_timeout: Union[float, None, _Unset]) -> Optional[float]:
+        """The rpc timeout of one call in seconds (None: no limit): the client's, or a per-call
+        override validated like the constructor's, before any I/O."""
+        if isinstance(rpc_timeout, _Unset):
+            return self.rpc_timeout
+        return check_seconds("rpc_timeout", rpc_timeout)
 
     def _make_pool(
         self,
@@ -152,6 +209,7 @@ class ClientCore:
         once, not per call."""
         if not isinstance(method, str) or not method:
             raise MetadataError("method name must be a non-empty string, not %r" % (method,))
+        check_text("method name", method)
         str_headers = int_headers = None
         if self.transport.startswith("ttheader"):
             # What Kitex's ClientTTHeaderHandler sends (pkg/transmeta/ttheader.go), so mesh
@@ -170,9 +228,15 @@ class ClientCore:
             str_headers = str_headers or None
         elif headers is not None and (headers[0] or headers[1]):
             raise MetadataError("headers need transport ttheader or ttheader-framed, not %s" % self.transport)
-        encoder = self._codec.RequestEncoder(
-            self.transport, name=method, str_headers=str_headers, int_headers=int_headers
-        )
+        try:
+            # max_frame_size: a request the server would refuse (or reset halfway through) is
+            # refused by the encoder, before any byte is sent.
+            encoder = self._codec.RequestEncoder(
+                self.transport, name=method, str_headers=str_headers, int_headers=int_headers,
+                max_frame_size=self.max_frame_size,
+            )
+        except (TypeError, ValueError) as exc:  # per-call headers the codec refuses
+            raise MetadataError("bad TTHeader headers for %r: %s" % (method, exc)) from None
         if len(self._encoders) >= 4096:  # bounded: method names and headers come from callers
             self._encoders.clear()
         self._encoders[key] = encoder
@@ -269,7 +333,13 @@ class Client(ClientCore):
     # -- calling ------------------------------------------------------------------------------
 
     def call(self, method: str, message: BytesLike) -> bytes:
-        """Send ``message`` (a complete strict-binary CALL) as ``method``; return the REPLY message."""
+        """Send ``message`` (a complete strict-binary CALL) as ``method``; return the REPLY message.
+
+        Raises (all :class:`KitexError`): MetadataError for a bad method name; ProtocolError for a
+        request that is not a contiguous strict-binary CALL, FrameTooLargeError over
+        max_frame_size (nothing sent); TransportError subclasses for the connection; ProtocolError
+        subclasses for a malformed or mismatched reply; ApplicationError / BizStatusError for
+        error answers."""
         payload: bytes = self.exchange(method, message)[0].payload
         return payload
 
@@ -302,11 +372,16 @@ class Client(ClientCore):
                 "the request must be a complete Thrift binary CALL message as bytes, not %s"
                 % type(message).__name__
             )
+        if type(message) is memoryview and not message.c_contiguous:
+            raise ProtocolError(
+                "the request is a non-contiguous memoryview: it cannot be sent without a copy; "
+                "pass bytes(view) or a contiguous view"
+            )
+        timeout = self._call_timeout(rpc_timeout)
         key: Hashable = method if headers is None else (method, headers)
         encoder = self._encoders.get(key) or self._encoder(key, method, headers)
-        timeout = self.rpc_timeout if isinstance(rpc_timeout, _Unset) else rpc_timeout
         deadline = time.monotonic() + timeout if timeout else None
-        conn, pool, reused = self._pool.acquire(deadline)
+        conn, pool, reused = self._pool.acquire(deadline, timeout)
         try:
             seq_id = conn.next_seq_id()
             # Validates the message (strict CALL, one complete struct) before any byte is written.
@@ -367,22 +442,26 @@ class Client(ClientCore):
 
 
 def _biz_error(status: str, headers: Mapping[str, str]) -> BizStatusError:
-    """A BizStatusError from Kitex's biz-* TTHeader keys (kitex pkg/transmeta/ttheader.go)."""
+    """A BizStatusError from Kitex's biz-* TTHeader keys (kitex pkg/transmeta/ttheader.go).
+
+    Everything here comes from the peer, so nothing may escape as anything but a KitexError:
+    ``biz-extra`` is Kitex's JSON ``map[string]string``; any other JSON (or JSON too deeply nested
+    for the parser, which raises RecursionError) is kept verbatim under the key ``biz-extra``."""
     import json
 
     try:
         code = int(status)
-    except ValueError:
-        raise ProtocolError("biz-status header %r is not an integer" % status) from None
+    except ValueError:  # also a too-long digit string (int's max_str_digits)
+        raise ProtocolError("biz-status header %r is not an integer" % status[:64]) from None
     extra: Dict[str, str] = {}
     raw_extra = headers.get("biz-extra")
     if raw_extra:
         try:
             parsed = json.loads(raw_extra)
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = None
-        if isinstance(parsed, dict):
-            extra = {str(k): str(v) for k, v in parsed.items()}
+        if isinstance(parsed, dict) and all(isinstance(v, str) for v in parsed.values()):
+            extra = dict(parsed)
         else:
             extra = {"biz-extra": raw_extra}
     return BizStatusError(code, headers.get("biz-message", ""), extra)

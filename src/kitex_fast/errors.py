@@ -2,6 +2,17 @@
 
 Every error says what was expected, what was found and, where it helps, what to do. Both codec
 implementations and both transport drivers raise these same classes with the same texts.
+
+Which class where:
+
+- Arguments of the public entry points (``Client``, ``KitexOutputBinding``, metadata): a bad one is
+  a :class:`MetadataError` naming it, raised before any I/O; request bytes that are not a
+  contiguous strict-binary CALL are a :class:`ProtocolError`, a request over ``max_frame_size`` a
+  :class:`FrameTooLargeError` (nothing sent).
+- Anything from a peer raises only subclasses of :class:`KitexError`: :class:`ProtocolError` for
+  bytes, :class:`TransportError` for the connection, :class:`RemoteError` for error answers.
+- The low-level codec functions raise :class:`ProtocolError` for wire bytes and plain
+  ``TypeError``/``ValueError``/``BufferError`` for wrong Python arguments (programming errors).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ Go binding's text ``missing metadata field <name>`` (dapr/components-contrib bin
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
@@ -23,6 +24,9 @@ __all__ = [
     "parse_options",
     "validate_defaults",
     "DEFAULTS",
+    "MAX_DURATION",
+    "check_seconds",
+    "check_text",
 ]
 
 PREFIX = "dapr binding kitex: "
@@ -73,12 +77,55 @@ _SIZE = re.compile(r"^(\d+)\s*(|b|kb|kib|mb|mib|gb|gib)$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
 
 
+# The longest timeout anything here accepts: Go's time.Duration is int64 nanoseconds, so Kitex and
+# Dapr cannot express more (time.ParseDuration fails with "invalid duration"), and the drivers'
+# socket timeouts and poll() arithmetic stay far from overflow.
+MAX_DURATION = (2**63 - 1) / 1e9  # seconds, about 292 years
+
+
+def check_seconds(name: str, value: object) -> Optional[float]:
+    """A timeout argument in seconds: None or 0 (no limit, returned as None) or a finite number in
+    (0, MAX_DURATION]. Anything else (NaN, inf, negative, a string, a bool) is a MetadataError
+    that names the argument, raised before any I/O."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MetadataError(
+            "%s must be a number of seconds or None (no limit), not %r" % (name, value)
+        )
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int beyond any float
+        seconds = math.inf
+    if not 0.0 <= seconds <= MAX_DURATION:  # also false for NaN
+        raise MetadataError(
+            "%s must be between 0 and %d seconds (Go's longest time.Duration; None or 0 means "
+            "no limit), not %r" % (name, MAX_DURATION, value)
+        )
+    return seconds if seconds > 0.0 else None
+
+
+def check_text(name: str, value: str) -> int:
+    """The UTF-8 size of ``value``, which goes on the wire; a lone surrogate (which no UTF-8
+    encoding can carry, not even with surrogateescape) is a MetadataError that names ``name``."""
+    try:
+        return len(value.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError as exc:
+        raise MetadataError(
+            "%s %r cannot be sent: %s at index %d is not encodable as UTF-8"
+            % (name, value if len(value) <= 64 else value[:64] + "...", ascii(value[exc.start]), exc.start)
+        ) from None
+
+
 def parse_duration(field: str, value: str) -> Optional[float]:
     """Seconds from a Go-style duration (``500ms``, ``1.5s``, ``1m30s``) or plain milliseconds.
-    0 means no limit (None)."""
+    0 means no limit (None). Longer than Go's longest Duration (about 292 years) is an error."""
     text = value.strip()
     if text.isdigit():
-        seconds = int(text) / 1000.0
+        try:
+            seconds = int(text) / 1000.0
+        except OverflowError:  # hundreds of digits: too large for a float
+            seconds = math.inf
     else:
         pos, seconds = 0, 0.0
         for match in _DURATION_PART.finditer(text):
@@ -91,6 +138,11 @@ def parse_duration(field: str, value: str) -> Optional[float]:
                 "%smetadata field %s: %r is not a duration (use e.g. 500ms, 2s, 1m30s, or plain "
                 "milliseconds)" % (PREFIX, field, value)
             )
+    if not seconds <= MAX_DURATION:  # inf (a float of hundreds of digits) or merely huge
+        raise MetadataError(
+            "%smetadata field %s: %r is longer than Go's longest duration (about 292 years)"
+            % (PREFIX, field, value if len(value) <= 40 else value[:40] + "...")
+        )
     return seconds if seconds > 0 else None
 
 
@@ -161,6 +213,8 @@ class CallOptions(NamedTuple):
 
 def _check_unknown_keys(metadata: Mapping[str, str]) -> None:
     for key in metadata:
+        if not isinstance(key, str):
+            raise MetadataError("%smetadata key %r is not a string" % (PREFIX, key))
         if key in _KNOWN_LOWER.values() or key.startswith((STR_HEADER_PREFIX, INT_HEADER_PREFIX)):
             continue
         # Other keys are ignored on purpose (daprd adds traceparent, baggage, gRPC headers), but a
@@ -217,7 +271,8 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
         endpoints = parse_host_ports(host_ports)
     except MetadataError as exc:
         raise MetadataError(PREFIX + str(exc)) from None
-    if len(method_name.encode("utf-8", "surrogateescape")) > 65535:
+    check_text(PREFIX + "metadata field destService", dest_service)
+    if check_text(PREFIX + "metadata field methodName", method_name) > 65535:
         raise MetadataError("%smetadata field methodName is longer than 65535 bytes" % PREFIX)
 
     def opt(key: str) -> str:
@@ -280,7 +335,7 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
     for name, value in list(str_headers.items()) + [(str(k), v) for k, v in int_headers.items()]:
         if not isinstance(value, str):
             raise MetadataError("%sheader %s: value %r is not a string" % (PREFIX, name, value))
-        if len(value.encode("utf-8", "surrogateescape")) > 65535 or len(name) > 65535:
+        if check_text(PREFIX + "header " + name, value) > 65535 or check_text(PREFIX + "header name", name) > 65535:
             raise MetadataError("%sheader %s is longer than 65535 bytes" % (PREFIX, name))
     return CallOptions(
         dest_service=dest_service,

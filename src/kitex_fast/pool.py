@@ -16,6 +16,7 @@ from collections import deque
 from types import ModuleType
 from typing import Any, Callable, Deque, List, NamedTuple, Optional, Sequence, Tuple, Union
 
+from ._transport_errors import format_ms
 from .errors import ConnectError, ConnectTimeoutError, MetadataError
 
 __all__ = ["Endpoint", "parse_host_ports", "EndpointPool", "ConnectionPool"]
@@ -86,7 +87,15 @@ def parse_host_ports(value: Union[str, Sequence[str]], field: str = "hostPorts")
     Every entry is validated; duplicates are kept (they weight the round robin, as a user who lists
     a host twice would expect).
     """
-    entries = value.split(",") if isinstance(value, str) else list(value)
+    if isinstance(value, str):
+        entries = value.split(",")
+    elif isinstance(value, (list, tuple)):
+        entries = list(value)
+    else:
+        raise MetadataError(
+            "metadata field %s: expected \"host:port[,host:port...]\" or a list of such strings, "
+            "not %s" % (field, type(value).__name__)
+        )
     endpoints = []
     for raw in entries:
         if not isinstance(raw, str):
@@ -155,6 +164,16 @@ class ConnectionPool:
         return len(self._idle)
 
 
+def _rpc_ran_out(
+    exc: ConnectTimeoutError, endpoint: Endpoint, left: Optional[float], rpc_timeout: Optional[float]
+) -> ConnectTimeoutError:
+    budget = "the rpc timeout" if rpc_timeout is None else "the rpc timeout of %s ms" % format_ms(rpc_timeout)
+    return ConnectTimeoutError(
+        "connect to %s did not finish within %s (%s ms of it were left for the connect)"
+        % (endpoint, budget, format_ms(left or 0.0))
+    )
+
+
 class EndpointPool:
     """All endpoints of one destination: round robin, failover on connect errors, pooling."""
 
@@ -175,16 +194,19 @@ class EndpointPool:
         self._connect_timeout = connect_timeout
         self._next = itertools.count()
 
-    def acquire(self, deadline: Optional[float]) -> Tuple[Any, ConnectionPool, bool]:
+    def acquire(
+        self, deadline: Optional[float], rpc_timeout: Optional[float] = None
+    ) -> Tuple[Any, ConnectionPool, bool]:
         """``(connection, its pool, reused)``. Tries endpoints round robin starting at the next one;
-        an endpoint that refuses or times out is skipped for this call (failover)."""
+        an endpoint that refuses or times out is skipped for this call (failover).
+        ``rpc_timeout`` (the budget ``deadline`` came from) only names it in error texts."""
         n = len(self._pools)
         if n == 1:
             pool = self._pools[0]
             conn = pool.take_idle()
             if conn is not None:
                 return conn, pool, True
-            return self._connect(pool.endpoint, deadline), pool, False
+            return self._connect(pool.endpoint, deadline, rpc_timeout), pool, False
         start = next(self._next) % n
         errors: List[ConnectError] = []
         for i in range(n):
@@ -193,7 +215,7 @@ class EndpointPool:
             if conn is not None:
                 return conn, pool, True
             try:
-                return self._connect(pool.endpoint, deadline), pool, False
+                return self._connect(pool.endpoint, deadline, rpc_timeout), pool, False
             except ConnectError as exc:
                 errors.append(exc)
         if len(errors) == 1:
@@ -208,17 +230,25 @@ class EndpointPool:
     def connect_fresh(self, pool: ConnectionPool, deadline: Optional[float]) -> Any:
         return self._connect(pool.endpoint, deadline)
 
-    def _connect(self, endpoint: Endpoint, deadline: Optional[float]) -> Any:
+    def _connect(
+        self, endpoint: Endpoint, deadline: Optional[float], rpc_timeout: Optional[float] = None
+    ) -> Any:
         timeout = self._connect_timeout
+        bounded_by_rpc = False  # the call's deadline, not connect_timeout, limits this connect
         if deadline is not None:
             left = max(deadline - time.monotonic(), 0.0)
-            timeout = left if timeout is None else min(timeout, left)
+            if timeout is None or left < timeout:
+                timeout = left
+                bounded_by_rpc = True
         last: Optional[ConnectError] = None
         for family, sockaddr in endpoint.resolve():
             try:
                 return self._transport.open_connection(
                     family, sockaddr, timeout=timeout, decoder=self._make_decoder()
                 )
+            except ConnectTimeoutError as exc:
+                # "timed out after 0 ms" would blame connect_timeout for the rpc timeout's work.
+                last = _rpc_ran_out(exc, endpoint, timeout, rpc_timeout) if bounded_by_rpc else exc
             except ConnectError as exc:
                 last = exc
         assert last is not None  # getaddrinfo never returns an empty list without raising

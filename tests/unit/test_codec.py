@@ -640,7 +640,7 @@ def _tt(block, payload=ECHO, hs=None, length=None):
 DECODER_ERRORS = [
     ("framed", b"\x00\x00\x00\x00", ProtocolError, "framed length 0 is not positive (first bytes 00 00 00 00)"),
     ("framed", b"\xff\xff\xff\xf0abcd", ProtocolError, "framed length -16 is not positive (first bytes ff ff ff f0 61 62 63 64)"),
-    ("framed", b"\x00\x01\x00\x01", FrameTooLargeError, "framed length 65537 exceeds max_frame_size 65536"),
+    ("framed", b"\x00\x01\x00\x01", FrameTooLargeError, "framed length 65537 exceeds max_frame_size 65536 (first bytes 00 01 00 01)"),
     ("ttheader", b"\x00\x00\x00\x10\x0f\xff\x00\x00\x00\x00\x00\x01\x00\x01", ProtocolError,
      "not a TTHeader frame (first bytes 00 00 00 10 0f ff 00 00 ...): expected 10 00 at bytes 4-5"),
     ("ttheader", _tt(b"\x00\x00\x00\x00", hs=0), ProtocolError,
@@ -681,7 +681,7 @@ DECODER_ERRORS = [
     ("buffered", b"\x80\x01\x00\x01\x00\x00\x00\x01E\x00\x00\x00\x01\x0b\x00\x01\x00\x01\x00\x00" + b"x" * 65536, FrameTooLargeError,
      "buffered message exceeds max_frame_size 65536: 65556 bytes pending without a complete message"),
     ("auto", b"GET / HTTP/1.1\r\n", ProtocolError,
-     "unrecognised framing (first bytes 47 45 54 20 2f 20 48 54 ...): expected TTHeader (10 00 at bytes 4-5), buffered (80 01 ...) or framed (80 01 at bytes 4-5)"),
+     "unrecognised framing (first bytes 47 45 54 20 2f 20 48 54 ...): expected TTHeader (10 00 at bytes 4-5), buffered (80 01 ...) or framed (80 01 at bytes 4-5); this looks like HTTP: is the port an HTTP server rather than Kitex?"),
     ("auto", b"\x82\x21\x01\x04Echo\x00", ProtocolError,
      "unrecognised framing (first bytes 82 21 01 04 45 63 68 6f ...): expected TTHeader (10 00 at bytes 4-5), buffered (80 01 ...) or framed (80 01 at bytes 4-5)"),
     ("auto", b"\x00\x00\x00\x00\x80\x01\x00\x01", ProtocolError, "framed length 0 is not positive (first bytes 00 00 00 00 80 01 00 01)"),
