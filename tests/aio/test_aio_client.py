@@ -193,6 +193,8 @@ def test_cancellation_storm_never_desyncs(impl, aio_loop, server):
             for i in cancelled:
                 tasks[i].cancel()
             results = await asyncio.gather(*tasks, return_exceptions=True)
+            # most of them were cut off mid-flight: sent, reply not yet there
+            assert sum(isinstance(r, asyncio.CancelledError) for r in results) >= 50
             for i, r in enumerate(results):
                 if isinstance(r, BaseException):
                     assert isinstance(r, asyncio.CancelledError) and i in cancelled
