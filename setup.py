@@ -24,7 +24,7 @@ COMPILER_DIRECTIVES = {
     "freethreading_compatible": True,
 }
 
-MODULES = ["_codec", "_transport"]
+MODULES = ["_codec", "_transport", "aio/_protocol"]  # paths under src/kitex_fast, no suffix
 BUILD_FAILED_NOTE = "_build_failed.txt"
 
 
@@ -72,7 +72,7 @@ def extensions():
         sys.stderr.write("WARNING: Cython is not available (%s); pure-Python install.\n" % exc)
         return []
     exts = [
-        Extension("kitex_fast.%s" % name, ["src/kitex_fast/%s.pyx" % name])
+        Extension("kitex_fast." + name.replace("/", "."), ["src/kitex_fast/%s.pyx" % name])
         for name in MODULES
     ]
     try:

@@ -27,3 +27,55 @@ def _load(name: str) -> SimpleNamespace:
 def impl(request: pytest.FixtureRequest) -> SimpleNamespace:
     """``impl.codec`` / ``impl.transport`` modules and ``impl.name`` ("c" or "py")."""
     return _load(request.param)
+
+
+# -- asyncio (kitex_fast.aio) ------------------------------------------------------------------
+
+LOOPS = ["asyncio", "uvloop"]
+
+
+class AioRunner:
+    """Runs a coroutine function on a fresh event loop of one kind and fails the test if the loop
+    reported anything on the way: an exception nobody retrieved, a task destroyed while pending,
+    a callback that raised. ``debug=True`` turns on asyncio's debug mode."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __call__(self, fn, *args, debug: bool = False, **kwargs):
+        import asyncio
+        import gc
+
+        if self.kind == "uvloop":
+            uvloop = pytest.importorskip("uvloop")
+            loop = uvloop.new_event_loop()
+        else:
+            loop = asyncio.new_event_loop()
+        loop.set_debug(debug)
+        reports = []
+        loop.set_exception_handler(lambda _loop, context: reports.append(context))
+        try:
+            result = loop.run_until_complete(fn(*args, **kwargs))
+            # Let close callbacks (connection_lost) run, then nothing may be left.
+            loop.run_until_complete(asyncio.sleep(0.01))
+            left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            assert not left, "tasks still pending after the test: %r" % left
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            gc.collect()  # "Task was destroyed but it is pending" / "never retrieved" fire here
+            loop.close()
+        gc.collect()
+        assert not reports, "the event loop reported: %r" % [r.get("message") for r in reports]
+        return result
+
+
+@pytest.fixture(params=LOOPS)
+def aio_loop(request: pytest.FixtureRequest) -> AioRunner:
+    """A runner on asyncio's default loop and on uvloop (skipped when uvloop is not installed)."""
+    return AioRunner(request.param)
+
+
+@pytest.fixture
+def aio_default() -> AioRunner:
+    """A runner on asyncio's default loop only (for tests whose point is not the loop)."""
+    return AioRunner("asyncio")

@@ -27,7 +27,7 @@ PY
 
 echo "== type check (mypy --strict), and the compiled modules against their .pyi stubs"
 "$py" -m mypy --config-file pyproject.toml
-"$py" -m mypy.stubtest kitex_fast._codec kitex_fast._transport --allowlist tests/stubtest-allowlist.txt
+"$py" -m mypy.stubtest kitex_fast._codec kitex_fast._transport kitex_fast.aio._protocol --allowlist tests/stubtest-allowlist.txt
 
 echo "== Go Kitex peers (Go module proxy)"
 if command -v go >/dev/null 2>&1; then

@@ -1,0 +1,421 @@
+"""The asyncio connection protocol, compiled: the per-reply path of ``kitex_fast.aio``.
+
+One :class:`Protocol` per TCP connection. Requests go out as soon as they are encoded (several in
+flight, each under its own seq id); replies are received straight into the frame decoder's buffer
+(``asyncio.BufferedProtocol``), cut into frames, matched to their call by seq id and handed to the
+future the call awaits, all in C but for the decoder and the future calls themselves.
+
+A call that is cancelled or times out leaves its entry in the table: its late reply is consumed and
+dropped, so the byte stream never desyncs. A connection whose state cannot be trusted any more (a
+protocol error, a reply nobody asked for, the peer closing) is closed and every call still waiting
+on it fails with a typed error.
+
+Pure-Python twin: ``_protocol_py.py`` (same names, results and error texts).
+"""
+
+import asyncio
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_GetItem
+from libc.stdint cimport int32_t, uint32_t
+
+from .. import _transport_errors as texts
+from ..errors import ConnectionClosedError, KitexError, ProtocolError, ResponseMismatchError, TransportError
+
+__all__ = ["Protocol", "pick", "seq_id_of"]
+
+cdef int32_t _MAX_SEQ_ID = 0x7FFFFFFF
+# Requests made in one loop iteration are written together up to this many bytes.
+cdef Py_ssize_t _CORK_LIMIT = 65536
+
+
+cdef inline uint32_t _u32(const unsigned char* p) noexcept:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+
+cdef object _seq_id_of(object frame):
+    cdef object seq = frame.seq_id
+    cdef object payload
+    cdef const unsigned char* p
+    cdef Py_ssize_t n
+    cdef uint32_t name_len
+    if seq is not None:
+        return seq
+    payload = frame.payload
+    if PyBytes_CheckExact(payload):
+        p = <const unsigned char*>PyBytes_AS_STRING(payload)
+        n = PyBytes_GET_SIZE(payload)
+        # Bounds: 12 bytes of fixed header, then the name length is checked against what is left.
+        if n >= 12 and p[0] == 0x80 and p[1] == 0x01:
+            name_len = _u32(p + 4)
+            if name_len <= <uint32_t>(n - 12):
+                return <int32_t>_u32(p + 8 + name_len)
+    raise ProtocolError(
+        "reply is not a strict-binary Thrift message (first bytes %s)" % bytes(payload[:16]).hex(" ")
+    )
+
+
+def seq_id_of(frame):
+    """seq_id_of(frame) -> int
+
+    The seq id a reply frame answers: the TTHeader SEQ ID when there is one (what Kitex's mux
+    client matches on, kitex pkg/remote/trans/netpollmux/mux_conn.go), else the message's own.
+    """
+    return int(_seq_id_of(frame))
+
+
+cdef inline bint _is_exception(object frame):
+    cdef object payload = frame.payload
+    return PyBytes_CheckExact(payload) and PyBytes_GET_SIZE(payload) >= 4 and \
+        (<const unsigned char*>PyBytes_AS_STRING(payload))[3] == 3
+
+
+def pick(list conns, Py_ssize_t limit):
+    """pick(conns, limit) -> Protocol or None
+
+    The least-loaded connection that can take a new call now (open, not retiring, not paused,
+    fewer than ``limit`` calls in flight), or None.
+    """
+    cdef ProtocolCore proto
+    cdef object best = None
+    cdef Py_ssize_t load, best_load = limit
+    for item in conns:
+        proto = <ProtocolCore?>item
+        if proto._usable:
+            load = len(proto._pending)
+            if load < best_load:
+                best = proto
+                best_load = load
+                if load == 0:
+                    break
+    return best
+
+
+cdef class ProtocolCore:
+    """The state and the hot path of :class:`Protocol` (which adds ``asyncio.BufferedProtocol``
+    as a base, so that both asyncio and uvloop take the zero-copy receive path)."""
+
+    cdef object _loop
+    cdef object _transport
+    cdef object _decoder
+    cdef object _get_buffer
+    cdef object _buffer_updated
+    cdef object _peer
+    cdef object _waiters
+    cdef list _conns  # the owner's connections that take new calls
+    cdef dict _pending  # seq id -> future, oldest first
+    cdef int32_t _seq
+    cdef bint _usable  # open, not retiring, not paused: may take new calls
+    cdef bint _paused
+    cdef bint _retiring
+    cdef bint _closed
+    cdef list _out  # requests waiting for the end-of-iteration flush, or None
+    cdef Py_ssize_t _out_bytes
+    cdef object _lost
+    cdef object _create_future
+    cdef object _flush_cb
+
+    def __init__(self, loop, decoder, peer, waiters, list conns):
+        self._loop = loop
+        self._transport = None
+        self._decoder = decoder
+        self._get_buffer = decoder.get_buffer
+        self._buffer_updated = decoder.buffer_updated
+        self._peer = peer
+        self._waiters = waiters
+        self._conns = conns
+        self._pending = {}
+        self._seq = 0
+        self._usable = False
+        self._paused = False
+        self._retiring = False
+        self._closed = False
+        self._out = None
+        self._out_bytes = 0
+        self._lost = loop.create_future()
+        self._create_future = loop.create_future
+        self._flush_cb = self._flush
+
+    # -- attributes
+
+    @property
+    def peer(self):
+        return self._peer
+
+    @property
+    def transport(self):
+        """The asyncio transport, or None before connect and after close."""
+        return self._transport
+
+    @property
+    def load(self):
+        """Calls in flight, including abandoned ones whose reply is still owed."""
+        return len(self._pending)
+
+    @property
+    def usable(self):
+        return self._usable
+
+    @property
+    def closed(self):
+        return self._closed
+
+    @property
+    def paused(self):
+        return self._paused
+
+    def __repr__(self):
+        state = "closed" if self._closed else "retiring" if self._retiring else "open"
+        return "<Protocol to %s %s, %d in flight>" % (self._peer, state, len(self._pending))
+
+    # -- asyncio callbacks
+
+    def connection_made(self, transport):
+        self._transport = transport
+        peername = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("socket")
+        if peername is not None and sock is not None:
+            self._peer = texts.format_address(sock.family, peername)  # as the sync driver says it
+        if not self._closed:
+            self._usable = True
+
+    def get_buffer(self, sizehint):
+        return self._get_buffer(-1)
+
+    def buffer_updated(self, nbytes):
+        cdef list frames
+        cdef dict pending = self._pending
+        cdef Py_ssize_t freed = 0
+        cdef object fut
+        cdef object seq
+        try:
+            frames = self._buffer_updated(nbytes)
+        except KitexError as exc:  # the decoder's ProtocolError: the stream is unusable
+            self._abort(exc)
+            return
+        for frame in frames:
+            try:
+                seq = _seq_id_of(frame)
+            except ProtocolError as exc:
+                self._abort(exc)
+                return
+            if PyDict_GetItem(pending, seq) == NULL:
+                if not self._unmatched(frame, seq):
+                    return
+                continue
+            fut = pending.pop(seq)
+            freed += 1
+            if not fut.done():  # a cancelled or timed-out call's reply is dropped here
+                fut.set_result(frame)
+        if freed:
+            if self._retiring and not pending:
+                self._shut()
+            elif self._waiters:
+                self._wake(freed)
+
+    cdef bint _unmatched(self, object frame, object seq) except -1:
+        """A reply whose seq id has no call. True when it was harmless (the connection stays)."""
+        if seq == 0:
+            headers = frame.str_headers
+            if headers and headers.get("crrst") == "1" and not _is_exception(frame):
+                # A mux server's shutdown control frame (kitex netpollmux/control_frame.go): it
+                # will close this connection; let the calls on it finish, start none.
+                self.retire()
+                return True
+            if _is_exception(frame) and self._pending:
+                # Kitex may build an EXCEPTION with seq id 0 (kitex pkg/remote/codec/util.go
+                # SetOrCheckSeqID exempts them); on an in-order connection it answers the oldest.
+                oldest = next(iter(self._pending))
+                fut = self._pending.pop(oldest)
+                if not fut.done():
+                    fut.set_result(frame)
+                if self._retiring and not self._pending:
+                    self._shut()
+                return True
+        self._abort(
+            ResponseMismatchError(
+                "reply from %s has seq id %d, which no call on this connection is waiting for"
+                % (self._peer, seq)
+            )
+        )
+        return False
+
+    def eof_received(self):
+        return False  # the transport closes itself; connection_lost fails what is left
+
+    def connection_lost(self, exc):
+        self._leave()
+        self._closed = True
+        self._transport = None
+        self._out = None
+        if self._pending:
+            pending_bytes = self._decoder.pending
+            code = getattr(exc, "errno", None)
+            for fut in self._pending.values():
+                if not fut.done():
+                    if code:
+                        fut.set_exception(texts.recv_failed(self._peer, code, pending_bytes))
+                    else:
+                        fut.set_exception(texts.recv_eof(self._peer, pending_bytes))
+            self._pending.clear()
+        if not self._lost.done():
+            self._lost.set_result(None)
+        if self._waiters:
+            self._wake(len(self._waiters))
+
+    def pause_writing(self):
+        # The peer is not reading fast enough: take no new calls until the buffer drains, so a
+        # peer that stops reading never makes us buffer requests without bound.
+        self._paused = True
+        self._usable = False
+
+    def resume_writing(self):
+        self._paused = False
+        if not (self._closed or self._retiring):
+            self._usable = True
+            if self._waiters:
+                self._wake(len(self._waiters))
+
+    # -- calls
+
+    def next_seq_id(self):
+        """1, 2, ... 2**31-1, then 1 again; never 0 (reserved for mux control frames) and never
+        one still owed a reply."""
+        cdef int32_t seq = self._seq
+        while True:
+            seq = seq + 1 if seq < _MAX_SEQ_ID else 1
+            if PyDict_GetItem(self._pending, seq) == NULL:
+                self._seq = seq
+                return seq
+
+    def send(self, buffers, seq_id):
+        """Register a call under ``seq_id``, write its request, return the future of its reply."""
+        if not self._usable:
+            raise self._refusal()
+        fut = self._create_future()
+        if not self._pending and self._out is None:
+            # Alone on the connection: write now (latency). With calls in flight, requests made
+            # in the same loop iteration go out together in one write (one syscall for many).
+            self._transport.writelines(buffers)
+        else:
+            if self._out is None:
+                self._out = []
+                self._out_bytes = 0
+                self._loop.call_soon(self._flush_cb)
+            for b in buffers:
+                self._out.append(b)
+                self._out_bytes += len(b)
+            if self._out_bytes >= _CORK_LIMIT:
+                # Big requests go out now, so that pause_writing can stop the next ones.
+                self._flush()
+        self._pending[seq_id] = fut
+        return fut
+
+    def _flush(self):
+        out = self._out
+        self._out = None
+        if out and self._transport is not None:
+            self._transport.writelines(out)
+
+    cdef object _refusal(self):
+        if self._closed:
+            return texts.closed_error(self._peer, False)
+        return TransportError(
+            "connection to %s takes no new calls (%s); pick another"
+            % (self._peer, "retiring" if self._retiring else "write buffer full"),
+            sent=False,
+        )
+
+    def expire(self, fut, budget):
+        """Timer callback: the call behind ``fut`` ran out of time. Its entry stays, so a late
+        reply is consumed and dropped; the connection takes no new calls (on an in-order server
+        everything queued behind a stalled call would stall too) and closes once no live call is
+        left on it."""
+        if fut.done():
+            return
+        fut.set_exception(texts.recv_timeout(self._peer, budget, self._decoder.pending))
+        self.retire()
+
+    def abandoned(self):
+        """A call on this connection was cancelled: close a retiring connection once no live
+        call is left on it."""
+        if self._retiring:
+            self.retire()
+
+    def retire(self):
+        """Take no new calls; close once no live call waits on this connection."""
+        self._retiring = True
+        self._leave()
+        for fut in self._pending.values():
+            if not fut.done():
+                return
+        self._shut()
+
+    cdef _shut(self):
+        transport = self._transport
+        self._leave()
+        if transport is not None and not self._closed:
+            self._closed = True
+            self._flush()
+            transport.close()
+
+    cdef _abort(self, exc):
+        """The stream cannot be trusted: fail every waiting call with ``exc`` and close."""
+        self._leave()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(_copy_error(exc))
+        self._pending.clear()
+        self._out = None
+        transport = self._transport
+        self._closed = True
+        if transport is not None:
+            transport.abort()
+
+    def close(self, exc=None):
+        """Fail every waiting call (with ``exc``, or a ConnectionClosedError) and close now."""
+        if exc is None:
+            exc = ConnectionClosedError("connection to %s was closed by the client" % self._peer, sent=True)
+        self._abort(exc)
+
+    def wait_closed(self):
+        """An awaitable that completes once the transport is gone (``connection_lost``)."""
+        return self._lost
+
+    cdef _leave(self):
+        """Stop taking new calls for good."""
+        self._usable = False
+        try:
+            self._conns.remove(self)
+        except ValueError:
+            pass
+
+    cdef _wake(self, Py_ssize_t n):
+        waiters = self._waiters
+        while n > 0 and waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                n -= 1
+
+
+class Protocol(ProtocolCore, asyncio.BufferedProtocol):
+    """``Protocol(loop, decoder, peer, waiters, conns)``: one client connection.
+
+    ``waiters`` is the owner's queue of futures waiting for room on some connection: a freed slot,
+    a resumed writer or a closed connection wakes the oldest. ``conns`` is the owner's list of
+    connections that take new calls: the protocol leaves it when it stops taking them.
+    """
+
+    __slots__ = ()
+
+
+cdef object _copy_error(exc):
+    """A fresh exception with the same type and text for each failed call (one instance raised
+    in many tasks would collect all their tracebacks)."""
+    if isinstance(exc, TransportError):
+        return type(exc)(str(exc), sent=exc.sent)
+    try:
+        return type(exc)(str(exc))
+    except TypeError:
+        return exc

@@ -1,0 +1,168 @@
+"""The asyncio Kitex client: the sync :class:`kitex_fast.Client`'s settings, encoders and reply
+rules (:class:`kitex_fast.client.ClientCore`) on connections that carry many calls at once.
+
+Each call takes the least-loaded connection, writes its request under a fresh per-connection seq
+id and awaits the future the protocol resolves when the reply with that seq id arrives. Default
+Kitex servers answer a connection's requests in order, the mux server in any order: matching by seq
+id serves both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Hashable, Optional, Tuple, Union
+
+from ..client import _UNSET, BytesLike, ClientCore, PerCallHeaders, Reply, _Unset
+from ..errors import MetadataError, ProtocolError, TransportError
+from ..pool import Endpoint
+from . import protocol as _protocol_dispatch
+from .pool import AsyncPool
+
+__all__ = ["Client"]
+
+
+class Client(ClientCore):
+    """A Kitex client for one service at one or more ``host:port`` endpoints, for asyncio (and
+    uvloop). Safe to use from many tasks at once on one event loop (the first call binds it).
+
+    Takes every option of the sync :class:`kitex_fast.Client` (:class:`ClientCore`), plus
+    ``max_in_flight``: how many calls one connection carries at once (default 100). ``pool_size``
+    is the most connections the client opens: another one opens when every open one carries at
+    least half of ``max_in_flight``.
+    """
+
+    def __init__(
+        self,
+        dest_service: str,
+        host_ports: Any,
+        *,
+        max_in_flight: int = 100,
+        **options: Any,
+    ) -> None:
+        if type(max_in_flight) is not int or max_in_flight < 1:
+            raise MetadataError("max_in_flight must be a positive integer, not %r" % (max_in_flight,))
+        self.max_in_flight = max_in_flight
+        super().__init__(dest_service, host_ports, **options)
+
+    def _make_pool(
+        self,
+        endpoints: Tuple[Endpoint, ...],
+        make_decoder: Any,
+        connect_timeout: Optional[float],
+        pool_size: int,
+        max_idle_time: float,
+    ) -> AsyncPool:
+        if type(pool_size) is not int or pool_size < 1:
+            raise MetadataError("pool_size must be a positive integer, not %r" % (pool_size,))
+        # max_idle_time: connections stay open while the client lives (they carry many calls
+        # each; close() or retire() closes them), so it has no effect here.
+        return AsyncPool(
+            endpoints,
+            protocol=_protocol_dispatch.implementation(self.implementation),
+            make_decoder=make_decoder,
+            connect_timeout=connect_timeout,
+            pool_size=pool_size,
+            max_in_flight=self.max_in_flight,
+        )
+
+    # -- calling ------------------------------------------------------------------------------
+
+    async def call(self, method: str, message: BytesLike) -> bytes:
+        """Send ``message`` (a complete strict-binary CALL) as ``method``; return the REPLY message."""
+        payload: bytes = (await self.exchange(method, message))[0].payload
+        return payload
+
+    async def invoke(self, method: str, message: BytesLike) -> Reply:
+        """Like :meth:`call`, with the reply's seq id, transport, endpoint and TTHeader headers."""
+        frame, seq_id, peer = await self.exchange(method, message)
+        return Reply(
+            frame.payload, seq_id, method, frame.transport, peer, frame.str_headers, frame.int_headers
+        )
+
+    async def exchange(
+        self,
+        method: str,
+        message: BytesLike,
+        *,
+        rpc_timeout: Union[float, None, _Unset] = _UNSET,
+        headers: Optional[PerCallHeaders] = None,
+    ) -> Tuple[Any, int, str]:
+        """One checked round trip: ``(reply frame, seq id, endpoint text)``, as the sync
+        :meth:`kitex_fast.Client.exchange` (same checks, same errors)."""
+        if self._closed:
+            raise TransportError("the client is closed")
+        if not isinstance(message, (bytes, bytearray, memoryview)):
+            raise ProtocolError(
+                "the request must be a complete Thrift binary CALL message as bytes, not %s"
+                % type(message).__name__
+            )
+        key: Hashable = method if headers is None else (method, headers)
+        encoder = self._encoders.get(key) or self._encoder(key, method, headers)
+        timeout = self.rpc_timeout if isinstance(rpc_timeout, _Unset) else rpc_timeout
+        pool: AsyncPool = self._pool
+        loop = pool.loop
+        if loop is None or not loop.is_running():
+            # (asyncio.get_running_loop() would cost a getpid() syscall per call on Linux)
+            loop = self._bind()
+        deadline = loop.time() + timeout if timeout else None
+        proto = pool.take()
+        if proto is None:
+            proto = await pool.acquire(deadline)
+        seq_id = proto.next_seq_id()
+        # Validates the message (strict CALL, one complete struct) before any byte is written.
+        buffers = encoder.encode(message, seq_id)
+        fut = proto.send(buffers, seq_id)
+        if self.retired:
+            proto.retire()  # an evicted client: this connection closes after its calls
+        handle = loop.call_at(deadline, proto.expire, fut, timeout) if deadline is not None else None
+        try:
+            frame = await fut
+        except asyncio.CancelledError:
+            # The entry stays in the table: the late reply is read and dropped.
+            proto.abandoned()
+            raise
+        finally:
+            if handle is not None:
+                handle.cancel()
+        try:
+            error, keep = self._check(proto, frame, method, seq_id)
+        except BaseException:
+            proto.close()  # a reply that does not answer the request: the stream is suspect
+            raise
+        if not keep:
+            proto.retire()  # the server closes this connection: start nothing new on it
+        if error is not None:
+            raise error
+        return frame, seq_id, proto.peer
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        pool: AsyncPool = self._pool
+        if pool.loop is not None and pool.loop is not loop:
+            if pool._all:
+                raise TransportError(
+                    "this client's connections belong to another event loop; make one client per loop"
+                )
+        pool.loop = loop
+        return loop
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Refuse new calls, fail every call in flight (TransportError) and close every
+        connection; returns once they are closed."""
+        self._closed = True
+        self.retired = True
+        await self._pool.close()
+
+    def retire(self) -> None:
+        """Close every connection once its calls are done, but let calls still start and finish:
+        for an owner (the binding's LRU cache) that drops this client while tasks may hold it."""
+        self.retired = True
+        self._pool.retire()
+
+    async def __aenter__(self) -> "Client":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

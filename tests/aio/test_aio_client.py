@@ -1,0 +1,376 @@
+"""kitex_fast.aio against the Python test server and scripted peers, on both implementations
+(``impl``) and, where the loop matters, on asyncio's default loop and uvloop (``aio_loop``).
+The same behaviours against real Kitex servers: tests/interop/test_aio.py."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import threading
+import time
+
+import pytest
+
+import kitex_fast
+from kitex_fast import (
+    ApplicationError,
+    BizStatusError,
+    ConnectError,
+    KitexError,
+    MetadataError,
+    ProtocolError,
+    ResponseMismatchError,
+    RPCTimeoutError,
+    TransportError,
+    codec,
+)
+from kitex_fast.aio import Client
+from kitex_fast.aio import protocol as protocol_dispatch
+from kitex_fast.testing import (
+    KitexTestServer,
+    echo_handler,
+    echo_request,
+    echo_result,
+    read_echo_args,
+    read_echo_reply,
+)
+
+TRANSPORTS = list(codec.TRANSPORTS)
+
+
+def biz_handler(request):
+    raise BizStatusError(404, "no such user", {"user": read_echo_args(request.body)})
+
+
+def fail_handler(request):
+    raise RuntimeError("database unavailable")
+
+
+def slow_handler(request):
+    time.sleep(float(read_echo_args(request.body)))
+    return echo_result("late")
+
+
+@pytest.fixture
+def server(impl):
+    handlers = {"echo": echo_handler, "biz": biz_handler, "fail": fail_handler, "slow": slow_handler}
+    with KitexTestServer(handlers, service="echo", implementation=impl.name) as srv:
+        yield srv
+
+
+def test_both_protocols_have_the_same_api(impl):
+    mod = protocol_dispatch.implementation(impl.name)
+    for name in protocol_dispatch.PUBLIC_API:
+        assert hasattr(mod, name), name
+    assert issubclass(mod.Protocol, asyncio.BufferedProtocol)  # asyncio and uvloop check this
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_call_invoke_and_exchange_match_the_sync_client(impl, aio_loop, server, transport):
+    request = echo_request("hello")
+
+    async def main():
+        async with Client("echo", server.address, transport=transport, implementation=impl.name) as c:
+            data = await c.call("echo", request)
+            reply = await c.invoke("echo", request)
+            frame, seq_id, endpoint = await c.exchange("echo", request, rpc_timeout=5.0)
+            return data, reply, frame, seq_id, endpoint
+
+    data, reply, frame, seq_id, endpoint = aio_loop(main)
+    with kitex_fast.Client("echo", server.address, transport=transport, implementation=impl.name) as sync:
+        sync_reply = sync.invoke("echo", request)
+    assert read_echo_reply(data) == "hello,hi Kitex"
+    assert read_echo_reply(reply.data) == read_echo_reply(sync_reply.data) == "hello,hi Kitex"
+    assert reply.transport == sync_reply.transport == transport
+    assert reply.endpoint == sync_reply.endpoint == endpoint == server.address
+    assert reply.method == "echo" and reply.seq_id > 0
+    assert dict(reply.str_headers) == dict(sync_reply.str_headers)
+    assert codec.parse_message(frame.payload).seq_id == seq_id
+
+
+@pytest.mark.parametrize("transport", ["framed", "ttheader"])
+def test_many_concurrent_calls_each_get_their_own_reply(impl, aio_loop, server, transport):
+    n = 600
+
+    async def main():
+        async with Client(
+            "echo", server.address, transport=transport, pool_size=3, max_in_flight=40,
+            implementation=impl.name,
+        ) as c:
+            replies = await asyncio.gather(*(c.call("echo", echo_request("m%d" % i)) for i in range(n)))
+            assert len(c._pool.conns) <= 3
+            return replies
+
+    replies = aio_loop(main)
+    assert [read_echo_reply(r) for r in replies] == ["m%d,hi Kitex" % i for i in range(n)]
+
+
+def test_remote_errors_are_the_sync_errors(impl, aio_default, server):
+    async def main():
+        async with Client("echo", server.address, transport="ttheader", implementation=impl.name) as c:
+            with pytest.raises(BizStatusError) as biz:
+                await c.call("biz", echo_request("ann", method="biz"))
+            assert biz.value.status_code == 404 and biz.value.extra == {"user": "ann"}
+            with pytest.raises(ApplicationError) as app:
+                await c.call("fail", echo_request("x", method="fail"))
+            assert app.value.type_code == 6 and "database unavailable" in app.value.message
+            with pytest.raises(ApplicationError) as unknown:
+                await c.call("nosuch", echo_request("x", method="nosuch"))
+            assert unknown.value.type_code in (1, 20)
+            # the connection the server closed after the unknown method is not reused
+            assert read_echo_reply(await c.call("echo", echo_request("after"))) == "after,hi Kitex"
+
+    aio_default(main)
+
+
+def test_bad_input_is_refused_before_anything_is_sent(impl, aio_default, server):
+    with pytest.raises(MetadataError):
+        Client("echo", "127.0.0.1:1", max_in_flight=0, implementation=impl.name)
+    with pytest.raises(MetadataError):
+        Client("echo", "127.0.0.1:1", transport="http", implementation=impl.name)
+    with pytest.raises(MetadataError):
+        Client("", "127.0.0.1:1", implementation=impl.name)
+
+    async def main():
+        async with Client("echo", server.address, pool_size=1, implementation=impl.name) as c:
+            with pytest.raises(ProtocolError):
+                await c.call("echo", "not bytes")  # type: ignore[arg-type]
+            with pytest.raises(MetadataError):
+                await c.call("", echo_request("x"))
+            assert c._pool._all == set()  # refused before a connection was even needed
+            with pytest.raises(ProtocolError):
+                await c.call("echo", b"\x80\x01\x00\x01garbage")
+            # nothing of it was sent: the connection carries the next call as usual
+            assert read_echo_reply(await c.call("echo", echo_request("ok"))) == "ok,hi Kitex"
+            assert len(c._pool._all) == 1
+
+    aio_default(main)
+
+
+def test_connect_failures_fail_over_and_are_typed(impl, aio_default, server):
+    dead = _free_port()
+
+    async def main():
+        async with Client("echo", "127.0.0.1:%d" % dead, implementation=impl.name) as c:
+            with pytest.raises(ConnectError):
+                await c.call("echo", echo_request("x"))
+        # the dead endpoint first: every call fails over to the live one
+        async with Client(
+            "echo", ["127.0.0.1:%d" % dead, server.address], implementation=impl.name
+        ) as c:
+            for i in range(4):
+                assert read_echo_reply(await c.call("echo", echo_request("f%d" % i))) == "f%d,hi Kitex" % i
+
+    aio_default(main)
+
+
+def test_rpc_timeout_then_the_client_recovers(impl, aio_default, server):
+    async def main():
+        async with Client("echo", server.address, rpc_timeout=0.2, implementation=impl.name) as c:
+            t0 = time.monotonic()
+            with pytest.raises(RPCTimeoutError) as exc:
+                await c.call("slow", echo_request("1.0", method="slow"))
+            assert time.monotonic() - t0 < 0.9
+            assert exc.value.sent
+            assert read_echo_reply(await c.call("echo", echo_request("again"))) == "again,hi Kitex"
+
+    aio_default(main)
+
+
+@pytest.mark.filterwarnings("error")
+def test_cancellation_storm_never_desyncs(impl, aio_loop, server):
+    rng = random.Random(7)
+
+    async def main():
+        async with Client(
+            "echo", server.address, pool_size=2, max_in_flight=30, connect_timeout=2.0,
+            implementation=impl.name,
+        ) as c:
+            tasks = [asyncio.ensure_future(c.call("echo", echo_request("s%d" % i))) for i in range(300)]
+            await asyncio.sleep(0.002)
+            cancelled = set(rng.sample(range(300), 150))
+            for i in cancelled:
+                tasks[i].cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            # most of them were cut off mid-flight: sent, reply not yet there
+            assert sum(isinstance(r, asyncio.CancelledError) for r in results) >= 50
+            for i, r in enumerate(results):
+                if isinstance(r, BaseException):
+                    assert isinstance(r, asyncio.CancelledError) and i in cancelled
+                else:
+                    assert read_echo_reply(r) == "s%d,hi Kitex" % i
+            more = await asyncio.gather(*(c.call("echo", echo_request("t%d" % i)) for i in range(200)))
+            assert [read_echo_reply(r) for r in more] == ["t%d,hi Kitex" % i for i in range(200)]
+
+    aio_loop(main, debug=True)
+
+
+@pytest.mark.filterwarnings("error")
+def test_close_fails_every_pending_call(impl, aio_loop, server):
+    async def main():
+        c = Client("echo", server.address, rpc_timeout=None, pool_size=1, implementation=impl.name)
+        tasks = [asyncio.ensure_future(c.call("slow", echo_request("0.5", method="slow"))) for _ in range(5)]
+        await asyncio.sleep(0.1)
+        await c.close()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, TransportError) for r in results), results
+        with pytest.raises(TransportError):
+            await c.call("echo", echo_request("x"))
+        assert c._pool._all == set()
+
+    aio_loop(main, debug=True)
+
+
+# -- scripted peers -------------------------------------------------------------------------------
+
+
+class AsyncPeer:
+    """A framed Thrift peer on the test's own loop: ``script(reader, writer)`` per connection."""
+
+    def __init__(self, script):
+        self.script = script
+        self.server = None
+        self.address = ""
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self._run, "127.0.0.1", 0)
+        self.address = "127.0.0.1:%d" % self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _run(self, reader, writer):
+        try:
+            await self.script(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def read_framed(reader):
+    size = int.from_bytes(await reader.readexactly(4), "big")
+    return await reader.readexactly(size)
+
+
+def framed_reply(request_message, body=b"\x00", *, seq_id=None, mtype=codec.REPLY):
+    header = codec.parse_message(request_message)
+    message = codec.build_message(mtype, header.name, header.seq_id if seq_id is None else seq_id, body)
+    return len(message).to_bytes(4, "big") + message
+
+
+def test_replies_out_of_order_are_matched_by_seq_id(impl, aio_loop):
+    async def reverse(reader, writer):
+        while True:
+            batch = [await read_framed(reader) for _ in range(10)]
+            for message in reversed(batch):
+                text = read_echo_args(message[codec.parse_message(message).body_offset:])
+                writer.write(framed_reply(message, echo_result(text + "!")))
+            await writer.drain()
+
+    async def main():
+        async with AsyncPeer(reverse) as peer:
+            async with Client("echo", peer.address, pool_size=1, implementation=impl.name) as c:
+                replies = await asyncio.gather(*(c.call("echo", echo_request("o%d" % i)) for i in range(50)))
+        return replies
+
+    assert [read_echo_reply(r) for r in aio_loop(main)] == ["o%d!" % i for i in range(50)]
+
+
+def test_a_reply_nobody_asked_for_closes_the_connection_with_a_typed_error(impl, aio_default):
+    async def wrong_seq(reader, writer):
+        message = await read_framed(reader)
+        await read_framed(reader)
+        writer.write(framed_reply(message, seq_id=999))
+        await writer.drain()
+        await reader.read()
+
+    async def main():
+        async with AsyncPeer(wrong_seq) as peer:
+            async with Client("echo", peer.address, pool_size=1, implementation=impl.name) as c:
+                results = await asyncio.gather(
+                    c.call("echo", echo_request("a")), c.call("echo", echo_request("b")),
+                    return_exceptions=True,
+                )
+        assert all(isinstance(r, ResponseMismatchError) for r in results), results
+        assert "seq id 999" in str(results[0])
+
+    aio_default(main)
+
+
+def test_exception_with_seq_id_zero_answers_the_oldest_call(impl, aio_default):
+    # Kitex builds some EXCEPTION replies with seq id 0 (kitex pkg/remote/codec/util.go).
+    async def zero(reader, writer):
+        first = await read_framed(reader)
+        second = await read_framed(reader)
+        writer.write(framed_reply(first, codec.encode_application_exception(6, "boom"), seq_id=0,
+                                  mtype=codec.EXCEPTION))
+        writer.write(framed_reply(second, echo_result("fine")))
+        await writer.drain()
+        await reader.read()
+
+    async def main():
+        async with AsyncPeer(zero) as peer:
+            async with Client("echo", peer.address, pool_size=1, implementation=impl.name) as c:
+                return await asyncio.gather(
+                    c.call("echo", echo_request("a")), c.call("echo", echo_request("b")),
+                    return_exceptions=True,
+                )
+
+    first, second = aio_default(main)
+    assert isinstance(first, ApplicationError) and first.type_code == 6
+    assert read_echo_reply(second) == "fine"
+
+
+def test_a_peer_that_stops_reading_never_makes_the_client_buffer_without_bound(impl, aio_default):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    accepted = []
+    stop = threading.Event()
+
+    def accept():  # accept, never read
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except socket.timeout:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    big = echo_request("x" * (1 << 20))
+    address = "127.0.0.1:%d" % listener.getsockname()[1]
+
+    async def main():
+        async with Client(
+            "echo", address, pool_size=1, max_in_flight=1000, rpc_timeout=1.0, implementation=impl.name
+        ) as c:
+            calls = asyncio.gather(*(c.call("echo", big) for _ in range(64)), return_exceptions=True)
+            await asyncio.sleep(0.5)  # the kernel's buffers are full by now
+            (proto,) = c._pool._all
+            buffered = proto.transport.get_write_buffer_size()
+            return await calls, buffered
+
+    try:
+        results, buffered = aio_default(main)
+    finally:
+        stop.set()
+        thread.join(5)
+        for s in accepted:
+            s.close()
+        listener.close()
+    assert all(isinstance(r, RPCTimeoutError) for r in results), results
+    waited = [r for r in results if not r.sent]
+    assert waited, "every request was buffered: nothing waited for the peer to read"
+    assert "had room" in str(waited[0]) and "nothing was sent" in str(waited[0])
+    assert buffered < 64 * len(big) // 2
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
