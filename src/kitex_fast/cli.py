@@ -76,6 +76,16 @@ def _call(args: argparse.Namespace) -> int:
     return 0
 
 
+def _component(args: argparse.Namespace) -> int:
+    # The Dapr pluggable component has its own options (kitex_fast/dapr/component.py).
+    from .dapr import main as component_main
+
+    argv = list(args.component_args)
+    if args.implementation and "--implementation" not in argv:
+        argv += ["--implementation", args.implementation]
+    return component_main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kitex-fast", description=__doc__.split("\n\n")[0])
     parser.add_argument("--implementation", choices=["c", "py"], default=None, help="force the compiled core or the pure-Python twin")
@@ -93,9 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--data-hex", required=True, help="the complete CALL message, hex")
     call.add_argument("--meta", action="append", help="extra binding metadata key=value (repeatable)")
     call.set_defaults(run=_call)
+    component = sub.add_parser(
+        "component", add_help=False, help="serve Dapr's bindings.kitex as a pluggable component (--help for options)"
+    )
+    component.set_defaults(run=_component)  # its options are parsed by kitex_fast.dapr (main below)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "component":
+        args.component_args = rest
+    elif rest:
+        parser.error("unrecognized arguments: %s" % " ".join(rest))
     return int(args.run(args))
