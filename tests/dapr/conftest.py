@@ -29,8 +29,12 @@ def _unavailable(message: str) -> None:
 @pytest.fixture(scope="session")
 def daprd_binary() -> str:
     try:
-        pytest.importorskip("grpc", reason='the component needs "kitex_fast[dapr]" (grpcio)')
-        pytest.importorskip("dapr.clients", reason="the e2e tests call daprd through the Dapr Python SDK (pip install dapr)")
+        import dapr.clients  # noqa: F401
+        import grpc  # noqa: F401
+    except ImportError as exc:
+        _unavailable('the Dapr tests need "kitex_fast[dapr]" and the Dapr Python SDK (pip install '
+                     '".[test]"): %s' % exc)
+    try:
         return stack.build_daprd()
     except stack.DaprdUnavailable as exc:
         _unavailable(str(exc))

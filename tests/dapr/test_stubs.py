@@ -9,6 +9,8 @@ side without the other fails here.
 from __future__ import annotations
 
 import importlib.resources
+import subprocess
+import sys
 
 import pytest
 
@@ -50,3 +52,13 @@ def test_contract_is_daprs_output_binding() -> None:
     assert fields("MetadataRequest") == {"properties": (1, MESSAGE)}
     assert fields("ListOperationsResponse") == {"operations": (1, STRING)}
     assert contract.DESCRIPTOR.package == "dapr.proto.components.v1"
+
+
+def test_base_package_and_dapr_package_do_not_import_grpc() -> None:
+    # grpcio & co. are the optional "dapr" extra: only serving the component may load them.
+    code = ("import sys, kitex_fast, kitex_fast.dapr; "
+            "from kitex_fast.dapr import error_from_text; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'google', 'grpc_reflection')); "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()
