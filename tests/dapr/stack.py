@@ -117,7 +117,7 @@ class Component:
         log.close()
         _live.add(self.proc)
         deadline = time.monotonic() + timeout
-        while "kitex_fast component: serving" not in self.log():
+        while not self._accepting():
             if self.proc.poll() is not None:
                 raise RuntimeError("component exited %s before serving:\n%s" % (self.proc.returncode, self.log()))
             if time.monotonic() > deadline:
@@ -125,6 +125,16 @@ class Component:
                 raise RuntimeError("component did not start within %.0f s:\n%s" % (timeout, self.log()))
             time.sleep(0.05)
         return self
+
+    def _accepting(self) -> bool:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(self.socket)
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.close()
 
     def log(self) -> str:
         try:
@@ -195,15 +205,19 @@ class Daprd:
         proc, self.proc = self.proc, None
         return _stop(proc)
 
-    def client(self):  # -> dapr.clients.DaprClient
-        """A Dapr Python SDK client for this daprd (gRPC; the SDK checks HTTP health first)."""
-        from dapr.clients import DaprClient
+    def configure_sdk(self) -> None:
+        """Point the Dapr Python SDK's settings at this daprd (its clients check HTTP health first)."""
         from dapr.conf import settings
 
-        # The SDK reads these when it checks the sidecar's health and picks the gRPC endpoint.
         settings.DAPR_HTTP_PORT = self.http_port
         settings.DAPR_GRPC_PORT = self.grpc_port
         settings.DAPR_RUNTIME_HOST = "127.0.0.1"
+
+    def client(self):  # -> dapr.clients.DaprClient
+        """A Dapr Python SDK client for this daprd (gRPC)."""
+        from dapr.clients import DaprClient
+
+        self.configure_sdk()
         return DaprClient(address="127.0.0.1:%d" % self.grpc_port)
 
     def http_invoke(self, binding: str, body: dict, timeout: float = 30.0):
