@@ -47,6 +47,47 @@ def build_daprd() -> str:
     return proc.stdout.decode().strip().splitlines()[-1]
 
 
+GO_DIR = HERE / "go"
+BIN_DIR = HERE / "bin"
+
+
+def build_tracepeer() -> str:
+    """``go build`` tests/dapr/go's tracepeer (a Kitex echo server that replies with the metainfo it
+    received); it shares the interop peers' modules, so this is quick once they are built."""
+    import peers
+
+    go = peers._go()
+    BIN_DIR.mkdir(exist_ok=True)
+    target = BIN_DIR / "tracepeer"
+    proc = subprocess.run([go, "build", "-o", str(target), "./cmd/tracepeer"], cwd=GO_DIR,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError("building tracepeer failed:\n%s" % proc.stdout.decode(errors="replace"))
+    return str(target)
+
+
+def trace_peer():  # -> peers.KitexServer
+    """A started tracepeer, driven like the interop peers (LISTENING line, SIGTERM stop)."""
+    import peers
+
+    binary = build_tracepeer()
+
+    class TracePeer(peers.KitexServer):
+        def start(self) -> "TracePeer":
+            self._log = tempfile.NamedTemporaryFile(prefix="tracepeer-", suffix=".log", delete=False)
+            self._proc = subprocess.Popen([binary, "-listen", "127.0.0.1:0"],
+                                          stdout=subprocess.PIPE, stderr=self._log)
+            peers._live.add(self)
+            try:
+                self._wait_listening(peers.START_TIMEOUT)
+            except BaseException:
+                self.stop()
+                raise
+            return self
+
+    return TracePeer("tracepeer", "echo").start()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

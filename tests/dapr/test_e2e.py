@@ -207,6 +207,42 @@ def test_failures_are_logged_with_the_destination(dapr, sdk, impl) -> None:
     assert wanted in dapr.component.log()
 
 
+# -- trace context ---------------------------------------------------------------------------------
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.fixture(scope="module")
+def tracepeer(daprd_binary):
+    server = stack.trace_peer()
+    yield server
+    server.stop()
+
+
+def metainfo_seen(reply: bytes) -> dict:
+    text = read_echo_reply(reply)
+    _, _, pairs = text.partition("|")
+    return dict(p.split("=", 1) for p in pairs.split(";") if p)
+
+
+@pytest.mark.parametrize("transport", ["ttheader", "ttheader-framed"])
+def test_trace_context_reaches_kitex_metainfo(sdk, impl, tracepeer, transport) -> None:
+    # What Kitex's OpenTelemetry server middleware extracts the span context from.
+    response = sdk.invoke_binding("kitex", "get", data=echo_request("t", implementation=impl.name),
+                                  binding_metadata=echo_meta(tracepeer.address, transport=transport,
+                                                             traceparent=TRACEPARENT, baggage="user=ann"))
+    seen = metainfo_seen(response.data)
+    assert seen.get("traceparent") == TRACEPARENT
+    assert seen.get("baggage") == "user=ann"
+
+
+def test_untraced_calls_forward_no_trace_context(sdk, impl, tracepeer) -> None:
+    # daprd's own traceparent for an untraced call is all zeros: not a context, not forwarded.
+    response = sdk.invoke_binding("kitex", "get", data=echo_request("u", implementation=impl.name),
+                                  binding_metadata=echo_meta(tracepeer.address, transport="ttheader"))
+    assert "traceparent" not in metainfo_seen(response.data)
+
+
 # -- HTTP API --------------------------------------------------------------------------------------
 
 def test_http_with_base64_opt_in(dapr, impl, kitex_servers) -> None:
