@@ -39,6 +39,16 @@ else
   echo "go not found: interop tests will be skipped (install Go >= 1.24.1 to run them)"
 fi
 
+echo "== daprd v1.18.0 for the Dapr end-to-end tests (Go module proxy; cached in tests/dapr/.daprd)"
+if command -v go >/dev/null 2>&1; then
+  bash tests/dapr/build_daprd.sh
+elif [ "${CI:-}" = "true" ]; then
+  echo "Go is required in CI to build daprd for tests/dapr (install Go >= 1.26)" >&2
+  exit 1
+else
+  echo "go not found: the Dapr end-to-end tests will be skipped (install Go >= 1.26 to run them)"
+fi
+
 export KITEX_FAST_EXPECT_EXTENSION=1
 echo "== suite: compiled core installed; every behavioural test on c and py"
 "$py" -m pytest tests -q -p no:cacheprovider "$@"

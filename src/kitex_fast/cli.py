@@ -81,6 +81,16 @@ def _usage_error(message: str) -> int:
     return 2
 
 
+def _component(args: argparse.Namespace) -> int:
+    # The Dapr pluggable component has its own options (kitex_fast/dapr/component.py).
+    from .dapr import main as component_main
+
+    argv = list(args.component_args)
+    if args.implementation and "--implementation" not in argv:
+        argv += ["--implementation", args.implementation]
+    return component_main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kitex-fast", description=__doc__.split("\n\n")[0])
     parser.add_argument("--implementation", choices=["c", "py"], default=None, help="force the compiled core or the pure-Python twin")
@@ -101,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed for --help only: main() hands `vendor ...` to vendoring.main before this parser runs.
     vendor = sub.add_parser("vendor", help="copy kitex_fast into another package's tree (kitex-fast vendor --help)")
     vendor.set_defaults(run=lambda _args: _usage_error("`vendor` takes no global options: kitex-fast vendor DEST [--pure] [--force]"))
+    component = sub.add_parser(
+        "component", add_help=False, help="serve Dapr's bindings.kitex as a pluggable component (--help for options)"
+    )
+    component.set_defaults(run=_component)  # its options are parsed by kitex_fast.dapr (main below)
     return parser
 
 
@@ -110,5 +124,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .vendoring import main as vendor_main
 
         return vendor_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "component":
+        args.component_args = rest
+    elif rest:
+        parser.error("unrecognized arguments: %s" % " ".join(rest))
     return int(args.run(args))

@@ -1,0 +1,5 @@
+"""``python -m kitex_fast.dapr``: the same as ``kitex-fast component``."""
+
+from . import main
+
+raise SystemExit(main())

@@ -1,0 +1,281 @@
+"""The component process without daprd: the gRPC contract as daprd uses it (reflection v1alpha,
+x-component-instance, Init/ListOperations/Invoke/Ping), socket hygiene, signals, the status texts,
+the HTTP base64 opt-in and trace-context forwarding. Kitex peers are real Go servers where a
+Kitex answer matters; the Python test server only shows what headers arrived."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+grpc = pytest.importorskip("grpc", reason='needs "kitex_fast[dapr]"')
+
+import stack  # noqa: E402
+from kitex_fast import (  # noqa: E402
+    ApplicationError,
+    BizStatusError,
+    ConnectError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    MetadataError,
+    ProtocolError,
+    RPCTimeoutError,
+    UnsupportedOperationError,
+)
+from kitex_fast.dapr import error_from_text, status_of  # noqa: E402
+from kitex_fast.dapr.component import TRANSIENT_PREFIX, _with_trace_headers  # noqa: E402
+from kitex_fast.testing import KitexTestServer, echo_handler, echo_request, read_echo_reply  # noqa: E402
+
+from kitex_fast.dapr.proto import contract as pb  # noqa: E402
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+# -- status texts (no process) ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("error, code", [
+    (MetadataError("dapr binding kitex: missing metadata field hostPorts"), "INVALID_ARGUMENT"),
+    (UnsupportedOperationError("dapr binding kitex: unsupported operation 'x'"), "INVALID_ARGUMENT"),
+    (ConnectError("connect to 127.0.0.1:1 failed: refused"), "UNAVAILABLE"),
+    (ConnectTimeoutError("connect to 10.0.0.1:1 timed out"), "UNAVAILABLE"),
+    (ConnectionClosedError("peer closed", sent=True), "UNAVAILABLE"),
+    (RPCTimeoutError("no reply within 0.1 s"), "DEADLINE_EXCEEDED"),
+    (ApplicationError(20, "unknown service , method nope", method="nope"), "UNIMPLEMENTED"),
+    (ApplicationError(6, "biz error: boom"), "UNKNOWN"),
+    (ApplicationError(99, "odd"), "UNKNOWN"),
+    (BizStatusError(404, "no such user", {"user": "ann", "b": "c"}), "FAILED_PRECONDITION"),
+    (BizStatusError(-3, "negative", {}), "FAILED_PRECONDITION"),
+    (ProtocolError("missing version in Thrift Message"), "INTERNAL"),
+])
+def test_status_code_and_text_round_trip(error, code) -> None:
+    got_code, text = status_of(error)
+    assert got_code == code
+    assert text.startswith(type(error).__name__)
+    # As the SDK caller sees it: daprd's INTERNAL wrapper around our status.
+    wrapped = "error invoking output binding kitex: rpc error: code = X desc = " + text
+    back = error_from_text(wrapped)
+    assert type(back) is type(error)
+    assert str(back) == str(error)
+    if isinstance(error, ApplicationError):
+        assert (back.type_code, back.message, back.method) == (error.type_code, error.message, error.method)
+    if isinstance(error, BizStatusError):
+        assert (back.status_code, back.message, back.extra) == (error.status_code, error.message, error.extra)
+
+
+def test_foreign_texts_are_not_ours() -> None:
+    assert error_from_text("error invoking output binding kitex: rpc error: code = Unavailable desc = "
+                           "connection error: desc = \"transport: dial unix /x.sock\"") is None
+    assert error_from_text("binding kitex does not support operation create") is None
+    assert status_of(KeyError("x"))[0] == "INTERNAL"
+
+
+def test_trace_context_goes_into_ttheader_transient_headers_only() -> None:
+    meta = {"traceparent": TRACEPARENT, "tracestate": "a=b", "baggage": "k=v", "transport": "ttheader"}
+    out = _with_trace_headers(meta, {})
+    assert out["header." + TRANSIENT_PREFIX + "traceparent"] == TRACEPARENT
+    assert out["header." + TRANSIENT_PREFIX + "tracestate"] == "a=b"
+    assert out["header." + TRANSIENT_PREFIX + "baggage"] == "k=v"
+    assert "header.RPC_TRANSIT_traceparent" not in meta  # the caller's dict is not changed
+    # Framed/Buffered have no headers; the instance default decides when the request does not.
+    assert _with_trace_headers({"traceparent": TRACEPARENT}, {}) == {"traceparent": TRACEPARENT}
+    assert "header.RPC_TRANSIT_traceparent" in _with_trace_headers({"traceparent": TRACEPARENT}, {"transport": "ttheader-framed"})
+    # daprd's all-zero traceparent (untraced call) is not a trace context.
+    zero = {"traceparent": "00-" + "0" * 32 + "-" + "0" * 16 + "-00", "transport": "ttheader"}
+    assert _with_trace_headers(zero, {}) is zero
+
+
+# -- the component process -------------------------------------------------------------------------
+
+@pytest.fixture
+def folder():
+    with tempfile.TemporaryDirectory(prefix="kf-sock-") as d:
+        yield os.path.join(d, "sockets")
+
+
+@pytest.fixture
+def component(impl, folder):
+    c = stack.Component(folder, implementation=impl.name)
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def channel(component):
+    return grpc.insecure_channel("unix:" + component.socket)
+
+
+def call(ch, method: str, request, instance: str = "inst", timeout: float = 30.0):
+    stub = pb.OutputBindingStub(ch)
+    return getattr(stub, method)(request, metadata=(("x-component-instance", instance),), timeout=timeout)
+
+
+def test_reflection_v1alpha_lists_the_output_binding(component) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with channel(component) as ch:
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        replies = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10))
+    names = sorted(s.name for s in replies[0].list_services_response.service)
+    assert names == ["dapr.proto.components.v1.OutputBinding", "grpc.reflection.v1alpha.ServerReflection"]
+
+
+def test_socket_mode_is_0660(component) -> None:
+    st = os.stat(component.socket)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660
+
+
+def test_init_list_operations_ping_and_invoke(component, impl) -> None:
+    with KitexTestServer({"echo": echo_handler}, service="echo", implementation=impl.name) as server, channel(component) as ch:
+        assert call(ch, "Init", pb.OutputBindingInitRequest()) == pb.OutputBindingInitResponse()  # empty Init
+        assert list(call(ch, "ListOperations", pb.ListOperationsRequest()).operations) == ["get"]
+        call(ch, "Ping", pb.PingRequest())
+        response = call(ch, "Invoke", pb.InvokeRequest(
+            operation="get", data=echo_request("hi", implementation=impl.name),
+            metadata={"hostPorts": server.address, "destService": "echo", "methodName": "echo", "version": "v1",
+                      "traceparent": TRACEPARENT, "tracestate": "", "user-agent": "grpc-go/1.80",
+                      "dapr-authority": "x", "content-type": "application/grpc"}))
+        assert read_echo_reply(response.data, implementation=impl.name) == "hi,hi Kitex"
+        assert response.content_type == "application/vnd.apache.thrift.binary"
+        assert response.metadata["methodName"] == "echo"
+
+
+def test_init_errors_name_the_field(component) -> None:
+    with channel(component) as ch:
+        with pytest.raises(grpc.RpcError) as info:
+            call(ch, "Init", pb.OutputBindingInitRequest(metadata=pb.MetadataRequest(properties={"rpcTimeout": "soon"})))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "rpcTimeout" in info.value.details() and "'soon'" in info.value.details()
+
+
+def test_instances_keep_separate_defaults(component, impl) -> None:
+    with KitexTestServer({"echo": echo_handler}, service="echo", implementation=impl.name) as server, channel(component) as ch:
+        call(ch, "Init", pb.OutputBindingInitRequest(metadata=pb.MetadataRequest(properties={
+            "hostPorts": server.address, "destService": "echo", "methodName": "echo", "version": "v1"})), instance="a")
+        call(ch, "Init", pb.OutputBindingInitRequest(), instance="b")
+        data = echo_request("x", implementation=impl.name)
+        assert read_echo_reply(call(ch, "Invoke", pb.InvokeRequest(operation="get", data=data), instance="a").data) == "x,hi Kitex"
+        with pytest.raises(grpc.RpcError) as info:
+            call(ch, "Invoke", pb.InvokeRequest(operation="get", data=data), instance="b")
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "missing metadata field destService" in info.value.details()
+
+
+def test_trace_context_reaches_the_server_as_ttheader_transient_metainfo(component, impl) -> None:
+    seen = []
+
+    def handler(request):
+        seen.append(dict(request.str_headers))
+        return echo_handler(request)
+
+    with KitexTestServer({"echo": handler}, service="echo", implementation=impl.name) as server, channel(component) as ch:
+        meta = {"hostPorts": server.address, "destService": "echo", "methodName": "echo", "version": "v1",
+                "transport": "ttheader", "traceparent": TRACEPARENT, "baggage": "user=ann"}
+        call(ch, "Invoke", pb.InvokeRequest(operation="get", data=echo_request("t", implementation=impl.name), metadata=meta))
+    assert seen[0]["RPC_TRANSIT_traceparent"] == TRACEPARENT
+    assert seen[0]["RPC_TRANSIT_baggage"] == "user=ann"
+
+
+def test_http_base64_opt_in_decodes_json_string(component, impl) -> None:
+    with KitexTestServer({"echo": echo_handler}, service="echo", implementation=impl.name) as server, channel(component) as ch:
+        meta = {"hostPorts": server.address, "destService": "echo", "methodName": "echo", "version": "v1",
+                "dataEncoding": "base64"}
+        # What daprd's HTTP API hands the component: the JSON value re-encoded, quotes included.
+        data = b'"' + base64.b64encode(echo_request("b64", implementation=impl.name)) + b'"'
+        response = call(ch, "Invoke", pb.InvokeRequest(operation="get", data=data, metadata=meta))
+        assert read_echo_reply(response.data) == "b64,hi Kitex"
+        for bad, text in ((b'{"a": 1}', "needs data to be a JSON string"), (b'"%%%"', "not valid base64")):
+            with pytest.raises(grpc.RpcError) as info:
+                call(ch, "Invoke", pb.InvokeRequest(operation="get", data=bad, metadata=meta))
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and text in info.value.details()
+        with pytest.raises(grpc.RpcError) as info:
+            call(ch, "Invoke", pb.InvokeRequest(operation="get", data=data, metadata=dict(meta, dataEncoding="hex")))
+        assert "dataEncoding" in info.value.details()
+
+
+# -- socket hygiene and signals --------------------------------------------------------------------
+
+def test_stale_socket_is_removed_and_served(impl, folder) -> None:
+    os.makedirs(folder)
+    path = os.path.join(folder, "kitex.sock")
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(path)
+    dead.close()  # the file stays, nothing listens: what a SIGKILLed component leaves
+    c = stack.Component(folder, implementation=impl.name).start()
+    try:
+        assert "removed stale socket %s" % path in c.log()
+        with channel(c) as ch:
+            assert list(call(ch, "ListOperations", pb.ListOperationsRequest()).operations) == ["get"]
+    finally:
+        c.stop()
+
+
+def test_live_socket_is_refused(component, impl, folder) -> None:
+    proc = subprocess.run([sys.executable, "-m", "kitex_fast.dapr", "--socket-folder", folder,
+                           "--implementation", impl.name], capture_output=True, timeout=60)
+    assert proc.returncode == 1
+    assert b"is served by a live process" in proc.stderr
+    with channel(component) as ch:  # the first one is untouched
+        assert list(call(ch, "ListOperations", pb.ListOperationsRequest()).operations) == ["get"]
+
+
+def test_non_socket_file_is_refused(impl, folder) -> None:
+    os.makedirs(folder)
+    with open(os.path.join(folder, "kitex.sock"), "w") as f:
+        f.write("not a socket")
+    proc = subprocess.run([sys.executable, "-m", "kitex_fast.dapr", "--socket-folder", folder,
+                           "--implementation", impl.name], capture_output=True, timeout=60)
+    assert proc.returncode == 1 and b"is not a socket" in proc.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_drains_calls_in_flight_then_exits_0_without_socket(impl, folder, sig) -> None:
+    release = threading.Event()
+
+    def slow(request):
+        release.wait(10)
+        return echo_handler(request)
+
+    c = stack.Component(folder, implementation=impl.name).start()
+    try:
+        with KitexTestServer({"echo": slow}, service="echo", implementation=impl.name) as server, channel(c) as ch:
+            meta = {"hostPorts": server.address, "destService": "echo", "methodName": "echo", "version": "v1"}
+            result = {}
+
+            def in_flight():
+                result["r"] = call(ch, "Invoke", pb.InvokeRequest(operation="get", data=echo_request("d"), metadata=meta))
+
+            t = threading.Thread(target=in_flight)
+            t.start()
+            time.sleep(0.5)
+            c.proc.send_signal(sig)
+            time.sleep(0.3)
+            assert not os.path.exists(c.socket), "socket still there while draining"
+            release.set()
+            t.join(20)
+            assert read_echo_reply(result["r"].data) == "d,hi Kitex"
+            assert c.proc.wait(20) == 0
+    finally:
+        release.set()
+        c.stop()
+    assert not os.path.exists(c.socket)
+    assert "stopped" in c.log()
+
+
+def test_cli_subcommand_and_module_entry_point_parse_the_same_options() -> None:
+    for cmd in ([sys.executable, "-m", "kitex_fast", "component", "--help"],
+                [sys.executable, "-m", "kitex_fast.dapr", "--help"]):
+        out = subprocess.run(cmd, capture_output=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert b"--socket-folder" in out.stdout and b"--drain-timeout" in out.stdout
