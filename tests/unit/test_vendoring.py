@@ -131,6 +131,34 @@ def test_vendored_copy_uses_only_itself(impl, sidecar, other) -> None:
         assert error["is_other"] is False, error
 
 
+@pytest.fixture(scope="module")
+def marked_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A vendored copy with a file of its own (marker.txt), to tell which tree a command copied."""
+    root = tmp_path_factory.mktemp("vendored_marked")
+    dest = make_sidecar(root)
+    pure = [] if vendoring.plan().compiled else ["--pure"]
+    out = run([sys.executable, "-m", "kitex_fast", "vendor", str(dest), *pure], child_env())
+    assert out.returncode == 0, out.stderr
+    (dest / "kitex_fast" / "marker.txt").write_text("this copy")
+    return root
+
+
+def test_the_demo_runs_from_a_vendored_copy(impl, marked_sidecar) -> None:
+    # python -m <vendored> (cwd on sys.path), the installed kitex_fast importable beside it.
+    out = subprocess.run([sys.executable, "-m", VENDORED_NAME, "--implementation", impl.name, "demo"],
+                         cwd=marked_sidecar, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "echo('hello dapr') -> 'hello dapr,hi Kitex'" in out.stdout
+
+
+def test_vendor_run_from_a_vendored_copy_copies_that_copy(marked_sidecar, tmp_path) -> None:
+    pure = [] if vendoring.plan().compiled else ["--pure"]
+    out = subprocess.run([sys.executable, "-m", VENDORED_NAME, "vendor", str(tmp_path), *pure],
+                         cwd=marked_sidecar, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "kitex_fast" / "marker.txt").read_text() == "this copy"
+
+
 def test_without_the_compiled_files_the_copy_uses_the_twin(pure_sidecar) -> None:
     package_dir = pure_sidecar / "sidecar" / "_vendor" / "kitex_fast"
     assert not [p for p in package_dir.rglob("*") if extension_file(p.name)]
