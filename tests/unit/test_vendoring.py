@@ -1,11 +1,12 @@
 """Issue 13: kitex_fast vendored into another package's tree (as pip vendors its dependencies).
 
 A copy made by ``kitex-fast vendor`` is imported as ``sidecar._vendor.kitex_fast`` in a fresh
-interpreter, once where another kitex_fast is installed (and imported first) and once where none
-is, on both implementations: it must use only its own modules, its compiled core, and raise its
-own error classes. Also: the import rule over the source, the command itself, and that importing
-any module of the package changes nothing global. The same calls against a real Kitex server are in
-tests/interop/test_vendored_interop.py.
+interpreter (tests/unit/vendored_app.py) where another kitex_fast is installed and imported before
+it, or after it, and where none can be found, on both implementations: it must use only its own
+modules and compiled core, and raise its own error classes. Also: the command line from a vendored
+copy, the ``vendor`` command itself, the import rule over the source, and that importing any module
+of the package changes nothing global (tests/unit/import_probe.py). The same calls against a real
+Kitex server are in tests/interop/test_vendored_interop.py.
 """
 
 from __future__ import annotations
