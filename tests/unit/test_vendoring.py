@@ -321,11 +321,11 @@ def _absolute_self_imports(path: Path, own_modules: set) -> List[str]:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module]
-        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
-            # importlib.import_module("kitex_fast.x"), logging.getLogger("kitex_fast.x"), ...
-            value = node.args[0].value
-            if isinstance(value, str) and re.match(r"kitex_fast(\.|$)", value):
-                found.append("line %d: %s(%r)" % (node.lineno, ast.unparse(node.func), value))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            # A module path as data: importlib.import_module("kitex_fast.x"), a logger name, a
+            # command table entry ("kitex_fast.vendoring")... (a bare "kitex_fast" is not a path.)
+            if re.fullmatch(r"kitex_fast(\.[A-Za-z_]\w*)+", node.value):
+                found.append("line %d: %r" % (node.lineno, node.value))
         for name in names:
             top = name.split(".")[0]
             # kitex_fast.x, or a module of this package imported as if top-level (`import x_pb2`,
