@@ -297,7 +297,12 @@ def test_vendor_is_listed_by_the_command_line(capsys) -> None:
     with pytest.raises(SystemExit):
         cli.main(["vendor", "--help"])
     assert "--pure" in capsys.readouterr().out
-    assert cli.main(["--implementation", "py", "vendor"]) == 2
+    # After a global option: a usage error (exit status 2, returned or raised), not a traceback.
+    try:
+        status = cli.main(["--implementation", "py", "vendor"])
+    except SystemExit as exc:
+        status = exc.code
+    assert status == 2
 
 
 # -- the import rule -----------------------------------------------------------------------------
