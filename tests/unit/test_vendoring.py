@@ -245,7 +245,7 @@ def test_vendor_checks_compiled_modules_in_subpackages(tmp_path, capsys) -> None
         shutil.copy2(codec_so, source / sub / codec_so.name)  # init name PyInit__codec: any package
     (source / "fast" / "errors.py").write_text("from ..errors import *  # noqa: F403 - for the copied _codec\n")
     result = vendoring.vendor(tmp_path / "dest", source=source)
-    assert sorted(result.compiled) == ["_codec", "_transport", "extra._codec", "fast._codec"]
+    assert sorted(result.compiled) == sorted(vendoring.plan().compiled + ["extra._codec", "fast._codec"])
     assert "extra._codec not checked: it needs kitex_fast_missing_dependency" in capsys.readouterr().out
     assert (tmp_path / "dest" / "kitex_fast" / "fast" / codec_so.name).is_file()
     # A compiled file that cannot load fails the check, and nothing is left in DEST.
