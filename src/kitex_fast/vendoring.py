@@ -100,7 +100,7 @@ def import_line(dest: Path) -> str:
     prefix = import_prefix(dest)
     if prefix:
         return "from %s import %s" % (prefix, PACKAGE_NAME)
-    return "import %s  # with %s on sys.path" % (PACKAGE_NAME, dest)
+    return "import %s  # with %s on sys.path" % (PACKAGE_NAME, dest.resolve())
 
 
 def _interpreter() -> str:

@@ -1,11 +1,12 @@
 """Issue 13: kitex_fast vendored into another package's tree (as pip vendors its dependencies).
 
 A copy made by ``kitex-fast vendor`` is imported as ``sidecar._vendor.kitex_fast`` in a fresh
-interpreter, once where another kitex_fast is installed (and imported first) and once where none
-is, on both implementations: it must use only its own modules, its compiled core, and raise its
-own error classes. Also: the import rule over the source, the command itself, and that importing
-any module of the package changes nothing global. The same calls against a real Kitex server are in
-tests/interop/test_vendored_interop.py.
+interpreter (tests/unit/vendored_app.py) where another kitex_fast is installed and imported before
+it, or after it, and where none can be found, on both implementations: it must use only its own
+modules and compiled core, and raise its own error classes. Also: the command line from a vendored
+copy, the ``vendor`` command itself, the import rule over the source, and that importing any module
+of the package changes nothing global (tests/unit/import_probe.py). The same calls against a real
+Kitex server are in tests/interop/test_vendored_interop.py.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Path, str]:
     package, with its compiled core when the install has one."""
     root = tmp_path_factory.mktemp("vendored")
     dest = make_sidecar(root)
+    if os.environ.get("KITEX_FAST_EXPECT_EXTENSION") == "1":
+        assert {"_codec", "_transport"} <= set(vendoring.plan().compiled), "no compiled core to vendor"
     pure = [] if vendoring.plan().compiled else ["--pure"]
     out = run([sys.executable, "-m", "kitex_fast", "vendor", str(dest), *pure], child_env())
     assert out.returncode == 0, out.stderr
@@ -129,6 +132,34 @@ def test_vendored_copy_uses_only_itself(impl, sidecar, other) -> None:
         assert error["type"] == expected, error
         assert error["module"] == VENDORED_NAME + ".errors", error
         assert error["is_other"] is False, error
+
+
+@pytest.fixture(scope="module")
+def marked_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A vendored copy with a file of its own (marker.txt), to tell which tree a command copied."""
+    root = tmp_path_factory.mktemp("vendored_marked")
+    dest = make_sidecar(root)
+    pure = [] if vendoring.plan().compiled else ["--pure"]
+    out = run([sys.executable, "-m", "kitex_fast", "vendor", str(dest), *pure], child_env())
+    assert out.returncode == 0, out.stderr
+    (dest / "kitex_fast" / "marker.txt").write_text("this copy")
+    return root
+
+
+def test_the_demo_runs_from_a_vendored_copy(impl, marked_sidecar) -> None:
+    # python -m <vendored> (cwd on sys.path), the installed kitex_fast importable beside it.
+    out = subprocess.run([sys.executable, "-m", VENDORED_NAME, "--implementation", impl.name, "demo"],
+                         cwd=marked_sidecar, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "echo('hello dapr') -> 'hello dapr,hi Kitex'" in out.stdout
+
+
+def test_vendor_run_from_a_vendored_copy_copies_that_copy(marked_sidecar, tmp_path) -> None:
+    pure = [] if vendoring.plan().compiled else ["--pure"]
+    out = subprocess.run([sys.executable, "-m", VENDORED_NAME, "vendor", str(tmp_path), *pure],
+                         cwd=marked_sidecar, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "kitex_fast" / "marker.txt").read_text() == "this copy"
 
 
 def test_without_the_compiled_files_the_copy_uses_the_twin(pure_sidecar) -> None:
@@ -214,7 +245,7 @@ def test_vendor_checks_compiled_modules_in_subpackages(tmp_path, capsys) -> None
         shutil.copy2(codec_so, source / sub / codec_so.name)  # init name PyInit__codec: any package
     (source / "fast" / "errors.py").write_text("from ..errors import *  # noqa: F403 - for the copied _codec\n")
     result = vendoring.vendor(tmp_path / "dest", source=source)
-    assert sorted(result.compiled) == ["_codec", "_transport", "extra._codec", "fast._codec"]
+    assert sorted(result.compiled) == sorted(vendoring.plan().compiled + ["extra._codec", "fast._codec"])
     assert "extra._codec not checked: it needs kitex_fast_missing_dependency" in capsys.readouterr().out
     assert (tmp_path / "dest" / "kitex_fast" / "fast" / codec_so.name).is_file()
     # A compiled file that cannot load fails the check, and nothing is left in DEST.
@@ -268,7 +299,12 @@ def test_vendor_is_listed_by_the_command_line(capsys) -> None:
     with pytest.raises(SystemExit):
         cli.main(["vendor", "--help"])
     assert "--pure" in capsys.readouterr().out
-    assert cli.main(["--implementation", "py", "vendor"]) == 2
+    # After a global option: a usage error (exit status 2, returned or raised), not a traceback.
+    try:
+        status = cli.main(["--implementation", "py", "vendor"])
+    except SystemExit as exc:
+        status = exc.code
+    assert status == 2
 
 
 # -- the import rule -----------------------------------------------------------------------------
@@ -292,11 +328,11 @@ def _absolute_self_imports(path: Path, own_modules: set) -> List[str]:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module]
-        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
-            # importlib.import_module("kitex_fast.x"), logging.getLogger("kitex_fast.x"), ...
-            value = node.args[0].value
-            if isinstance(value, str) and re.match(r"kitex_fast(\.|$)", value):
-                found.append("line %d: %s(%r)" % (node.lineno, ast.unparse(node.func), value))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            # A module path as data: importlib.import_module("kitex_fast.x"), a logger name, a
+            # command table entry ("kitex_fast.vendoring")... (a bare "kitex_fast" is not a path.)
+            if re.fullmatch(r"kitex_fast(\.[A-Za-z_]\w*)+", node.value):
+                found.append("line %d: %r" % (node.lineno, node.value))
         for name in names:
             top = name.split(".")[0]
             # kitex_fast.x, or a module of this package imported as if top-level (`import x_pb2`,

@@ -71,7 +71,9 @@ def main() -> None:
         socket.AF_INET, ("127.0.0.1", port), timeout=1.0, decoder=codec.FrameDecoder("framed")))
 
     def call(address: str, **extra: str) -> Any:
-        meta = {"hostPorts": address, "destService": "echo", "methodName": "echo", "version": "v1"}
+        # connectTimeout: Kitex's 50 ms default can lapse on a loaded CI machine; not the point here.
+        meta = {"hostPorts": address, "destService": "echo", "methodName": "echo", "version": "v1",
+                "connectTimeout": "10s"}
         meta.update(extra)
         with vendored.KitexOutputBinding(implementation=impl) as binding:
             response = binding.invoke(vendored.InvokeRequest("get", testing.echo_request("vendored"), meta))
