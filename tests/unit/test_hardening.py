@@ -396,3 +396,10 @@ def test_no_extensions_zero_keeps_the_extension() -> None:
     env = dict(os.environ, KITEX_FAST_NO_EXTENSIONS="0")
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.parametrize("kwargs", [{"max_clients": 0}, {"max_clients": "4"}, {"max_clients": 2.5},
+                                    {"implementation": "rust"}], ids=repr)
+def test_binding_constructor_validates_its_arguments(kwargs: dict) -> None:
+    with pytest.raises(MetadataError, match=next(iter(kwargs))):
+        KitexOutputBinding(**kwargs)
