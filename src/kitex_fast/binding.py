@@ -78,8 +78,13 @@ class BindingCore:
     """
 
     def __init__(self, *, max_clients: int = 64, implementation: Optional[str] = None) -> None:
-        if max_clients < 1:
-            raise ValueError("max_clients must be at least 1")
+        # Checked here, not at the first invoke: a MetadataError (a ValueError) naming the argument.
+        if isinstance(max_clients, bool) or not isinstance(max_clients, int) or max_clients < 1:
+            raise MetadataError("max_clients must be an int of at least 1, not %r" % (max_clients,))
+        if implementation not in (None, "c", "py"):
+            raise MetadataError(
+                "implementation must be 'c', 'py' or None, not %r" % (implementation,)
+            )
         self.max_clients = max_clients
         self.implementation = implementation
         self._defaults: Dict[str, str] = {}

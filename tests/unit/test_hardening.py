@@ -35,6 +35,7 @@ from .servers import ScriptedServer, read_request, reply_bytes
 
 LOOPBACK = "127.0.0.1"
 MIB = 1 << 20
+CONNECT = 5.0  # connect_timeout to the loopback servers: Kitex's 50 ms default is tight under load
 
 
 def _meta(address: str, **extra: str) -> dict:
@@ -95,7 +96,7 @@ def test_buffered_client_rejects_the_hostile_prefix_instead_of_buffering(impl: A
         done.wait(10)
 
     with ScriptedServer(script) as srv, Client(
-        "echo", srv.address, transport="buffered", rpc_timeout=20.0, max_frame_size=MIB,
+        "echo", srv.address, connect_timeout=CONNECT, transport="buffered", rpc_timeout=20.0, max_frame_size=MIB,
         implementation=impl.name,
     ) as client:
         start = time.monotonic()
@@ -121,7 +122,7 @@ def test_deeply_nested_biz_extra_is_a_biz_status_error(impl: Any, transport: str
                 "biz-status": "7", "biz-message": "nope", "biz-extra": nested}))
 
     with ScriptedServer(script) as srv, Client(
-        "echo", srv.address, transport=transport, rpc_timeout=5.0, implementation=impl.name
+        "echo", srv.address, connect_timeout=CONNECT, transport=transport, rpc_timeout=5.0, implementation=impl.name
     ) as client:
         with pytest.raises(BizStatusError) as info:
             client.call("echo", echo_request("x", implementation=impl.name))
@@ -149,7 +150,7 @@ def test_per_call_rpc_timeout_is_checked_before_any_byte_is_sent(impl: Any, valu
         data = sock.recv(65536)
         received.append(data)
 
-    with ScriptedServer(script) as srv, Client("echo", srv.address, implementation=impl.name) as client:
+    with ScriptedServer(script) as srv, Client("echo", srv.address, connect_timeout=CONNECT, implementation=impl.name) as client:
         with pytest.raises(MetadataError, match="rpc_timeout"):
             client.exchange("echo", echo_request("x", implementation=impl.name), rpc_timeout=value)
     assert received in ([], [b""])
@@ -164,7 +165,7 @@ def test_a_long_finite_deadline_works_on_the_socket(impl: Any) -> None:
             sock.sendall(reply_bytes(frame))
 
     with ScriptedServer(script) as srv, Client(
-        "echo", srv.address, rpc_timeout=9.2e9, implementation=impl.name
+        "echo", srv.address, connect_timeout=CONNECT, rpc_timeout=9.2e9, implementation=impl.name
     ) as client:
         client.call("echo", echo_request("x", implementation=impl.name))
 
@@ -302,7 +303,7 @@ def test_oversized_request_is_refused_before_any_byte_is_sent(impl: Any, transpo
 
     big = echo_request("x" * (2 * MIB), implementation=impl.name)
     with ScriptedServer(script) as srv:
-        with Client("echo", srv.address, transport=transport, max_frame_size=MIB,
+        with Client("echo", srv.address, transport=transport, max_frame_size=MIB, connect_timeout=CONNECT,
                     implementation=impl.name) as client:
             with pytest.raises(FrameTooLargeError, match="max_frame_size 1048576"):
                 client.call("echo", big)
@@ -343,7 +344,7 @@ def test_framed_call_to_an_http_port(impl: Any) -> None:
         sock.recv(65536)
         sock.sendall(HTTP_REPLY)
 
-    with ScriptedServer(script) as srv, Client("echo", srv.address, rpc_timeout=5.0, implementation=impl.name) as client:
+    with ScriptedServer(script) as srv, Client("echo", srv.address, rpc_timeout=5.0, connect_timeout=CONNECT, implementation=impl.name) as client:
         with pytest.raises(FrameTooLargeError) as info:
             client.call("echo", echo_request("x", implementation=impl.name))
     assert "framed length 1213486160 exceeds max_frame_size" in str(info.value)
@@ -396,3 +397,10 @@ def test_no_extensions_zero_keeps_the_extension() -> None:
     env = dict(os.environ, KITEX_FAST_NO_EXTENSIONS="0")
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.parametrize("kwargs", [{"max_clients": 0}, {"max_clients": "4"}, {"max_clients": 2.5},
+                                    {"implementation": "rust"}], ids=repr)
+def test_binding_constructor_validates_its_arguments(kwargs: dict) -> None:
+    with pytest.raises(MetadataError, match=next(iter(kwargs))):
+        KitexOutputBinding(**kwargs)
