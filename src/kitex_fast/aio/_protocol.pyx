@@ -296,7 +296,13 @@ cdef class ProtocolCore:
         if not self._pending and self._out is None:
             # Alone on the connection: write now (latency). With calls in flight, requests made
             # in the same loop iteration go out together in one write (one syscall for many).
-            self._transport.writelines(buffers)
+            transport = self._transport
+            transport.writelines(buffers)
+            if transport.is_closing():
+                # The write failed on the spot (the peer had reset the connection): the kernel
+                # took none of it, so the caller may send it elsewhere (sent=False).
+                self._leave()
+                raise texts.closed_error(self._peer, False)
         else:
             if self._out is None:
                 self._out = []
