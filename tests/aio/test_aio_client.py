@@ -418,3 +418,30 @@ def test_wrong_method_name_fails_every_call_on_the_connection(impl, aio_default)
     results = aio_default(main)
     assert all(isinstance(r, ResponseMismatchError) for r in results), results
     assert all("wrong method name" in str(r) for r in results)
+
+
+def test_a_connection_with_a_timed_out_call_closes_once_no_live_call_is_left(impl, aio_default):
+    async def answer_second_only(reader, writer):
+        await read_framed(reader)  # never answered
+        second = await read_framed(reader)
+        await asyncio.sleep(0.4)
+        writer.write(framed_reply(second, echo_result("second")))
+        await writer.drain()
+        await reader.read()
+
+    async def main():
+        async with AsyncPeer(answer_second_only) as peer:
+            async with Client("echo", peer.address, pool_size=1, implementation=impl.name,
+                              connect_timeout=CONNECT) as c:
+                first = asyncio.ensure_future(c.exchange("echo", echo_request("a"), rpc_timeout=0.2))
+                second = asyncio.ensure_future(c.exchange("echo", echo_request("b"), rpc_timeout=5.0))
+                with pytest.raises(RPCTimeoutError):
+                    await first
+                (proto,) = c._pool._all
+                assert not proto.usable and not proto.closed  # retired: no new calls, one live call
+                frame, _, _ = await second
+                assert read_echo_reply(frame.payload) == "second"
+                await asyncio.sleep(0.05)
+                assert proto.closed and c._pool._all == set()  # the first's reply can never come
+
+    aio_default(main)

@@ -187,8 +187,8 @@ class Protocol(asyncio.BufferedProtocol):
             if not fut.done():  # a cancelled or timed-out call's reply is dropped here
                 fut.set_result(frame)
         if freed:
-            if self._retiring and not pending:
-                self._shut()
+            if self._retiring:
+                self.retire()  # closes once no live call is left
             elif self._waiters:
                 self._wake(freed)
 
@@ -208,8 +208,8 @@ class Protocol(asyncio.BufferedProtocol):
                 fut = self._pending.pop(oldest)
                 if not fut.done():
                     fut.set_result(frame)
-                if self._retiring and not self._pending:
-                    self._shut()
+                if self._retiring:
+                    self.retire()
                 return True
         self._abort(
             ResponseMismatchError(
