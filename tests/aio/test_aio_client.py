@@ -328,7 +328,7 @@ def test_exception_with_seq_id_zero_answers_the_oldest_call(impl, aio_default):
     assert read_echo_reply(second) == "fine"
 
 
-def test_a_peer_that_stops_reading_never_makes_the_client_buffer_without_bound(impl, aio_default):
+def test_a_peer_that_stops_reading_never_makes_the_client_buffer_without_bound(impl, aio_loop):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)
@@ -359,7 +359,7 @@ def test_a_peer_that_stops_reading_never_makes_the_client_buffer_without_bound(i
             return await calls, buffered
 
     try:
-        results, buffered = aio_default(main)
+        results, buffered = aio_loop(main)
     finally:
         stop.set()
         thread.join(5)
