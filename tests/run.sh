@@ -20,8 +20,8 @@ echo "== installing kitex_fast with its compiled core, and the test tools"
 "$py" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps .
 "$py" -m pip install -q --disable-pip-version-check ".[test]"
 "$py" - <<'PY'
-import kitex_fast.codec as c, kitex_fast.transport as t
-assert c.USING_EXTENSION and t.USING_EXTENSION, "the compiled core was not built: see the pip output above"
+import kitex_fast.codec as c, kitex_fast.transport as t, kitex_fast.aio.protocol as p
+assert c.USING_EXTENSION and t.USING_EXTENSION and p.USING_EXTENSION, "the compiled core was not built: see the pip output above"
 print("compiled core loaded:", c.implementation().__file__)
 PY
 

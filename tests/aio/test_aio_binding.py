@@ -33,7 +33,8 @@ def server(impl):
 
 
 def meta(address, **extra):
-    out = {"hostPorts": address, "destService": "echo", "methodName": "echo", "version": "v1"}
+    out = {"hostPorts": address, "destService": "echo", "methodName": "echo", "version": "v1",
+           "connectTimeout": "2s"}
     out.update(extra)
     return out
 
@@ -94,7 +95,8 @@ def test_same_errors_as_the_sync_binding(impl, aio_default, server):
 def test_init_defaults_close_old_clients_and_per_call_options_share_a_client(impl, aio_default, server):
     async def main():
         async with AsyncKitexOutputBinding(implementation=impl.name) as b:
-            await b.init({"hostPorts": server.address, "destService": "echo", "version": "v1", "transport": "ttheader"})
+            await b.init({"hostPorts": server.address, "destService": "echo", "version": "v1", "transport": "ttheader",
+                          "connectTimeout": "2s"})
             response = await b.invoke(InvokeRequest("get", echo_request("x"), {"methodName": "echo"}))
             assert response.metadata["transport"] == "ttheader"
             (old,) = b._clients.values()

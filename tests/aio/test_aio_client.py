@@ -37,6 +37,9 @@ from kitex_fast.testing import (
 )
 
 TRANSPORTS = list(codec.TRANSPORTS)
+# Connect timeout for the tests: the default (Kitex's 50 ms) counts event-loop delays too, which a
+# loaded CI machine can exceed.
+CONNECT = 2.0
 
 
 def biz_handler(request):
@@ -71,14 +74,14 @@ def test_call_invoke_and_exchange_match_the_sync_client(impl, aio_loop, server, 
     request = echo_request("hello")
 
     async def main():
-        async with Client("echo", server.address, transport=transport, implementation=impl.name) as c:
+        async with Client("echo", server.address, transport=transport, implementation=impl.name, connect_timeout=CONNECT) as c:
             data = await c.call("echo", request)
             reply = await c.invoke("echo", request)
             frame, seq_id, endpoint = await c.exchange("echo", request, rpc_timeout=5.0)
             return data, reply, frame, seq_id, endpoint
 
     data, reply, frame, seq_id, endpoint = aio_loop(main)
-    with kitex_fast.Client("echo", server.address, transport=transport, implementation=impl.name) as sync:
+    with kitex_fast.Client("echo", server.address, transport=transport, implementation=impl.name, connect_timeout=CONNECT) as sync:
         sync_reply = sync.invoke("echo", request)
     assert read_echo_reply(data) == "hello,hi Kitex"
     assert read_echo_reply(reply.data) == read_echo_reply(sync_reply.data) == "hello,hi Kitex"
@@ -96,7 +99,7 @@ def test_many_concurrent_calls_each_get_their_own_reply(impl, aio_loop, server, 
     async def main():
         async with Client(
             "echo", server.address, transport=transport, pool_size=3, max_in_flight=40,
-            implementation=impl.name,
+            implementation=impl.name, connect_timeout=CONNECT,
         ) as c:
             replies = await asyncio.gather(*(c.call("echo", echo_request("m%d" % i)) for i in range(n)))
             assert len(c._pool.conns) <= 3
@@ -108,7 +111,7 @@ def test_many_concurrent_calls_each_get_their_own_reply(impl, aio_loop, server, 
 
 def test_remote_errors_are_the_sync_errors(impl, aio_default, server):
     async def main():
-        async with Client("echo", server.address, transport="ttheader", implementation=impl.name) as c:
+        async with Client("echo", server.address, transport="ttheader", implementation=impl.name, connect_timeout=CONNECT) as c:
             with pytest.raises(BizStatusError) as biz:
                 await c.call("biz", echo_request("ann", method="biz"))
             assert biz.value.status_code == 404 and biz.value.extra == {"user": "ann"}
@@ -126,14 +129,14 @@ def test_remote_errors_are_the_sync_errors(impl, aio_default, server):
 
 def test_bad_input_is_refused_before_anything_is_sent(impl, aio_default, server):
     with pytest.raises(MetadataError):
-        Client("echo", "127.0.0.1:1", max_in_flight=0, implementation=impl.name)
+        Client("echo", "127.0.0.1:1", max_in_flight=0, implementation=impl.name, connect_timeout=CONNECT)
     with pytest.raises(MetadataError):
-        Client("echo", "127.0.0.1:1", transport="http", implementation=impl.name)
+        Client("echo", "127.0.0.1:1", transport="http", implementation=impl.name, connect_timeout=CONNECT)
     with pytest.raises(MetadataError):
-        Client("", "127.0.0.1:1", implementation=impl.name)
+        Client("", "127.0.0.1:1", implementation=impl.name, connect_timeout=CONNECT)
 
     async def main():
-        async with Client("echo", server.address, pool_size=1, implementation=impl.name) as c:
+        async with Client("echo", server.address, pool_size=1, implementation=impl.name, connect_timeout=CONNECT) as c:
             with pytest.raises(ProtocolError):
                 await c.call("echo", "not bytes")  # type: ignore[arg-type]
             with pytest.raises(MetadataError):
@@ -152,12 +155,12 @@ def test_connect_failures_fail_over_and_are_typed(impl, aio_default, server):
     dead = _free_port()
 
     async def main():
-        async with Client("echo", "127.0.0.1:%d" % dead, implementation=impl.name) as c:
+        async with Client("echo", "127.0.0.1:%d" % dead, implementation=impl.name, connect_timeout=CONNECT) as c:
             with pytest.raises(ConnectError):
                 await c.call("echo", echo_request("x"))
         # the dead endpoint first: every call fails over to the live one
         async with Client(
-            "echo", ["127.0.0.1:%d" % dead, server.address], implementation=impl.name
+            "echo", ["127.0.0.1:%d" % dead, server.address], implementation=impl.name, connect_timeout=CONNECT
         ) as c:
             for i in range(4):
                 assert read_echo_reply(await c.call("echo", echo_request("f%d" % i))) == "f%d,hi Kitex" % i
@@ -167,7 +170,7 @@ def test_connect_failures_fail_over_and_are_typed(impl, aio_default, server):
 
 def test_rpc_timeout_then_the_client_recovers(impl, aio_default, server):
     async def main():
-        async with Client("echo", server.address, rpc_timeout=0.2, implementation=impl.name) as c:
+        async with Client("echo", server.address, rpc_timeout=0.2, implementation=impl.name, connect_timeout=CONNECT) as c:
             t0 = time.monotonic()
             with pytest.raises(RPCTimeoutError) as exc:
                 await c.call("slow", echo_request("1.0", method="slow"))
@@ -209,7 +212,7 @@ def test_cancellation_storm_never_desyncs(impl, aio_loop, server):
 @pytest.mark.filterwarnings("error")
 def test_close_fails_every_pending_call(impl, aio_loop, server):
     async def main():
-        c = Client("echo", server.address, rpc_timeout=None, pool_size=1, implementation=impl.name)
+        c = Client("echo", server.address, rpc_timeout=None, pool_size=1, implementation=impl.name, connect_timeout=CONNECT)
         tasks = [asyncio.ensure_future(c.call("slow", echo_request("0.5", method="slow"))) for _ in range(5)]
         await asyncio.sleep(0.1)
         await c.close()
@@ -273,7 +276,7 @@ def test_replies_out_of_order_are_matched_by_seq_id(impl, aio_loop):
 
     async def main():
         async with AsyncPeer(reverse) as peer:
-            async with Client("echo", peer.address, pool_size=1, implementation=impl.name) as c:
+            async with Client("echo", peer.address, pool_size=1, implementation=impl.name, connect_timeout=CONNECT) as c:
                 replies = await asyncio.gather(*(c.call("echo", echo_request("o%d" % i)) for i in range(50)))
         return replies
 
@@ -290,7 +293,7 @@ def test_a_reply_nobody_asked_for_closes_the_connection_with_a_typed_error(impl,
 
     async def main():
         async with AsyncPeer(wrong_seq) as peer:
-            async with Client("echo", peer.address, pool_size=1, implementation=impl.name) as c:
+            async with Client("echo", peer.address, pool_size=1, implementation=impl.name, connect_timeout=CONNECT) as c:
                 results = await asyncio.gather(
                     c.call("echo", echo_request("a")), c.call("echo", echo_request("b")),
                     return_exceptions=True,
@@ -314,7 +317,7 @@ def test_exception_with_seq_id_zero_answers_the_oldest_call(impl, aio_default):
 
     async def main():
         async with AsyncPeer(zero) as peer:
-            async with Client("echo", peer.address, pool_size=1, implementation=impl.name) as c:
+            async with Client("echo", peer.address, pool_size=1, implementation=impl.name, connect_timeout=CONNECT) as c:
                 return await asyncio.gather(
                     c.call("echo", echo_request("a")), c.call("echo", echo_request("b")),
                     return_exceptions=True,
@@ -325,7 +328,7 @@ def test_exception_with_seq_id_zero_answers_the_oldest_call(impl, aio_default):
     assert read_echo_reply(second) == "fine"
 
 
-def test_a_peer_that_stops_reading_never_makes_the_client_buffer_without_bound(impl, aio_default):
+def test_a_peer_that_stops_reading_never_makes_the_client_buffer_without_bound(impl, aio_loop):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)
@@ -347,7 +350,7 @@ def test_a_peer_that_stops_reading_never_makes_the_client_buffer_without_bound(i
 
     async def main():
         async with Client(
-            "echo", address, pool_size=1, max_in_flight=1000, rpc_timeout=1.0, implementation=impl.name
+            "echo", address, pool_size=1, max_in_flight=1000, rpc_timeout=1.0, implementation=impl.name, connect_timeout=CONNECT
         ) as c:
             calls = asyncio.gather(*(c.call("echo", big) for _ in range(64)), return_exceptions=True)
             await asyncio.sleep(0.5)  # the kernel's buffers are full by now
@@ -356,7 +359,7 @@ def test_a_peer_that_stops_reading_never_makes_the_client_buffer_without_bound(i
             return await calls, buffered
 
     try:
-        results, buffered = aio_default(main)
+        results, buffered = aio_loop(main)
     finally:
         stop.set()
         thread.join(5)
@@ -374,3 +377,71 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_idle_connection_closed_by_the_server_is_replaced_silently(impl, aio_loop):
+    async def one_then_close(reader, writer):
+        message = await read_framed(reader)
+        text = read_echo_args(message[codec.parse_message(message).body_offset:])
+        writer.write(framed_reply(message, echo_result(text)))
+        await writer.drain()
+        # then close, as a server's idle timeout would
+
+    async def main():
+        async with AsyncPeer(one_then_close) as peer:
+            async with Client("echo", peer.address, pool_size=1, implementation=impl.name, connect_timeout=CONNECT) as c:
+                for i in range(3):
+                    assert read_echo_reply(await c.call("echo", echo_request("i%d" % i))) == "i%d" % i
+                    await asyncio.sleep(0.05)  # the server's close arrives while idle
+
+    aio_loop(main)
+
+
+def test_wrong_method_name_fails_every_call_on_the_connection(impl, aio_default):
+    async def wrong_name(reader, writer):
+        first = await read_framed(reader)
+        await read_framed(reader)
+        header = codec.parse_message(first)
+        message = codec.build_message(codec.REPLY, "other", header.seq_id, b"\x00")
+        writer.write(len(message).to_bytes(4, "big") + message)
+        await writer.drain()
+        await reader.read()
+
+    async def main():
+        async with AsyncPeer(wrong_name) as peer:
+            async with Client("echo", peer.address, pool_size=1, implementation=impl.name, connect_timeout=CONNECT) as c:
+                return await asyncio.gather(
+                    c.call("echo", echo_request("a")), c.call("echo", echo_request("b")),
+                    return_exceptions=True,
+                )
+
+    results = aio_default(main)
+    assert all(isinstance(r, ResponseMismatchError) for r in results), results
+    assert all("wrong method name" in str(r) for r in results)
+
+
+def test_a_connection_with_a_timed_out_call_closes_once_no_live_call_is_left(impl, aio_default):
+    async def answer_second_only(reader, writer):
+        await read_framed(reader)  # never answered
+        second = await read_framed(reader)
+        await asyncio.sleep(0.4)
+        writer.write(framed_reply(second, echo_result("second")))
+        await writer.drain()
+        await reader.read()
+
+    async def main():
+        async with AsyncPeer(answer_second_only) as peer:
+            async with Client("echo", peer.address, pool_size=1, implementation=impl.name,
+                              connect_timeout=CONNECT) as c:
+                first = asyncio.ensure_future(c.exchange("echo", echo_request("a"), rpc_timeout=0.2))
+                second = asyncio.ensure_future(c.exchange("echo", echo_request("b"), rpc_timeout=5.0))
+                with pytest.raises(RPCTimeoutError):
+                    await first
+                (proto,) = c._pool._all
+                assert not proto.usable and not proto.closed  # retired: no new calls, one live call
+                frame, _, _ = await second
+                assert read_echo_reply(frame.payload) == "second"
+                await asyncio.sleep(0.05)
+                assert proto.closed and c._pool._all == set()  # the first's reply can never come
+
+    aio_default(main)

@@ -17,7 +17,7 @@ def test_readme_asyncio_example_runs_as_written() -> None:
     text = README.read_text()
     section = text[text.index("\n## asyncio\n"):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    out = subprocess.run([sys.executable, "-X", "dev", "-W", "error", "-c", code],
+    out = subprocess.run([sys.executable, "-W", "error", "-c", code],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("hi,hi Kitex 127.0.0.1:"), out.stdout

@@ -208,8 +208,8 @@ cdef class ProtocolCore:
             if not fut.done():  # a cancelled or timed-out call's reply is dropped here
                 fut.set_result(frame)
         if freed:
-            if self._retiring and not pending:
-                self._shut()
+            if self._retiring:
+                self.retire()  # closes once no live call is left
             elif self._waiters:
                 self._wake(freed)
 
@@ -229,8 +229,8 @@ cdef class ProtocolCore:
                 fut = self._pending.pop(oldest)
                 if not fut.done():
                     fut.set_result(frame)
-                if self._retiring and not self._pending:
-                    self._shut()
+                if self._retiring:
+                    self.retire()
                 return True
         self._abort(
             ResponseMismatchError(
@@ -296,7 +296,13 @@ cdef class ProtocolCore:
         if not self._pending and self._out is None:
             # Alone on the connection: write now (latency). With calls in flight, requests made
             # in the same loop iteration go out together in one write (one syscall for many).
-            self._transport.writelines(buffers)
+            transport = self._transport
+            transport.writelines(buffers)
+            if transport.is_closing():
+                # The write failed on the spot (the peer had reset the connection): the kernel
+                # took none of it, so the caller may send it elsewhere (sent=False).
+                self._leave()
+                raise texts.closed_error(self._peer, False)
         else:
             if self._out is None:
                 self._out = []

@@ -13,7 +13,7 @@ import asyncio
 from typing import Any, Hashable, Optional, Tuple, Union
 
 from ..client import _UNSET, BytesLike, ClientCore, PerCallHeaders, Reply, _Unset
-from ..errors import MetadataError, ProtocolError, TransportError
+from ..errors import KitexError, MetadataError, ProtocolError, TransportError
 from ..pool import Endpoint
 from . import protocol as _protocol_dispatch
 from .pool import AsyncPool
@@ -111,7 +111,17 @@ class Client(ClientCore):
         seq_id = proto.next_seq_id()
         # Validates the message (strict CALL, one complete struct) before any byte is written.
         buffers = encoder.encode(message, seq_id)
-        fut = proto.send(buffers, seq_id)
+        try:
+            fut = proto.send(buffers, seq_id)
+        except TransportError as exc:
+            if exc.sent:
+                raise
+            # The connection died before it took a byte of the request (the sync driver's rule):
+            # nothing reached the server, so one more connection is safe.
+            proto = pool.take() or await pool.acquire(deadline)
+            seq_id = proto.next_seq_id()
+            buffers = encoder.encode(message, seq_id)
+            fut = proto.send(buffers, seq_id)
         if self.retired:
             proto.retire()  # an evicted client: this connection closes after its calls
         handle = loop.call_at(deadline, proto.expire, fut, timeout) if deadline is not None else None
@@ -126,8 +136,10 @@ class Client(ClientCore):
                 handle.cancel()
         try:
             error, keep = self._check(proto, frame, method, seq_id)
-        except BaseException:
-            proto.close()  # a reply that does not answer the request: the stream is suspect
+        except BaseException as exc:
+            # A reply that does not answer the request: the stream is suspect; the other calls on
+            # this connection fail with the same error.
+            proto.close(exc if isinstance(exc, KitexError) else None)
             raise
         if not keep:
             proto.retire()  # the server closes this connection: start nothing new on it
