@@ -241,10 +241,11 @@ def test_non_socket_file_is_refused(impl, folder) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_drains_calls_in_flight_then_exits_0_without_socket(impl, folder, sig) -> None:
-    release = threading.Event()
+    release, entered = threading.Event(), threading.Event()
 
     def slow(request):
-        release.wait(10)
+        entered.set()
+        release.wait(30)
         return echo_handler(request)
 
     c = stack.Component(folder, implementation=impl.name).start()
@@ -258,10 +259,14 @@ def test_signal_drains_calls_in_flight_then_exits_0_without_socket(impl, folder,
 
             t = threading.Thread(target=in_flight)
             t.start()
-            time.sleep(0.5)
+            assert entered.wait(30), "the call never reached the server"
             c.proc.send_signal(sig)
-            time.sleep(0.3)
+            deadline = time.monotonic() + 20
+            while os.path.exists(c.socket) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            # The socket goes first, while the call is still held by the server.
             assert not os.path.exists(c.socket), "socket still there while draining"
+            assert t.is_alive() and c.proc.poll() is None
             release.set()
             t.join(20)
             assert read_echo_reply(result["r"].data) == "d,hi Kitex"

@@ -298,7 +298,7 @@ def test_16_concurrent_sdk_callers_each_get_their_own_reply(dapr, impl, kitex_se
 def test_a_slow_call_does_not_block_others(sdk, impl, kitex_servers, dapr) -> None:
     with ThreadPoolExecutor(1) as pool:
         slow = pool.submit(lambda: dapr.daprd.client().invoke_binding(
-            "kitex-rich-patient", "get", data=rich_call("sleep", millis=1500),
+            "kitex-rich-patient", "get", data=rich_call("sleep", millis=2500),
             binding_metadata={"methodName": "sleep"}))
         time.sleep(0.2)
         started = time.monotonic()
@@ -307,7 +307,7 @@ def test_a_slow_call_does_not_block_others(sdk, impl, kitex_servers, dapr) -> No
         quick = time.monotonic() - started
         assert read_echo_reply(response.data, implementation=impl.name) == "quick,hi Kitex"
         assert not slow.done(), "the quick call waited for the slow one (took %.2f s)" % quick
-        assert rich_result("sleep", slow.result(timeout=30).data).success == "slept 1500"
+        assert rich_result("sleep", slow.result(timeout=30).data).success == "slept 2500"
 
 
 # -- restarts --------------------------------------------------------------------------------------
@@ -364,7 +364,8 @@ def test_kitex_server_killed_and_restarted_under_load(dapr, impl) -> None:
             server.stop()
             time.sleep(0.5)
             server = peers.KitexServer("default", "echo", *listen).start()
-            time.sleep(1.0)
+            restarted_at = len(outcomes)
+            time.sleep(1.5)
             stop.set()
             done, not_done = wait(futures, timeout=60)
             assert not not_done, "a caller hung"
@@ -378,5 +379,5 @@ def test_kitex_server_killed_and_restarted_under_load(dapr, impl) -> None:
     assert oks and all(oks), "a reply did not match its request"
     assert errors, "killing the server failed no call: the test proved nothing"
     assert all(err is not None for err in errors), "an error did not come from the component"
-    # The last calls, after the restart, succeeded.
-    assert outcomes[-1][0] == "ok"
+    # Calls succeed again once the server is back.
+    assert any(kind == "ok" for kind, _ in outcomes[restarted_at:])

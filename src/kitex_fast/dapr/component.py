@@ -31,7 +31,7 @@ import signal
 import socket
 import stat
 import sys
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .. import codec, transport
 from ..binding import InvokeRequest
@@ -133,7 +133,6 @@ class Component:
         self.max_clients = max_clients
         self.threads = threads
         self._instances: Dict[str, _Instance] = {}
-        self._closing = False
 
     def _new_binding(self) -> Any:
         kwargs: Dict[str, Any] = {"max_clients": self.max_clients, "implementation": self.implementation}
@@ -202,7 +201,6 @@ class Component:
         return "%s.%s@%s" % (get("destService"), get("methodName"), get("hostPorts"))
 
     async def close(self) -> None:
-        self._closing = True
         instances, self._instances = list(self._instances.values()), {}
         for inst in instances:
             try:
@@ -305,7 +303,7 @@ def _make_servicer(component: Component) -> Any:
     return OutputBindingServicer()
 
 
-async def serve(args: argparse.Namespace, ready: Optional["asyncio.Future[str]"] = None) -> int:
+async def serve(args: argparse.Namespace) -> int:
     """Run the component until SIGTERM/SIGINT; 0 after a clean stop."""
     import grpc
     from grpc_reflection.v1alpha import reflection
@@ -340,8 +338,6 @@ async def serve(args: argparse.Namespace, ready: Optional["asyncio.Future[str]"]
             "kitex_fast component: serving bindings.%s on %s (pid %d, implementation %s, driver %s)",
             args.name, path, os.getpid(), impl, DRIVER,
         )
-        if ready is not None and not ready.done():
-            ready.set_result(path)
         await stop.wait()
         log.info("stopping: draining calls in flight (up to %.0f s)", args.drain_timeout)
     finally:
