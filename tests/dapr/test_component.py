@@ -172,6 +172,20 @@ def test_instances_keep_separate_defaults(component, impl) -> None:
         assert "missing metadata field destService" in info.value.details()
 
 
+def test_a_second_init_replaces_the_instance_defaults(component, impl) -> None:
+    # daprd re-inits an instance when its YAML is hot-reloaded: the new defaults win.
+    one = KitexTestServer({"echo": echo_handler}, service="echo", implementation=impl.name)
+    two = KitexTestServer({"echo": echo_handler}, service="echo", implementation=impl.name)
+    with one, two, channel(component) as ch:
+        data = echo_request("x", implementation=impl.name)
+        for server in (one, two):
+            call(ch, "Init", pb.OutputBindingInitRequest(metadata=pb.MetadataRequest(properties={
+                "hostPorts": server.address, "destService": "echo", "methodName": "echo", "version": "v1"})), instance="a")
+            response = call(ch, "Invoke", pb.InvokeRequest(operation="get", data=data), instance="a")
+            assert response.metadata["endpoint"] == server.address
+    assert component.log().count("instance 'a' initialised") == 2
+
+
 def test_trace_context_reaches_the_server_as_ttheader_transient_metainfo(component, impl) -> None:
     seen = []
 
