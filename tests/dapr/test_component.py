@@ -172,6 +172,20 @@ def test_instances_keep_separate_defaults(component, impl) -> None:
         assert "missing metadata field destService" in info.value.details()
 
 
+def test_a_second_init_replaces_the_instance_defaults(component, impl) -> None:
+    # daprd re-inits an instance when its YAML is hot-reloaded: the new defaults win.
+    one = KitexTestServer({"echo": echo_handler}, service="echo", implementation=impl.name)
+    two = KitexTestServer({"echo": echo_handler}, service="echo", implementation=impl.name)
+    with one, two, channel(component) as ch:
+        data = echo_request("x", implementation=impl.name)
+        for server in (one, two):
+            call(ch, "Init", pb.OutputBindingInitRequest(metadata=pb.MetadataRequest(properties={
+                "hostPorts": server.address, "destService": "echo", "methodName": "echo", "version": "v1"})), instance="a")
+            response = call(ch, "Invoke", pb.InvokeRequest(operation="get", data=data), instance="a")
+            assert response.metadata["endpoint"] == server.address
+    assert component.log().count("instance 'a' initialised") == 2
+
+
 def test_trace_context_reaches_the_server_as_ttheader_transient_metainfo(component, impl) -> None:
     seen = []
 
@@ -185,6 +199,33 @@ def test_trace_context_reaches_the_server_as_ttheader_transient_metainfo(compone
         call(ch, "Invoke", pb.InvokeRequest(operation="get", data=echo_request("t", implementation=impl.name), metadata=meta))
     assert seen[0]["RPC_TRANSIT_traceparent"] == TRACEPARENT
     assert seen[0]["RPC_TRANSIT_baggage"] == "user=ann"
+
+
+def test_grpc_deadline_bounds_the_kitex_call(impl, folder) -> None:
+    # A Dapr resiliency timeout arrives as the gRPC deadline: the Kitex call must end with it, not
+    # run on for the binding's own rpcTimeout (30 s by default) holding a connection and a worker.
+    # With one worker thread, a second call can only run once the first Kitex call has ended.
+    release = threading.Event()
+
+    def handler(request):
+        if b"stall" in request.body:
+            release.wait(30)
+        return echo_handler(request)
+
+    c = stack.Component(folder, implementation=impl.name, extra=["--threads", "1"]).start()
+    try:
+        with KitexTestServer({"echo": handler}, service="echo", implementation=impl.name) as server, channel(c) as ch:
+            meta = {"hostPorts": server.address, "destService": "echo", "methodName": "echo", "version": "v1"}
+            with pytest.raises(grpc.RpcError) as info:
+                call(ch, "Invoke", pb.InvokeRequest(operation="get", data=echo_request("stall"), metadata=meta), timeout=0.5)
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            response = call(ch, "Invoke", pb.InvokeRequest(operation="get", data=echo_request("next"), metadata=meta), timeout=10)
+            assert read_echo_reply(response.data) == "next,hi Kitex"
+            # Whichever came first, the capped rpcTimeout or gRPC's cancellation, is logged.
+            assert "abandoned by daprd" in c.log() or "failed: RPCTimeoutError" in c.log()
+    finally:
+        release.set()
+        c.stop()
 
 
 def test_http_base64_opt_in_decodes_json_string(component, impl) -> None:

@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from .. import codec, transport
 from ..binding import InvokeRequest
 from ..errors import KitexError, MetadataError
+from ..metadata import DEFAULTS, parse_duration
 from .async_binding import DRIVER, AsyncBinding, ThreadedAsyncBinding, shutdown_threads
 from .status import status_of
 
@@ -181,13 +182,18 @@ class Component:
         return list(self.instance(name).binding.operations())
 
     async def invoke(
-        self, name: str, operation: str, data: bytes, metadata: Dict[str, str]
+        self, name: str, operation: str, data: bytes, metadata: Dict[str, str],
+        deadline: Optional[float] = None,
     ) -> Any:
+        """One call for instance ``name``; ``deadline``: seconds daprd still waits (its gRPC deadline,
+        set by a Dapr resiliency timeout), which then also bounds the Kitex call."""
         inst = self.instance(name)
         encoding = metadata.get(DATA_ENCODING_KEY)
         if encoding is not None:
             data = _decode_data(encoding, data)
         metadata = _with_trace_headers(metadata, inst.defaults)
+        if deadline is not None:
+            metadata = _within_deadline(metadata, inst.defaults, deadline)
         return await inst.binding.invoke(InvokeRequest(operation, data, metadata))
 
     def destination(self, name: str, metadata: Mapping[str, str]) -> str:
@@ -255,6 +261,21 @@ def _with_trace_headers(metadata: Dict[str, str], defaults: Mapping[str, str]) -
     return metadata if out is None else out
 
 
+def _within_deadline(metadata: Dict[str, str], defaults: Mapping[str, str], seconds: float) -> Dict[str, str]:
+    """Cap ``rpcTimeout`` at daprd's remaining deadline. Without it, a call daprd gave up on would
+    keep running (and holding its connection) until the binding's own rpcTimeout."""
+    configured = metadata.get("rpcTimeout") or defaults.get("rpcTimeout") or DEFAULTS["rpcTimeout"]
+    try:
+        current = parse_duration("rpcTimeout", configured)
+    except MetadataError:
+        return metadata  # let the binding report the bad value
+    if current is not None and current <= seconds:
+        return metadata
+    out = dict(metadata)
+    out["rpcTimeout"] = "%dms" % max(1, int(seconds * 1000))
+    return out
+
+
 def _instance_name(context: Any) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == INSTANCE_HEADER:
@@ -285,7 +306,14 @@ def _make_servicer(component: Component) -> Any:
             name = _instance_name(context)
             metadata = dict(request.metadata)
             try:
-                response = await component.invoke(name, request.operation, request.data, metadata)
+                response = await component.invoke(
+                    name, request.operation, request.data, metadata, context.time_remaining()
+                )
+            except asyncio.CancelledError:
+                # daprd's deadline passed or it went away; the Kitex call ends by its (capped) timeout
+                log.warning("instance %r: call to %s abandoned by daprd (deadline or cancel)",
+                            name, component.destination(name, metadata))
+                raise
             except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a hang
                 code, text = status_of(exc)
                 if isinstance(exc, KitexError):
