@@ -102,11 +102,13 @@ def parse_size(field: str, value: str) -> int:
             % (PREFIX, field, value)
         )
     size = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
-    if not 1024 <= size <= 0x7FFFFFFF:
+    if not 1024 <= size <= 0x80000000:
         raise MetadataError(
             "%smetadata field %s: %r is outside 1KiB-2GiB" % (PREFIX, field, value)
         )
-    return size
+    # A frame length is a signed 32-bit field: no frame exceeds 2GiB-1, so a 2GiB limit (the
+    # natural way to write "the largest") means exactly that.
+    return min(size, 0x7FFFFFFF)
 
 
 def _parse_int(field: str, value: str, low: int, high: int) -> int:

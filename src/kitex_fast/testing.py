@@ -259,3 +259,10 @@ def echo_handler(request: ServerRequest) -> bytes:
     """Kitex's example echo service, as Dapr tests it: the reply appends ``",hi Kitex"``."""
     return echo_result(read_echo_args(request.body) + ",hi Kitex")
 
+
+if __name__ == "__main__":  # python -m kitex_fast.testing [options]: the same as kitex-fast serve
+    import sys
+
+    from .cli import main
+
+    raise SystemExit(main(["serve", *sys.argv[1:]]))

@@ -79,7 +79,7 @@ def test_cli_call_reports_errors(impl) -> None:
     args = [sys.executable, "-m", "kitex_fast", "--implementation", impl.name, "call",
             "--host-ports", "nope", "--dest-service", "echo", "--method", "echo", "--data-hex", "00"]
     out = subprocess.run(args, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1
+    assert out.returncode == 2  # refused before any I/O: a usage error
     assert "MetadataError: dapr binding kitex: metadata field hostPorts: entry 'nope' is not host:port" in out.stderr
 
 
