@@ -284,7 +284,7 @@ class _Call:
         return out.isatty()
 
     def show_metadata(self, metadata: Dict[str, str]) -> None:
-        backward = {k[len("header."):]: v for k, v in metadata.items() if k.startswith("header.")}
+        backward = {k[len("header."):]: v for k, v in sorted(metadata.items()) if k.startswith("header.")}
         if backward:
             from .idl import dumps
 

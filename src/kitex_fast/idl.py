@@ -195,7 +195,31 @@ def struct_from_json(cls: Any, value: Any, path: str = "") -> Any:
             continue  # null: leave the field unset, as if absent
         ttype, arg = _field_type(fields[name])
         kwargs[name] = to_thrift(ttype, arg, item, "%s.%s" % (path, name) if path else name)
+    for name, spec in fields.items():
+        if spec[-1] is True and kwargs.get(name) is None:
+            # a missing `required` field goes out as its zero value, as Kitex's JSON generic
+            # client writes it (it writes every non-optional field, zero when the JSON lacks
+            # it: seen against Kitex v0.16.3), not as an error
+            kwargs[name] = _zero(*_field_type(spec))
     return cls(**kwargs)
+
+
+def _zero(ttype: int, arg: Any) -> Any:
+    if ttype == T_BOOL:
+        return False
+    if ttype == T_DOUBLE:
+        return 0.0
+    if ttype == T_STRING:
+        return ""
+    if ttype == T_BINARY:
+        return b""
+    if ttype == T_STRUCT:
+        return struct_from_json(arg, {})
+    if ttype in (T_LIST, T_SET):
+        return []
+    if ttype == T_MAP:
+        return {}
+    return 0
 
 
 # -- thriftpy2 values -> JSON ----------------------------------------------------------------------
