@@ -1,8 +1,9 @@
 """A Kitex-compatible Thrift server in Python, for your own tests and for the demo.
 
 It speaks what a default Kitex server speaks (Buffered, Framed, TTHeader, TTHeader-Framed, detected
-per message, answered in kind) and fails the way Kitex fails (kitex-wire.md §4.5): an unknown
-method gets an EXCEPTION of type 20 and the connection is closed; a handler error gets type 6
+per message, answered in kind) and fails the way Kitex fails (kitex pkg/remote/trans/
+default_server_handler.go and pkg/remote/codec/util.go): an unknown method gets an EXCEPTION of
+type 20 and the connection is closed; a handler error gets type 6
 (``biz error: ...``) and the connection stays open; a ``BizStatusError`` becomes an empty result with
 ``biz-status`` / ``biz-message`` / ``biz-extra`` TTHeader keys. It is a test helper: the proof of
 wire compatibility is the interop suite against real Kitex servers.
@@ -12,6 +13,9 @@ wire compatibility is the interop suite against real Kitex servers.
 
     with KitexTestServer({"echo": echo}) as server:
         client = Client("echo", server.address)
+
+From the shell: ``kitex-fast serve`` or ``python -m kitex_fast.testing`` (echo on 127.0.0.1:8888, or
+``--idl FILE --handler module:name`` for your own service).
 """
 
 from __future__ import annotations
