@@ -209,6 +209,7 @@ class BindingCore:
 
     @property
     def client_count(self) -> int:
+        """How many destinations hold a client (and its connections) right now."""
         return len(self._clients)
 
 

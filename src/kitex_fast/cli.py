@@ -473,6 +473,7 @@ exit status: 0 ok, 1 the call failed, 2 usage.
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of ``kitex-fast`` (without the plug-in commands' own options)."""
     parser = argparse.ArgumentParser(
         prog="kitex-fast",
         description="Call CloudWeGo Kitex Thrift services from the shell, or serve one for tests.",

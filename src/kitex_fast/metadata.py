@@ -95,6 +95,7 @@ def parse_duration(field: str, value: str) -> Optional[float]:
 
 
 def parse_size(field: str, value: str) -> int:
+    """A size in bytes from ``1048576``, ``64KiB``, ``16MiB``, ... (1KiB to 2GiB); ``field`` names it in errors."""
     match = _SIZE.match(value.strip())
     if not match:
         raise MetadataError(

@@ -85,15 +85,18 @@ class KitexTestServer:
 
     @property
     def address(self) -> str:
+        """``host:port`` (``[host]:port`` for IPv6) to give a client."""
         return "[%s]:%d" % (self.host, self.port) if ":" in self.host else "%s:%d" % (self.host, self.port)
 
     def start(self) -> "KitexTestServer":
+        """Start accepting connections (in a daemon thread); returns the server."""
         thread = threading.Thread(target=self._accept_loop, name="kitex-test-accept", daemon=True)
         thread.start()
         self._threads.append(thread)
         return self
 
     def stop(self) -> None:
+        """Stop accepting, close every connection and wait for the server's threads."""
         self._stopping = True
         try:
             self._listener.shutdown(socket.SHUT_RDWR)
