@@ -77,7 +77,7 @@ def test_our_extensions_mean_what_kitex_means_by_numbers(capsys, impl, kitex_ser
 
 
 @pytest.mark.parametrize("value", [FULL, PARTIAL], ids=["full", "partial"])
-def test_requests_carry_what_kitexs_json_client_sends(impl, value) -> None:
+def test_requests_carry_what_kitexs_json_client_sends(impl, go_peers, value) -> None:
     """Kitex's JSON client and ours send to a recording server; the args decode the same. Kitex
     writes every non-optional field (zero when the JSON lacks it, in Go's map order), we write
     the fields given: the same values to a Kitex server, which reads a missing field as zero."""
