@@ -14,6 +14,7 @@ import argparse
 import base64
 import binascii
 import importlib
+import math
 import os
 import signal
 import sys
@@ -343,7 +344,7 @@ def _call(args: argparse.Namespace) -> int:
 
 def _percentile(ordered: List[float], fraction: float) -> float:
     """Nearest-rank percentile of a sorted list."""
-    index = max(0, min(len(ordered) - 1, int(round(fraction * len(ordered) + 0.5)) - 1))
+    index = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))
     return ordered[index]
 
 

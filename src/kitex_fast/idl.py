@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import math
 import os
 import re
@@ -375,9 +376,10 @@ class IdlService:
         if not os.path.isfile(path):
             raise IdlError("IDL file %r does not exist" % path)
         stem = re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
+        # One module name per file (thriftpy2 caches modules by name, and insists on "_thrift").
+        tag = hashlib.sha1(os.path.abspath(path).encode("utf-8", "surrogateescape")).hexdigest()[:10]
         try:
-            # thriftpy2 insists on the "_thrift" suffix for module names
-            self.module = thriftpy2.load(path, module_name="kitex_fast_idl_%s_thrift" % stem, include_dirs=include_dirs)
+            self.module = thriftpy2.load(path, module_name="kitex_fast_idl_%s_%s_thrift" % (stem, tag), include_dirs=include_dirs)
         except Exception as exc:  # noqa: BLE001 - thriftpy2 raises its own parse errors
             raise IdlError("cannot load IDL %s: %s: %s" % (path, type(exc).__name__, exc)) from None
         services = {

@@ -151,6 +151,14 @@ def test_errors_from_a_real_kitex_server(capsys, impl, kitex_server) -> None:
     assert status == 0 and json.loads(out) == "slept 3"
 
 
+@pytest.mark.parametrize("transport", ["framed", "buffered", "ttheader", "ttheader-framed"])
+def test_every_transport(capsys, impl, kitex_server, transport) -> None:
+    server = kitex_server("default", "rich")
+    status, out, err = our_call(capsys, impl, server.address, "Rich/sleep", 1, "-t", transport, "-v")
+    assert status == 0, err
+    assert json.loads(out) == "slept 1" and "# transport = %s" % transport in err
+
+
 class MetaServer(peers.KitexServer):
     """``jsonpeer metaserver``: a Kitex Echo server whose handler reports the metainfo it got."""
 

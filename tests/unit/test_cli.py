@@ -351,3 +351,9 @@ def test_serve_a_users_idl_and_handler(capsys, impl, tmp_path) -> None:
 def test_serve_usage_errors(capsys) -> None:
     status, _, err = run(capsys, "serve", "--handler", "x:y")
     assert status == 2 and "--handler needs --idl" in err
+
+
+def test_latency_percentiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert [cli._percentile(values, p) for p in (0.5, 0.9, 0.99, 1.0)] == [50.0, 90.0, 99.0, 100.0]
+    assert cli._percentile([7.0], 0.99) == 7.0
