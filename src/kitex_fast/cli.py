@@ -247,6 +247,8 @@ class _Call:
             from .idl import load_service, parse_json
 
             service, self.method = load_service(args.idl, args.method)
+            if self.method.oneway:
+                raise UsageError("%s/%s is oneway: a Kitex server sends no reply to wait for" % (service.name, self.method.name))
             value = parse_json(payload, "--data" if args.data is not None else ("--file " + args.file if args.file else "stdin")) if payload.strip() else None
             self.message = self.method.encode_call(value)
             dest = args.dest_service or service.name
@@ -575,9 +577,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ImportError as exc:
         if args.implementation is None:
             raise
-        parser.exit(EXIT_USAGE, "kitex-fast: error: --implementation %s: %s\n" % (args.implementation, exc))
+        print("kitex-fast: error: --implementation %s: %s" % (args.implementation, exc), file=sys.stderr)
+        return EXIT_USAGE
     except UsageError as exc:
-        parser.exit(EXIT_USAGE, "kitex-fast %s: error: %s\n" % (args.command, exc))
+        print("kitex-fast %s: error: %s" % (args.command, exc), file=sys.stderr)
+        return EXIT_USAGE
     except KitexError as exc:
         # IDL problems (IdlError: bad file, method or JSON) and bad metadata are found before any
         # I/O: the input was wrong. Anything else failed on the way (a reply that cannot be read).

@@ -115,3 +115,12 @@ def test_service_and_method_lookup(tmp_path) -> None:
     broken.write_text("service {")
     with pytest.raises(IdlError, match="cannot load IDL"):
         load_service(str(broken), "x")
+
+
+def test_call_refuses_oneway_methods(tmp_path, capsys) -> None:
+    from kitex_fast import cli
+
+    idl = tmp_path / "ow.thrift"
+    idl.write_text("service S { oneway void ping(1: i32 x) }")
+    assert cli.main(["call", "-e", "127.0.0.1:1", "--idl", str(idl), "-m", "ping", "-d", "1"]) == 2
+    assert "S/ping is oneway" in capsys.readouterr().err
