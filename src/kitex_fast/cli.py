@@ -170,7 +170,9 @@ def _call_metadata(args: argparse.Namespace, method_name: str, dest_service: str
     metainfo = _pairs(args.transient, "--transient") + _pairs(args.persistent, "--persistent")
     transport_name = args.transport
     if transport_name is None:
-        transport_name = "ttheader" if (metainfo or args.header or args.int_header) else "framed"
+        # everything that travels in TTHeader headers picks TTHeader (Framed has no headers)
+        header_flags = (args.header, args.int_header, args.idlService, args.fromService, args.logID)
+        transport_name = "ttheader" if metainfo or any(header_flags) else "framed"
     metadata: Dict[str, str] = {
         "hostPorts": args.host_ports,
         "destService": dest_service,
@@ -226,7 +228,10 @@ def _read_input(args: argparse.Namespace, stdin: TextIO) -> Tuple[str, Any]:
         except OSError as exc:
             raise UsageError("--file %s: %s" % (args.file, exc.strerror or exc)) from None
         if args.idl:
-            return "json", content.decode("utf-8")
+            try:
+                return "json", content.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UsageError("--file %s is not UTF-8 JSON: %s" % (args.file, exc)) from None
         return "raw", content
     if args.idl:
         if stdin.isatty():
@@ -495,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--host-ports", "-e", required=True, metavar="HOST:PORT[,...]", help="the server(s): host:port, [ipv6]:port, comma-separated for round robin")
     where.add_argument("--method", "-m", required=True, metavar="[SERVICE/]METHOD", help="the method; with --idl, Service/method picks the service in a file with several")
     where.add_argument("--dest-service", "-s", metavar="NAME", help="the Kitex service name sent as TTHeader ToService (default: the IDL service, or SERVICE of --method)")
-    where.add_argument("--transport", "-t", choices=list(codec.TRANSPORTS), help="framing (default framed; ttheader when metainfo or headers are given)")
+    where.add_argument("--transport", "-t", choices=list(codec.TRANSPORTS), help="framing (default framed; ttheader when metainfo, headers, --idl-service, --from-service or --log-id are given)")
     what = call.add_argument_group("what to send")
     what.add_argument("--idl", metavar="FILE", help="the Thrift IDL: arguments and reply as JSON")
     what.add_argument("--data", "-d", metavar="JSON", help="the arguments as JSON (with --idl); default: stdin")

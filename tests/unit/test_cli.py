@@ -357,3 +357,18 @@ def test_latency_percentiles_are_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert [cli._percentile(values, p) for p in (0.5, 0.9, 0.99, 1.0)] == [50.0, 90.0, 99.0, 100.0]
     assert cli._percentile([7.0], 0.99) == 7.0
+
+
+def test_header_flags_pick_ttheader(capsys, impl) -> None:
+    seen = {}
+
+    def handler(request: ServerRequest) -> bytes:
+        seen["transport"] = request.transport
+        seen.update({"int%d" % k: v for k, v in request.int_headers.items()})
+        return echo_handler(request)
+
+    with KitexTestServer({"echo": handler}, implementation=impl.name) as server:
+        status, _, err = run(capsys, "call", "--implementation", impl.name, "-e", server.address, "-m", "echo/echo",
+                             "--data-hex", echo_request("h").hex(), "--from-service", "cli-test")
+    assert status == 0, err
+    assert seen["transport"] == "ttheader" and seen["int3"] == "cli-test"  # FromService, int key 3
