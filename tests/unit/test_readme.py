@@ -11,11 +11,13 @@ The blocks run in README order in one scratch directory whose ``tests`` links to
 
   ``<!-- readme-test: skip (reason) -->``    not run; the reason is required (installs, the suite)
   ``<!-- readme-test: background -->``       a server: started, waited for until it prints
-                                             "listening on", stopped when the README is done
+                                             "listening on" (``background TEXT``: until TEXT),
+                                             stopped when the README is done
   ``<!-- readme-test: file NAME -->``        written to NAME instead of run
   ``<!-- readme-test: expect -->``           (a text block) its lines appear in the stdout of the
                                              block before it
-  ``<!-- readme-test: needs MODULE -->``     run only where MODULE imports (an optional extra)
+  ``<!-- readme-test: needs MODULE -->``     run only where MODULE imports (an optional extra);
+                                             ``needs cmd:NAME``: where the command NAME is on PATH
 
 - Ports: the README shows fixed ports (8888, Kitex's default and ``kitex-fast serve``'s). Each port
   number written as ``127.0.0.1:N`` or ``--port N`` is mapped to a free port for the run (and a
@@ -29,6 +31,7 @@ import importlib.util
 import os
 import re
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -120,7 +123,7 @@ class ReadmeRun:
             (self.workdir / block.argument).write_text(code)
             return
         if block.marker == "background":
-            self.start(code, where)
+            self.start(code, where, block.argument.strip("'\"") or "listening on")
             return
         kind = RUNNABLE[block.language]
         argv = [sys.executable, "-c", code] if kind == "python" else ["bash", "-e", "-o", "pipefail", "-c", code]
@@ -130,7 +133,7 @@ class ReadmeRun:
                                  % (where, proc.returncode, code, proc.stdout, proc.stderr))
         self.last_stdout = proc.stdout
 
-    def start(self, code: str, where: str) -> None:
+    def start(self, code: str, where: str, ready: str) -> None:
         # its own session: stopped as a group, with everything it started
         proc = subprocess.Popen(["bash", "-c", code], cwd=str(self.workdir), env=self.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -140,10 +143,10 @@ class ReadmeRun:
         deadline = time.monotonic() + 60
         with selectors.DefaultSelector() as sel:
             sel.register(proc.stdout, selectors.EVENT_READ)
-            while b"listening on" not in seen:
+            while ready.encode() not in seen:
                 left = deadline - time.monotonic()
                 if left <= 0 or not sel.select(left):
-                    raise AssertionError("%s printed no 'listening on' line in 60 s:\n%s\n%s" % (where, code, seen.decode()))
+                    raise AssertionError("%s printed no %r line in 60 s:\n%s\n%s" % (where, ready, code, seen.decode()))
                 chunk = os.read(proc.stdout.fileno(), 4096)
                 if not chunk:
                     raise AssertionError("%s exited (%s) before listening:\n%s\n%s" % (where, proc.wait(), code, seen.decode()))
@@ -162,8 +165,10 @@ class ReadmeRun:
                 proc.stdout.close()
 
 
-def _missing(module: str) -> Optional[str]:
-    return None if importlib.util.find_spec(module) is not None else module
+def _missing(need: str) -> Optional[str]:
+    if need.startswith("cmd:"):
+        return None if shutil.which(need[4:]) else need
+    return None if importlib.util.find_spec(need) is not None else need
 
 
 def test_readme_blocks_are_marked_sensibly() -> None:
@@ -211,3 +216,17 @@ def test_every_readme_code_block_runs_as_written(tmp_path) -> None:
     assert ran >= 8
     if skipped:
         pytest.skip("README blocks not run here: %s" % "; ".join(skipped))
+
+
+def test_the_runner_itself_fails_on_a_broken_block(tmp_path) -> None:
+    sample = "\n".join([
+        "<!-- readme-test: skip (why) -->", "```sh", "exit 1", "```",
+        "```python", "raise SystemExit(3)", "```",
+        "<!-- readme-test: needs cmd:no-such-command-here -->", "```sh", "no-such-command-here", "```",
+    ])
+    blocks = readme_blocks(sample)
+    assert [(b.line, b.language, b.marker, b.argument) for b in blocks] == [
+        (2, "sh", "skip", "(why)"), (5, "python", "", ""), (9, "sh", "needs", "cmd:no-such-command-here")]
+    assert _missing(blocks[2].argument) == "cmd:no-such-command-here"
+    with pytest.raises(AssertionError, match=r"README.md line 5 \(```python\) failed \(exit 3\)"):
+        ReadmeRun(tmp_path).run(blocks[1], blocks[1].code)
