@@ -124,3 +124,19 @@ def test_call_refuses_oneway_methods(tmp_path, capsys) -> None:
     idl.write_text("service S { oneway void ping(1: i32 x) }")
     assert cli.main(["call", "-e", "127.0.0.1:1", "--idl", str(idl), "-m", "ping", "-d", "1"]) == 2
     assert "S/ping is oneway" in capsys.readouterr().err
+
+
+def test_thriftpy2_is_optional() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import kitex_fast, kitex_fast.cli, kitex_fast.testing\n"
+        "assert 'thriftpy2' not in sys.modules, 'imported without need'\n"
+        "sys.modules['thriftpy2'] = None  # as if it were not installed\n"
+        "raise SystemExit(kitex_fast.cli.main(['call', '-e', '127.0.0.1:1', '--idl', sys.argv[1], '-m', 'x', '-d', '1']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, __file__], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "calls through an IDL need thriftpy2: pip install 'kitex_fast[idl]'" in out.stderr
