@@ -214,6 +214,7 @@ class BindingCore:
 
     @property
     def client_count(self) -> int:
+        """How many destinations hold a client (and its connections) right now."""
         return len(self._clients)
 
 

@@ -296,6 +296,7 @@ class ClientCore:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` was called."""
         return self._closed
 
     def __repr__(self) -> str:

@@ -147,6 +147,7 @@ def parse_duration(field: str, value: str) -> Optional[float]:
 
 
 def parse_size(field: str, value: str) -> int:
+    """A size in bytes from ``1048576``, ``64KiB``, ``16MiB``, ... (1KiB to 2GiB); ``field`` names it in errors."""
     match = _SIZE.match(value.strip())
     if not match:
         raise MetadataError(
@@ -154,11 +155,13 @@ def parse_size(field: str, value: str) -> int:
             % (PREFIX, field, value)
         )
     size = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
-    if not 1024 <= size <= 0x7FFFFFFF:
+    if not 1024 <= size <= 0x80000000:
         raise MetadataError(
             "%smetadata field %s: %r is outside 1KiB-2GiB" % (PREFIX, field, value)
         )
-    return size
+    # A frame length is a signed 32-bit field: no frame exceeds 2GiB-1, so a 2GiB limit (the
+    # natural way to write "the largest") means exactly that.
+    return min(size, 0x7FFFFFFF)
 
 
 def _parse_int(field: str, value: str, low: int, high: int) -> int:

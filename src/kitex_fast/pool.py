@@ -148,6 +148,7 @@ class ConnectionPool:
             self._drain()
 
     def close(self) -> None:
+        """Close the idle connections and pool no more (connections in use close when released)."""
         self._closed = True
         self._drain()
 
@@ -161,6 +162,7 @@ class ConnectionPool:
 
     @property
     def idle_count(self) -> int:
+        """How many idle connections wait in the pool."""
         return len(self._idle)
 
 
@@ -228,6 +230,7 @@ class EndpointPool:
         ) from last
 
     def connect_fresh(self, pool: ConnectionPool, deadline: Optional[float]) -> Any:
+        """A new connection to ``pool``'s endpoint, bypassing the idle ones (for a retry that must not reuse)."""
         return self._connect(pool.endpoint, deadline)
 
     def _connect(

@@ -1,8 +1,9 @@
 """A Kitex-compatible Thrift server in Python, for your own tests and for the demo.
 
 It speaks what a default Kitex server speaks (Buffered, Framed, TTHeader, TTHeader-Framed, detected
-per message, answered in kind) and fails the way Kitex fails (kitex-wire.md §4.5): an unknown
-method gets an EXCEPTION of type 20 and the connection is closed; a handler error gets type 6
+per message, answered in kind) and fails the way Kitex fails (kitex pkg/remote/trans/
+default_server_handler.go and pkg/remote/codec/util.go): an unknown method gets an EXCEPTION of
+type 20 and the connection is closed; a handler error gets type 6
 (``biz error: ...``) and the connection stays open; a ``BizStatusError`` becomes an empty result with
 ``biz-status`` / ``biz-message`` / ``biz-extra`` TTHeader keys. It is a test helper: the proof of
 wire compatibility is the interop suite against real Kitex servers.
@@ -12,6 +13,9 @@ wire compatibility is the interop suite against real Kitex servers.
 
     with KitexTestServer({"echo": echo}) as server:
         client = Client("echo", server.address)
+
+From the shell: ``kitex-fast serve`` or ``python -m kitex_fast.testing`` (echo on 127.0.0.1:8888, or
+``--idl FILE --handler module:name`` for your own service).
 """
 
 from __future__ import annotations
@@ -81,15 +85,18 @@ class KitexTestServer:
 
     @property
     def address(self) -> str:
+        """``host:port`` (``[host]:port`` for IPv6) to give a client."""
         return "[%s]:%d" % (self.host, self.port) if ":" in self.host else "%s:%d" % (self.host, self.port)
 
     def start(self) -> "KitexTestServer":
+        """Start accepting connections (in a daemon thread); returns the server."""
         thread = threading.Thread(target=self._accept_loop, name="kitex-test-accept", daemon=True)
         thread.start()
         self._threads.append(thread)
         return self
 
     def stop(self) -> None:
+        """Stop accepting, close every connection and wait for the server's threads."""
         self._stopping = True
         try:
             self._listener.shutdown(socket.SHUT_RDWR)
@@ -259,3 +266,10 @@ def echo_handler(request: ServerRequest) -> bytes:
     """Kitex's example echo service, as Dapr tests it: the reply appends ``",hi Kitex"``."""
     return echo_result(read_echo_args(request.body) + ",hi Kitex")
 
+
+if __name__ == "__main__":  # python -m kitex_fast.testing [options]: the same as kitex-fast serve
+    import sys
+
+    from .cli import main
+
+    raise SystemExit(main(["serve", *sys.argv[1:]]))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -79,7 +83,7 @@ def test_cli_call_reports_errors(impl) -> None:
     args = [sys.executable, "-m", "kitex_fast", "--implementation", impl.name, "call",
             "--host-ports", "nope", "--dest-service", "echo", "--method", "echo", "--data-hex", "00"]
     out = subprocess.run(args, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1
+    assert out.returncode == 2  # refused before any I/O: a usage error
     assert "MetadataError: dapr binding kitex: metadata field hostPorts: entry 'nope' is not host:port" in out.stderr
 
 
@@ -100,3 +104,101 @@ def test_a_failed_build_is_reported_at_import(tmp_path, monkeypatch) -> None:
     with _w.catch_warnings():
         _w.simplefilter("error")
         assert _dispatch.load_compiled("_no_such_module") is None  # no note, no .so: pure by design
+
+
+# -- the sdist and the metadata a user sees -----------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+# What `bash tests/run.sh` (the README's test command) reads from the tree, beyond the package.
+NEEDED_BY_THE_TEST_COMMAND = [
+    "LICENSE", "README.md", "pyproject.toml", "setup.py", "MANIFEST.in", ".ci/run",
+    "tests/run.sh", "tests/stubtest-allowlist.txt", "tests/conftest.py", "tests/golden/frames.json",
+    "tests/interop/go/go.mod", "tests/interop/go/go.sum", "tests/interop/go/idl/echo.thrift",
+    "tests/interop/go/idl/rich.thrift", "tests/interop/go/cmd/jsonpeer/main.go", "tests/interop/peers.py",
+    "bench/run.py", "bench/floor.c", "docs/internals.md",
+    "src/kitex_fast/_codec.pyx", "src/kitex_fast/_codec.pyi", "src/kitex_fast/py.typed",
+]
+_SKIP_COPY = shutil.ignore_patterns(".git", ".venv", "bin", "build", "dist", "*.egg-info", "__pycache__",
+                                    "*.so", ".mypy_cache", ".pytest_cache", ".hypothesis", "tmp")
+
+
+@pytest.fixture(scope="module")
+def sdist(tmp_path_factory) -> tarfile.TarFile:
+    """The sdist built by the build backend from a copy of this tree (the tree stays untouched)."""
+    pytest.importorskip("setuptools", minversion="77")
+    work = tmp_path_factory.mktemp("sdist")
+    shutil.copytree(ROOT, work / "src-tree", ignore=_SKIP_COPY, symlinks=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))",
+         str(work / "dist")],
+        cwd=str(work / "src-tree"), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    with tarfile.open(work / "dist" / out.stdout.strip().splitlines()[-1]) as tar:
+        yield tar
+
+
+def _names(tar: tarfile.TarFile) -> set:
+    return {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+
+
+def test_sdist_has_what_the_readme_test_command_needs(sdist) -> None:
+    names = _names(sdist)
+    assert not [n for n in NEEDED_BY_THE_TEST_COMMAND if n not in names]
+    assert not [n for n in names if n.endswith((".so", ".pyd")) or n == "src/kitex_fast/_codec.c"]
+    assert not [n for n in names if n.startswith("tests/interop/bin/")]
+    if (ROOT / ".git").exists():  # a checkout: every tracked source file ships (CI config and the plot excepted)
+        tracked = subprocess.run(["git", "ls-files"], cwd=str(ROOT), capture_output=True, text=True).stdout.split()
+        left_out = [n for n in tracked if n not in names
+                    and not n.startswith(".github/") and n not in (".gitignore", "bench/results/latency.png")]
+        assert not left_out
+
+
+def test_sdist_metadata_has_license_and_urls(sdist) -> None:
+    member = next(m for m in sdist.getmembers() if m.name.count("/") == 1 and m.name.endswith("/PKG-INFO"))
+    info = sdist.extractfile(member).read().decode()
+    assert "License-Expression: Apache-2.0" in info and "License-File: LICENSE" in info
+    assert "Project-URL: " in info
+    assert 'Provides-Extra: idl' in info and 'Requires-Dist: thriftpy2>=0.5; extra == "idl"' in info
+    assert "Apache License" in (ROOT / "LICENSE").read_text() and "Version 2.0" in (ROOT / "LICENSE").read_text()
+
+
+def test_installed_metadata_names_the_license() -> None:
+    from importlib.metadata import metadata
+
+    meta = metadata("kitex_fast")
+    assert meta.get("License-Expression") == "Apache-2.0" or meta.get("License") == "Apache-2.0"
+
+
+PUBLIC_MODULES = ["kitex_fast", "kitex_fast.binding", "kitex_fast.client", "kitex_fast.testing",
+                  "kitex_fast.errors", "kitex_fast.metadata", "kitex_fast.pool", "kitex_fast.cli"]
+
+
+def test_every_public_function_and_method_has_a_docstring() -> None:
+    import importlib
+
+    modules = list(PUBLIC_MODULES)
+    try:
+        import thriftpy2  # noqa: F401
+
+        modules.append("kitex_fast.idl")
+    except ImportError:
+        pass
+    missing = []
+    for name in modules:
+        module = importlib.import_module(name)
+        for attr in getattr(module, "__all__", [a for a in vars(module) if not a.startswith("_")]):
+            obj = getattr(module, attr)
+            if not getattr(obj, "__module__", "").startswith("kitex_fast"):
+                continue  # imported from elsewhere
+            if inspect.isfunction(obj) and not obj.__doc__:
+                missing.append("%s.%s" % (name, attr))
+            if inspect.isclass(obj):
+                if not obj.__doc__:
+                    missing.append("%s.%s" % (name, attr))
+                for member, value in vars(obj).items():
+                    function = value.fget if isinstance(value, property) else value
+                    if member.startswith("_") or not (inspect.isfunction(function) or isinstance(value, property)):
+                        continue
+                    if not function.__doc__:
+                        missing.append("%s.%s.%s" % (name, attr, member))
+    assert not missing
