@@ -343,14 +343,12 @@ def main() -> None:
     rounds, calls, conc_calls = (2, 100, 640) if args.quick else (5, 400, 6400)
     total, step, keys = (4000, 2000, 1000) if args.quick else (100_000, 10_000, 1000)
 
-    from kitex_fast.dapr.async_binding import DRIVER
-
     daprd_bin = stack.build_daprd()
     go_bin = build_go_daprd() if args.go_binding else None
     peers.build_peers()
     floor_bin = run.build_floor()
     info = run.machine_info()
-    info["driver"] = DRIVER
+    info["driver"] = "asyncio (kitex_fast.aio)"
     work = Path(tempfile.mkdtemp(prefix="dapr-bench-"))
     server = peers.KitexServer("default", "echo").start()
     go_daprd: Optional[stack.Daprd] = None

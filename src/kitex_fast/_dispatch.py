@@ -80,9 +80,9 @@ def _drop_build_name_alias(name: str, module: ModuleType) -> None:
 
 
 def _extension_file_exists(name: str) -> bool:
-    return any(Path(__file__).parent.glob(name + ".*.so")) or any(
-        Path(__file__).parent.glob(name + ".*.pyd")
-    )
+    *subpackage, module = name.split(".")  # "aio._protocol" lives in aio/
+    folder = Path(__file__).parent.joinpath(*subpackage)
+    return any(folder.glob(module + ".*.so")) or any(folder.glob(module + ".*.pyd"))
 
 
 def choose(

@@ -204,7 +204,6 @@ def test_trace_context_reaches_the_server_as_ttheader_transient_metainfo(compone
 def test_grpc_deadline_bounds_the_kitex_call(impl, folder) -> None:
     # A Dapr resiliency timeout arrives as the gRPC deadline: the Kitex call must end with it, not
     # run on for the binding's own rpcTimeout (30 s by default) holding a connection and a worker.
-    # With one worker thread, a second call can only run once the first Kitex call has ended.
     release = threading.Event()
 
     def handler(request):
@@ -212,7 +211,7 @@ def test_grpc_deadline_bounds_the_kitex_call(impl, folder) -> None:
             release.wait(30)
         return echo_handler(request)
 
-    c = stack.Component(folder, implementation=impl.name, extra=["--threads", "1"]).start()
+    c = stack.Component(folder, implementation=impl.name).start()
     try:
         with KitexTestServer({"echo": handler}, service="echo", implementation=impl.name) as server, channel(c) as ch:
             meta = {"hostPorts": server.address, "destService": "echo", "methodName": "echo", "version": "v1"}

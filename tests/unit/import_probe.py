@@ -101,6 +101,10 @@ def _thread_count() -> int:
         return threading.active_count()
 
 
+# The optional extras' modules that subpackages import (kitex_fast.dapr, .idl, .aio on uvloop).
+OPTIONAL_DEPENDENCIES = ("grpc", "grpc_reflection.v1alpha.reflection", "google.protobuf", "thriftpy2", "uvloop")
+
+
 def _handlers(logger: Any) -> List[str]:
     return [type(h).__name__ for h in getattr(logger, "handlers", [])]
 
@@ -141,6 +145,13 @@ def main() -> None:
     package_name = sys.argv[1]
     if len(sys.argv) > 2:
         sys.path.insert(0, sys.argv[2])
+    # What an optional dependency does when it is imported (grpc adds a NullHandler to its own
+    # logger, ...) is not the package's doing: import the ones installed before the first snapshot.
+    for dependency in OPTIONAL_DEPENDENCIES:
+        try:
+            importlib.import_module(dependency)
+        except ImportError:
+            pass
     modules_before = set(sys.modules)
     before = snapshot()
     os.environ.__class__ = RecordingEnviron

@@ -19,8 +19,17 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SI
 from cpython.dict cimport PyDict_GetItem
 from libc.stdint cimport int32_t, uint32_t
 
-from .. import _transport_errors as texts
-from ..errors import ConnectionClosedError, KitexError, ProtocolError, ResponseMismatchError, TransportError
+# Package modules come through importlib, not `from ..x import` (see _codec.pyx: Cython >= 3.2
+# resolves a relative import to the build-time name, which in a vendored copy is another copy's).
+from importlib import import_module as _import_module
+texts = _import_module(".._transport_errors", __package__)
+_errors = _import_module("..errors", __package__)
+ConnectionClosedError = _errors.ConnectionClosedError
+KitexError = _errors.KitexError
+ProtocolError = _errors.ProtocolError
+ResponseMismatchError = _errors.ResponseMismatchError
+TransportError = _errors.TransportError
+del _errors
 
 __all__ = ["Protocol", "pick", "seq_id_of"]
 

@@ -13,7 +13,7 @@ from .client import Client
 
 __all__ = ["AsyncKitexOutputBinding"]
 
-log = logging.getLogger("kitex_fast.aio.binding")
+log = logging.getLogger(__name__)  # follows the package wherever it is vendored
 
 
 class AsyncKitexOutputBinding(BindingCore):

@@ -3,27 +3,16 @@
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING, Optional
 
-from .._dispatch import NO_EXTENSIONS, choose
+from .._dispatch import choose, load_compiled
 from . import _protocol_py
 
 PUBLIC_API = ("Protocol", "pick", "seq_id_of")
 
 
-def _load_compiled() -> Optional[ModuleType]:
-    if NO_EXTENSIONS:
-        return None
-    try:
-        return importlib.import_module("._protocol", __package__)
-    except ImportError:
-        # The package-level dispatchers already warn once when the core failed to build.
-        return None
-
-
-_compiled: Optional[ModuleType] = _load_compiled()
+_compiled: Optional[ModuleType] = load_compiled("aio._protocol")
 
 USING_EXTENSION = _compiled is not None
 

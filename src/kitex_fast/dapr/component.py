@@ -8,8 +8,8 @@ This module serves that service on ``NAME.sock`` with ``grpc.aio``:
 
 - one binding per component instance (daprd's ``x-component-instance`` header = the YAML's
   ``metadata.name``): its ``Init`` metadata are that instance's validated defaults;
-- ``Invoke`` runs on the async binding (:mod:`.async_binding`), so calls in flight never wait for
-  one another;
+- ``Invoke`` runs on the asyncio driver (:class:`kitex_fast.aio.AsyncKitexOutputBinding`), many
+  calls in flight per Kitex connection, so calls never wait for one another;
 - failures become gRPC statuses (:mod:`.status`) and a warning naming the destination;
 - socket hygiene: a stale socket file hangs daprd's discovery forever, so it is removed before
   binding and on every exit path; a live owner makes the start fail; mode 0660 by default;
@@ -37,7 +37,7 @@ from .. import codec, transport
 from ..binding import InvokeRequest
 from ..errors import KitexError, MetadataError
 from ..metadata import DEFAULTS, parse_duration
-from .async_binding import DRIVER, AsyncBinding, ThreadedAsyncBinding, shutdown_threads
+from ..aio import AsyncKitexOutputBinding
 from .status import status_of
 
 __all__ = [
@@ -53,7 +53,7 @@ __all__ = [
     "SERVICE_NAME",
 ]
 
-log = logging.getLogger("kitex_fast.dapr")
+log = logging.getLogger(__name__.rpartition(".")[0])  # the subpackage, wherever it is vendored
 
 SERVICE_NAME = "dapr.proto.components.v1.OutputBinding"
 DEFAULT_SOCKET_FOLDER = "/tmp/dapr-components-sockets"
@@ -128,18 +128,14 @@ class Component:
     """The state behind the gRPC service: component instances and their bindings."""
 
     def __init__(
-        self, *, implementation: Optional[str] = None, max_clients: int = 64, threads: int = 64
+        self, *, implementation: Optional[str] = None, max_clients: int = 64
     ) -> None:
         self.implementation = implementation
         self.max_clients = max_clients
-        self.threads = threads
         self._instances: Dict[str, _Instance] = {}
 
-    def _new_binding(self) -> Any:
-        kwargs: Dict[str, Any] = {"max_clients": self.max_clients, "implementation": self.implementation}
-        if AsyncBinding is ThreadedAsyncBinding:
-            kwargs["threads"] = self.threads
-        return AsyncBinding(**kwargs)
+    def _new_binding(self) -> AsyncKitexOutputBinding:
+        return AsyncKitexOutputBinding(max_clients=self.max_clients, implementation=self.implementation)
 
     @property
     def instance_names(self) -> List[str]:
@@ -343,9 +339,7 @@ async def serve(args: argparse.Namespace) -> int:
     os.makedirs(folder, exist_ok=True)
     claim_socket(path)
 
-    component = Component(
-        implementation=args.implementation, max_clients=args.max_clients, threads=args.threads
-    )
+    component = Component(implementation=args.implementation, max_clients=args.max_clients)
     server = grpc.aio.server()
     add_output_binding_to_server(_make_servicer(component), server)
     # daprd discovers the service through reflection v1alpha, the version grpcio-reflection serves.
@@ -363,8 +357,8 @@ async def serve(args: argparse.Namespace) -> int:
         bound_inode = os.lstat(path).st_ino
         impl = args.implementation or ("c" if codec.USING_EXTENSION and transport.USING_EXTENSION else "py")
         log.info(
-            "kitex_fast component: serving bindings.%s on %s (pid %d, implementation %s, driver %s)",
-            args.name, path, os.getpid(), impl, DRIVER,
+            "kitex_fast component: serving bindings.%s on %s (pid %d, implementation %s)",
+            args.name, path, os.getpid(), impl,
         )
         await stop.wait()
         log.info("stopping: draining calls in flight (up to %.0f s)", args.drain_timeout)
@@ -374,7 +368,6 @@ async def serve(args: argparse.Namespace) -> int:
         _remove_socket(path, bound_inode)  # first: nobody new should find a dying component
         await server.stop(args.drain_timeout)
         await component.close()
-        shutdown_threads()
         _remove_socket(path, bound_inode)  # grpc may have re-created nothing; be sure
     log.info("stopped")
     return 0
@@ -417,8 +410,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="compiled core or pure-Python twin (default: compiled when installed)")
     parser.add_argument("--max-clients", type=int, default=64,
                         help="distinct destinations per instance that keep a client (LRU beyond)")
-    parser.add_argument("--threads", type=int, default=64,
-                        help="worker threads of the sync fallback driver (unused with kitex_fast.aio)")
     parser.add_argument("--drain-timeout", type=float, default=10.0,
                         help="seconds to let calls in flight finish on SIGTERM/SIGINT (default 10)")
     parser.add_argument("--log-level", default="info",
@@ -428,8 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.max_clients < 1 or args.threads < 1:
-        print("kitex-fast component: --max-clients and --threads must be at least 1", file=sys.stderr)
+    if args.max_clients < 1:
+        print("kitex-fast component: --max-clients must be at least 1", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
