@@ -445,3 +445,26 @@ def test_a_connection_with_a_timed_out_call_closes_once_no_live_call_is_left(imp
                 assert proto.closed and c._pool._all == set()  # the first's reply can never come
 
     aio_default(main)
+
+
+def test_calls_in_flight_per_connection_stay_within_the_bound(impl, aio_default, server):
+    async def main():
+        async with Client("echo", server.address, pool_size=2, max_in_flight=7, implementation=impl.name,
+                          connect_timeout=CONNECT) as c:
+            most = 0
+            done = False
+
+            async def sample():
+                nonlocal most
+                while not done:
+                    most = max([most] + [p.load for p in c._pool._all])
+                    await asyncio.sleep(0)
+
+            sampler = asyncio.ensure_future(sample())
+            replies = await asyncio.gather(*(c.call("echo", echo_request("b%d" % i)) for i in range(200)))
+            done = True
+            await sampler
+            assert [read_echo_reply(r) for r in replies] == ["b%d,hi Kitex" % i for i in range(200)]
+            assert 1 < most <= 7 and len(c._pool._all) <= 2
+
+    aio_default(main)

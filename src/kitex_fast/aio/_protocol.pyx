@@ -14,6 +14,7 @@ Pure-Python twin: ``_protocol_py.py`` (same names, results and error texts).
 """
 
 import asyncio
+import sys
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem
@@ -36,6 +37,7 @@ __all__ = ["Protocol", "pick", "seq_id_of"]
 cdef int32_t _MAX_SEQ_ID = 0x7FFFFFFF
 # Requests made in one loop iteration are written together up to this many bytes.
 cdef Py_ssize_t _CORK_LIMIT = 65536
+cdef bint _WRITELINES_MAY_NOT_PAUSE = sys.version_info >= (3, 12)
 
 
 cdef inline uint32_t _u32(const unsigned char* p) noexcept:
@@ -123,6 +125,7 @@ cdef class ProtocolCore:
     cdef object _lost
     cdef object _create_future
     cdef object _flush_cb
+    cdef object _pause_check
 
     def __init__(self, loop, decoder, peer, waiters, list conns):
         self._loop = loop
@@ -144,6 +147,7 @@ cdef class ProtocolCore:
         self._lost = loop.create_future()
         self._create_future = loop.create_future
         self._flush_cb = self._flush
+        self._pause_check = None
 
     # -- attributes
 
@@ -185,6 +189,11 @@ cdef class ProtocolCore:
         sock = transport.get_extra_info("socket")
         if peername is not None and sock is not None:
             self._peer = texts.format_address(sock.family, peername)  # as the sync driver says it
+        if _WRITELINES_MAY_NOT_PAUSE:
+            # CPython 3.12.0-3.12.8 and 3.13.0-3.13.1: the selector transport's writelines()
+            # never calls pause_writing (python/cpython gh-127655), so check after each write
+            # (a no-op where it is fixed; uvloop's transports have no such method).
+            self._pause_check = getattr(transport, "_maybe_pause_protocol", None)
         if not self._closed:
             self._usable = True
 
@@ -307,6 +316,8 @@ cdef class ProtocolCore:
             # in the same loop iteration go out together in one write (one syscall for many).
             transport = self._transport
             transport.writelines(buffers)
+            if self._pause_check is not None:
+                self._pause_check()
             if transport.is_closing():
                 # The write failed on the spot (the peer had reset the connection): the kernel
                 # took none of it, so the caller may send it elsewhere (sent=False).
@@ -331,6 +342,8 @@ cdef class ProtocolCore:
         self._out = None
         if out and self._transport is not None:
             self._transport.writelines(out)
+            if self._pause_check is not None:
+                self._pause_check()
 
     cdef object _refusal(self):
         if self._closed:

@@ -16,7 +16,7 @@ Same names, same results and the same error texts as the compiled protocol.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import sys
 from typing import Any, Deque, Dict, List, Optional, Sequence
 
 from .. import _transport_errors as texts
@@ -27,6 +27,7 @@ __all__ = ["Protocol", "pick", "seq_id_of"]
 _MAX_SEQ_ID = 0x7FFFFFFF
 # Requests made in one loop iteration are written together up to this many bytes.
 _CORK_LIMIT = 65536
+_WRITELINES_MAY_NOT_PAUSE = sys.version_info >= (3, 12)
 
 
 def seq_id_of(frame: Any) -> int:
@@ -94,6 +95,7 @@ class Protocol(asyncio.BufferedProtocol):
         "_out_bytes",
         "_lost",
         "_create_future",
+        "_pause_check",
     )
 
     def __init__(
@@ -117,6 +119,7 @@ class Protocol(asyncio.BufferedProtocol):
         self._out_bytes = 0
         self._lost = loop.create_future()
         self._create_future = loop.create_future
+        self._pause_check: Any = None
 
     # -- attributes
 
@@ -158,6 +161,11 @@ class Protocol(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if peername is not None and sock is not None:
             self._peer = texts.format_address(sock.family, peername)  # as the sync driver says it
+        if _WRITELINES_MAY_NOT_PAUSE:
+            # CPython 3.12.0-3.12.8 and 3.13.0-3.13.1: the selector transport's writelines()
+            # never calls pause_writing (python/cpython gh-127655), so check after each write
+            # (a no-op where it is fixed; uvloop's transports have no such method).
+            self._pause_check = getattr(transport, "_maybe_pause_protocol", None)
         if not self._closed:
             self._usable = True
 
@@ -278,6 +286,8 @@ class Protocol(asyncio.BufferedProtocol):
             # in the same loop iteration go out together in one write (one syscall for many).
             transport = self._transport
             transport.writelines(buffers)
+            if self._pause_check is not None:
+                self._pause_check()
             if transport.is_closing():
                 # The write failed on the spot (the peer had reset the connection): the kernel
                 # took none of it, so the caller may send it elsewhere (sent=False).
@@ -303,6 +313,8 @@ class Protocol(asyncio.BufferedProtocol):
         self._out = None
         if out and self._transport is not None:
             self._transport.writelines(out)
+            if self._pause_check is not None:
+                self._pause_check()
 
     def _refusal(self) -> TransportError:
         if self._closed:
