@@ -209,6 +209,34 @@ def test_cancellation_storm_never_desyncs(impl, aio_loop, server):
     aio_loop(main, debug=True)
 
 
+def test_a_cancelled_call_does_not_hold_up_the_next_one(impl, aio_loop):
+    # A cancelled call may still be running on an in-order server (here: stalled until released);
+    # a call pipelined behind it on the same connection would wait for it. The connection of a
+    # cancelled call retires, as after a timeout, and the next call gets a fresh one.
+    release = threading.Event()
+
+    def handler(request):
+        if read_echo_args(request.body) == "stall":
+            release.wait(30)
+        return echo_handler(request)
+
+    async def main(address):
+        async with Client("echo", address, connect_timeout=CONNECT, rpc_timeout=20.0, implementation=impl.name) as c:
+            stalled = asyncio.ensure_future(c.call("echo", echo_request("stall")))
+            await asyncio.sleep(0.2)  # sent, and stalled in the handler
+            stalled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await stalled
+            reply = await asyncio.wait_for(c.call("echo", echo_request("next")), 5.0)
+            assert read_echo_reply(reply) == "next,hi Kitex"
+
+    with KitexTestServer({"echo": handler}, service="echo", implementation=impl.name) as srv:
+        try:
+            aio_loop(lambda: main(srv.address), debug=True)
+        finally:
+            release.set()
+
+
 @pytest.mark.filterwarnings("error")
 def test_close_fails_every_pending_call(impl, aio_loop, server):
     async def main():

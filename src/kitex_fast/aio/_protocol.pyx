@@ -365,10 +365,10 @@ cdef class ProtocolCore:
         self.retire()
 
     def abandoned(self):
-        """A call on this connection was cancelled: close a retiring connection once no live
-        call is left on it."""
-        if self._retiring:
-            self.retire()
+        """A call on this connection was cancelled: its entry stays, so the late reply is read
+        and dropped, and the connection retires as after a timeout. The caller gave up on a
+        call still running; on an in-order server anything queued behind it would wait for it."""
+        self.retire()
 
     def retire(self):
         """Take no new calls; close once no live call waits on this connection."""
