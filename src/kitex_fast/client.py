@@ -27,6 +27,7 @@ from .metadata import (
     INT_KEY_TO_METHOD,
     INT_KEY_TO_SERVICE,
     INT_KEY_TRANSPORT_TYPE,
+    MAX_DURATION,
     check_seconds,
     check_text,
 )
@@ -189,6 +190,8 @@ class ClientCore:
         override validated like the constructor's, before any I/O."""
         if isinstance(rpc_timeout, _Unset):
             return self.rpc_timeout
+        if rpc_timeout is None or (type(rpc_timeout) is float and 0.0 < rpc_timeout <= MAX_DURATION):
+            return rpc_timeout  # the binding's already-validated value: no call on the hot path
         return check_seconds("rpc_timeout", rpc_timeout)
 
     def _make_pool(
