@@ -134,9 +134,21 @@ class BindingCore:
             )
         return self._route(request.metadata if request.metadata is not None else {})
 
+    # The driver's client class (a ClientCore subclass), set by each driver's binding.
+    client_class: Any = None
+
     def _new_client(self, options: CallOptions) -> Any:
-        """A driver's client for ``options`` (called under the cache lock; must not do I/O)."""
-        raise NotImplementedError
+        """The driver's client for ``options`` (called under the cache lock; does no I/O)."""
+        return self.client_class(
+            options.dest_service,
+            options.endpoints,
+            transport=options.transport,
+            connect_timeout=options.connect_timeout,
+            max_frame_size=options.max_frame_size,
+            pool_size=options.pool_size,
+            max_idle_time=options.max_idle_time,
+            implementation=self.implementation,
+        )
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -222,6 +234,8 @@ class KitexOutputBinding(BindingCore):
     """Dapr's ``bindings.kitex`` output binding on blocking calls. Thread-safe; use as a context
     manager. Options: :class:`BindingCore`."""
 
+    client_class = Client
+
     def init(self, metadata: Optional[Mapping[str, str]] = None) -> None:
         """Component-level metadata: defaults for every request; all optional, all validated.
         Clients made under the previous defaults are closed."""
@@ -255,17 +269,6 @@ class KitexOutputBinding(BindingCore):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _new_client(self, options: CallOptions) -> Client:
-        return Client(
-            options.dest_service,
-            options.endpoints,
-            transport=options.transport,
-            connect_timeout=options.connect_timeout,
-            max_frame_size=options.max_frame_size,
-            pool_size=options.pool_size,
-            max_idle_time=options.max_idle_time,
-            implementation=self.implementation,
-        )
 
 
 def response_metadata(frame: Any, seq_id: int, endpoint: str, options: CallOptions) -> Dict[str, str]:

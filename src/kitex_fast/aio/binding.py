@@ -8,7 +8,6 @@ from typing import Mapping, Optional
 
 from ..binding import BindingCore, InvokeRequest, InvokeResponse, response_metadata
 from ..errors import KitexError
-from ..metadata import CallOptions
 from .client import Client
 
 __all__ = ["AsyncKitexOutputBinding"]
@@ -19,6 +18,8 @@ log = logging.getLogger(__name__)  # follows the package wherever it is vendored
 class AsyncKitexOutputBinding(BindingCore):
     """Dapr's ``bindings.kitex`` output binding on asyncio. Safe to use from many tasks at once
     on one event loop; use as an async context manager. Options: :class:`BindingCore`."""
+
+    client_class = Client
 
     async def init(self, metadata: Optional[Mapping[str, str]] = None) -> None:
         """Component-level metadata: defaults for every request; all optional, all validated.
@@ -53,14 +54,3 @@ class AsyncKitexOutputBinding(BindingCore):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    def _new_client(self, options: CallOptions) -> Client:
-        return Client(
-            options.dest_service,
-            options.endpoints,
-            transport=options.transport,
-            connect_timeout=options.connect_timeout,
-            max_frame_size=options.max_frame_size,
-            pool_size=options.pool_size,
-            max_idle_time=options.max_idle_time,
-            implementation=self.implementation,
-        )
