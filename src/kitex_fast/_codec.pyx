@@ -21,6 +21,9 @@ cdef extern from "Python.h":
         int flags
     int _Py_MEMORYVIEW_RELEASED
 from cpython.object cimport PyTypeObject
+from cpython.pycapsule cimport PyCapsule_New
+
+from ._codec_api cimport CODEC_API_NAME, CodecAPI
 from cpython.ref cimport PyObject
 cdef extern from "Python.h":
     Py_ssize_t Py_REFCNT_PTR "Py_REFCNT" (PyObject* o)
@@ -1072,6 +1075,16 @@ def encode_frame(transport, message, *, seq_id, str_headers=None, int_headers=No
     return parts
 
 
+cdef struct _HeadPlan:
+    # What RequestEncoder._plan found: where the message header ends, the sizes of the head.
+    int64_t hend
+    Py_ssize_t nlen
+    int64_t msg_len
+    int64_t length
+    Py_ssize_t mpos
+    Py_ssize_t total
+
+
 cdef class RequestEncoder:
     """RequestEncoder(transport, *, name=None, str_headers=None, int_headers=None, acl_token=None, validate=True)
 
@@ -1116,76 +1129,134 @@ cdef class RequestEncoder:
         cdef Py_buffer view
         cdef Py_ssize_t size
         cdef const unsigned char* p = _acquire(message, &view, &size)
-        cdef int64_t hend, r, msg_len, length = 0
-        cdef Py_ssize_t nlen, total, mpos, hlen = 0, inner = 0
-        cdef unsigned int mtype
+        cdef _HeadPlan plan
         cdef bytes head
-        cdef unsigned char* w
-        cdef int code = self._code
         try:
-            hend = _header_end(p, 0, size, -1)
-            mtype = p[3]
-            if mtype != CALL:
-                raise ProtocolError(
-                    "RequestEncoder needs a CALL message, got type %d (%s)"
-                    % (mtype, _TYPE_NAMES[mtype])
-                )
-            if self._validate:
-                r = _skip(p, hend, size, TT_STRUCT, MAX_DEPTH, hend)
-                if r < 0:
-                    raise ProtocolError(
-                        "the args struct is truncated: %d body bytes end before the struct does"
-                        % (size - hend)
-                    )
-                if r != size:
-                    raise ProtocolError(
-                        "%d trailing bytes after the args struct (a message carries exactly one "
-                        "struct)" % (size - r)
-                    )
-            nlen = hend - 12 if self._name is None else PyBytes_GET_SIZE(self._name)
-            msg_len = 12 + nlen + (size - hend)
-            if code == T_BUFFERED:
-                if self._max and msg_len > self._max:
-                    raise _request_too_large(msg_len, self._max)
-                mpos = 0
-            elif code == T_FRAMED:
-                if msg_len > MAX_FRAME_FIELD:
-                    raise _frame_too_large(msg_len)
-                if self._max and msg_len > self._max:
-                    raise _request_too_large(msg_len, self._max)
-                mpos = 4
-            else:
-                hlen = PyBytes_GET_SIZE(self._block)
-                inner = 4 if code == T_TTHEADER_FRAMED else 0
-                length = 10 + hlen + inner + msg_len
-                if length > MAX_FRAME_FIELD:
-                    raise _frame_too_large(length)
-                if self._max and length > self._max:
-                    raise _request_too_large(length, self._max)
-                mpos = 14 + hlen + inner
+            self._plan(p, size, &plan)
             # One allocation, filled in place: framing prefix + TTHeader + message header.
-            total = mpos + 12 + nlen
-            head = PyBytes_FromStringAndSize(NULL, total)
-            w = <unsigned char*>PyBytes_AS_STRING(head)
-            if code == T_FRAMED:
-                _put32(w, <uint32_t>msg_len)
-            elif code != T_BUFFERED:
-                _write_tt_fixed(w, length, seq, hlen)
-                memcpy(w + 14, PyBytes_AS_STRING(self._block), hlen)
-                if inner:
-                    _put32(w + 14 + hlen, <uint32_t>msg_len)
-            if self._name is None:
-                memcpy(w + mpos, p, hend - 4)
-            else:
-                memcpy(w + mpos, p, 4)
-                _put32(w + mpos + 4, <uint32_t>nlen)
-                memcpy(w + mpos + 8, PyBytes_AS_STRING(self._name), nlen)
-            _put32(w + total - 4, <uint32_t>seq)
+            head = PyBytes_FromStringAndSize(NULL, plan.total)
+            self._write(<unsigned char*>PyBytes_AS_STRING(head), p, &plan, seq)
         finally:
             _release(&view)
-        if hend == size:
+        if plan.hend == size:
             return [head]
-        return [head, _body_view(message, hend)]
+        return [head, _body_view(message, plan.hend)]
+
+    cdef int _plan(self, const unsigned char* p, Py_ssize_t size, _HeadPlan* plan) except -1:
+        """Validate a CALL message and size the head that frames it (nothing written)."""
+        cdef int64_t hend, r, msg_len, length = 0
+        cdef Py_ssize_t nlen, mpos, hlen = 0, inner = 0
+        cdef unsigned int mtype
+        cdef int code = self._code
+        hend = _header_end(p, 0, size, -1)
+        mtype = p[3]
+        if mtype != CALL:
+            raise ProtocolError(
+                "RequestEncoder needs a CALL message, got type %d (%s)"
+                % (mtype, _TYPE_NAMES[mtype])
+            )
+        if self._validate:
+            r = _skip(p, hend, size, TT_STRUCT, MAX_DEPTH, hend)
+            if r < 0:
+                raise ProtocolError(
+                    "the args struct is truncated: %d body bytes end before the struct does"
+                    % (size - hend)
+                )
+            if r != size:
+                raise ProtocolError(
+                    "%d trailing bytes after the args struct (a message carries exactly one "
+                    "struct)" % (size - r)
+                )
+        nlen = hend - 12 if self._name is None else PyBytes_GET_SIZE(self._name)
+        msg_len = 12 + nlen + (size - hend)
+        if code == T_BUFFERED:
+            if self._max and msg_len > self._max:
+                raise _request_too_large(msg_len, self._max)
+            mpos = 0
+        elif code == T_FRAMED:
+            if msg_len > MAX_FRAME_FIELD:
+                raise _frame_too_large(msg_len)
+            if self._max and msg_len > self._max:
+                raise _request_too_large(msg_len, self._max)
+            mpos = 4
+        else:
+            hlen = PyBytes_GET_SIZE(self._block)
+            inner = 4 if code == T_TTHEADER_FRAMED else 0
+            length = 10 + hlen + inner + msg_len
+            if length > MAX_FRAME_FIELD:
+                raise _frame_too_large(length)
+            if self._max and length > self._max:
+                raise _request_too_large(length, self._max)
+            mpos = 14 + hlen + inner
+        plan.hend = hend
+        plan.nlen = nlen
+        plan.msg_len = msg_len
+        plan.length = length
+        plan.mpos = mpos
+        plan.total = mpos + 12 + nlen
+        return 0
+
+    cdef void _write(self, unsigned char* w, const unsigned char* p, _HeadPlan* plan,
+                     int32_t seq) noexcept:
+        """Write the head ``_plan`` sized (``plan.total`` bytes at ``w``)."""
+        cdef int code = self._code
+        cdef Py_ssize_t hlen, mpos = plan.mpos, nlen = plan.nlen, total = plan.total
+        if code == T_FRAMED:
+            _put32(w, <uint32_t>plan.msg_len)
+        elif code != T_BUFFERED:
+            hlen = PyBytes_GET_SIZE(self._block)
+            _write_tt_fixed(w, plan.length, seq, hlen)
+            memcpy(w + 14, PyBytes_AS_STRING(self._block), hlen)
+            if code == T_TTHEADER_FRAMED:
+                _put32(w + 14 + hlen, <uint32_t>plan.msg_len)
+        if self._name is None:
+            memcpy(w + mpos, p, plan.hend - 4)
+        else:
+            memcpy(w + mpos, p, 4)
+            _put32(w + mpos + 4, <uint32_t>nlen)
+            memcpy(w + mpos + 8, PyBytes_AS_STRING(self._name), nlen)
+        _put32(w + total - 4, <uint32_t>seq)
+
+    def is_plain_reply(self, frame, seq_id):
+        """is_plain_reply(frame, seq_id) -> bool
+
+        True when ``frame`` (a :class:`Frame`) is the plain answer to the request this encoder
+        sent with ``seq_id``: a strict-binary REPLY carrying that seq id and this encoder's method
+        name, with no TTHeader string headers (no biz status, no close notice). A client's common
+        case costs these few byte compares, with no header object made. Anything else, malformed
+        replies included, gives False and never raises: the caller's full check then names what
+        is wrong.
+        """
+        cdef int overflow = 0
+        cdef long long want
+        if type(seq_id) is not int:
+            return False
+        want = PyLong_AsLongLongAndOverflow(seq_id, &overflow)
+        if overflow:
+            return False
+        return self._is_plain_reply(frame, want) == 1
+
+    cdef int _is_plain_reply(self, object frame, long long want) except -1:
+        cdef Frame f
+        cdef const unsigned char* p
+        cdef Py_ssize_t size, nlen
+        cdef object payload
+        if type(frame) is not Frame or self._name is None:
+            return False
+        f = <Frame>frame
+        if f.str_headers is not EMPTY_HEADERS and len(f.str_headers) != 0:
+            return False
+        payload = f.payload
+        if not PyBytes_CheckExact(payload):  # the decoder's payloads are bytes
+            return False
+        p = <const unsigned char*>PyBytes_AS_STRING(payload)
+        size = PyBytes_GET_SIZE(payload)
+        nlen = PyBytes_GET_SIZE(self._name)
+        # 80 01 00 02 | name length | name | seq id, compared where they stand
+        return (size >= 12 + nlen and p[0] == 0x80 and p[1] == 0x01 and p[2] == 0x00
+                and p[3] == 2 and _i32(p + 4) == nlen  # 2: REPLY
+                and memcmp(p + 8, PyBytes_AS_STRING(self._name), nlen) == 0
+                and _i32(p + 8 + nlen) == want)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -1582,3 +1653,62 @@ cdef class FrameDecoder:
         f.int_headers = EMPTY_HEADERS if int_headers is None else int_headers
         f.acl_token = acl_token
         return f
+
+
+# --------------------------------------------------------------------------- C API
+#
+# Entry points for the other compiled modules (the sync driver's call path): a C call each, no
+# Python objects made for the head, no method lookup. Exported as the capsule ``_C_API``; a
+# module takes it from its own package's _codec (imported relatively, so a vendored copy never
+# mixes with another installed kitex_fast).
+
+
+cdef Py_ssize_t _api_encode_head(object encoder, const unsigned char* message, Py_ssize_t size,
+                                 long long seq_id, unsigned char* out, Py_ssize_t cap,
+                                 Py_ssize_t* body_at) except -1:
+    cdef RequestEncoder enc = <RequestEncoder?>encoder
+    cdef _HeadPlan plan
+    if seq_id < INT32_MIN_ or seq_id > INT32_MAX_:
+        raise ValueError("seq_id must fit in a signed 32-bit integer, got %d" % seq_id)
+    enc._plan(message, size, &plan)
+    body_at[0] = <Py_ssize_t>plan.hend
+    if plan.total <= cap:
+        enc._write(out, message, &plan, <int32_t>seq_id)
+    return plan.total
+
+
+cdef int _api_is_plain_reply(object encoder, object frame, long long seq_id) except -1:
+    return (<RequestEncoder?>encoder)._is_plain_reply(frame, seq_id)
+
+
+cdef Py_ssize_t _api_recv_space(object decoder, char** out) except -1:
+    # FrameDecoder.get_buffer without the view: the decoder's single user (a connection) writes
+    # straight into its bytearray, which nothing resizes until data_received.
+    cdef FrameDecoder d = <FrameDecoder?>decoder
+    d._check_error()
+    d._reserve(MIN_READ)
+    d._lent = PyByteArray_GET_SIZE(d._buf) - d._end
+    out[0] = PyByteArray_AS_STRING(d._buf) + d._end
+    return d._lent
+
+
+cdef list _api_data_received(object decoder, Py_ssize_t nbytes):
+    # FrameDecoder.buffer_updated for a C caller: no int objects in between.
+    cdef FrameDecoder d = <FrameDecoder?>decoder
+    d._check_error()
+    if nbytes < 0 or nbytes > d._lent:
+        raise ValueError(
+            "nbytes %d out of range 0..%d (the size of the last get_buffer)" % (nbytes, d._lent)
+        )
+    d._lent = 0
+    d._end += nbytes
+    return d._decode()
+
+
+cdef CodecAPI _c_api
+_c_api.version = 1
+_c_api.recv_space = _api_recv_space
+_c_api.data_received = _api_data_received
+_c_api.encode_head = _api_encode_head
+_c_api.is_plain_reply = _api_is_plain_reply
+_C_API = PyCapsule_New(<void*>&_c_api, CODEC_API_NAME, NULL)

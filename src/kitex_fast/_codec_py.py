@@ -831,6 +831,24 @@ class RequestEncoder:
             return [head]
         return [head, memoryview(message)[hend:] if b is message else b[hend:]]  # type: ignore[index]
 
+    def is_plain_reply(self, frame: Any, seq_id: int) -> bool:
+        """True when ``frame`` is the plain answer to the request this encoder sent with
+        ``seq_id``: a strict-binary REPLY with that seq id and this encoder's method name, and no
+        TTHeader string headers. Anything else (malformed replies included) gives False and never
+        raises: the caller's full check then names what is wrong."""
+        name = self._name
+        if type(frame) is not Frame or name is None or type(seq_id) is not int:
+            return False
+        if frame._str_headers:
+            return False
+        payload = frame._payload
+        nlen = len(name)
+        if len(payload) < 12 + nlen or bytes(payload[0:4]) != b"\x80\x01\x00\x02":
+            return False
+        if _I32.unpack_from(payload, 4)[0] != nlen or bytes(payload[8 : 8 + nlen]) != name:
+            return False
+        return bool(_I32.unpack_from(payload, 8 + nlen)[0] == seq_id)
+
 
 # --------------------------------------------------------------------------- decoding
 
