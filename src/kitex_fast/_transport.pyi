@@ -1,13 +1,13 @@
 """Type stubs for the compiled socket driver (``_transport.pyx``); ``_transport_py`` is its twin."""
 
 import socket
-from typing import Any, Optional, Sequence, Union, final
+from typing import Any, Dict, Optional, Sequence, Tuple, Union, final
 
 
 _BytesLike = Union[bytes, bytearray, memoryview]
 _Buffers = Union[_BytesLike, Sequence[_BytesLike]]
 
-__all__ = ["Connection", "open_connection"]
+__all__ = ["Connection", "open_connection", "IdlePool", "CallPath", "BindingPath"]
 
 @final
 class Connection:
@@ -36,3 +36,45 @@ class Connection:
 def open_connection(
     family: int, sockaddr: Any, *, timeout: Optional[float], decoder: Any
 ) -> Connection: ...
+
+@final
+class IdlePool:
+    """Idle connections to one endpoint, most recently used first, at most ``max_idle`` kept."""
+
+    def __init__(self, endpoint: Any, max_idle: int, max_idle_time: float) -> None: ...
+    @property
+    def endpoint(self) -> Any: ...
+    @property
+    def max_idle(self) -> int: ...
+    @property
+    def max_idle_time(self) -> float: ...
+    def take_idle(self) -> Optional[Connection]: ...
+    def give_back(self, conn: Connection) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def idle_count(self) -> int: ...
+
+@final
+class CallPath:
+    """The common path of one Client's calls; every other case goes to the client's methods."""
+
+    closed: bool
+    retired: bool
+    def __init__(
+        self, client: Any, pools: Sequence[IdlePool], encoders: Dict[Any, Any],
+        rpc_timeout: Optional[float], unset: object,
+    ) -> None: ...
+    def exchange(self, method: str, message: Any, rpc_timeout: Any, headers: Any) -> Tuple[Any, int, str]: ...
+    def call(self, method: str, message: Any) -> Any: ...
+    def next_endpoint(self) -> int: ...
+
+@final
+class BindingPath:
+    """The common path of a binding's invokes; every other case goes to ``binding._invoke``."""
+
+    def __init__(
+        self, binding: Any, request_type: type, response_type: type, shapes: Dict[Any, Any],
+        routes: Any, clients: Any,
+    ) -> None: ...
+    def forget_tail(self) -> None: ...
+    def invoke(self, request: Any) -> Any: ...

@@ -35,6 +35,14 @@ from cpython.buffer cimport (
     PyObject_GetBuffer,
 )
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.dict cimport PyDict_GetItem, PyDict_Next
+from cpython.object cimport PyTypeObject
+from cpython.pycapsule cimport PyCapsule_GetPointer
+
+from ._codec_api cimport CODEC_API_NAME, CodecAPI
+from cpython.ref cimport Py_INCREF, PyObject
+from cpython.unicode cimport PyUnicode_CheckExact, PyUnicode_Compare
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.errno cimport EAGAIN, EINTR, errno
 
@@ -51,8 +59,33 @@ texts = _import_module("._transport_errors", __package__)
 _errors = _import_module(".errors", __package__)
 ConnectError = _errors.ConnectError
 ConnectTimeoutError = _errors.ConnectTimeoutError
+TransportError = _errors.TransportError
+KitexError = _errors.KitexError
+cdef tuple _NO_ARGS = ()
 
-__all__ = ["Connection", "open_connection"]
+# The compiled codec's C entry points (see _codec_api.pxd), from this package's own codec
+# dispatcher: the call path encodes the request head onto its stack and checks the reply with a
+# C call each. Without them (a codec built apart from this module) it calls the encoder's methods.
+cdef CodecAPI* _codec_api = NULL
+cdef type _RequestEncoder = None
+cdef type _FrameDecoder = None
+try:
+    _compiled_codec = _import_module(".codec", __package__).implementation("c")
+    _codec_api = <CodecAPI*>PyCapsule_GetPointer(_compiled_codec._C_API, CODEC_API_NAME)
+    if _codec_api.version != 1:
+        _codec_api = NULL
+    else:
+        _RequestEncoder = _compiled_codec.RequestEncoder
+        _FrameDecoder = _compiled_codec.FrameDecoder
+except (ImportError, AttributeError, ValueError):
+    _codec_api = NULL
+
+# Room on the stack for a request head: framing + TTHeader block + message header. Bigger heads
+# (a large TTHeader block) take the encoder's bytes instead.
+DEF _HEAD_ROOM = 512
+cdef double _MAX_DURATION = _import_module(".metadata", __package__).MAX_DURATION
+
+__all__ = ["Connection", "open_connection", "IdlePool", "CallPath", "BindingPath"]
 
 
 cdef extern from *:
@@ -216,6 +249,8 @@ cdef class Connection:
     cdef long long _seq
     cdef double _t0              # when the last send started: the budget in timeout texts
     cdef double _rcvtimeo        # the SO_RCVTIMEO in force, seconds (0: none)
+    cdef double _idle_since      # when it went back to its IdlePool (monotonic seconds)
+    cdef bint _c_decoder         # the compiled FrameDecoder: read through the codec's C API
 
     def __cinit__(self):
         self._fd = -1
@@ -231,6 +266,7 @@ cdef class Connection:
         self._peer = str(peer)
         self._get_buffer = decoder.get_buffer
         self._buffer_updated = decoder.buffer_updated
+        self._c_decoder = _codec_api != NULL and type(decoder) is _FrameDecoder
         self._ready = None
         self._ready_pos = 0
         self._seq = 0
@@ -276,6 +312,9 @@ cdef class Connection:
         """Whether the idle connection can carry a new request: a zero-timeout poll finds nothing
         (no EOF, no reset, no bytes nobody asked for) and no reply bytes are left over. A
         connection found unusable is closed."""
+        return self._reusable()
+
+    cdef bint _reusable(self) except -1:
         cdef pollfd pfd
         cdef int r
         if self._sock is None:
@@ -297,6 +336,9 @@ cdef class Connection:
 
     def next_seq_id(self):
         """Per-connection seq ids: 1, 2, ... 2**31-1, then 1 again; never 0."""
+        return self._next_seq()
+
+    cdef inline long long _next_seq(self) noexcept:
         self._seq += 1
         if self._seq > 0x7FFFFFFF:
             self._seq = 1
@@ -334,6 +376,46 @@ cdef class Connection:
                 dl = deadline
                 has_dl = _check_deadline(dl)
             self._send(buffers, dl, has_dl)
+        except BaseException:
+            self.close()
+            raise
+
+    cdef int _send_iov(self, iovec* iov, Py_ssize_t niov, size_t total, double now,
+                       double deadline, bint has_deadline) except -1:
+        """send() of an iovec array the call path filled (the head on its stack, the body in
+        the caller's buffer)."""
+        self._t0 = now
+        if self._sock is None:
+            raise texts.closed_error(self._peer, False)
+        try:
+            self._sendv(iov, niov, total, deadline, has_deadline)
+        except BaseException:
+            self.close()
+            raise
+        return 0
+
+    cdef object _receive_reply(self, double deadline, bint has_deadline):
+        """receive() right after a send, for the call path."""
+        if self._ready is not None:
+            return self._next_frame(None, True)  # frames left from an earlier read
+        if self._sock is None:
+            raise texts.closed_error(self._peer, True)
+        try:
+            return self._receive(deadline, has_deadline, True)
+        except BaseException:
+            self.close()
+            raise
+
+    cdef object _roundtrip(self, object buffers, double now, double deadline, bint has_deadline):
+        """call() for the call path: the deadline already checked, the clock already read."""
+        self._t0 = now
+        if self._sock is None:
+            raise texts.closed_error(self._peer, False)
+        try:
+            self._send(buffers, deadline, has_deadline)
+            if self._ready is not None:
+                return self._next_frame(None, True)  # frames left from an earlier read
+            return self._receive(deadline, has_deadline, True)
         except BaseException:
             self.close()
             raise
@@ -485,31 +567,42 @@ cdef class Connection:
         cdef int err
         cdef object buf
         cdef object frames
+        cdef char* space
         # Right after a send the reply cannot be there yet (a server needs a round trip): go
         # straight to the blocking wait instead of a recv that would only return EAGAIN.
         cdef bint wait = just_sent
         while True:
             if wait and not self._arm_timeout(deadline, has_deadline):
                 raise texts.recv_timeout(self._peer, deadline - self._t0, self._decoder.pending)
-            buf = self._get_buffer(-1)
-            PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
-            size = view.len
-            if size <= 0:
-                PyBuffer_Release(&view)
-                raise texts.empty_buffer_error()
-            # recv(2) straight into the decoder's buffer: no intermediate bytes object.
+            # recv(2) straight into the decoder's buffer: no intermediate bytes object. The
+            # compiled decoder lends its bytearray through the codec's C API (no view, no int
+            # objects); any other decoder through get_buffer's view.
+            if self._c_decoder:
+                size = _codec_api.recv_space(self._decoder, &space)
+            else:
+                buf = self._get_buffer(-1)
+                PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+                size = view.len
+                space = <char*>view.buf
+                if size <= 0:
+                    PyBuffer_Release(&view)
+                    raise texts.empty_buffer_error()
             if wait:
                 # The only blocking receive: the GIL is released, SO_RCVTIMEO bounds it.
                 with nogil:
-                    n = recv(self._fd, view.buf, <size_t>size, 0)
+                    n = recv(self._fd, space, <size_t>size, 0)
                     err = errno
             else:
-                n = recv(self._fd, view.buf, <size_t>size, MSG_DONTWAIT)
+                n = recv(self._fd, space, <size_t>size, MSG_DONTWAIT)
                 err = errno
-            PyBuffer_Release(&view)
-            buf = None  # drop our export before the decoder moves or grows its buffer
+            if not self._c_decoder:
+                PyBuffer_Release(&view)
+                buf = None  # drop our export before the decoder moves or grows its buffer
             if n > 0:
-                frames = self._buffer_updated(n)
+                if self._c_decoder:
+                    frames = _codec_api.data_received(self._decoder, n)
+                else:
+                    frames = self._buffer_updated(n)
                 if frames:
                     if len(frames) > 1:
                         self._ready = frames
@@ -570,3 +663,410 @@ def open_connection(family, sockaddr, *, timeout, decoder):
     except BaseException:
         sock.close()
         raise
+
+
+# -- pooling and the call path -------------------------------------------------------------------
+#
+# The common path of a call is one call into this module: CallPath.exchange (a Client) or
+# BindingPath.invoke (a KitexOutputBinding) runs route -> idle connection -> seq id -> encode ->
+# sendmsg -> wait -> decode -> reply check -> release without running Python code. Whatever is not
+# the common case (a first sight of a method or metadata shape, no idle connection, a connect, any
+# error, a reply that is not a plain REPLY) goes to the owner's Python method for the full rules,
+# which are the only place those rules live: the fast path only ever skips work, never decides.
+
+
+@cython.auto_pickle(False)
+@cython.final
+cdef class IdlePool:
+    """Idle connections to one endpoint, most recently used first, at most ``max_idle`` kept.
+
+    Its methods run with the GIL held from start to end (no Python code in between), so the hot
+    path takes no lock; ``close()`` re-drains after a racing ``give_back``, so nothing is left idle
+    in a closed pool.
+    """
+
+    cdef readonly object endpoint
+    cdef readonly Py_ssize_t max_idle
+    cdef readonly double max_idle_time
+    cdef list _idle              # Connections, the most recently used last
+    cdef bint _closed
+
+    def __init__(self, endpoint, max_idle, max_idle_time):
+        self.endpoint = endpoint
+        self.max_idle = max_idle
+        self.max_idle_time = max_idle_time
+        self._idle = []
+        self._closed = False
+
+    def take_idle(self):
+        """An idle connection that still looks healthy, or None. Dead ones are closed here, before
+        anything is written to them, so using what this returns never loses a request."""
+        return self._take(_now())
+
+    cdef Connection _take(self, double now):
+        cdef Connection conn
+        cdef list idle = self._idle
+        while idle:
+            conn = <Connection>idle.pop()
+            if now - conn._idle_since <= self.max_idle_time and conn._reusable():
+                return conn
+            conn.close()
+        return None
+
+    def give_back(self, conn):
+        """Return a clean connection after a completed call (or close it if there is no room)."""
+        self._give_back(<Connection?>conn)
+
+    cdef int _give_back(self, Connection conn) except -1:
+        if self._closed or len(self._idle) >= self.max_idle or conn._sock is None:
+            conn.close()
+            return 0
+        conn._idle_since = _now()
+        self._idle.append(conn)
+        if self._closed:
+            self._drain()
+        return 0
+
+    def close(self):
+        """Close the idle connections and pool no more (connections in use close when released)."""
+        self._closed = True
+        self._drain()
+
+    cdef _drain(self):
+        cdef list idle = self._idle
+        while idle:
+            (<Connection>idle.pop(0)).close()
+
+    @property
+    def idle_count(self):
+        """How many idle connections wait in the pool."""
+        return len(self._idle)
+
+
+@cython.auto_pickle(False)
+@cython.final
+cdef class CallPath:
+    """The common path of one Client's calls. ``CallPath(client, pools, encoders, rpc_timeout,
+    unset)``: ``pools`` are the client's IdlePools (one per endpoint, in round-robin order),
+    ``encoders`` its request-encoder cache (shared: the client fills it), ``unset`` its "no
+    per-call timeout given" marker. The client's Python methods ``_exchange`` (the full call),
+    ``_retry_fresh`` and ``_finish`` take every case this does not."""
+
+    cdef object _client
+    cdef list _pools
+    cdef Py_ssize_t _npools
+    cdef size_t _next            # round robin over the endpoints
+    cdef dict _encoders
+    cdef object _timeout         # the client's rpc timeout: None or float seconds
+    cdef object _unset
+    cdef public bint closed      # set by Client.close(): calls take the full path, which refuses
+    cdef public bint retired     # set by Client.retire()
+
+    def __init__(self, client, pools, dict encoders, rpc_timeout, unset):
+        self._client = client
+        self._pools = list(pools)
+        self._npools = len(self._pools)
+        if self._npools == 0:
+            raise ValueError("a call path needs at least one endpoint pool")
+        for pool in self._pools:
+            if type(pool) is not IdlePool:
+                raise TypeError("pools must be IdlePool objects, not %s" % type(pool).__name__)
+        self._next = 0
+        self._encoders = encoders
+        self._timeout = rpc_timeout
+        self._unset = unset
+
+    def exchange(self, method, message, rpc_timeout, headers):
+        """``Client.exchange``: ``(reply frame, seq id, endpoint text)``."""
+        return self._exchange(method, message, rpc_timeout, headers)
+
+    def call(self, method, message):
+        """``Client.call``: the REPLY message."""
+        return (<object>self._exchange(method, message, self._unset, None)[0]).payload
+
+    def next_endpoint(self):
+        """The index of the endpoint the next call starts at (round robin; advances it): the
+        full path asks here too, so both paths share one rotation."""
+        cdef Py_ssize_t start = <Py_ssize_t>(self._next % <size_t>self._npools)
+        self._next += 1
+        return start
+
+    cdef tuple _exchange(self, object method, object message, object rpc_timeout, object headers):
+        cdef object timeout
+        cdef object key
+        cdef object encoder
+        cdef object buffers
+        cdef object frame
+        cdef IdlePool pool
+        cdef Connection conn
+        cdef Py_ssize_t start = 0
+        cdef long long seq
+        cdef double now, deadline = 0.0
+        cdef bint has_deadline
+        cdef type mtype = type(message)
+        if self.closed or type(method) is not str:
+            return self._client._exchange(method, message, rpc_timeout, headers)
+        # the request: bytes, bytearray or a contiguous memoryview (else the full path says why)
+        if mtype is not bytes and mtype is not bytearray and not (
+                mtype is memoryview and message.c_contiguous):
+            return self._client._exchange(method, message, rpc_timeout, headers)
+        if rpc_timeout is self._unset:
+            timeout = self._timeout
+        elif rpc_timeout is None or (
+                type(rpc_timeout) is float and 0.0 < <double>rpc_timeout <= _MAX_DURATION):
+            timeout = rpc_timeout  # the binding's already-validated value
+        else:
+            return self._client._exchange(method, message, rpc_timeout, headers)
+        if headers is None:
+            key = method
+        elif type(headers) is tuple:
+            key = (method, headers)
+        else:
+            return self._client._exchange(method, message, rpc_timeout, headers)
+        try:
+            encoder = self._encoders.get(key)
+        except TypeError:  # unhashable headers
+            encoder = None
+        if encoder is None:  # a method (or headers) seen for the first time
+            return self._client._exchange(method, message, rpc_timeout, headers)
+        if self._npools > 1:
+            start = <Py_ssize_t>(self._next % <size_t>self._npools)
+            self._next += 1
+        pool = <IdlePool>self._pools[start]
+        now = _now()
+        conn = pool._take(now)
+        if conn is None:  # connect (with failover) is the full path's job
+            return self._client._exchange(method, message, rpc_timeout, headers, start)
+        has_deadline = timeout is not None and <double>timeout > 0.0
+        if has_deadline:
+            deadline = now + <double>timeout
+        seq = conn._next_seq()
+        if _codec_api != NULL and type(encoder) is _RequestEncoder:
+            frame = self._direct(conn, pool, <object>encoder, message, seq, now, deadline,
+                                 has_deadline, method)
+            if type(frame) is tuple:  # finished on a fresh connection
+                return <tuple>frame
+            if _codec_api.is_plain_reply(encoder, frame, seq):
+                pool._give_back(conn)
+                return (frame, seq, conn._peer)
+            return self._client._finish(conn, pool, frame, method, seq)
+        try:
+            # Validates the message (strict CALL, one complete struct) before any byte is written.
+            buffers = encoder.encode(message, seq)
+        except BaseException:
+            pool._give_back(conn)
+            raise
+        try:
+            frame = conn._roundtrip(buffers, now, deadline, has_deadline)
+        except TransportError as exc:
+            # (the connection closed itself) A pooled connection that died between its health
+            # check and our write, with no byte taken by the kernel: a fresh one is safe.
+            if exc.sent:
+                raise
+            return self._client._retry_fresh(
+                pool, buffers, deadline if has_deadline else None, method, seq)
+        if encoder.is_plain_reply(frame, seq):
+            pool._give_back(conn)
+            return (frame, seq, conn._peer)
+        return self._client._finish(conn, pool, frame, method, seq)
+
+    cdef object _direct(self, Connection conn, IdlePool pool, object encoder, object message,
+                        long long seq, double now, double deadline, bint has_deadline,
+                        object method):
+        """Encode the head onto the stack and send it with the caller's body in one sendmsg:
+        no head bytes, no list, no view objects. The reply frame, or the finished call's result
+        tuple when it had to move to a fresh connection."""
+        cdef unsigned char head[_HEAD_ROOM]
+        cdef iovec iov[2]
+        cdef Py_buffer view
+        cdef Py_ssize_t hlen, body_at = 0
+        cdef Py_ssize_t niov = 1
+        PyObject_GetBuffer(message, &view, PyBUF_SIMPLE)
+        try:
+            try:
+                # Validates the message (strict CALL, one complete struct) before any byte is
+                # written; the same errors as RequestEncoder.encode.
+                hlen = _codec_api.encode_head(encoder, <const unsigned char*>view.buf, view.len,
+                                              seq, head, _HEAD_ROOM, &body_at)
+            except BaseException:
+                pool._give_back(conn)
+                raise
+            if hlen > _HEAD_ROOM:  # a large TTHeader block: the encoder's own buffers
+                return self._send_buffers(conn, pool, encoder.encode(message, seq), now,
+                                          deadline, has_deadline, method, seq)
+            iov[0].iov_base = head
+            iov[0].iov_len = <size_t>hlen
+            if body_at < view.len:
+                iov[1].iov_base = <char*>view.buf + body_at
+                iov[1].iov_len = <size_t>(view.len - body_at)
+                niov = 2
+            try:
+                conn._send_iov(iov, niov, <size_t>(hlen + view.len - body_at), now, deadline,
+                               has_deadline)
+            except TransportError as exc:
+                if exc.sent:
+                    raise
+                return self._client._retry_fresh(
+                    pool, encoder.encode(message, seq), deadline if has_deadline else None,
+                    method, seq)
+        finally:
+            # Released once sent: the caller's buffer is never held while we wait.
+            PyBuffer_Release(&view)
+        return conn._receive_reply(deadline, has_deadline)
+
+    cdef object _send_buffers(self, Connection conn, IdlePool pool, object buffers, double now,
+                              double deadline, bint has_deadline, object method, long long seq):
+        try:
+            return conn._roundtrip(buffers, now, deadline, has_deadline)
+        except TransportError as exc:
+            # (the connection closed itself) A pooled connection that died between its health
+            # check and our write, with no byte taken by the kernel: a fresh one is safe.
+            if exc.sent:
+                raise
+            return self._client._retry_fresh(
+                pool, buffers, deadline if has_deadline else None, method, seq)
+
+
+@cython.auto_pickle(False)
+@cython.final
+cdef class BindingPath:
+    """The common path of a binding's invokes: ``BindingPath(binding, request_type, response_type,
+    shapes, routes, clients)`` shares the binding's caches (it only reads them). Anything but a
+    cached route to a live client goes to ``binding._invoke`` (the full rules: validation, the
+    caches' fill, the client cache). The binding calls :meth:`forget_tail` whenever it reorders
+    its client cache itself."""
+
+    cdef object _binding
+    cdef type _request_type
+    cdef type _response_type
+    cdef dict _shapes            # metadata key names -> (shape id, getter, names, positions)
+    cdef object _routes          # OrderedDict: (shape id, relevant values) -> route (BindingCore)
+    cdef object _touch           # clients.move_to_end: the LRU touch
+    # The last shape seen and what the binding learned about it: callers build their metadata
+    # the same way every time, so one pass over the dict, comparing key objects, replaces
+    # building a key tuple, hashing it and looking each relevant value up.
+    cdef tuple _last_shape
+    cdef tuple _last_known
+    cdef object _tail            # the client key this path last moved to the LRU end, or None
+    # The last route taken, by its key: a caller that repeats a request skips the cache lookup.
+    # It can never outlive its validity: every change that makes a route wrong (new defaults,
+    # close, eviction) closes or retires its client, which sends the call to the full path.
+    cdef tuple _last_key
+    cdef tuple _last_route
+
+    def __init__(self, binding, type request_type, type response_type, dict shapes, routes, clients):
+        self._binding = binding
+        self._request_type = request_type
+        self._response_type = response_type
+        self._shapes = shapes
+        self._routes = routes
+        self._touch = clients.move_to_end
+        self._last_shape = None
+        self._last_known = None
+        self._tail = None
+        self._last_key = None
+        self._last_route = None
+
+    def forget_tail(self):
+        """The client cache was reordered elsewhere: touch it again on the next call."""
+        self._tail = None
+
+    cdef tuple _values(self, dict metadata):
+        """``(shape id, relevant values)``, the route key of ``metadata``, or None when the shape
+        is new (the full path learns it)."""
+        cdef tuple shape = self._last_shape
+        cdef tuple known = self._last_known
+        cdef tuple positions
+        cdef tuple values
+        cdef Py_ssize_t n = len(metadata)
+        cdef Py_ssize_t pos = 0, i = 0, j = 0, npos, want
+        cdef PyObject* k
+        cdef PyObject* v
+        cdef object key2
+        if shape is not None and len(shape) == n:
+            positions = <tuple>known[3]
+            npos = len(positions)
+            values = PyTuple_New(npos)
+            want = <Py_ssize_t>positions[0] if npos else -1
+            while PyDict_Next(metadata, &pos, &k, &v):
+                key2 = shape[i]
+                if k != <PyObject*>key2:
+                    # equal strings that are not the same object (fresh from a parser)
+                    if (not PyUnicode_CheckExact(<object>k) or not PyUnicode_CheckExact(key2)
+                            or PyUnicode_Compare(<object>k, key2) != 0):
+                        break
+                if i == want:
+                    Py_INCREF(<object>v)
+                    PyTuple_SET_ITEM(values, j, <object>v)
+                    j += 1
+                    want = <Py_ssize_t>positions[j] if j < npos else -1
+                i += 1
+            else:
+                return (known[0], values)
+        shape = tuple(metadata)
+        known = self._shapes.get(shape)
+        if known is None:
+            return None
+        self._last_shape = shape
+        self._last_known = known
+        names = <tuple>known[2]
+        npos = len(names)
+        values = PyTuple_New(npos)
+        for j in range(npos):
+            value = metadata[names[j]]
+            Py_INCREF(value)
+            PyTuple_SET_ITEM(values, j, value)
+        return (known[0], values)
+
+    def invoke(self, request):
+        """``KitexOutputBinding.invoke``: an InvokeResponse whose metadata is built when read."""
+        cdef object metadata
+        cdef tuple key
+        cdef tuple route
+        cdef tuple result
+        cdef PyObject* found
+        cdef CallPath path
+        cdef tuple last_key, last_route
+        if type(request) is not self._request_type:
+            return self._binding._invoke(request)
+        metadata = request.metadata
+        if type(metadata) is not dict or request.operation != "get":
+            return self._binding._invoke(request)
+        try:
+            key = self._values(<dict>metadata)
+        except (TypeError, KeyError):  # the full path's validation names what is wrong
+            return self._binding._invoke(request)
+        if key is None:
+            return self._binding._invoke(request)
+        last_key = self._last_key
+        last_route = self._last_route
+        if last_key is not None and key == last_key:
+            route = last_route
+        else:
+            # (an unhashable value makes PyDict_GetItem find nothing: the full path names it)
+            found = PyDict_GetItem(self._routes, key)
+            if found == NULL:
+                return self._binding._invoke(request)
+            route = <tuple>found
+            self._last_route = route
+            self._last_key = key
+        # route: (options, client, client key, call path, method, rpc timeout, headers)
+        path = route[3]
+        if path is None or path.retired:
+            return self._binding._invoke(request)
+        if route[2] is not self._tail:
+            try:
+                self._touch(route[2])  # LRU touch (skipped while this client is the last one)
+                self._tail = route[2]
+            except KeyError:
+                pass  # evicted meanwhile: retired, handled on the next call
+        try:
+            result = path._exchange(route[4], request.data, route[5], route[6])
+        except KitexError as exc:
+            self._binding._failed(route[0], exc)
+            raise
+        # tp_new straight away (object.__new__ for a plain class): no attribute lookup, no __init__
+        response = (<PyTypeObject*>self._response_type).tp_new(self._response_type, <PyObject*>_NO_ARGS, NULL)
+        response.data = (<object>result[0]).payload
+        response._reply = (result, route[0])
+        return response

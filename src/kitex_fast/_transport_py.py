@@ -23,12 +23,14 @@ import os
 import select
 import socket
 import time
-from typing import Any, List, Optional, Sequence, Union
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import _transport_errors as texts
-from .errors import ConnectError, ConnectTimeoutError
+from .errors import ConnectError, ConnectTimeoutError, KitexError, TransportError
+from .metadata import MAX_DURATION
 
-__all__ = ["Connection", "open_connection"]
+__all__ = ["Connection", "open_connection", "IdlePool", "CallPath", "BindingPath"]
 
 _HAS_SENDMSG = hasattr(socket.socket, "sendmsg")
 _HAS_POLL = hasattr(select, "poll")
@@ -152,6 +154,7 @@ class Connection:
         "_ready_pos",
         "_seq",
         "_t0",
+        "_idle_since",
     )
 
     def __init__(self, sock: socket.socket, decoder: Any, peer: Optional[str] = None) -> None:
@@ -172,6 +175,7 @@ class Connection:
         self._ready_pos = 0
         self._seq = 0
         self._t0 = 0.0
+        self._idle_since = 0.0
 
     # -- attributes
 
@@ -412,3 +416,224 @@ def open_connection(
     except BaseException:
         sock.close()
         raise
+
+
+# -- pooling and the call path -------------------------------------------------------------------
+#
+# The twin of the compiled call path, in the same structure so the two stay comparable: the common
+# path of a call is one method (CallPath.exchange for a Client, BindingPath.invoke for a binding);
+# whatever is not the common case goes to the owner's Python methods, the only place the full
+# rules live.
+
+
+class IdlePool:
+    """Idle connections to one endpoint, most recently used first, at most ``max_idle`` kept."""
+
+    __slots__ = ("endpoint", "max_idle", "max_idle_time", "_idle", "_closed")
+
+    def __init__(self, endpoint: Any, max_idle: int, max_idle_time: float) -> None:
+        self.endpoint = endpoint
+        self.max_idle = max_idle
+        self.max_idle_time = max_idle_time
+        self._idle: Deque[Connection] = deque()
+        self._closed = False
+
+    # deque.append and deque.pop are atomic in CPython, so the hot path takes no lock; close()
+    # re-drains after a racing give_back, so nothing is left idle in a closed pool.
+
+    def take_idle(self) -> Optional[Connection]:
+        """An idle connection that still looks healthy, or None. Dead ones are closed here, before
+        anything is written to them, so using what this returns never loses a request."""
+        return self._take(time.monotonic())
+
+    def _take(self, now: float) -> Optional[Connection]:
+        idle = self._idle
+        while idle:
+            try:
+                conn = idle.pop()
+            except IndexError:  # another thread took the last one
+                return None
+            if now - conn._idle_since <= self.max_idle_time and conn.is_reusable():
+                return conn
+            conn.close()
+        return None
+
+    def give_back(self, conn: Connection) -> None:
+        """Return a clean connection after a completed call (or close it if there is no room)."""
+        if self._closed or len(self._idle) >= self.max_idle or conn._sock is None:
+            conn.close()
+            return
+        conn._idle_since = time.monotonic()
+        self._idle.append(conn)
+        if self._closed:
+            self._drain()
+
+    def close(self) -> None:
+        """Close the idle connections and pool no more (connections in use close when released)."""
+        self._closed = True
+        self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                conn = self._idle.popleft()
+            except IndexError:
+                return
+            conn.close()
+
+    @property
+    def idle_count(self) -> int:
+        """How many idle connections wait in the pool."""
+        return len(self._idle)
+
+
+class CallPath:
+    """The common path of one Client's calls (see the compiled twin for the contract)."""
+
+    __slots__ = ("_client", "_pools", "_npools", "_next", "_encoders", "_timeout", "_unset",
+                 "closed", "retired")
+
+    def __init__(self, client: Any, pools: Sequence[IdlePool], encoders: Dict[Any, Any],
+                 rpc_timeout: Optional[float], unset: object) -> None:
+        self._client = client
+        self._pools = list(pools)
+        self._npools = len(self._pools)
+        if not self._npools:
+            raise ValueError("a call path needs at least one endpoint pool")
+        for pool in self._pools:
+            if type(pool) is not IdlePool:
+                raise TypeError("pools must be IdlePool objects, not %s" % type(pool).__name__)
+        self._next = 0
+        if type(encoders) is not dict:
+            raise TypeError("encoders must be a dict, not %s" % type(encoders).__name__)
+        self._encoders = encoders
+        self._timeout = rpc_timeout
+        self._unset = unset
+        self.closed = False
+        self.retired = False
+
+    def call(self, method: str, message: Any) -> Any:
+        """``Client.call``: the REPLY message."""
+        return self.exchange(method, message, self._unset, None)[0].payload
+
+    def next_endpoint(self) -> int:
+        """The index of the endpoint the next call starts at (round robin; advances it): the
+        full path asks here too, so both paths share one rotation."""
+        start = self._next % self._npools
+        self._next += 1
+        return start
+
+    def exchange(self, method: str, message: Any, rpc_timeout: Any, headers: Any) -> Tuple[Any, int, str]:
+        """``Client.exchange``: ``(reply frame, seq id, endpoint text)``."""
+        client = self._client
+        mtype = type(message)
+        if self.closed or type(method) is not str or not (
+            mtype is bytes or mtype is bytearray or (mtype is memoryview and message.c_contiguous)
+        ):
+            return client._exchange(method, message, rpc_timeout, headers)  # type: ignore[no-any-return]
+        if rpc_timeout is self._unset:
+            timeout = self._timeout
+        elif rpc_timeout is None or (type(rpc_timeout) is float and 0.0 < rpc_timeout <= MAX_DURATION):
+            timeout = rpc_timeout  # the binding's already-validated value
+        else:
+            return client._exchange(method, message, rpc_timeout, headers)  # type: ignore[no-any-return]
+        if headers is None:
+            key: Any = method
+        elif type(headers) is tuple:
+            key = (method, headers)
+        else:
+            return client._exchange(method, message, rpc_timeout, headers)  # type: ignore[no-any-return]
+        try:
+            encoder = self._encoders.get(key)
+        except TypeError:  # unhashable headers
+            encoder = None
+        if encoder is None:  # a method (or headers) seen for the first time
+            return client._exchange(method, message, rpc_timeout, headers)  # type: ignore[no-any-return]
+        start = 0
+        if self._npools > 1:
+            start = self._next % self._npools
+            self._next += 1
+        pool = self._pools[start]
+        now = time.monotonic()
+        conn = pool._take(now)
+        if conn is None:  # connect (with failover) is the full path's job
+            return client._exchange(method, message, rpc_timeout, headers, start)  # type: ignore[no-any-return]
+        deadline = now + timeout if timeout else None
+        seq = conn.next_seq_id()
+        try:
+            # Validates the message (strict CALL, one complete struct) before any byte is written.
+            buffers = encoder.encode(message, seq)
+        except BaseException:
+            pool.give_back(conn)
+            raise
+        try:
+            frame = conn.call(buffers, deadline)
+        except TransportError as exc:
+            # (the connection closed itself) A pooled connection that died between its health
+            # check and our write, with no byte taken by the kernel: a fresh one is safe.
+            if exc.sent:
+                raise
+            return client._retry_fresh(pool, buffers, deadline, method, seq)  # type: ignore[no-any-return]
+        if encoder.is_plain_reply(frame, seq):
+            pool.give_back(conn)
+            return frame, seq, conn._peer
+        return client._finish(conn, pool, frame, method, seq)  # type: ignore[no-any-return]
+
+
+class BindingPath:
+    """The common path of a binding's invokes (see the compiled twin for the contract)."""
+
+    __slots__ = ("_binding", "_request_type", "_response_type", "_shapes", "_routes", "_touch", "_tail")
+
+    def __init__(self, binding: Any, request_type: type, response_type: type,
+                 shapes: Dict[Any, Any], routes: Any, clients: Any) -> None:
+        self._binding = binding
+        self._request_type: Any = request_type  # (Any: mypy narrows on `type(x) is not T`)
+        self._response_type: Any = response_type
+        if type(shapes) is not dict:
+            raise TypeError("shapes must be a dict, not %s" % type(shapes).__name__)
+        self._shapes = shapes
+        self._routes = routes
+        self._touch = clients.move_to_end
+        self._tail: Any = None  # the client key this path last moved to the LRU end
+
+    def forget_tail(self) -> None:
+        """The client cache was reordered elsewhere: touch it again on the next call."""
+        self._tail = None
+
+    def invoke(self, request: Any) -> Any:
+        """``KitexOutputBinding.invoke``: an InvokeResponse whose metadata is built when read."""
+        binding = self._binding
+        if type(request) is not self._request_type:
+            return binding._invoke(request)
+        metadata = request.metadata
+        if type(metadata) is not dict or request.operation != "get":
+            return binding._invoke(request)
+        try:
+            known = self._shapes.get(tuple(metadata))
+            if known is None:
+                return binding._invoke(request)
+            route = self._routes.get((known[0], tuple([metadata[k] for k in known[2]])))
+        except (TypeError, KeyError):  # unhashable values: validation names them
+            return binding._invoke(request)
+        if route is None:
+            return binding._invoke(request)
+        # route: (options, client, client key, call path, method, rpc timeout, headers)
+        path = route[3]
+        if path is None or path.retired:
+            return binding._invoke(request)
+        if route[2] is not self._tail:
+            try:
+                self._touch(route[2])  # LRU touch (skipped while this client is the last one)
+                self._tail = route[2]
+            except KeyError:
+                pass  # evicted meanwhile: retired, handled on the next call
+        try:
+            result = path.exchange(route[4], request.data, route[5], route[6])
+        except KitexError as exc:
+            binding._failed(route[0], exc)
+            raise
+        response = self._response_type.__new__(self._response_type)
+        response.data = result[0].payload
+        response._reply = (result, route[0])
+        return response

@@ -9,13 +9,15 @@ client cache is bounded and ``close()`` closes every connection, replies carry m
 
 from __future__ import annotations
 
+import itertools
 import logging
 import operator
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
+from . import transport as _transport_dispatch
 from .client import Client, ClientCore
 from .errors import KitexError, MetadataError, UnsupportedOperationError
 from .metadata import (
@@ -44,6 +46,8 @@ CONTENT_TYPE = "application/vnd.apache.thrift.binary"
 log = logging.getLogger(__name__)  # follows the package wherever it is vendored
 
 _HEADER_PREFIXES = (STR_HEADER_PREFIX, INT_HEADER_PREFIX)
+_Shape = Tuple[int, Callable[[Mapping[str, str]], Tuple[object, ...]], Tuple[str, ...], Tuple[int, ...]]
+_Route = Tuple[CallOptions, Any, Tuple[object, ...], Any, str, Optional[float], Any]
 _KNOWN_SET = frozenset(KNOWN_KEYS)
 _KNOWN_LOWER = frozenset(k.lower() for k in KNOWN_KEYS)
 
@@ -57,13 +61,69 @@ class InvokeRequest:
     metadata: Dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class InvokeResponse:
-    """What the binding returns (dapr.proto.components.v1.InvokeResponse)."""
+class _ReplyMetadata:
+    """``InvokeResponse.metadata`` of a response from a call: a non-data descriptor whose first
+    read builds the dict and stores it in the instance, where every later read (and any
+    assignment) finds it as a plain attribute, as with the dataclass field it replaces."""
 
-    data: bytes
-    metadata: Dict[str, str] = field(default_factory=dict)
+    def __get__(self, instance: Optional["InvokeResponse"], owner: type) -> Any:
+        if instance is None:
+            return self
+        reply = instance._reply
+        metadata = {} if reply is None else response_metadata(*reply[0], reply[1])
+        instance.__dict__["metadata"] = metadata
+        return metadata
+
+
+class InvokeResponse:
+    """What the binding returns (dapr.proto.components.v1.InvokeResponse).
+
+    ``InvokeResponse(data, metadata=None, content_type=CONTENT_TYPE)``. A response from a call
+    builds its ``metadata`` dict on first read: a caller that only wants ``data`` never pays for
+    it, and one that reads it gets the same keys as always (``seqId``, ``messageType``,
+    ``methodName``, ``transport``, ``endpoint``, and the reply's TTHeader headers).
+    """
+
+    # Class-level defaults: the call path makes a response with only ``data`` and ``_reply`` set.
     content_type: str = CONTENT_TYPE
+    # ((reply frame, seq id, endpoint), CallOptions) until the metadata is first read
+    _reply: Optional[Tuple[Tuple[Any, int, str], CallOptions]] = None
+    if TYPE_CHECKING:
+        metadata: Dict[str, str]
+    else:
+        metadata = _ReplyMetadata()
+
+    def __init__(
+        self,
+        data: bytes,
+        metadata: Optional[Dict[str, str]] = None,
+        content_type: str = CONTENT_TYPE,
+    ) -> None:
+        self.data = data
+        self.metadata = {} if metadata is None else metadata
+        self.content_type = content_type
+
+    @classmethod
+    def from_reply(cls, result: Tuple[Any, int, str], options: CallOptions) -> "InvokeResponse":
+        """The response to a call: ``result`` is ``(reply frame, seq id, endpoint)``."""
+        response = cls.__new__(cls)
+        response.data = result[0].payload
+        response._reply = (result, options)
+        return response
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, InvokeResponse):
+            return NotImplemented
+        return (self.data, self.metadata, self.content_type) == (
+            other.data, other.metadata, other.content_type
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return "InvokeResponse(data=%r, metadata=%r, content_type=%r)" % (
+            self.data, self.metadata, self.content_type
+        )
 
 
 class BindingCore:
@@ -89,14 +149,19 @@ class BindingCore:
         self.implementation = implementation
         self._defaults: Dict[str, str] = {}
         # The key names of a request's metadata, in order ("shape") -> (shape id, a getter of the
-        # values that matter). daprd and SDKs build metadata the same way every call, so the
-        # shape is stable even when ignored values (traceparent, ...) change per request.
-        self._shapes: Dict[Tuple[str, ...], Tuple[int, Callable[[Mapping[str, str]], Tuple[object, ...]]]] = {}
-        # (shape id, relevant values) -> (validated options, their client, the client's key):
-        # validation and client lookup run once per distinct metadata.
-        self._routes: "OrderedDict[Tuple[object, ...], Tuple[CallOptions, ClientCore, Tuple[object, ...]]]" = OrderedDict()
+        # values that matter, their key names). daprd and SDKs build metadata the same way every
+        # call, so the shape is stable even when ignored values (traceparent, ...) change.
+        self._shapes: Dict[Tuple[str, ...], _Shape] = {}
+        # (shape id, relevant values) -> route: (validated options, their client, the client's
+        # key, the client's call path or None, method name, rpc timeout, per-call headers).
+        # Validation and client lookup run once per distinct metadata; the sync driver's compiled
+        # BindingPath reads the last four without touching the options.
+        self._routes: "OrderedDict[Tuple[object, ...], _Route]" = OrderedDict()
         # options.client_key -> client, least recently used first
         self._clients: "OrderedDict[Tuple[object, ...], ClientCore]" = OrderedDict()
+        # Shape ids are never reused: _shapes is cleared when it grows too big, while routes
+        # keyed by an old id may still sit in _routes (a reused id could find another shape's).
+        self._shape_ids = itertools.count(1)
         self._lock = threading.Lock()
         self._closed = False
 
@@ -163,7 +228,7 @@ class BindingCore:
             known = self._shapes.get(shape)
             if known is None:
                 known = self._learn_shape(shape)
-            key = (known[0], known[1](metadata))
+            key: Tuple[object, ...] = (known[0], known[1](metadata))
             route = self._routes.get(key)
         except (TypeError, AttributeError):  # unhashable values, non-str keys: validation names them
             options = parse_options(metadata, self._defaults)
@@ -173,18 +238,21 @@ class BindingCore:
                 self._clients.move_to_end(route[2])  # LRU touch; one C call, atomic under the GIL
             except KeyError:
                 pass  # evicted meanwhile: retired, handled on the next call
+            self._lru_changed()
             return route[0], route[1]
         options = parse_options(metadata, self._defaults)
         client = self._client(options)
+        route = (
+            options, client, options.client_key, getattr(client, "_path", None),
+            options.method_name, options.rpc_timeout, options.headers,
+        )
         with self._lock:
-            self._routes[key] = (options, client, options.client_key)
+            self._routes[key] = route
             if len(self._routes) > 4 * self.max_clients:
                 self._routes.popitem(last=False)
         return options, client
 
-    def _learn_shape(
-        self, shape: Tuple[str, ...]
-    ) -> Tuple[int, Callable[[Mapping[str, str]], Tuple[object, ...]]]:
+    def _learn_shape(self, shape: Tuple[str, ...]) -> "_Shape":
         # Values that matter: known keys, header keys, and mis-cased known keys (parse_options
         # rejects those). Everything else (traceparent, baggage, ...) is ignored by the binding.
         relevant = tuple(
@@ -202,7 +270,9 @@ class BindingCore:
         with self._lock:
             if len(self._shapes) >= 1024:  # bounded: key names come from callers
                 self._shapes.clear()
-            known = (len(self._shapes) + 1, getter)
+            # (names and positions: the compiled BindingPath reads values by position)
+            positions = tuple(i for i, k in enumerate(shape) if k in relevant)
+            known: _Shape = (next(self._shape_ids), getter, relevant, positions)
             known = self._shapes.setdefault(shape, known)
         return known
 
@@ -211,6 +281,7 @@ class BindingCore:
         with self._lock:
             if self._closed:
                 raise MetadataError("dapr binding kitex: the binding is closed")
+            self._lru_changed()
             client = self._clients.get(key)
             if client is not None:
                 self._clients.move_to_end(key)
@@ -224,6 +295,9 @@ class BindingCore:
             evicted.retire()
         return client
 
+    def _lru_changed(self) -> None:
+        """The client cache's order changed here (a driver's fast path may track its tail)."""
+
     @property
     def client_count(self) -> int:
         """How many destinations hold a client (and its connections) right now."""
@@ -232,9 +306,21 @@ class BindingCore:
 
 class KitexOutputBinding(BindingCore):
     """Dapr's ``bindings.kitex`` output binding on blocking calls. Thread-safe; use as a context
-    manager. Options: :class:`BindingCore`."""
+    manager. Options: :class:`BindingCore`.
+
+    A request whose metadata was seen before, to a client with an idle connection, is one call
+    into the transport's ``BindingPath`` (compiled, or its twin); everything else comes back to
+    :meth:`_invoke`, where the rules live.
+    """
 
     client_class = Client
+
+    def __init__(self, *, max_clients: int = 64, implementation: Optional[str] = None) -> None:
+        super().__init__(max_clients=max_clients, implementation=implementation)
+        transport = _transport_dispatch.implementation(implementation)
+        self._path = transport.BindingPath(
+            self, InvokeRequest, InvokeResponse, self._shapes, self._routes, self._clients
+        )
 
     def init(self, metadata: Optional[Mapping[str, str]] = None) -> None:
         """Component-level metadata: defaults for every request; all optional, all validated.
@@ -245,18 +331,29 @@ class KitexOutputBinding(BindingCore):
     def invoke(self, request: InvokeRequest) -> InvokeResponse:
         """Call the Kitex service that ``request.metadata`` names with ``request.data`` (a complete
         strict-binary Thrift CALL message); the response's data is the REPLY message."""
+        response: InvokeResponse = self._path.invoke(request)
+        return response
+
+    def _invoke(self, request: InvokeRequest) -> InvokeResponse:
+        """The full rules of :meth:`invoke`, for every case the binding path does not take."""
         options, client = self._prepare(request)
         try:
-            frame, seq_id, endpoint = client.exchange(
+            result = client.exchange(
                 options.method_name,
                 request.data,
                 rpc_timeout=options.rpc_timeout,
                 headers=options.headers,
             )
         except KitexError as exc:
-            log.debug("kitex call %s.%s failed: %s", options.dest_service, options.method_name, exc)
+            self._failed(options, exc)
             raise
-        return InvokeResponse(frame.payload, response_metadata(frame, seq_id, endpoint, options))
+        return InvokeResponse.from_reply(result, options)
+
+    def _lru_changed(self) -> None:
+        self._path.forget_tail()
+
+    def _failed(self, options: CallOptions, exc: KitexError) -> None:
+        log.debug("kitex call %s.%s failed: %s", options.dest_service, options.method_name, exc)
 
     def close(self) -> None:
         """Refuse new calls and close every client's connections (calls under way finish)."""

@@ -315,6 +315,10 @@ class ClientCore:
 class Client(ClientCore):
     """A Kitex client for one service at one or more ``host:port`` endpoints, on blocking calls
     (the GIL released while waiting). Thread-safe. Constructor options: :class:`ClientCore`.
+
+    The common case of a call (a method already seen, an idle pooled connection, a plain REPLY)
+    is one call into the transport's ``CallPath`` (compiled, or its twin); everything else comes
+    back to :meth:`_exchange`, where the rules live.
     """
 
     def _make_pool(
@@ -325,7 +329,7 @@ class Client(ClientCore):
         pool_size: int,
         max_idle_time: float,
     ) -> EndpointPool:
-        return EndpointPool(
+        pool = EndpointPool(
             endpoints,
             transport=self._transport_mod,
             make_decoder=make_decoder,
@@ -333,6 +337,10 @@ class Client(ClientCore):
             max_idle=pool_size,
             max_idle_time=max_idle_time,
         )
+        self._path = self._transport_mod.CallPath(
+            self, pool._pools, self._encoders, self.rpc_timeout, _UNSET
+        )
+        return pool
 
     # -- calling ------------------------------------------------------------------------------
 
@@ -344,12 +352,12 @@ class Client(ClientCore):
         max_frame_size (nothing sent); TransportError subclasses for the connection; ProtocolError
         subclasses for a malformed or mismatched reply; ApplicationError / BizStatusError for
         error answers."""
-        payload: bytes = self.exchange(method, message)[0].payload
+        payload: bytes = self._path.call(method, message)
         return payload
 
     def invoke(self, method: str, message: BytesLike) -> Reply:
         """Like :meth:`call`, with the reply's seq id, transport, endpoint and TTHeader headers."""
-        frame, seq_id, peer = self.exchange(method, message)
+        frame, seq_id, peer = self._path.exchange(method, message, _UNSET, None)
         return Reply(
             frame.payload, seq_id, method, frame.transport, peer, frame.str_headers, frame.int_headers
         )
@@ -369,6 +377,20 @@ class Client(ClientCore):
         ``rpc_timeout`` overrides the client's for this call (None: no limit); ``headers`` is
         ``(str_headers, int_headers)`` as tuples of pairs, added to the client's TTHeader headers
         for this call. Neither needs another client or connection."""
+        result: Tuple[Any, int, str] = self._path.exchange(method, message, rpc_timeout, headers)
+        return result
+
+    def _exchange(
+        self,
+        method: str,
+        message: BytesLike,
+        rpc_timeout: Union[float, None, _Unset],
+        headers: Optional[PerCallHeaders],
+        start: Optional[int] = None,
+    ) -> Tuple[Any, int, str]:
+        """The full rules of :meth:`exchange`, for every case the call path does not take (the
+        first call of a method, a connect, anything unusual). ``start``: the endpoint the call
+        path picked."""
         if self._closed:
             raise TransportError("the client is closed")
         if not isinstance(message, (bytes, bytearray, memoryview)):
@@ -385,7 +407,9 @@ class Client(ClientCore):
         key: Hashable = method if headers is None else (method, headers)
         encoder = self._encoders.get(key) or self._encoder(key, method, headers)
         deadline = time.monotonic() + timeout if timeout else None
-        conn, pool, reused = self._pool.acquire(deadline, timeout)
+        if start is None and len(self.endpoints) > 1:
+            start = self._path.next_endpoint()  # one rotation for both paths
+        conn, pool, reused = self._pool.acquire(deadline, timeout, start)
         try:
             seq_id = conn.next_seq_id()
             # Validates the message (strict CALL, one complete struct) before any byte is written.
@@ -401,15 +425,27 @@ class Client(ClientCore):
                 raise
             # A pooled connection died between its health check and our write, and the kernel
             # took none of the request: nothing reached the server, so a fresh connection is safe.
-            conn = self._pool.connect_fresh(pool, deadline)
-            try:
-                frame = conn.call(buffers, deadline)
-            except BaseException:
-                conn.close()
-                raise
+            return self._retry_fresh(pool, buffers, deadline, method, seq_id)
         except BaseException:
             conn.close()
             raise
+        return self._finish(conn, pool, frame, method, seq_id)
+
+    def _retry_fresh(
+        self, pool: Any, buffers: Any, deadline: Optional[float], method: str, seq_id: int
+    ) -> Tuple[Any, int, str]:
+        """Send ``buffers`` again on a new connection to ``pool``'s endpoint (the pooled one died
+        before the kernel took any byte) and finish the call there."""
+        conn = self._pool.connect_fresh(pool, deadline)
+        try:
+            frame = conn.call(buffers, deadline)
+        except BaseException:
+            conn.close()
+            raise
+        return self._finish(conn, pool, frame, method, seq_id)
+
+    def _finish(self, conn: Any, pool: Any, frame: Any, method: str, seq_id: int) -> Tuple[Any, int, str]:
+        """Check the reply, release or drop the connection, raise the answer's error if any."""
         try:
             error, keep = self._check(conn, frame, method, seq_id)
         except BaseException:
@@ -430,12 +466,14 @@ class Client(ClientCore):
         their call ends."""
         self._closed = True
         self.retired = True
+        self._path.closed = self._path.retired = True
         self._pool.close()
 
     def retire(self) -> None:
         """Close every connection as soon as it is idle, but let calls still finish: for an owner
         (the binding's LRU cache) that drops this client while other threads may hold it."""
         self.retired = True
+        self._path.retired = True
         self._pool.close()
 
     def __enter__(self) -> "Client":

@@ -3,7 +3,9 @@ round-robin over endpoints with failover on connect errors.
 
 A pooled connection carries one call at a time (Kitex's long-connection pool works the same way:
 ``pkg/remote/remotecli/conn_wrapper.go``). A connection is either idle in the pool, in the hands of
-exactly one caller, or closed: never anything in between.
+exactly one caller, or closed: never anything in between. The idle connections of one endpoint
+live in the transport's ``IdlePool`` (compiled, or its twin), which the client's call path takes
+from and gives back to without running Python code.
 """
 
 from __future__ import annotations
@@ -12,14 +14,13 @@ import ipaddress
 import itertools
 import socket
 import time
-from collections import deque
 from types import ModuleType
-from typing import Any, Callable, Deque, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from ._transport_errors import format_ms
 from .errors import ConnectError, ConnectTimeoutError, MetadataError
 
-__all__ = ["Endpoint", "parse_host_ports", "EndpointPool", "ConnectionPool"]
+__all__ = ["Endpoint", "parse_host_ports", "EndpointPool"]
 
 
 class Endpoint(NamedTuple):
@@ -111,61 +112,6 @@ def parse_host_ports(value: Union[str, Sequence[str]], field: str = "hostPorts")
     return tuple(endpoints)
 
 
-class ConnectionPool:
-    """Idle connections to one endpoint, most recently used first, at most ``max_idle`` kept."""
-
-    def __init__(self, endpoint: Endpoint, max_idle: int, max_idle_time: float) -> None:
-        self.endpoint = endpoint
-        self.max_idle = max_idle
-        self.max_idle_time = max_idle_time
-        self._idle: Deque[Tuple[Any, float]] = deque()
-        self._closed = False
-
-    # deque.append and deque.pop are atomic in CPython, so the hot path takes no lock; close()
-    # re-drains after a racing give_back, so nothing is left idle in a closed pool.
-
-    def take_idle(self) -> Any:
-        """An idle connection that still looks healthy, or None. Dead ones are closed here, before
-        anything is written to them, so using what this returns never loses a request."""
-        idle = self._idle
-        while idle:
-            try:
-                conn, since = idle.pop()
-            except IndexError:  # another thread took the last one
-                return None
-            if time.monotonic() - since <= self.max_idle_time and conn.is_reusable():
-                return conn
-            conn.close()
-        return None
-
-    def give_back(self, conn: Any) -> None:
-        """Return a clean connection after a completed call (or close it if there is no room)."""
-        if self._closed or len(self._idle) >= self.max_idle or conn.closed:
-            conn.close()
-            return
-        self._idle.append((conn, time.monotonic()))
-        if self._closed:
-            self._drain()
-
-    def close(self) -> None:
-        """Close the idle connections and pool no more (connections in use close when released)."""
-        self._closed = True
-        self._drain()
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                conn, _ = self._idle.popleft()
-            except IndexError:
-                return
-            conn.close()
-
-    @property
-    def idle_count(self) -> int:
-        """How many idle connections wait in the pool."""
-        return len(self._idle)
-
-
 def _rpc_ran_out(
     exc: ConnectTimeoutError, endpoint: Endpoint, left: Optional[float], rpc_timeout: Optional[float]
 ) -> ConnectTimeoutError:
@@ -190,18 +136,19 @@ class EndpointPool:
         max_idle_time: float,
     ) -> None:
         self.endpoints = tuple(endpoints)
-        self._pools = [ConnectionPool(ep, max_idle, max_idle_time) for ep in self.endpoints]
+        self._pools = [transport.IdlePool(ep, max_idle, max_idle_time) for ep in self.endpoints]
         self._transport = transport
         self._make_decoder = make_decoder
         self._connect_timeout = connect_timeout
         self._next = itertools.count()
 
     def acquire(
-        self, deadline: Optional[float], rpc_timeout: Optional[float] = None
-    ) -> Tuple[Any, ConnectionPool, bool]:
-        """``(connection, its pool, reused)``. Tries endpoints round robin starting at the next one;
-        an endpoint that refuses or times out is skipped for this call (failover).
-        ``rpc_timeout`` (the budget ``deadline`` came from) only names it in error texts."""
+        self, deadline: Optional[float], rpc_timeout: Optional[float] = None, start: Optional[int] = None
+    ) -> Tuple[Any, Any, bool]:
+        """``(connection, its IdlePool, reused)``. Tries endpoints round robin starting at the next
+        one (or at index ``start``, which the call path already chose); an endpoint that refuses or
+        times out is skipped for this call (failover). ``rpc_timeout`` (the budget ``deadline``
+        came from) only names it in error texts."""
         n = len(self._pools)
         if n == 1:
             pool = self._pools[0]
@@ -209,7 +156,8 @@ class EndpointPool:
             if conn is not None:
                 return conn, pool, True
             return self._connect(pool.endpoint, deadline, rpc_timeout), pool, False
-        start = next(self._next) % n
+        if start is None:
+            start = next(self._next) % n
         errors: List[ConnectError] = []
         for i in range(n):
             pool = self._pools[(start + i) % n]
@@ -229,7 +177,7 @@ class EndpointPool:
             % (len(errors), "; ".join(str(e) for e in errors))
         ) from last
 
-    def connect_fresh(self, pool: ConnectionPool, deadline: Optional[float]) -> Any:
+    def connect_fresh(self, pool: Any, deadline: Optional[float]) -> Any:
         """A new connection to ``pool``'s endpoint, bypassing the idle ones (for a retry that must not reuse)."""
         return self._connect(pool.endpoint, deadline)
 

@@ -12,14 +12,16 @@ from typing import TYPE_CHECKING, Optional
 from . import _transport_py
 from ._dispatch import choose, load_compiled
 
-PUBLIC_API = ("Connection", "open_connection")
+PUBLIC_API = ("Connection", "open_connection", "IdlePool", "CallPath", "BindingPath")
 
 _compiled: Optional[ModuleType] = load_compiled("_transport")
 
 USING_EXTENSION = _compiled is not None
 
 if TYPE_CHECKING:
-    from ._transport_py import Connection as Connection, open_connection as open_connection
+    from ._transport_py import BindingPath as BindingPath, CallPath as CallPath
+    from ._transport_py import Connection as Connection, IdlePool as IdlePool
+    from ._transport_py import open_connection as open_connection
 else:
     _active = _compiled if _compiled is not None else _transport_py
     globals().update({name: getattr(_active, name) for name in PUBLIC_API})

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Mapping, Optional
 
-from ..binding import BindingCore, InvokeRequest, InvokeResponse, response_metadata
+from ..binding import BindingCore, InvokeRequest, InvokeResponse
 from ..errors import KitexError
 from .client import Client
 
@@ -32,7 +32,7 @@ class AsyncKitexOutputBinding(BindingCore):
         strict-binary Thrift CALL message); the response's data is the REPLY message."""
         options, client = self._prepare(request)
         try:
-            frame, seq_id, endpoint = await client.exchange(
+            result = await client.exchange(
                 options.method_name,
                 request.data,
                 rpc_timeout=options.rpc_timeout,
@@ -41,7 +41,7 @@ class AsyncKitexOutputBinding(BindingCore):
         except KitexError as exc:
             log.debug("kitex call %s.%s failed: %s", options.dest_service, options.method_name, exc)
             raise
-        return InvokeResponse(frame.payload, response_metadata(frame, seq_id, endpoint, options))
+        return InvokeResponse.from_reply(result, options)
 
     async def close(self) -> None:
         """Refuse new calls, then close every client (calls in flight on them fail)."""

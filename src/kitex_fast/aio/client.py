@@ -134,6 +134,8 @@ class Client(ClientCore):
         finally:
             if handle is not None:
                 handle.cancel()
+        if encoder.is_plain_reply(frame, seq_id):
+            return frame, seq_id, proto.peer  # the common case: a C check, no header object
         try:
             error, keep = self._check(proto, frame, method, seq_id)
         except BaseException as exc:
