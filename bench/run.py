@@ -4,16 +4,18 @@
     PYTHONPATH=src python bench/run.py [--quick] [--out bench/results]
 
 1. Sequential latency (one call in flight) against a real Kitex echo server, Framed and TTHeader,
-   for kitex_fast (compiled Client, compiled binding, pure twin), thriftpy2 (Cython codec), Kitex's
-   Go generic client (Dapr's call path) and the floor (bench/floor.c: prebuilt frame over a raw
-   socket). Clients take turns in rounds so machine drift hits all of them alike.
-2. Throughput with 1/4/16 threads sharing one KitexOutputBinding, and the Go client at the same
-   concurrency.
+   for kitex_fast (Client and binding, each compiled and pure twin), thriftpy2 (Cython codec),
+   Kitex's Go generic client (Dapr's call path) and the floor (bench/floor.c: prebuilt frame over
+   a raw socket), with each client's CPU (and user-space CPU) per call. Clients take turns in
+   rounds so machine drift hits all of them alike.
+2. Throughput and CPU per call with 1/4/16 threads sharing one KitexOutputBinding (or one
+   Client), and the Go client at the same concurrency.
 3. Codec micro-benchmarks, compiled vs twin (bench/test_codec_micro.py, pytest-benchmark).
 4. RSS growth over many calls through one binding, 1 and 100 distinct metadata keys.
 
 Writes OUT/latest.md and OUT/latency.png and prints the tables. No timing is ever asserted:
-the targets table reports met / missed. --quick is the smoke run the test suite uses (< 60 s).
+the targets tables (the project's, and issue 11's) report met / missed. Where the time above the
+floor goes, instruction by instruction: bench/profile.py (callgrind). --quick is the smoke run the test suite uses (< 60 s).
 """
 
 from __future__ import annotations
