@@ -648,9 +648,16 @@ def issue11_targets(seq: Dict[Tuple[str, int], Dict[str, List[int]]],
         u_twin, u_compiled = u.get(twin), u.get(compiled)
         on_user = ("%.2f×" % (u_twin / u_compiled) if u_twin is not None and u_compiled
                    else "n/a")
+        # Both builds make the same syscalls: the compiled build's system CPU alone bounds the
+        # ratio, however little user-space CPU it spends (as thriftpy2's distance from the
+        # floor bounds the thriftpy2 target above).
+        bound = ""
+        if u_compiled is not None and c[compiled] > u_compiled:
+            bound = "; at most %.2f× with no user CPU in the compiled build" % (
+                c[twin] / (c[compiled] - u_compiled))
         rows.append(["%s: twin ÷ compiled client CPU per call ≥ 3× (%s vs %s µs)"
                      % (what, us(c[twin]), us(c[compiled])),
-                     "%.2f× (on user CPU: %s, informational)" % (r, on_user),
+                     "%.2f× (on user CPU: %s, informational%s)" % (r, on_user, bound),
                      "met" if r >= 3 else "missed"])
     if ttheader in med:
         t = med[ttheader]
