@@ -14,8 +14,9 @@
 4. RSS growth over many calls through one binding, 1 and 100 distinct metadata keys.
 
 Writes OUT/latest.md and OUT/latency.png and prints the tables. No timing is ever asserted:
-the targets tables (the project's, and issue 11's) report met / missed. Where the time above the
-floor goes, instruction by instruction: bench/profile.py (callgrind). --quick is the smoke run the test suite uses (< 60 s).
+the targets tables (the project's, and issue 11's) report met / missed. --quick is the smoke run
+the test suite uses (< 60 s). Where the time above the floor goes, instruction by instruction:
+bench/call_profile.py (callgrind).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What is left above the floor: a deterministic per-call profile of kitex_fast's sync call paths.
 
-    PYTHONPATH=src python bench/profile.py [--calls 500,2500] [--out bench/results] [--no-perf]
+    PYTHONPATH=src python bench/call_profile.py [--calls 500,2500] [--out bench/results] [--no-perf]
 
 Against a real Kitex echo server (1 KiB request, framed), each path below runs in a child
 interpreter under ``valgrind --tool=callgrind`` twice, with a short and a long loop of calls; the
@@ -26,6 +26,8 @@ as Python; and, if ``perf`` works here, a sampled split of the binding's CPU bet
 and user space (``perf record -e cpu-clock``, again the difference of a short and a long run).
 
 Writes OUT/profile.md and prints it. Not part of the test suite; a few minutes on 2 CPUs.
+(Named call_profile.py: bench/ is sys.path[0] for every bench script, and a bench/profile.py
+would shadow the standard library's ``profile``, which ``cProfile`` imports.)
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def make_step(path: str, address: str) -> Tuple[Callable[[], Any], Callable[[], 
     acquire = getattr(getattr(client, "_pool", None), "acquire", None)
     if acquire is None:
         raise SystemExit("profile: Client._pool.acquire is gone; the raw path needs a pooled "
-                         "connection (update make_step in bench/profile.py)")
+                         "connection (update make_step in bench/call_profile.py)")
     conn = acquire(None)[0]
     parse = codec.implementation(impl).parse_message
     header = parse(conn.call(frame).payload)  # one checked round trip before the loop
@@ -389,7 +391,7 @@ def report(paths: Sequence[str], ir: Dict[str, Dict[str, float]],
     import platform
 
     md = ["# What is left above the floor: instructions per call", ""]
-    md.append("`python bench/profile.py`: CPython %s, valgrind %s, kitex_fast from `%s`, commit "
+    md.append("`python bench/call_profile.py`: CPython %s, valgrind %s, kitex_fast from `%s`, commit "
               "%s. Kitex echo server, "
               "1 KiB request, framed, one pooled connection. User-space instructions (callgrind "
               "`Ir`) per call = (run of %d calls − run of %d calls) / %d, so start-up, imports, "
