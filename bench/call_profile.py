@@ -464,6 +464,23 @@ def report(paths: Sequence[str], ir: Dict[str, Dict[str, float]],
                     [[fn.replace("|", "\\|"), os.path.basename(ob), "%.0f" % v, "%.1f%%" % (100 * v / total)]
                      for (ob, fn), v in top])
         md.append("")
+    if "binding+metadata-c" in fns and "binding-c" in fns:
+        with_md, without = fns["binding+metadata-c"], fns["binding-c"]
+        diff = {k: with_md.get(k, 0.0) - without.get(k, 0.0) for k in set(with_md) | set(without)}
+        top = [kv for kv in sorted(diff.items(), key=lambda kv: -kv[1])[:10] if kv[1] > 0]
+        md.append("## What reading the response metadata costs: top functions (difference)")
+        md.append("")
+        md.append("Own instructions per call of %s minus those of %s. Python functions "
+                  "entered for it: %s." % (
+                      PATHS["binding+metadata-c"], PATHS["binding-c"],
+                      ", ".join(name for _, name in pyfns.get("binding+metadata-c", [])
+                                if name not in {n for _, n in pyfns.get("binding-c", [])})
+                      or "none"))
+        md.append("")
+        md += table(["function", "object", "extra Ir/call"],
+                    [[fn.replace("|", "\\|"), os.path.basename(ob), "%.0f" % v]
+                     for (ob, fn), v in top])
+        md.append("")
     if perf_split:
         md.append("## Kernel vs user space (perf, sampled)")
         md.append("")
