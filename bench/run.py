@@ -496,7 +496,8 @@ def report(cfg: Config, info: Dict[str, str], seq: Dict[Tuple[str, int], Dict[st
               "`getrusage(RUSAGE_THREAD).ru_utime`; floor: its `getrusage(RUSAGE_SELF)`; Go: the "
               "child's `ru_utime` minus the warm-up-only run; n/a where the OS has no per-thread "
               "rusage). The kernel splits user from system time by sampling at the tick, so "
-              "short runs give a coarse split."
+              "the split is approximate, coarse in short runs; bench/call_profile.py counts the "
+              "user-space instructions per call exactly."
               % (cfg.rounds, cfg.calls, cfg.warmup, _clients.GO_WARMUP))
     md.append("")
     for (transport, size), samples in seq.items():
