@@ -266,6 +266,42 @@ def per_call(long: Dict[Any, int], short: Dict[Any, int], calls: int) -> Dict[An
     return {k: (long.get(k, 0) - short.get(k, 0)) / calls for k in set(long) | set(short)}
 
 
+# -- the C floor -------------------------------------------------------------------------------
+
+# bench/floor.c's per-call work: the functions its timed loop calls. Built without inlining so
+# callgrind can switch collection on inside exactly them (the batch's printing stays outside).
+FLOOR_FUNCTIONS = ("write_all", "read_all", "now_ns")
+
+
+def build_floor_for_profile(work: Path) -> Path:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise SystemExit("profile: no C compiler (cc) for bench/floor.c")
+    binary = work / "floor-noinline"
+    subprocess.check_call([cc, "-O2", "-fno-inline", "-o", str(binary), str(BENCH / "floor.c")])
+    return binary
+
+
+def floor_run(valgrind: str, binary: Path, address: str, frame_file: Path, n: int, work: Path
+              ) -> Tuple[Dict[str, int], Dict[Tuple[str, str], int]]:
+    """bench/floor.c making ``n`` calls under callgrind, collecting only inside its I/O and
+    clock functions (and what they call: libc's write/read wrappers, the vDSO clock)."""
+    out = work / ("callgrind.floor.%d.out" % n)
+    host, _, port = address.rpartition(":")
+    cmd = [valgrind, "--tool=callgrind", "--callgrind-out-file=%s" % out, "--dump-instr=no",
+           "--compress-pos=no", "--collect-atstart=no"]
+    cmd += ["--toggle-collect=%s" % f for f in FLOOR_FUNCTIONS]
+    cmd += [str(binary), host, port, str(frame_file)]
+    proc = subprocess.run(cmd, input="%d\n" % n, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=600)
+    if proc.returncode != 0 or "END " not in proc.stdout:
+        raise RuntimeError("callgrind run of the floor (n=%d) failed:\n%s" % (n, proc.stderr[-3000:]))
+    by_ob, by_fn, total = parse_callgrind(out)
+    if total and sum(by_ob.values()) != total:
+        raise RuntimeError("%s: parsed %d Ir, callgrind's total is %d" % (out, sum(by_ob.values()), total))
+    return by_ob, by_fn
+
+
 # -- perf (optional) ---------------------------------------------------------------------------
 
 def perf_samples(perf: str, path: str, address: str, n: int, work: Path) -> Optional[Dict[str, int]]:
@@ -346,6 +382,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         server.start()
         address = server.address
         print("Kitex echo server at %s" % address, flush=True)
+        # The C floor, on the exact frame the compiled Client sends (seq id 1).
+        from kitex_fast import Client
+        from kitex_fast.testing import echo_request
+
+        t0 = time.monotonic()
+        with Client("echo", address, implementation="c") as client:
+            frame_file = work / "frame.bin"
+            frame_file.write_bytes(client.request_bytes("echo", echo_request("x" * 1024), seq_id=1))
+        floor_bin = build_floor_for_profile(work)
+        ob_s, _ = floor_run(valgrind, floor_bin, address, frame_file, short, work)
+        ob_l, _ = floor_run(valgrind, floor_bin, address, frame_file, long, work)
+        ir["floor"] = per_call(ob_l, ob_s, long - short)
+        print("  %-18s %8.0f Ir/call  %.1f s" % ("floor (C)", sum(ir["floor"].values()),
+                                                time.monotonic() - t0), flush=True)
         for p in paths:
             t0 = time.monotonic()
             ob_s, fn_s = callgrind_run(valgrind, p, address, short, work)
@@ -409,6 +459,14 @@ def report(paths: Sequence[str], ir: Dict[str, Dict[str, float]],
         grouped[p] = g
     floor = sum(ir["raw-c"].values()) if "raw-c" in ir else None
     rows = []
+    if "floor" in ir:
+        g = defaultdict(float)
+        for ob, v in ir["floor"].items():
+            g[group_of(ob)] += v
+        total = sum(ir["floor"].values())
+        rows.append(["floor (C, bench/floor.c): its write, read and clock calls",
+                     "%.0f" % total, "%.2f×" % (total / floor) if floor else "n/a", "—"]
+                    + ["%.0f" % g.get(k, 0.0) for k in GROUPS] + ["—", "—"])
     for p in paths:
         total = sum(ir[p].values())
         py, c = counts[p]
@@ -419,14 +477,17 @@ def report(paths: Sequence[str], ir: Dict[str, Dict[str, float]],
     md += table(["path", "Ir/call", "× raw (c)", "above raw (c)"] + ["Ir in %s" % g for g in GROUPS]
                 + ["Python functions entered/call", "CPython builtins called/call"], rows)
     md.append("")
-    md.append("*raw (c)* is the least Python can do per call here (a prebuilt frame through the "
-              "compiled `Connection.call`): the rest of a row above it is encoding, checks, the "
-              "pool, the binding's routing and the interpreter between them. Every row includes "
+    md.append("The floor row counts only inside bench/floor.c's `%s` (built with `-fno-inline`, "
+              "callgrind `--toggle-collect`), i.e. the C client's whole per-call work but its loop "
+              "counter. *raw (c)* is the least Python can do per call here (a prebuilt frame "
+              "through the compiled `Connection.call`): the rest of a row above it is encoding, "
+              "checks, the pool, the binding's routing and the interpreter between them. Every row includes "
               "the bench loop's own few hundred instructions (a `for` and a lambda call). "
               "*Functions entered / builtins called*: `sys.setprofile` `call` and `c_call` events "
               "per call over %d calls, without valgrind (the loop's own lambda excluded); CPython "
               "reports `c_call` for exact builtins and method descriptors only, so calls into "
-              "Cython's functions are not counted there." % PROFILE_CALLS)
+              "Cython's functions are not counted there."
+              % ("`, `".join(FLOOR_FUNCTIONS), PROFILE_CALLS))
     md.append("")
     totals = {p: sum(ir[p].values()) for p in paths}
     readings = []
