@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 from kitex_fast import Client, InvokeRequest, KitexOutputBinding
 
@@ -24,15 +24,45 @@ ECHO_IDL = GO_DIR / "idl" / "echo.thrift"
 
 GO_WARMUP = 100  # calls each refclient process makes before its samples count
 
+_RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", None)  # Linux only
+
+
+def thread_user_ns() -> Optional[int]:
+    """This thread's user-space CPU time in ns (None where the OS has no per-thread rusage).
+    The kernel accounts user vs system time by sampling at the tick and scales the exact total
+    by that split, so it is approximate over few calls; over a batch of hundreds it is fair."""
+    if _RUSAGE_THREAD is None:
+        return None
+    return int(resource.getrusage(_RUSAGE_THREAD).ru_utime * 1e9)
+
 
 class BenchClient:
     label = "?"
     # CPU time (user + system) this client spent in measured batches: the client's own cost per
     # call, which wall-clock latency hides behind the server and the scheduler on a busy machine.
     cpu_ns = 0
+    # Its user-space share (None: not measurable here): what the client's own code costs, apart
+    # from the kernel's work in the syscalls, which no client can avoid.
+    user_ns: Optional[int] = 0
 
     def batch(self, k: int) -> List[int]:
         raise NotImplementedError
+
+    def reset_cpu(self) -> None:
+        self.cpu_ns = 0
+        self.user_ns = 0
+
+    def _cpu_start(self) -> Tuple[int, Optional[int]]:
+        return time.thread_time_ns(), thread_user_ns()
+
+    def _cpu_stop(self, start: Tuple[int, Optional[int]]) -> None:
+        """Adds this thread's CPU since ``start`` (read after the timed loop, never inside it)."""
+        user1 = thread_user_ns()
+        self.cpu_ns += time.thread_time_ns() - start[0]
+        if user1 is None or start[1] is None or self.user_ns is None:
+            self.user_ns = None
+        else:
+            self.user_ns += user1 - start[1]
 
     def close(self) -> None:
         pass
@@ -49,12 +79,12 @@ class KitexClient(BenchClient):
     def batch(self, k: int) -> List[int]:
         call, req, clock = self._client.call, self._request, time.perf_counter_ns
         out = [0] * k
-        cpu0 = time.thread_time_ns()
+        cpu0 = self._cpu_start()
         for i in range(k):
             t0 = clock()
             call("echo", req)
             out[i] = clock() - t0
-        self.cpu_ns += time.thread_time_ns() - cpu0
+        self._cpu_stop(cpu0)
         return out
 
     def close(self) -> None:
@@ -81,12 +111,12 @@ class KitexBinding(BenchClient):
     def batch(self, k: int) -> List[int]:
         invoke, req, clock = self._binding.invoke, self._request, time.perf_counter_ns
         out = [0] * k
-        cpu0 = time.thread_time_ns()
+        cpu0 = self._cpu_start()
         for i in range(k):
             t0 = clock()
             invoke(req)
             out[i] = clock() - t0
-        self.cpu_ns += time.thread_time_ns() - cpu0
+        self._cpu_stop(cpu0)
         return out
 
     def close(self) -> None:
@@ -126,12 +156,12 @@ class Thriftpy2Client(BenchClient):
     def batch(self, k: int) -> List[int]:
         echo, req, clock = self._client.echo, self._req, time.perf_counter_ns
         out = [0] * k
-        cpu0 = time.thread_time_ns()
+        cpu0 = self._cpu_start()
         for i in range(k):
             t0 = clock()
             echo(req)
             out[i] = clock() - t0
-        self.cpu_ns += time.thread_time_ns() - cpu0
+        self._cpu_stop(cpu0)
         return out
 
     def close(self) -> None:
@@ -160,7 +190,10 @@ class FloorClient(BenchClient):
         out: List[int] = []
         for line in self._proc.stdout:
             if line.startswith("END"):
-                self.cpu_ns += int(line.split()[1])
+                fields = line.split()  # END cpu_ns user_ns
+                self.cpu_ns += int(fields[1])
+                if self.user_ns is not None:
+                    self.user_ns += int(fields[2])
                 return out
             out.append(int(line))
         raise RuntimeError("floor exited (status %s) mid-batch" % self._proc.wait())
@@ -184,6 +217,14 @@ def go_load(refclient: str, address: str, transport: str, request: bytes, calls:
             concurrency: int, workdir: Path) -> "tuple[Dict[str, float], List[int], int]":
     """One ``refclient load`` process: its JSON summary, every call's latency (ns) in order, and
     the CPU time (ns, user + system) the whole process used, start-up included."""
+    summary, lat, cpu_ns, _ = go_load_usage(refclient, address, transport, request, calls,
+                                            concurrency, workdir)
+    return summary, lat, cpu_ns
+
+
+def go_load_usage(refclient: str, address: str, transport: str, request: bytes, calls: int,
+                  concurrency: int, workdir: Path) -> "tuple[Dict[str, float], List[int], int, int]":
+    """:func:`go_load` plus the process's user-space CPU time (ns), start-up included."""
     fd, samples = tempfile.mkstemp(prefix="refclient-", suffix=".txt", dir=str(workdir))
     os.close(fd)
     try:
@@ -193,7 +234,8 @@ def go_load(refclient: str, address: str, transport: str, request: bytes, calls:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu_ns = int(((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)) * 1e9)
+        user_ns = int((after.ru_utime - before.ru_utime) * 1e9)
+        cpu_ns = user_ns + int((after.ru_stime - before.ru_stime) * 1e9)
         if proc.returncode != 0:
             raise RuntimeError("refclient load failed (exit %d): %s"
                                % (proc.returncode, proc.stderr.decode(errors="replace")))
@@ -206,7 +248,7 @@ def go_load(refclient: str, address: str, transport: str, request: bytes, calls:
             lat = [int(line) for line in f if line.strip()]
     finally:
         os.unlink(samples)
-    return summary, lat, cpu_ns
+    return summary, lat, cpu_ns, user_ns
 
 
 class GoClient(BenchClient):
@@ -218,19 +260,23 @@ class GoClient(BenchClient):
         self._workdir = workdir
 
         self._base_cpu_ns = 0
+        self._base_user_ns = 0
 
     def calibrate(self, runs: int = 3) -> None:
         """CPU of a process that only starts and makes the warm-up calls (median of ``runs``):
         subtracted from every batch so ``cpu_ns`` counts the measured calls alone (approximate:
         Go's runtime start-up cost varies run to run)."""
         refclient, address, transport, request = self._args
-        costs = sorted(go_load(refclient, address, transport, request, GO_WARMUP, 1, self._workdir)[2]
-                       for _ in range(runs))
-        self._base_cpu_ns = costs[len(costs) // 2]
+        costs = sorted(go_load_usage(refclient, address, transport, request, GO_WARMUP, 1,
+                                     self._workdir)[2:] for _ in range(runs))
+        self._base_cpu_ns, self._base_user_ns = costs[len(costs) // 2]
 
     def batch(self, k: int) -> List[int]:
         refclient, address, transport, request = self._args
-        _, lat, cpu = go_load(refclient, address, transport, request, GO_WARMUP + k, 1, self._workdir)
+        _, lat, cpu, user = go_load_usage(refclient, address, transport, request, GO_WARMUP + k, 1,
+                                          self._workdir)
         self.cpu_ns += max(cpu - self._base_cpu_ns, 0)
+        if self.user_ns is not None:
+            self.user_ns += max(user - self._base_user_ns, 0)
         return lat[GO_WARMUP:]
 

@@ -20,9 +20,14 @@ ROOT = Path(__file__).resolve().parents[2]
 INTEROP = ROOT / "tests" / "interop"
 
 SEQ_ROWS = ["floor (C raw socket)", "kitex_fast Client (c)", "kitex_fast binding (c)",
-            "kitex_fast Client (py)", "thriftpy2 (cybin, cyframed)", "Go Kitex refclient"]
+            "kitex_fast Client (py)", "kitex_fast binding (py)", "thriftpy2 (cybin, cyframed)",
+            "Go Kitex refclient"]
 SEQ_SECTIONS = ["%s, %s" % (t, s) for t in ("framed", "ttheader") for s in ("64 B", "1 KiB", "64 KiB")]
-THREAD_ROWS = ["kitex_fast binding (c)", "kitex_fast binding (py)", "Go Kitex refclient"]
+THREAD_ROWS = ["kitex_fast binding (c)", "kitex_fast binding (py)", "kitex_fast Client (c)",
+               "Go Kitex refclient"]
+ISSUE11_TARGETS = ["binding (c) median", "Client (c) median", "binding (c) client CPU",
+                   "binding: twin ÷ compiled", "Client: twin ÷ compiled",
+                   "binding (c): TTHeader", "Client (c): TTHeader"]
 CODEC_OPS = ["parse_message", "rewrite_message", "RequestEncoder.encode framed",
              "RequestEncoder.encode ttheader", "FrameDecoder.feed framed", "FrameDecoder.feed buffered",
              "FrameDecoder.feed ttheader ", "FrameDecoder.feed ttheader-framed", "find_struct_end"]
@@ -49,6 +54,42 @@ def _sections(md: str) -> Dict[str, List[str]]:
         elif line.startswith("| ") and not line.startswith("|---"):
             out.setdefault(current, []).append(line)
     return out
+
+
+def check_report(md: str) -> None:
+    """Every section, row and column the report promises is there (values are never judged)."""
+    sections = _sections(md)
+
+    for name in SEQ_SECTIONS:
+        rows = sections.get(name)
+        assert rows is not None, "no section %r in latest.md" % name
+        for label in SEQ_ROWS:
+            assert any(r.startswith("| %s |" % label) for r in rows), "%s: no row %r" % (name, label)
+
+    threads = next(v for k, v in sections.items() if k.startswith("2. Threads"))
+    assert "client CPU µs/call" in threads[0], threads[0]
+    for n in (1, 4, 16):
+        for label in THREAD_ROWS:
+            # every row has its CPU figures (a number, not n/a)
+            assert any(re.match(r"\| %d \| %s \|.* \| [0-9.]+ \| [0-9.]+ \|$" % (n, re.escape(label)), r)
+                       for r in threads), (n, label)
+
+    issue11 = next(v for k, v in sections.items() if k.startswith("Issue 11 targets"))
+    for target in ISSUE11_TARGETS:
+        assert any(r.startswith("| " + target) and r.endswith(("| met |", "| missed |"))
+                   for r in issue11), "issue 11 targets: no row %r" % target
+
+    micro = next(v for k, v in sections.items() if k.startswith("3. Codec"))
+    for op in CODEC_OPS:
+        assert any(r.startswith("| " + op) for r in micro), "codec table: no row %r" % op
+
+    mem = next(v for k, v in sections.items() if k.startswith("4. Memory"))
+    assert any(r.startswith("| 1 distinct key |") for r in mem)
+    assert any(r.startswith("| 100 distinct keys |") for r in mem)
+
+    # The machine line: kernel, CPU count, versions.
+    assert re.search(r"Machine: `[^`]+`, \d+ CPUs", md), md[:400]
+    assert "Kitex v" in md and "Go go" in md
 
 
 @pytest.mark.slow
@@ -80,28 +121,4 @@ def test_bench_quick(tmp_path: Path) -> None:
     md_path, png_path = tmp_path / "latest.md", tmp_path / "latency.png"
     assert md_path.is_file() and png_path.is_file(), proc.stdout[-2000:]
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    md = md_path.read_text()
-    sections = _sections(md)
-
-    for name in SEQ_SECTIONS:
-        rows = sections.get(name)
-        assert rows is not None, "no section %r in latest.md" % name
-        for label in SEQ_ROWS:
-            assert any(r.startswith("| %s |" % label) for r in rows), "%s: no row %r" % (name, label)
-
-    threads = next(v for k, v in sections.items() if k.startswith("2. Threads"))
-    for n in (1, 4, 16):
-        for label in THREAD_ROWS:
-            assert any(r.startswith("| %d | %s |" % (n, label)) for r in threads), (n, label)
-
-    micro = next(v for k, v in sections.items() if k.startswith("3. Codec"))
-    for op in CODEC_OPS:
-        assert any(r.startswith("| " + op) for r in micro), "codec table: no row %r" % op
-
-    mem = next(v for k, v in sections.items() if k.startswith("4. Memory"))
-    assert any(r.startswith("| 1 distinct key |") for r in mem)
-    assert any(r.startswith("| 100 distinct keys |") for r in mem)
-
-    # The machine line: kernel, CPU count, versions.
-    assert re.search(r"Machine: `[^`]+`, \d+ CPUs", md), md[:400]
-    assert "Kitex v" in md and "Go go" in md
+    check_report(md_path.read_text())
