@@ -927,6 +927,12 @@ cdef class CallPath:
                 pool, buffers, deadline if has_deadline else None, method, seq)
 
 
+cdef inline bint _same_text(object a, object b) except -1:
+    """Equal strings that are not the same object (fresh from a parser, as daprd's are); only
+    exact str, so no Python __eq__ runs here."""
+    return PyUnicode_CheckExact(a) and PyUnicode_CheckExact(b) and PyUnicode_Compare(a, b) == 0
+
+
 @cython.auto_pickle(False)
 @cython.final
 cdef class BindingPath:
@@ -971,38 +977,61 @@ cdef class BindingPath:
         """The client cache was reordered elsewhere: touch it again on the next call."""
         self._tail = None
 
-    cdef tuple _values(self, dict metadata):
-        """``(shape id, relevant values)``, the route key of ``metadata``, or None when the shape
-        is new (the full path learns it)."""
+    cdef tuple _route_of(self, dict metadata):
+        """The cached route for ``metadata``, or None (a new shape or new values: the full path
+        validates and learns them). One pass over the dict compares its keys with the last
+        shape's and its relevant values with the last route's; only a difference costs a key
+        tuple and a cache lookup."""
         cdef tuple shape = self._last_shape
         cdef tuple known = self._last_known
+        cdef tuple last_key = self._last_key
+        cdef tuple last_route = self._last_route
+        cdef tuple last_values = None
         cdef tuple positions
-        cdef tuple values
+        cdef tuple values = None
+        cdef tuple key
         cdef Py_ssize_t n = len(metadata)
-        cdef Py_ssize_t pos = 0, i = 0, j = 0, npos, want
+        cdef Py_ssize_t pos = 0, i = 0, j = 0, c, npos, want
         cdef PyObject* k
         cdef PyObject* v
+        cdef PyObject* found
         cdef object key2
+        cdef object old
         if shape is not None and len(shape) == n:
             positions = <tuple>known[3]
             npos = len(positions)
-            values = PyTuple_New(npos)
+            if last_key is not None and last_key[0] is known[0]:
+                last_values = <tuple>last_key[1]
             want = <Py_ssize_t>positions[0] if npos else -1
             while PyDict_Next(metadata, &pos, &k, &v):
                 key2 = shape[i]
-                if k != <PyObject*>key2:
-                    # equal strings that are not the same object (fresh from a parser)
-                    if (not PyUnicode_CheckExact(<object>k) or not PyUnicode_CheckExact(key2)
-                            or PyUnicode_Compare(<object>k, key2) != 0):
-                        break
+                if k != <PyObject*>key2 and not _same_text(<object>k, key2):
+                    break  # another shape
                 if i == want:
-                    Py_INCREF(<object>v)
-                    PyTuple_SET_ITEM(values, j, <object>v)
+                    if last_values is not None:
+                        old = last_values[j]
+                        if v != <PyObject*>old and not _same_text(<object>v, old):
+                            # New values: copy the equal ones so far, collect the rest.
+                            values = PyTuple_New(npos)
+                            for c in range(j):
+                                Py_INCREF(last_values[c])
+                                PyTuple_SET_ITEM(values, c, last_values[c])
+                            last_values = None
+                    if last_values is None:
+                        if values is None:
+                            values = PyTuple_New(npos)
+                        Py_INCREF(<object>v)
+                        PyTuple_SET_ITEM(values, j, <object>v)
                     j += 1
                     want = <Py_ssize_t>positions[j] if j < npos else -1
                 i += 1
             else:
-                return (known[0], values)
+                if last_values is not None:
+                    return last_route  # the same request as last time
+                if values is None:
+                    values = ()
+                key = (known[0], values)
+                return self._lookup(key)
         shape = tuple(metadata)
         known = self._shapes.get(shape)
         if known is None:
@@ -1016,40 +1045,34 @@ cdef class BindingPath:
             value = metadata[names[j]]
             Py_INCREF(value)
             PyTuple_SET_ITEM(values, j, value)
-        return (known[0], values)
+        return self._lookup((known[0], values))
+
+    cdef tuple _lookup(self, tuple key):
+        # (an unhashable value makes PyDict_GetItem find nothing: the full path names it)
+        cdef PyObject* found = PyDict_GetItem(self._routes, key)
+        if found == NULL:
+            return None
+        self._last_route = <tuple>found
+        self._last_key = key
+        return <tuple>found
 
     def invoke(self, request):
         """``KitexOutputBinding.invoke``: an InvokeResponse whose metadata is built when read."""
         cdef object metadata
-        cdef tuple key
         cdef tuple route
         cdef tuple result
-        cdef PyObject* found
         cdef CallPath path
-        cdef tuple last_key, last_route
         if type(request) is not self._request_type:
             return self._binding._invoke(request)
         metadata = request.metadata
         if type(metadata) is not dict or request.operation != "get":
             return self._binding._invoke(request)
         try:
-            key = self._values(<dict>metadata)
+            route = self._route_of(<dict>metadata)
         except (TypeError, KeyError):  # the full path's validation names what is wrong
             return self._binding._invoke(request)
-        if key is None:
+        if route is None:
             return self._binding._invoke(request)
-        last_key = self._last_key
-        last_route = self._last_route
-        if last_key is not None and key == last_key:
-            route = last_route
-        else:
-            # (an unhashable value makes PyDict_GetItem find nothing: the full path names it)
-            found = PyDict_GetItem(self._routes, key)
-            if found == NULL:
-                return self._binding._invoke(request)
-            route = <tuple>found
-            self._last_route = route
-            self._last_key = key
         # route: (options, client, client key, call path, method, rpc timeout, headers)
         path = route[3]
         if path is None or path.retired:

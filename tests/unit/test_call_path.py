@@ -251,3 +251,17 @@ def test_threads_share_one_client_and_each_gets_its_reply(impl, server) -> None:
         for t in threads:
             t.join(timeout=120)
     assert not errors, errors[:3]
+
+
+def test_bad_metadata_values_always_reach_validation(impl, server) -> None:
+    from kitex_fast import MetadataError
+
+    with KitexOutputBinding(implementation=impl.name) as binding:
+        good = meta(server.address)
+        for _ in range(2):  # learned, then served from the last route
+            binding.invoke(InvokeRequest("get", echo_request("a"), good))
+        for bad in (dict(good, version=2), dict(good, version=["v1"]), dict(good, hostPorts="nohost")):
+            for _ in range(2):  # never cached: the full path refuses it every time
+                with pytest.raises(MetadataError):
+                    binding.invoke(InvokeRequest("get", echo_request("a"), bad))
+        assert read_echo_reply(binding.invoke(InvokeRequest("get", echo_request("b"), good)).data) == "b,hi Kitex"
