@@ -69,9 +69,14 @@ class _ReplyMetadata:
     def __get__(self, instance: Optional["InvokeResponse"], owner: type) -> Any:
         if instance is None:
             return self
-        reply = instance._reply
-        metadata = {} if reply is None else response_metadata(*reply[0], reply[1])
-        instance.__dict__["metadata"] = metadata
+        fields = instance.__dict__
+        reply = fields.get("_reply")
+        if reply is None:
+            metadata: Dict[str, str] = {}
+        else:
+            (frame, seq_id, endpoint), options = reply
+            metadata = response_metadata(frame, seq_id, endpoint, options)
+        fields["metadata"] = metadata
         return metadata
 
 
