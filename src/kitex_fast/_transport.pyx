@@ -802,7 +802,7 @@ cdef class CallPath:
         cdef Py_ssize_t start = 0
         cdef long long seq
         cdef double now, deadline = 0.0
-        cdef bint has_deadline
+        cdef bint has_deadline, direct
         cdef type mtype = type(message)
         if self.closed or type(method) is not str:
             return self._client._exchange(method, message, rpc_timeout, headers)
@@ -841,31 +841,24 @@ cdef class CallPath:
         if has_deadline:
             deadline = now + <double>timeout
         seq = conn._next_seq()
-        if _codec_api != NULL and type(encoder) is _RequestEncoder:
+        direct = _codec_api != NULL and type(encoder) is _RequestEncoder
+        if direct:
             frame = self._direct(conn, pool, <object>encoder, message, seq, now, deadline,
                                  has_deadline, method)
-            if type(frame) is tuple:  # finished on a fresh connection
-                return <tuple>frame
-            if _codec_api.is_plain_reply(encoder, frame, seq):
+        else:  # an encoder without the C entry points: its own buffers
+            try:
+                # Validates the message (strict CALL, one complete struct) before any byte is
+                # written.
+                buffers = encoder.encode(message, seq)
+            except BaseException:
                 pool._give_back(conn)
-                return (frame, seq, conn._peer)
-            return self._client._finish(conn, pool, frame, method, seq)
-        try:
-            # Validates the message (strict CALL, one complete struct) before any byte is written.
-            buffers = encoder.encode(message, seq)
-        except BaseException:
-            pool._give_back(conn)
-            raise
-        try:
-            frame = conn._roundtrip(buffers, now, deadline, has_deadline)
-        except TransportError as exc:
-            # (the connection closed itself) A pooled connection that died between its health
-            # check and our write, with no byte taken by the kernel: a fresh one is safe.
-            if exc.sent:
                 raise
-            return self._client._retry_fresh(
-                pool, buffers, deadline if has_deadline else None, method, seq)
-        if encoder.is_plain_reply(frame, seq):
+            frame = self._send_buffers(conn, pool, buffers, now, deadline, has_deadline, method,
+                                       seq)
+        if type(frame) is tuple:  # finished on a fresh connection
+            return <tuple>frame
+        if (_codec_api.is_plain_reply(encoder, frame, seq) if direct
+                else encoder.is_plain_reply(frame, seq)):
             pool._give_back(conn)
             return (frame, seq, conn._peer)
         return self._client._finish(conn, pool, frame, method, seq)
@@ -994,7 +987,6 @@ cdef class BindingPath:
         cdef Py_ssize_t pos = 0, i = 0, j = 0, c, npos, want
         cdef PyObject* k
         cdef PyObject* v
-        cdef PyObject* found
         cdef object key2
         cdef object old
         if shape is not None and len(shape) == n:
