@@ -2,8 +2,9 @@
 #
 # Every read goes through a (pointer, end) pair with an explicit length check first, in the style of
 # py-pgproto's FRBuffer: no boundscheck/wraparound directives are changed, and no length read from
-# the wire is trusted before it is compared with what is buffered. Wire facts and their sources are
-# in docs/internals.md and kitex-wire.md (sections cited inline). Only kitex_fast.codec imports this.
+# the wire is trusted before it is compared with what is buffered. The Kitex wire facts and their
+# upstream sources are in docs/protocol.md (sections cited inline), the API in docs/internals.md.
+# Only kitex_fast.codec imports this.
 
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer
@@ -83,8 +84,8 @@ cdef enum:
 
 cdef enum:
     MAX_HEADER_STRING = 65535  # gopkg protocol/ttheader/utils.go: maxHeaderStringSize
-    MAX_HEADER_BLOCK = 262140  # gopkg >= v0.1.8 MaxHeaderSize = 4*MaxUint16 (spec §1.4)
-    MAX_DEPTH = 64  # gopkg protocol/thrift: defaultRecursionDepth (spec §2.4)
+    MAX_HEADER_BLOCK = 262140  # gopkg >= v0.1.8 MaxHeaderSize = 4*MaxUint16 (docs/protocol.md §4)
+    MAX_DEPTH = 64  # gopkg protocol/thrift: defaultRecursionDepth (docs/protocol.md §10)
     INITIAL_CAPACITY = 16384
     KEEP_CAPACITY = 262144  # a drained buffer larger than this goes back to the initial size
     MIN_READ = 4096
@@ -437,13 +438,13 @@ cdef int64_t _header_end(const unsigned char* p, int64_t start, int64_t end,
         return -(start + 4)
     b0 = p[start]
     if b0 == 0x82:
-        # Compact protocol id (spec §3.4); Kitex rejects it (§2.2 step 3d).
+        # Compact protocol id 0x82: Kitex refuses compact in every framing (docs/protocol.md §6.2).
         raise ProtocolError(
             "compact protocol message (first bytes %s): Kitex speaks strict binary Thrift only "
             "(80 01 00 TT)" % _hex(p + start, n)
         )
     if b0 < 0x80:
-        # The first i32 is >= 0: an old non-strict header (name length first, spec §3.2).
+        # First i32 >= 0: old non-strict binary, name length first (docs/protocol.md §6.2).
         raise ProtocolError(
             "non-strict binary Thrift message (first i32 >= 0, first bytes %s): Kitex accepts "
             "strict binary only (80 01 00 TT)%s" % (_hex(p + start, n), _looks_like(p + start, n))
@@ -456,7 +457,7 @@ cdef int64_t _header_end(const unsigned char* p, int64_t start, int64_t end,
             )
         return -(start + 4)
     if b0 != 0x80 or p[start + 1] != 0x01 or p[start + 2] != 0x00:
-        # Byte 2 must be 0: Kitex masks the type with 0x0000FFFF (spec §3.1).
+        # Byte 2 must be 0: Kitex masks the type with 0x0000FFFF (docs/protocol.md §6.2).
         raise ProtocolError(
             "bad Thrift binary version (first bytes %s): expected 80 01 00 TT%s"
             % (_hex(p + start, n), _looks_like(p + start, n))
@@ -554,7 +555,8 @@ def rewrite_message(buf, *, seq_id, name=None):
     try:
         hend = _header_end(p, 0, size, -1)
         if nb is None:
-            # Same name: copy the first 8+N bytes and patch the seq id (spec §3.1 [8+N, 12+N)).
+            # Same name: copy the first 8+N bytes and patch the seq id at [8+N, 12+N)
+            # (docs/protocol.md §6.1).
             head = PyBytes_FromStringAndSize(NULL, hend)
             w = <unsigned char*>PyBytes_AS_STRING(head)
             memcpy(w, p, hend - 4)
@@ -781,7 +783,7 @@ def find_struct_end(buf, offset=0):
 def decode_application_exception(message):
     """decode_application_exception(message) -> (type_code, text)
 
-    ``(type_code, text)`` of a whole EXCEPTION message (spec §4.4).
+    ``(type_code, text)`` of a whole EXCEPTION message (docs/protocol.md §8).
     """
     cdef Py_buffer view
     cdef Py_ssize_t size
@@ -824,7 +826,8 @@ def decode_application_exception(message):
                 type_code = _i32(p + pos)
                 pos += 4
             else:
-                # Unknown or wrong-typed field: skip it like gopkg's FastRead does.
+                # Unknown or wrong-typed field: skip it where it stands (gopkg's FastRead skips it
+                # too, from the wrong offset: docs/protocol.md §8).
                 r = _skip(p, pos, end, ft, MAX_DEPTH - 1, 0)
                 if r < 0:
                     break
@@ -904,7 +907,7 @@ cdef inline unsigned char* _write_string(unsigned char* w, object item) except N
 
 
 cdef bytes _header_block(object str_headers, object int_headers, object acl_token):
-    """PROTOCOL ID .. padding of a TTHeader (spec §1.3-1.4), in Kitex's block order.
+    """PROTOCOL ID .. padding of a TTHeader, in Kitex's block order (docs/protocol.md §3, §4).
 
     Pass 1 validates every string into ``keep``; pass 2 writes one bytes object from ``keep``
     alone, and sizes are re-checked, so nothing can be written past the allocation.
@@ -954,7 +957,7 @@ cdef bytes _header_block(object str_headers, object int_headers, object acl_toke
     w += 2
     i = 0
     if n_acl:
-        w[0] = 0x11  # InfoIDACLToken: one u16-length string, no key (spec §1.3)
+        w[0] = 0x11  # InfoIDACLToken: one u16-length string, no key (docs/protocol.md §3.2)
         w = _write_string(w + 1, keep[i])
         i += 1
     if n_str:
@@ -1004,7 +1007,8 @@ cdef object _request_too_large(int64_t size, int64_t limit):
 
 
 cdef inline void _write_tt_fixed(unsigned char* w, int64_t length, int32_t seq, Py_ssize_t hlen) noexcept:
-    # LENGTH u32 | MAGIC 0x1000 | FLAGS 0 | SEQ i32 | HEADER SIZE in 4-byte words (spec §1.2).
+    # LENGTH u32 | MAGIC 0x1000 | FLAGS 0 | SEQ i32 | HEADER SIZE in 4-byte words
+    # (docs/protocol.md §2).
     _put32(w, <uint32_t>length)
     w[4] = 0x10
     w[5] = 0
@@ -1440,7 +1444,7 @@ cdef class FrameDecoder:
         cdef int64_t end = self._end
         cdef int code = self._code
         if code == T_AUTO:
-            # Per-message sniffing in Kitex's order (spec §2.2): TTHeader, buffered, framed.
+            # Per message, in Kitex's order: TTHeader, buffered, framed (docs/protocol.md §9.1).
             if end - start < 8:
                 return None
             if p[start + 4] == 0x10 and p[start + 5] == 0x00:
@@ -1522,7 +1526,7 @@ cdef class FrameDecoder:
         cdef int32_t seq
         cdef dict str_headers, int_headers
         cdef Frame f
-        # Fixed part (spec §1.2): LENGTH u32 | 10 00 | FLAGS u16 | SEQ i32 | HEADER SIZE u16.
+        # Fixed part (docs/protocol.md §2): LENGTH u32 | 10 00 | FLAGS | SEQ i32 | HEADER SIZE u16.
         if end - start < 14:
             return None
         if p[start + 4] != 0x10 or p[start + 5] != 0x00:
@@ -1575,7 +1579,7 @@ cdef class FrameDecoder:
             info = p[pos]
             at = pos - start
             pos += 1
-            if info == 0x00:  # padding, consumed one byte at a time anywhere (spec §1.3)
+            if info == 0x00:  # padding: one byte at a time, anywhere (docs/protocol.md §3.2)
                 continue
             if info == 0x01:  # string KV: u16 count, (u16 klen, key, u16 vlen, value) x count
                 if pos + 2 > hend:
@@ -1635,8 +1639,8 @@ cdef class FrameDecoder:
         pstart = hend
         plen = stop - pstart
         transport = S_TTHEADER
-        # An inner Framed payload (TTHeaderFramed, spec §2.2 step 3b): not 80 01 at 0, 80 01 at
-        # bytes 4-5, and a length that matches what is left.
+        # An inner Framed payload (TTHeaderFramed, docs/protocol.md §1.3, §9.1): not 80 01 at 0,
+        # 80 01 at bytes 4-5, and a length that matches what is left.
         if (plen >= 8 and not (p[pstart] == 0x80 and p[pstart + 1] == 0x01)
                 and p[pstart + 4] == 0x80 and p[pstart + 5] == 0x01
                 and <int64_t>_u32(p + pstart) == plen - 4):

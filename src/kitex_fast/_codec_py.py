@@ -1,7 +1,7 @@
 """Pure-Python twin of ``_codec.pyx``: same names, same results, same error texts.
 
-Wire facts are in ``docs/internals.md`` and the spec ``kitex-wire.md`` (sections cited inline).
-Only ``kitex_fast.codec`` imports this module.
+The Kitex wire facts and their upstream sources are in ``docs/protocol.md`` (sections cited
+inline), the API in ``docs/internals.md``. Only ``kitex_fast.codec`` imports this module.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ _U16 = struct.Struct(">H")
 _I32 = struct.Struct(">i")
 _U32 = struct.Struct(">I")
 _MSG_BEGIN = struct.Struct(">Ii")  # version|type word, name length
-_TT_FIXED = struct.Struct(">IHHiH")  # LENGTH, magic, flags, seq id, header size (spec §1.2)
+# LENGTH, magic, flags, seq id, header size (docs/protocol.md §2)
+_TT_FIXED = struct.Struct(">IHHiH")
 
 # Transport codes (the compiled core uses the same numbering).
 _T_FRAMED, _T_BUFFERED, _T_TTHEADER, _T_TTHEADER_FRAMED, _T_AUTO = 0, 1, 2, 3, 4
@@ -59,8 +60,8 @@ _INT32_MIN = -(2**31)
 _INT32_MAX = 2**31 - 1
 _MAX_FRAME_FIELD = _INT32_MAX  # a 32-bit length field that every peer reads as positive
 _MAX_HEADER_STRING = 65535  # gopkg protocol/ttheader/utils.go: maxHeaderStringSize
-_MAX_HEADER_BLOCK = 262140  # gopkg >= v0.1.8 MaxHeaderSize = 4*MaxUint16 (spec §1.4)
-_MAX_DEPTH = 64  # gopkg protocol/thrift: defaultRecursionDepth (spec §2.4)
+_MAX_HEADER_BLOCK = 262140  # gopkg >= v0.1.8 MaxHeaderSize = 4*MaxUint16 (docs/protocol.md §4)
+_MAX_DEPTH = 64  # gopkg protocol/thrift: defaultRecursionDepth (docs/protocol.md §10)
 
 # Thrift binary type ids and the fixed sizes gopkg skips in bulk (binary.go: typeToSize).
 _STOP, _BOOL, _BYTE, _DOUBLE, _I16, _I32T, _I64 = 0, 2, 3, 4, 6, 8, 10
@@ -327,13 +328,13 @@ def _header_end(buf: BytesLike, start: int, end: int, max_size: int) -> int:
         return -(start + 4)
     b0 = buf[start]
     if b0 == 0x82:
-        # Compact protocol id (spec §3.4); Kitex rejects it (§2.2 step 3d).
+        # Compact protocol id 0x82: Kitex refuses compact in every framing (docs/protocol.md §6.2).
         raise ProtocolError(
             "compact protocol message (first bytes %s): Kitex speaks strict binary Thrift only "
             "(80 01 00 TT)" % _hex(buf, start, end)
         )
     if b0 < 0x80:
-        # The first i32 is >= 0: an old non-strict header (name length first, spec §3.2).
+        # First i32 >= 0: old non-strict binary, name length first (docs/protocol.md §6.2).
         raise ProtocolError(
             "non-strict binary Thrift message (first i32 >= 0, first bytes %s): Kitex accepts "
             "strict binary only (80 01 00 TT)%s" % (_hex(buf, start, end), _looks_like(buf, start, end))
@@ -346,7 +347,7 @@ def _header_end(buf: BytesLike, start: int, end: int, max_size: int) -> int:
             )
         return -(start + 4)
     if b0 != 0x80 or buf[start + 1] != 0x01 or buf[start + 2] != 0x00:
-        # Byte 2 must be 0: Kitex masks the type with 0x0000FFFF (spec §3.1).
+        # Byte 2 must be 0: Kitex masks the type with 0x0000FFFF (docs/protocol.md §6.2).
         raise ProtocolError(
             "bad Thrift binary version (first bytes %s): expected 80 01 00 TT%s"
             % (_hex(buf, start, end), _looks_like(buf, start, end))
@@ -551,7 +552,7 @@ def find_struct_end(buf: BytesLike, offset: int = 0) -> int:
 
 
 def decode_application_exception(message: BytesLike) -> Tuple[int, str]:
-    """``(type_code, text)`` of a whole EXCEPTION message (spec §4.4)."""
+    """``(type_code, text)`` of a whole EXCEPTION message (docs/protocol.md §8)."""
     b = _as_bytes_view(message)
     end = len(b)
     hend = _header_end(b, 0, end, -1)
@@ -589,7 +590,8 @@ def decode_application_exception(message: BytesLike) -> Tuple[int, str]:
             type_code = _I32.unpack_from(b, pos)[0]
             pos += 4
         else:
-            # Unknown or wrong-typed field: skip it like gopkg's FastRead does.
+            # Unknown or wrong-typed field: skip it where it stands (gopkg's FastRead skips it
+            # too, from the wrong offset: docs/protocol.md §8).
             r = _skip(b, pos, end, ft, _MAX_DEPTH - 1, 0)
             if r < 0:
                 break
@@ -635,7 +637,7 @@ def _header_block(
     int_headers: Optional[Dict[int, str]],
     acl_token: Optional[str],
 ) -> bytes:
-    """PROTOCOL ID .. padding of a TTHeader (spec §1.3-1.4), in Kitex's block order."""
+    """PROTOCOL ID .. padding of a TTHeader, in Kitex's block order (docs/protocol.md §3, §4)."""
     out: List[bytes] = [b"\x00\x00"]  # protocol 0 (binary), 0 transforms
     if acl_token is not None:
         token = _encode_str(acl_token, "acl_token")
@@ -876,7 +878,7 @@ class FrameDecoder:
         self._start = 0  # first unconsumed byte
         self._end = 0  # end of received bytes
         self._error: Optional[Tuple[type, str]] = None
-        self._need = 0  # do not rescan before this many bytes are buffered (buffered transport)
+        self._need = 0  # do not rescan before this many bytes are buffered (any framing)
         self._lent = 0  # size of the last get_buffer view
 
     @property
@@ -975,7 +977,7 @@ class FrameDecoder:
         end = self._end
         code = self._code
         if code == _T_AUTO:
-            # Per-message sniffing in Kitex's order (spec §2.2): TTHeader, buffered, framed.
+            # Per message, in Kitex's order: TTHeader, buffered, framed (docs/protocol.md §9.1).
             if end - start < 8:
                 return None
             if buf[start + 4] == 0x10 and buf[start + 5] == 0x00:
@@ -1048,7 +1050,7 @@ class FrameDecoder:
         return Frame(payload, "buffered", None, 0, _EMPTY_HEADERS, _EMPTY_HEADERS, None)
 
     def _ttheader(self, buf: bytearray, start: int, end: int) -> Optional[Frame]:
-        # Fixed part (spec §1.2): LENGTH u32 | 10 00 | FLAGS u16 | SEQ i32 | HEADER SIZE u16.
+        # Fixed part (docs/protocol.md §2): LENGTH u32 | 10 00 | FLAGS | SEQ i32 | HEADER SIZE u16.
         if end - start < 14:
             return None
         length, magic, flags, seq_id, hs = _TT_FIXED.unpack_from(buf, start)
@@ -1157,8 +1159,8 @@ class FrameDecoder:
         pstart = hend
         plen = stop - pstart
         transport = "ttheader"
-        # An inner Framed payload (TTHeaderFramed, spec §2.2 step 3b): not 80 01 at 0, 80 01 at
-        # bytes 4-5, and a length that matches what is left.
+        # An inner Framed payload (TTHeaderFramed, docs/protocol.md §1.3, §9.1): not 80 01 at 0,
+        # 80 01 at bytes 4-5, and a length that matches what is left.
         if (
             plen >= 8
             and not (buf[pstart] == 0x80 and buf[pstart + 1] == 0x01)
