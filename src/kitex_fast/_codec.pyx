@@ -41,25 +41,9 @@ _errors = _import_module(".errors", __package__)
 FrameTooLargeError = _errors.FrameTooLargeError
 ProtocolError = _errors.ProtocolError
 
-__all__ = [
-    "MessageHeader",
-    "Frame",
-    "FrameDecoder",
-    "RequestEncoder",
-    "parse_message",
-    "rewrite_message",
-    "encode_frame",
-    "build_message",
-    "find_struct_end",
-    "decode_application_exception",
-    "encode_application_exception",
-    "CALL",
-    "REPLY",
-    "EXCEPTION",
-    "ONEWAY",
-    "TRANSPORTS",
-    "DEFAULT_MAX_FRAME_SIZE",
-]
+# The public names are the twin's list (the one written by hand; the .pyi repeats it for type
+# checkers). kitex_fast.codec imports the twin before this module, so this costs no import.
+__all__ = list(_import_module("._codec_py", __package__).__all__)
 
 CALL = 1
 REPLY = 2
@@ -67,6 +51,9 @@ EXCEPTION = 3
 ONEWAY = 4
 TRANSPORTS = ("framed", "buffered", "ttheader", "ttheader-framed")
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
+# The largest i32 (docs/protocol.md §4, §7): the largest seq id, and the largest value written in a
+# 32-bit length field (u32 and i32 readers alike take it as the same positive number).
+MAX_I32 = 0x7FFFFFFF
 
 _TYPE_NAMES = {1: "CALL", 2: "REPLY", 3: "EXCEPTION", 4: "ONEWAY"}
 
@@ -83,7 +70,8 @@ cdef enum:
     T_AUTO = 4
 
 cdef enum:
-    MAX_HEADER_STRING = 65535  # gopkg protocol/ttheader/utils.go: maxHeaderStringSize
+    MAX_U16 = 0xFFFF  # TTHeader counts, int keys and string lengths are u16 (docs/protocol.md §3.2)
+    MAX_HEADER_STRING = MAX_U16  # gopkg protocol/ttheader/utils.go: maxHeaderStringSize
     MAX_HEADER_BLOCK = 262140  # gopkg >= v0.1.8 MaxHeaderSize = 4*MaxUint16 (docs/protocol.md §4)
     MAX_DEPTH = 64  # gopkg protocol/thrift: defaultRecursionDepth (docs/protocol.md §10)
     INITIAL_CAPACITY = 16384
@@ -105,11 +93,13 @@ cdef enum:
     TT_SET = 14
     TT_LIST = 15
 
-cdef int64_t MAX_FRAME_FIELD = 2147483647  # a 32-bit length that every peer reads as positive
-cdef int64_t INT32_MIN_ = -2147483648
-cdef int64_t INT32_MAX_ = 2147483647
+cdef int64_t INT32_MAX_ = MAX_I32
+cdef int64_t INT32_MIN_ = -INT32_MAX_ - 1
+cdef int64_t MAX_FRAME_FIELD = INT32_MAX_  # a 32-bit length that every peer reads as positive
 # Sentinel for "a Python exception is set" from functions whose normal results can be negative.
 cdef int64_t ERR = -4611686018427387904
+# Strict-binary version word: 80 01 00 TT, the type in the low byte (docs/protocol.md §6.1).
+cdef uint32_t VERSION_1 = 0x80010000
 
 cdef unsigned char _EMPTY[1]  # what an empty buffer's NULL pointer is replaced with
 
@@ -598,7 +588,7 @@ def build_message(mtype, name, seq_id, body=b""):
     try:
         out = PyBytes_FromStringAndSize(NULL, 12 + nlen + bsize)
         w = <unsigned char*>PyBytes_AS_STRING(out)
-        _put32(w, 0x80010000 | <uint32_t>(<int>mtype))
+        _put32(w, VERSION_1 | <uint32_t>(<int>mtype))
         _put32(w + 4, <uint32_t>nlen)
         memcpy(w + 8, PyBytes_AS_STRING(nb), nlen)
         _put32(w + 8 + nlen, <uint32_t>seq)
@@ -924,22 +914,22 @@ cdef bytes _header_block(object str_headers, object int_headers, object acl_toke
         size += 1 + _add_string(keep, acl_token, "acl_token")
         n_acl = 1
     if str_headers:
-        if len(str_headers) > 65535:
-            raise ValueError("too many str_headers: %d (max 65535)" % len(str_headers))
+        if len(str_headers) > MAX_U16:
+            raise ValueError("too many str_headers: %d (max %d)" % (len(str_headers), MAX_U16))
         size += 3
         for k, v in str_headers.items():
             size += _add_string(keep, k, "str_headers key")
             size += _add_string(keep, v, "str_headers value")
             n_str += 1
     if int_headers:
-        if len(int_headers) > 65535:
-            raise ValueError("too many int_headers: %d (max 65535)" % len(int_headers))
+        if len(int_headers) > MAX_U16:
+            raise ValueError("too many int_headers: %d (max %d)" % (len(int_headers), MAX_U16))
         size += 3
         for k, v in int_headers.items():
             if not isinstance(k, int):
                 raise TypeError("int_headers key must be an int, not %s" % type(k).__name__)
-            if k < 0 or k > 65535:
-                raise ValueError("int_headers key %d is not in 0..65535" % k)
+            if k < 0 or k > MAX_U16:
+                raise ValueError("int_headers key %d is not in 0..%d" % (k, MAX_U16))
             keep.append(k)
             size += 2 + _add_string(keep, v, "int_headers value")
             n_int += 1

@@ -12,6 +12,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import FrameTooLargeError, ProtocolError
 
+# The codec's public names, for both implementations: the one list written by hand.
+# kitex_fast.codec re-exports it as PUBLIC_API, the compiled core takes its __all__ from here, and
+# _codec.pyi repeats it for type checkers (tests/unit/test_codec_exports.py and stubtest hold the
+# stub to it).
 __all__ = [
     "MessageHeader",
     "Frame",
@@ -30,6 +34,7 @@ __all__ = [
     "ONEWAY",
     "TRANSPORTS",
     "DEFAULT_MAX_FRAME_SIZE",
+    "MAX_I32",
 ]
 
 CALL = 1
@@ -38,6 +43,9 @@ EXCEPTION = 3
 ONEWAY = 4
 TRANSPORTS = ("framed", "buffered", "ttheader", "ttheader-framed")
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
+# The largest i32 (docs/protocol.md §4, §7): the largest seq id, and the largest value written in a
+# 32-bit length field (u32 and i32 readers alike take it as the same positive number).
+MAX_I32 = 0x7FFFFFFF
 
 _TYPE_NAMES = {1: "CALL", 2: "REPLY", 3: "EXCEPTION", 4: "ONEWAY"}
 
@@ -51,15 +59,18 @@ _U32 = struct.Struct(">I")
 _MSG_BEGIN = struct.Struct(">Ii")  # version|type word, name length
 # LENGTH, magic, flags, seq id, header size (docs/protocol.md §2)
 _TT_FIXED = struct.Struct(">IHHiH")
+_TT_MAGIC = 0x1000
+# Strict-binary version word: 80 01 00 TT, the type in the low byte (docs/protocol.md §6.1).
+_VERSION_1 = 0x80010000
 
 # Transport codes (the compiled core uses the same numbering).
 _T_FRAMED, _T_BUFFERED, _T_TTHEADER, _T_TTHEADER_FRAMED, _T_AUTO = 0, 1, 2, 3, 4
 _TRANSPORT_CODES = {name: code for code, name in enumerate(TRANSPORTS)}
 
-_INT32_MIN = -(2**31)
-_INT32_MAX = 2**31 - 1
-_MAX_FRAME_FIELD = _INT32_MAX  # a 32-bit length field that every peer reads as positive
-_MAX_HEADER_STRING = 65535  # gopkg protocol/ttheader/utils.go: maxHeaderStringSize
+_INT32_MIN = -MAX_I32 - 1
+_MAX_FRAME_FIELD = MAX_I32  # a 32-bit length field that every peer reads as positive
+_MAX_U16 = 0xFFFF  # TTHeader counts, int keys and string lengths are u16 (docs/protocol.md §3.2)
+_MAX_HEADER_STRING = _MAX_U16  # gopkg protocol/ttheader/utils.go: maxHeaderStringSize
 _MAX_HEADER_BLOCK = 262140  # gopkg >= v0.1.8 MaxHeaderSize = 4*MaxUint16 (docs/protocol.md §4)
 _MAX_DEPTH = 64  # gopkg protocol/thrift: defaultRecursionDepth (docs/protocol.md §10)
 
@@ -124,7 +135,7 @@ def _as_bytes_view(buf: object) -> BytesLike:
 def _check_seq_id(seq_id: object) -> int:
     if not isinstance(seq_id, int):
         raise TypeError("seq_id must be an int, not %s" % type(seq_id).__name__)
-    if not _INT32_MIN <= seq_id <= _INT32_MAX:
+    if not _INT32_MIN <= seq_id <= MAX_I32:
         raise ValueError("seq_id must fit in a signed 32-bit integer, got %d" % seq_id)
     return seq_id
 
@@ -402,7 +413,7 @@ def parse_message(buf: BytesLike) -> MessageHeader:
 
 def _message_begin(mtype: int, name: bytes, seq_id: int) -> bytes:
     return b"".join(
-        (_MSG_BEGIN.pack(0x80010000 | mtype, len(name)), name, _I32.pack(seq_id))
+        (_MSG_BEGIN.pack(_VERSION_1 | mtype, len(name)), name, _I32.pack(seq_id))
     )
 
 
@@ -614,7 +625,7 @@ def encode_application_exception(type_code: int, text: str) -> bytes:
 def _check_i32(value: object, what: str) -> int:
     if not isinstance(value, int):
         raise TypeError("%s must be an int, not %s" % (what, type(value).__name__))
-    if not _INT32_MIN <= value <= _INT32_MAX:
+    if not _INT32_MIN <= value <= MAX_I32:
         raise ValueError("%s must fit in a signed 32-bit integer, got %d" % (what, value))
     return value
 
@@ -645,8 +656,8 @@ def _header_block(
             out.append(b"\x11")
             _put_string(out, token, "acl_token")
     if str_headers:
-        if len(str_headers) > 65535:
-            raise ValueError("too many str_headers: %d (max 65535)" % len(str_headers))
+        if len(str_headers) > _MAX_U16:
+            raise ValueError("too many str_headers: %d (max %d)" % (len(str_headers), _MAX_U16))
         out.append(b"\x01")
         out.append(_U16.pack(len(str_headers)))
         for key, value in str_headers.items():
@@ -654,15 +665,15 @@ def _header_block(
             _put_string(out, kb, "str_headers key")
             _put_string(out, _encode_str(value, "str_headers value"), "str_headers value")
     if int_headers:
-        if len(int_headers) > 65535:
-            raise ValueError("too many int_headers: %d (max 65535)" % len(int_headers))
+        if len(int_headers) > _MAX_U16:
+            raise ValueError("too many int_headers: %d (max %d)" % (len(int_headers), _MAX_U16))
         out.append(b"\x10")
         out.append(_U16.pack(len(int_headers)))
         for ikey, value in int_headers.items():
             if not isinstance(ikey, int):
                 raise TypeError("int_headers key must be an int, not %s" % type(ikey).__name__)
-            if ikey < 0 or ikey > 65535:
-                raise ValueError("int_headers key %d is not in 0..65535" % ikey)
+            if ikey < 0 or ikey > _MAX_U16:
+                raise ValueError("int_headers key %d is not in 0..%d" % (ikey, _MAX_U16))
             out.append(_U16.pack(ikey))
             _put_string(out, _encode_str(value, "int_headers value"), "int_headers value")
     block = b"".join(out)
@@ -739,7 +750,7 @@ def encode_frame(
     length = 10 + len(block) + inner + size
     if length > _MAX_FRAME_FIELD:
         raise _frame_too_large(length)
-    prefix = _TT_FIXED.pack(length, 0x1000, 0, seq_id, len(block) // 4) + block
+    prefix = _TT_FIXED.pack(length, _TT_MAGIC, 0, seq_id, len(block) // 4) + block
     if inner:
         prefix += _U32.pack(size)
     return [prefix] + parts
@@ -804,7 +815,7 @@ class RequestEncoder:
         if name is None:
             mhead = bytes(b[0 : hend - 4]) + _I32.pack(seq_id)
         else:
-            mhead = _MSG_BEGIN.pack(0x80010001, len(name)) + name + _I32.pack(seq_id)
+            mhead = _MSG_BEGIN.pack(_VERSION_1 | CALL, len(name)) + name + _I32.pack(seq_id)
         msg_len = len(mhead) + end - hend
         code = self._code
         if code == _T_BUFFERED:
@@ -825,7 +836,7 @@ class RequestEncoder:
                 raise _frame_too_large(length)
             if self._max and length > self._max:
                 raise _request_too_large(length, self._max)
-            head = _TT_FIXED.pack(length, 0x1000, 0, seq_id, len(block) // 4) + block
+            head = _TT_FIXED.pack(length, _TT_MAGIC, 0, seq_id, len(block) // 4) + block
             if inner:
                 head += _U32.pack(msg_len)
             head += mhead
@@ -1054,7 +1065,7 @@ class FrameDecoder:
         if end - start < 14:
             return None
         length, magic, flags, seq_id, hs = _TT_FIXED.unpack_from(buf, start)
-        if magic != 0x1000:
+        if magic != _TT_MAGIC:
             raise ProtocolError(
                 "not a TTHeader frame (first bytes %s): expected 10 00 at bytes 4-5%s"
                 % (_hex(buf, start, end), _looks_like(buf, start, end))
