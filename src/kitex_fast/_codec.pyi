@@ -5,7 +5,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 _BytesLike = Union[bytes, bytearray, memoryview]
 
-# The same list as _codec_py.__all__, the one written by hand (a stub's __all__ must be a literal):
+# The same list as _codec_py.__all__, the source list (a stub's __all__ must be a literal):
 # tests/unit/test_codec_exports.py compares the two, and stubtest compares this stub with the
 # compiled module.
 __all__ = [

@@ -41,9 +41,29 @@ _errors = _import_module(".errors", __package__)
 FrameTooLargeError = _errors.FrameTooLargeError
 ProtocolError = _errors.ProtocolError
 
-# The public names are the twin's list (the one written by hand; the .pyi repeats it for type
-# checkers). kitex_fast.codec imports the twin before this module, so this costs no import.
-__all__ = list(_import_module("._codec_py", __package__).__all__)
+# The twin's __all__ is the source of this list; it is repeated here rather than imported so that
+# this module needs no other module of the package than errors (tests/unit/test_codec_exports.py
+# holds the two equal, and stubtest holds _codec.pyi to this one).
+__all__ = [
+    "MessageHeader",
+    "Frame",
+    "FrameDecoder",
+    "RequestEncoder",
+    "parse_message",
+    "rewrite_message",
+    "encode_frame",
+    "build_message",
+    "find_struct_end",
+    "decode_application_exception",
+    "encode_application_exception",
+    "CALL",
+    "REPLY",
+    "EXCEPTION",
+    "ONEWAY",
+    "TRANSPORTS",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "MAX_I32",
+]
 
 CALL = 1
 REPLY = 2

@@ -12,10 +12,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import FrameTooLargeError, ProtocolError
 
-# The codec's public names, for both implementations: the one list written by hand.
-# kitex_fast.codec re-exports it as PUBLIC_API, the compiled core takes its __all__ from here, and
-# _codec.pyi repeats it for type checkers (tests/unit/test_codec_exports.py and stubtest hold the
-# stub to it).
+# The codec's public names, for both implementations: this is the source list. kitex_fast.codec
+# re-exports it as PUBLIC_API; the compiled core and _codec.pyi repeat it (a stub needs a literal,
+# and the core imports nothing of the package but errors), and tests/unit/test_codec_exports.py
+# holds both to it (stubtest also holds the stub to the compiled module).
 __all__ = [
     "MessageHeader",
     "Frame",

@@ -2,9 +2,8 @@
 
 ``KITEX_FAST_NO_EXTENSIONS=1`` (or a non-CPython interpreter) selects the twin.
 ``USING_EXTENSION`` tells which one is live. Nothing else in the package imports ``_codec`` or
-``_codec_py`` directly (the compiled core only reads its export list from the twin); code that
-needs a specific implementation (tests, benchmarks, a client built with ``implementation="py"``)
-asks :func:`implementation`.
+``_codec_py`` directly; code that needs a specific implementation (tests, benchmarks, a client
+built with ``implementation="py"``) asks :func:`implementation`.
 """
 
 from __future__ import annotations
@@ -16,8 +15,8 @@ from . import _codec_py
 from ._dispatch import choose, load_compiled
 
 # The names both implementations provide, with the same behaviour and error texts: the twin's
-# __all__, the one list written by hand (the compiled core exports the same list; _codec.pyi
-# repeats it, held to it by tests/unit/test_codec_exports.py and stubtest).
+# __all__ is the source list (the compiled core and _codec.pyi repeat it, held to it by
+# tests/unit/test_codec_exports.py and stubtest).
 PUBLIC_API: Tuple[str, ...] = tuple(_codec_py.__all__)
 
 _compiled: Optional[ModuleType] = load_compiled("_codec")

@@ -1,8 +1,9 @@
-"""The codec's public names are written by hand once, as the twin's ``__all__``.
+"""The codec's public names have one source: the twin's ``__all__``.
 
-``kitex_fast.codec.PUBLIC_API`` and the compiled core's ``__all__`` are derived from it; the
-``.pyi`` has to repeat it as a literal, so these tests hold it to the twin's list. (stubtest, run by
-tests/run.sh, holds the ``.pyi`` to the compiled module as well.)
+``kitex_fast.codec.PUBLIC_API`` is derived from it. The compiled core (which imports nothing of the
+package but ``errors``) and the ``.pyi`` (a stub needs a literal) repeat it, so these tests hold
+both to the twin's list; stubtest, run by tests/run.sh, also holds the ``.pyi`` to the compiled
+module.
 """
 
 from __future__ import annotations
