@@ -8,8 +8,10 @@ reflection v1alpha, and registering ``dapr.proto.components.v1.OutputBinding`` o
 Two servers can serve that socket, both thin drivers of the same rules (:mod:`.core`: instances,
 defaults, data decoding, trace keys, deadline cap, statuses, socket hygiene, signals):
 
-- ``grpc.aio`` (this module);
-- a compiled HTTP/2 server (issue 18), to come.
+- ``--server compiled``: libnghttp2 + a Cython gRPC layer (:mod:`._h2server`), when it was built;
+- ``--server grpcio``: ``grpc.aio`` (this module), the fallback everywhere else.
+
+The CLI (:func:`main`) picks one (compiled when present) and says which at start.
 """
 
 from __future__ import annotations
@@ -128,6 +130,10 @@ async def serve(args: argparse.Namespace) -> int:
     clean stop."""
     component = Component(implementation=args.implementation, max_clients=args.max_clients,
                           max_instances=args.max_instances)
+    if getattr(args, "server", "grpcio") == "compiled":
+        from . import h2server
+
+        return await h2server.serve(args, component, _implementation_name(args))
     return await serve_grpcio(args, component)
 
 
@@ -165,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="component instances (x-component-instance names) kept at once; the "
                         "least recently used is dropped with a warning beyond (default %d)"
                         % core.DEFAULT_MAX_INSTANCES)
+    parser.add_argument("--server", choices=["compiled", "grpcio"], default=None,
+                        help="the gRPC server: compiled (libnghttp2, when it was built) or grpcio "
+                        "(default: compiled when present, else grpcio)")
+    # tests only: also serve plaintext HTTP/2 on a TCP address (h2spec), compiled server only
+    parser.add_argument("--listen-tcp", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--drain-timeout", type=float, default=10.0,
                         help="seconds to let calls in flight finish on SIGTERM/SIGINT (default 10)")
     parser.add_argument("--log-level", default="info",
@@ -184,17 +195,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
-        import grpc  # noqa: F401
-        import grpc_reflection  # noqa: F401
-        import google.protobuf  # noqa: F401
-    except ImportError as exc:
-        print(
-            "kitex-fast component needs grpcio, grpcio-reflection and protobuf (%s): "
-            'pip install "kitex_fast[dapr]"' % exc,
-            file=sys.stderr,
-        )
+    from . import h2server
+
+    why_not = h2server.unavailable()
+    if args.server == "compiled" and why_not:
+        print("kitex-fast component: --server compiled: %s" % why_not, file=sys.stderr)
         return 2
+    if args.server is None:
+        args.server = "grpcio" if why_not else "compiled"
+        if why_not:
+            log.info("the compiled server is not available (%s): serving with grpcio", why_not)
+    if args.listen_tcp and args.server != "compiled":
+        print("kitex-fast component: --listen-tcp needs the compiled server", file=sys.stderr)
+        return 2
+    if args.server == "grpcio":
+        try:
+            import grpc  # noqa: F401
+            import grpc_reflection  # noqa: F401
+            import google.protobuf  # noqa: F401
+        except ImportError as exc:
+            print(
+                "kitex-fast component needs grpcio, grpcio-reflection and protobuf (%s): "
+                'pip install "kitex_fast[dapr]"' % exc,
+                file=sys.stderr,
+            )
+            return 2
     if args.implementation is not None:
         # Fail now, not at the first call, when the compiled core was asked for but is missing.
         try:

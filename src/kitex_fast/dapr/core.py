@@ -1,8 +1,8 @@
 """The component's rules, once, for every server that drives them (no grpc, no protobuf here).
 
-``kitex-fast component``'s gRPC server (:mod:`.component`, grpcio) is a thin driver of this
-module, as a second, compiled server will be (issue 18). It holds everything that is Dapr's or
-ours rather than gRPC's:
+``kitex-fast component`` has two servers for the same socket: the grpcio one (:mod:`.component`)
+and the compiled HTTP/2 one (:mod:`.h2server`, on libnghttp2 where it was built). Both are thin
+drivers of this module, which holds everything that is Dapr's or ours rather than gRPC's:
 
 - component instances, keyed by daprd's ``x-component-instance`` header (the YAML's
   ``metadata.name``), each with its ``Init`` defaults and its own binding; bounded (LRU, a warning
