@@ -90,4 +90,4 @@ fi
 
 echo "== suite again with KITEX_FAST_NO_EXTENSIONS=1 (the twin through the dispatchers)"
 # (-rfE: the c-parametrised tests skip here by design; list only failures and errors)
-KITEX_FAST_EXPECT_EXTENSION=0 KITEX_FAST_NO_EXTENSIONS=1 "$py" -m pytest tests -q -p no:cacheprovider -rfE -m "not slow" "$@"
+KITEX_FAST_EXPECT_EXTENSION=0 KITEX_FAST_EXPECT_H2SERVER=0 KITEX_FAST_NO_EXTENSIONS=1 "$py" -m pytest tests -q -p no:cacheprovider -rfE -m "not slow" "$@"

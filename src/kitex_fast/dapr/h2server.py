@@ -39,9 +39,10 @@ def _load() -> Optional[ModuleType]:
         else:
             _ext = _dispatch.load_compiled("dapr._h2server")
             if _ext is None:
-                _why_not = ("kitex_fast.dapr._h2server was not built (libnghttp2's headers were not "
-                            "found when kitex_fast was installed: apt-get install libnghttp2-dev, "
-                            "then reinstall)")
+                _why_not = ("its extension (dapr/_h2server) is not in this copy of kitex_fast: it is "
+                            "built only where libnghttp2's headers are found (apt-get install "
+                            "libnghttp2-dev, then reinstall), and a --pure vendored copy leaves it "
+                            "out")
     return _ext
 
 
