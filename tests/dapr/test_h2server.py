@@ -77,3 +77,180 @@ def test_h2spec_passes_every_applicable_case(compiled) -> None:
     assert len(cases) >= 145 and not skipped, (len(cases), skipped)
     # Keep the exclusion list honest: a case that starts passing leaves it.
     assert set(failed) == set(H2SPEC_EXCLUDED), set(H2SPEC_EXCLUDED) - set(failed)
+
+
+# -- the protobuf codec against protobuf's own encoding ----------------------------------------
+
+def _text(rng, n):
+    alphabet = "abcXYZ09-_./ é漢\U0001f600\x00\x7f"
+    return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, n)))
+
+
+def _varint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _unknown_fields(rng, low=4):
+    """Random fields with numbers the message does not declare, of every wire type."""
+    out = b""
+    for _ in range(rng.randint(0, 3)):
+        field = rng.randint(low, 5000)
+        wire = rng.choice((0, 1, 2, 5))
+        out += _varint(field << 3 | wire)
+        if wire == 0:
+            out += _varint(rng.getrandbits(rng.choice((7, 32, 64))))
+        elif wire == 1:
+            out += rng.randbytes(8)
+        elif wire == 5:
+            out += rng.randbytes(4)
+        else:
+            blob = rng.randbytes(rng.randint(0, 20))
+            out += _varint(len(blob)) + blob
+    return out
+
+
+def _map_entry(rng, field, key, value, unknown=False):
+    """A map entry as any encoder may write it: parts in either order, a part left out when
+    empty (and unknown fields inside when asked)."""
+    parts = []
+    if key or rng.random() < 0.5:
+        k = key.encode()
+        parts.append(b"\x0a" + _varint(len(k)) + k)
+    if value or rng.random() < 0.5:
+        v = value.encode()
+        parts.append(b"\x12" + _varint(len(v)) + v)
+    if unknown:
+        parts.append(_unknown_fields(rng, 3))
+    rng.shuffle(parts)
+    body = b"".join(parts)
+    return _varint(field << 3 | 2) + _varint(len(body)) + body
+
+
+def test_protobuf_codec_matches_protobuf_on_random_messages(compiled) -> None:
+    import random
+
+    from kitex_fast.dapr.proto import contract as pb
+
+    ext = h2server._load()
+    rng = random.Random(18)
+    for _ in range(400):
+        data = rng.randbytes(rng.choice((0, 1, 7, 200, 5000)))
+        metadata = {_text(rng, 12): _text(rng, 30) for _ in range(rng.randint(0, 6))}
+        text = _text(rng, 20)
+        # Encoding: every field byte for byte as protobuf writes it, map entries in key order
+        # (the wire format leaves map order open; upb's deterministic mode sorts "ab" before "a").
+        expected = b"".join(
+            [pb.InvokeResponse(data=data).SerializeToString()]
+            + [pb.InvokeResponse(metadata={k: metadata[k]}).SerializeToString()
+               for k in sorted(metadata, key=lambda k: k.encode())]
+            + [pb.InvokeResponse(content_type=text).SerializeToString()])
+        if len(metadata) < 2:
+            assert expected == pb.InvokeResponse(data=data, metadata=metadata, content_type=text).SerializeToString()
+        assert ext.encode_invoke_response(data, metadata, text) == expected
+        assert ext.encode_invoke_response(data, metadata, text, True) == b"\0" + len(expected).to_bytes(4, "big") + expected
+        operations = [_text(rng, 8) for _ in range(rng.randint(0, 4))]
+        assert ext.encode_strings(operations) == pb.ListOperationsResponse(operations=operations).SerializeToString()
+        # Decoding: the same values protobuf reads, unknown fields, repeated scalars (the last
+        # wins) and any field order included.
+        fields = [b"\x0a" + _varint(len(data)) + data] if data or rng.random() < 0.3 else []
+        fields += [_map_entry(rng, 2, k, v) for k, v in metadata.items()]
+        op = text.encode()
+        fields += [b"\x1a" + _varint(len(op)) + op]
+        fields += [_unknown_fields(rng)]
+        rng.shuffle(fields)
+        raw = b"".join(fields)
+        ref = pb.InvokeRequest.FromString(raw)
+        assert ext.decode_invoke_request(raw) == (ref.data, dict(ref.metadata), ref.operation)
+        props = b"".join(_map_entry(rng, 1, k, v) for k, v in metadata.items()) + _unknown_fields(rng, 2)
+        init = b"\x0a" + _varint(len(props)) + props + _unknown_fields(rng, 2)
+        assert ext.decode_init_request(init) == dict(pb.OutputBindingInitRequest.FromString(init).metadata.properties)
+        # Unknown fields inside a map entry: the entry stays (as protobuf-go, daprd's own, and C++
+        # read it; Python's upb moves such an entry whole into the unknown fields instead).
+        entry = _map_entry(rng, 2, "k", "v", unknown=True)
+        assert ext.decode_invoke_request(entry + raw)[1].get("k", "v") == "v"
+        # Damaged bytes: our decoder refuses them (ProtobufError) or reads what protobuf reads
+        # (map entries aside: damage inside one can make upb move it to the unknown fields).
+        cut = bytearray(raw[:rng.randint(0, len(raw))])
+        if cut and rng.random() < 0.5:
+            cut[rng.randrange(len(cut))] = rng.randrange(256)
+        try:
+            got = ext.decode_invoke_request(bytes(cut))
+        except ext.ProtobufError:
+            continue
+        ref = pb.InvokeRequest.FromString(bytes(cut))
+        assert (got[0], got[2]) == (ref.data, ref.operation) and set(ref.metadata) <= set(got[1])
+
+
+def test_grpc_message_is_percent_encoded(compiled) -> None:
+    ext = h2server._load()
+    assert ext.percent_encode("a b%c\né") == b"a b%25c%0A%C3%A9"
+
+
+# -- gRPC semantics through grpcio, on the compiled server -------------------------------------
+
+@pytest.fixture
+def compiled_component(compiled):
+    with tempfile.TemporaryDirectory(prefix="kf-h2-") as d:
+        c = stack.Component(os.path.join(d, "sockets"), server="compiled").start()
+        try:
+            yield c
+        finally:
+            assert c.stop() == 0
+
+
+def _stub(component):
+    import grpc
+
+    from kitex_fast.dapr.proto import contract as pb
+
+    return grpc.insecure_channel("unix:" + component.socket, options=[("grpc.max_send_message_length", -1)]), pb
+
+
+def test_too_large_a_message_is_refused_with_resource_exhausted(compiled_component) -> None:
+    import grpc
+
+    ch, pb = _stub(compiled_component)
+    with ch:
+        stub = pb.OutputBindingStub(ch)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Invoke(pb.InvokeRequest(operation="get", data=b"x" * (4 * 1024 * 1024 + 1)), timeout=30)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "larger than max" in info.value.details()
+        assert list(stub.ListOperations(pb.ListOperationsRequest(), timeout=30).operations) == ["get"]
+
+
+def test_compressed_messages_are_refused_with_unimplemented(compiled_component) -> None:
+    import grpc
+
+    ch, pb = _stub(compiled_component)
+    with ch:
+        stub = pb.OutputBindingStub(ch)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Invoke(pb.InvokeRequest(operation="get", data=b"y" * 4096), timeout=30,
+                        compression=grpc.Compression.Gzip)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "compressed" in info.value.details()
+
+
+def test_unknown_methods_and_non_ascii_errors(compiled_component) -> None:
+    import grpc
+
+    ch, pb = _stub(compiled_component)
+    with ch:
+        nope = ch.unary_unary("/dapr.proto.components.v1.OutputBinding/Nope",
+                              request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        with pytest.raises(grpc.RpcError) as info:
+            nope(b"", timeout=30)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        # A status text with non-ASCII travels percent-encoded and arrives as it was.
+        with pytest.raises(grpc.RpcError) as info:
+            pb.OutputBindingStub(ch).Invoke(pb.InvokeRequest(operation="get", data=b"x", metadata={
+                "hostPorts": "127.0.0.1:1", "destService": "é", "methodName": "m", "version": "v1",
+                "rpcTimeout": "soon\u00e9"}), timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "'soon\u00e9'" in info.value.details()

@@ -67,6 +67,7 @@ cdef extern from "nghttp2/nghttp2.h":
     ctypedef int (*nghttp2_on_header_callback)(nghttp2_session*, const nghttp2_frame*, const uint8_t*,
                                                size_t, const uint8_t*, size_t, uint8_t, void*)
     ctypedef int (*nghttp2_on_frame_recv_callback)(nghttp2_session*, const nghttp2_frame*, void*)
+    ctypedef int (*nghttp2_on_frame_send_callback)(nghttp2_session*, const nghttp2_frame*, void*)
     ctypedef int (*nghttp2_on_data_chunk_recv_callback)(nghttp2_session*, uint8_t, int32_t,
                                                         const uint8_t*, size_t, void*)
     ctypedef int (*nghttp2_on_stream_close_callback)(nghttp2_session*, int32_t, uint32_t, void*)
@@ -93,6 +94,7 @@ cdef extern from "nghttp2/nghttp2.h":
     void nghttp2_session_callbacks_set_on_begin_headers_callback(nghttp2_session_callbacks*, nghttp2_on_begin_headers_callback)
     void nghttp2_session_callbacks_set_on_header_callback(nghttp2_session_callbacks*, nghttp2_on_header_callback)
     void nghttp2_session_callbacks_set_on_frame_recv_callback(nghttp2_session_callbacks*, nghttp2_on_frame_recv_callback)
+    void nghttp2_session_callbacks_set_on_frame_send_callback(nghttp2_session_callbacks*, nghttp2_on_frame_send_callback)
     void nghttp2_session_callbacks_set_on_data_chunk_recv_callback(nghttp2_session_callbacks*, nghttp2_on_data_chunk_recv_callback)
     void nghttp2_session_callbacks_set_on_stream_close_callback(nghttp2_session_callbacks*, nghttp2_on_stream_close_callback)
     int nghttp2_session_server_new(nghttp2_session **session_ptr, const nghttp2_session_callbacks *callbacks, void *user_data)
@@ -532,6 +534,7 @@ cdef class _Stream:
     cdef bint out_final    # no more DATA: trailers follow
     cdef bint deferred
     cdef bint plain        # a plain HTTP reply (not gRPC): the body ends the stream, no trailers
+    cdef bint reset_after  # RST_STREAM NO_ERROR once our last frame is out (the client still sends)
     cdef int status
     cdef bytes message
     cdef public object task
@@ -628,6 +631,18 @@ cdef int _on_frame_recv(nghttp2_session* session, const nghttp2_frame* frame, vo
     return 0
 
 
+cdef int _on_frame_send(nghttp2_session* session, const nghttp2_frame* frame, void* user_data) noexcept:
+    # A reset submitted together with the reply would make nghttp2 drop the queued reply (seen
+    # with 1.52): the RST_STREAM that stops a client we stopped reading goes after our last frame.
+    cdef Connection conn = <Connection>user_data
+    cdef _Stream s
+    if frame.hd.flags & NGHTTP2_FLAG_END_STREAM and (frame.hd.type == NGHTTP2_HEADERS or frame.hd.type == NGHTTP2_DATA):
+        s = conn.streams.get(frame.hd.stream_id)
+        if s is not None and s.reset_after and not s.ended:
+            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s.id, NGHTTP2_NO_ERROR)
+    return 0
+
+
 cdef int _on_stream_close(nghttp2_session* session, int32_t stream_id, uint32_t error_code,
                           void* user_data) noexcept:
     cdef Connection conn = <Connection>user_data
@@ -719,6 +734,7 @@ cdef class Connection:
         nghttp2_session_callbacks_set_on_header_callback(cbs, _on_header)
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, _on_data_chunk)
         nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, _on_frame_recv)
+        nghttp2_session_callbacks_set_on_frame_send_callback(cbs, _on_frame_send)
         nghttp2_session_callbacks_set_on_stream_close_callback(cbs, _on_stream_close)
         rv = nghttp2_session_server_new(&self.session, cbs, <void*>self)
         nghttp2_session_callbacks_del(cbs)
@@ -941,9 +957,8 @@ cdef class Connection:
         s.finished = True
         self.buffered -= len(s.inbuf)
         s.inbuf = bytearray()
+        s.reset_after = True
         self.reply_status(s.id, status, text)
-        if not s.ended:
-            nghttp2_submit_rst_stream(self.session, NGHTTP2_FLAG_NONE, s.id, NGHTTP2_NO_ERROR)
 
     cdef _unary(self, _Stream s, int method, bytes message):
         cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(message)
