@@ -254,3 +254,172 @@ def test_unknown_methods_and_non_ascii_errors(compiled_component) -> None:
                 "rpcTimeout": "soon\u00e9"}), timeout=30)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "'soon\u00e9'" in info.value.details()
+
+
+# -- hostile bytes on the socket: each gets an error, nothing is kept ----------------------------
+
+class RawClient:
+    """A plain HTTP/2 client (python-hyper h2) on the component's socket, to send what no gRPC
+    client would."""
+
+    INVOKE = "/dapr.proto.components.v1.OutputBinding/Invoke"
+
+    def __init__(self, path: str) -> None:
+        import socket
+
+        import h2.config
+        import h2.connection
+
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(path)
+        self.sock.settimeout(30)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.conn.initiate_connection()
+        self.flush()
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def open(self, path: str = INVOKE, data: bytes = b"", end: bool = False) -> int:
+        sid = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", path),
+                                     (":authority", "kitex"), ("content-type", "application/grpc"),
+                                     ("te", "trailers"), ("x-component-instance", "hostile")],
+                               end_stream=end and not data)
+        if data:
+            self.conn.send_data(sid, data, end_stream=end)
+        return sid
+
+    def until(self, done) -> list:
+        """Events until ``done(events)`` or the server closes (then also a None)."""
+        import h2.exceptions
+
+        events: list = []
+        while not done(events):
+            data = self.sock.recv(1 << 16)
+            if not data:
+                events.append(None)
+                break
+            try:
+                events += self.conn.receive_data(data)
+            except h2.exceptions.ProtocolError:
+                # frames after the server's GOAWAY (h2 has closed the connection): not ours to judge
+                events.append(None)
+                break
+            self.flush()
+        return events
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _proc_usage(pid: int):
+    """(RSS in KiB, open fds) of a process, from /proc."""
+    with open("/proc/%d/status" % pid) as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return rss, len(os.listdir("/proc/%d/fd" % pid))
+
+
+def _ended(sid):
+    import h2.events
+
+    return lambda events: any(isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) and e.stream_id == sid
+                              or e is None for e in events)
+
+
+def _status(events, sid) -> str:
+    import h2.events
+
+    for e in events:
+        if isinstance(e, (h2.events.ResponseReceived, h2.events.TrailersReceived)) and e.stream_id == sid:
+            for k, v in e.headers:
+                if k == "grpc-status":
+                    return v
+    return ""
+
+
+def test_hostile_input_gets_errors_and_leaves_nothing_behind(compiled_component) -> None:
+    import socket
+
+    import h2.events
+
+    c = compiled_component
+    pid = c.proc.pid
+
+    def rounds():
+        # 1. Garbage instead of the HTTP/2 preface: the connection is closed.
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(c.socket)
+        s.settimeout(30)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + bytes(range(256)) * 4)
+        while s.recv(1 << 16):
+            pass
+        s.close()
+        # 2. A 100 MiB length prefix: RESOURCE_EXHAUSTED at once, then RST_STREAM (no 100 MiB wait).
+        client = RawClient(c.socket)
+        sid = client.open(data=b"\x00" + (100 << 20).to_bytes(4, "big") + b"abc")
+        client.flush()
+        events = client.until(_ended(sid))
+        assert _status(events, sid) == "8", events
+        # 3. Half-open streams: a request that stops in the middle of its message, then one that
+        # never sends a message at all; the client goes away with both open.
+        client.open(data=b"\x00\x00\x00\x00\x64" + b"x" * 10)
+        client.open()
+        client.flush()
+        # 4. 10,000 streams opened and abandoned (RST_STREAM CANCEL half way through the message),
+        # in batches within the connection's flow-control window (65,535 bytes until the
+        # server's WINDOW_UPDATEs are read). That is the "rapid reset" attack (CVE-2023-44487):
+        # libnghttp2 ends such a connection with GOAWAY INTERNAL_ERROR after a burst of 1,000
+        # resets (lib/nghttp2_session.c session_update_stream_reset_ratelim, nghttp2 1.57.0;
+        # Debian's 1.52.0-1+deb12u1 carries it); the client then reconnects and goes on.
+        abandoned, goaways = 0, []
+        while abandoned < 10000:
+            for _ in range(250):
+                sid = client.open(data=b"\x00\x00\x00\x10\x00" + b"y" * 100)
+                client.conn.reset_stream(sid, error_code=8)
+            abandoned += 250
+            client.flush()
+            ping = b"%08d" % abandoned
+            client.conn.ping(ping)
+            client.flush()
+            events = client.until(lambda ev: any(e is None or isinstance(e, h2.events.ConnectionTerminated)
+                                                 or isinstance(e, h2.events.PingAckReceived) and e.ping_data == ping
+                                                 for e in ev))
+            ended = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+            if ended or None in events:
+                goaways += [e.error_code for e in ended]
+                client.close()
+                client = RawClient(c.socket)
+        assert set(goaways) <= {2, 11}, goaways  # INTERNAL_ERROR (the reset limit) or ENHANCE_YOUR_CALM
+        sid = client.open("/dapr.proto.components.v1.OutputBinding/ListOperations", data=b"\x00" * 5, end=True)
+        client.flush()
+        events = client.until(_ended(sid))
+        assert _status(events, sid) == "0", events
+        assert any(isinstance(e, h2.events.DataReceived) and e.data == b"\x00\x00\x00\x00\x05\x0a\x03get" for e in events)
+        client.close()
+        # 5. A client that connects and goes away mid-preface.
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(c.socket)
+        s.sendall(b"PRI * HTTP/2.0\r\n")
+        s.close()
+
+    rounds()  # warm-up: first-use allocations (code paths, free lists, the instance's binding)
+    before = _proc_usage(pid)
+    for _ in range(3):
+        rounds()
+    deadline = 200  # the server closes its side of each connection when it sees the client's EOF
+    while _proc_usage(pid)[1] > before[1] and deadline:
+        import time
+
+        time.sleep(0.05)
+        deadline -= 1
+    after = _proc_usage(pid)
+    assert after[1] <= before[1], "fds leaked: %s -> %s" % (before, after)
+    # 30,000 more abandoned streams and 3 more 100 MiB prefixes: a leak of even 100 bytes a
+    # stream would show as 3 MiB.
+    assert after[0] - before[0] < 3 * 1024, "RSS grew from %d to %d KiB" % (before[0], after[0])
+    print("component RSS %d -> %d KiB, fds %d -> %d" % (before[0], after[0], before[1], after[1]))
+    assert c.proc.poll() is None
+    assert "not HTTP/2" in c.log()
