@@ -423,3 +423,13 @@ def test_hostile_input_gets_errors_and_leaves_nothing_behind(compiled_component)
     print("component RSS %d -> %d KiB, fds %d -> %d" % (before[0], after[0], before[1], after[1]))
     assert c.proc.poll() is None
     assert "not HTTP/2" in c.log()
+
+
+def test_the_compiled_server_runs_on_uvloop_when_installed(compiled_component) -> None:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        expected = "asyncio loop"
+    else:
+        expected = "uvloop loop"
+    assert "server compiled (libnghttp2, %s)" % expected in compiled_component.log()

@@ -231,17 +231,19 @@ async def serve(args: argparse.Namespace, component: Component, implementation_n
     servers: List[Any] = []
 
     async def start(path: str) -> None:
-        servers.append(await loop.create_unix_server(app.protocol, path))
         listen_tcp = getattr(args, "listen_tcp", None)
-        if listen_tcp:  # tests only (h2spec): plaintext HTTP/2 on a loopback port
+        if listen_tcp:  # tests only (h2spec): plaintext HTTP/2 on a loopback port; first, so
+            # that it is logged before the socket daprd (and the tests) wait for accepts
             server = await loop.create_server(app.protocol, *_tcp(listen_tcp))
             servers.append(server)
             host, port = server.sockets[0].getsockname()[:2]
             log.info("also listening on tcp %s:%d (tests only)", host, port)
+        servers.append(await loop.create_unix_server(app.protocol, path))
 
     async def stop(drain: float) -> None:
         for server in servers:
             server.close()
         await app.drain(drain)
 
-    return await core.run(args, component, start, stop, "compiled (libnghttp2)", implementation_name)
+    name = "compiled (libnghttp2, %s loop)" % getattr(args, "loop", "asyncio")
+    return await core.run(args, component, start, stop, name, implementation_name)
