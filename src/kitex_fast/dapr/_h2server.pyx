@@ -118,8 +118,9 @@ cdef extern from "nghttp2/nghttp2.h":
 
 # --- limits -------------------------------------------------------------------------------------
 
-# daprd's --max-body-size default (dapr pkg/config/... "max-body-size", 4Mi): the largest request
-# message it can forward; a longer one is refused with RESOURCE_EXHAUSTED, as grpc-go does.
+# daprd's --max-body-size default (4Mi; dapr/dapr cmd/daprd/options/options.go, docs/dapr.md
+# "Limits"): no larger request reaches us through daprd; a longer one is refused with
+# RESOURCE_EXHAUSTED, as grpc-go's default receive limit does.
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
 # Request bytes buffered at once on one connection, across its streams; past it a stream is
 # refused with RESOURCE_EXHAUSTED (1024 streams x 4 MiB would otherwise be 4 GiB).
