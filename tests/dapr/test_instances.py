@@ -78,3 +78,16 @@ def test_a_flood_of_instance_names_is_bounded_in_the_process(impl) -> None:
             assert c.log().count("dropping the least recently used") == 192
         finally:
             assert c.stop() == 0
+
+
+def test_the_deadline_cap_repeats_for_fresh_deadlines_and_never_exceeds_them() -> None:
+    from kitex_fast.dapr.core import _within_deadline
+
+    # daprd's fresh per-call deadlines give one capped value: the binding's route cache hits.
+    capped = {_within_deadline({}, {}, 29.0 + i / 997)["rpcTimeout"] for i in range(900)}
+    assert capped == {"29000ms"}
+    for seconds in (0.0004, 0.0123, 0.4999, 1.234, 9.99, 29.98, 123.4):
+        ms = int(_within_deadline({}, {"rpcTimeout": "1h"}, seconds)["rpcTimeout"][:-2])
+        assert 1 <= ms <= max(1, seconds * 1000) and ms >= min(seconds * 900, seconds * 1000 - 1)
+    assert _within_deadline({"rpcTimeout": "1s"}, {}, 2.0) == {"rpcTimeout": "1s"}  # already shorter
+    assert _within_deadline({"rpcTimeout": "soon"}, {}, 2.0) == {"rpcTimeout": "soon"}  # the binding reports it

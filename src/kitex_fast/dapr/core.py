@@ -25,6 +25,7 @@ import asyncio
 import base64
 import binascii
 import errno
+import functools
 import json
 import logging
 import os
@@ -352,15 +353,35 @@ def _within_deadline(metadata: Dict[str, str], defaults: Mapping[str, str], seco
     """Cap ``rpcTimeout`` at daprd's remaining deadline. Without it, a call daprd gave up on would
     keep running (and holding its connection) until the binding's own rpcTimeout."""
     configured = metadata.get("rpcTimeout") or defaults.get("rpcTimeout") or DEFAULTS["rpcTimeout"]
-    try:
-        current = parse_duration("rpcTimeout", configured)
-    except MetadataError:
-        return metadata  # let the binding report the bad value
-    if current is not None and current <= seconds:
-        return metadata
+    current = _configured_seconds(configured)
+    if current is _BAD or (current is not None and current <= seconds):
+        return metadata  # (a bad value: let the binding report it)
     out = dict(metadata)
-    out["rpcTimeout"] = "%dms" % max(1, int(seconds * 1000))
+    out["rpcTimeout"] = "%dms" % _cap_ms(seconds)
     return out
+
+
+_BAD = -1.0
+
+
+@functools.lru_cache(maxsize=64)
+def _configured_seconds(text: str) -> Optional[float]:
+    try:
+        return parse_duration("rpcTimeout", text)
+    except MetadataError:
+        return _BAD
+
+
+def _cap_ms(seconds: float) -> int:
+    """The capped rpcTimeout in ms, rounded down to two significant digits. daprd gives every call
+    a fresh deadline (e.g. 29.987 s of a 30 s resiliency timeout), so the rounded value repeats
+    call after call and the binding's route cache, keyed by the metadata values, keeps hitting
+    (an exact value would miss it, and re-validate the metadata, on nearly every call)."""
+    ms = max(1, int(seconds * 1000))
+    if ms >= 100:
+        scale = 10 ** (len(str(ms)) - 2)
+        ms -= ms % scale
+    return ms
 
 
 # A server, as run() drives it: start(path) listens on the socket (the file exists when it
