@@ -25,6 +25,8 @@ COMPILER_DIRECTIVES = {
 }
 
 MODULES = ["_codec", "_transport", "aio/_protocol"]  # paths under src/kitex_fast, no suffix
+# The compiled component server links libnghttp2; built only where its headers are found.
+H2SERVER = "dapr/_h2server"
 BUILD_FAILED_NOTE = "_build_failed.txt"
 
 
@@ -61,6 +63,32 @@ class OptionalBuildExt(build_ext):
             f.write(reason[:2000] + "\n")
 
 
+def find_nghttp2():
+    """Compiler/linker arguments for libnghttp2, or None when its headers are not here."""
+    import shutil
+    import subprocess
+
+    if shutil.which("pkg-config"):
+        try:
+            cflags = subprocess.run(["pkg-config", "--cflags-only-I", "libnghttp2"], capture_output=True,
+                                    text=True, check=True).stdout.split()
+            libs = subprocess.run(["pkg-config", "--libs", "libnghttp2"], capture_output=True,
+                                  text=True, check=True).stdout.split()
+        except (OSError, subprocess.CalledProcessError):
+            pass
+        else:
+            return {
+                "include_dirs": [f[2:] for f in cflags if f.startswith("-I")],
+                "library_dirs": [f[2:] for f in libs if f.startswith("-L")],
+                "libraries": [f[2:] for f in libs if f.startswith("-l")] or ["nghttp2"],
+            }
+    for prefix in ("/usr", "/usr/local", "/opt/homebrew"):
+        if os.path.exists(os.path.join(prefix, "include", "nghttp2", "nghttp2.h")):
+            return {"include_dirs": [os.path.join(prefix, "include")],
+                    "library_dirs": [os.path.join(prefix, "lib")], "libraries": ["nghttp2"]}
+    return None
+
+
 def extensions():
     if NO_EXTENSIONS:
         return []
@@ -75,6 +103,17 @@ def extensions():
         Extension("kitex_fast." + name.replace("/", "."), ["src/kitex_fast/%s.pyx" % name])
         for name in MODULES
     ]
+    nghttp2 = find_nghttp2()
+    if nghttp2 is None:
+        sys.stderr.write(
+            "NOTE: libnghttp2's headers were not found (pkg-config libnghttp2, or nghttp2/nghttp2.h): "
+            "kitex_fast.dapr._h2server is not built, and `kitex-fast component` will serve with "
+            "grpcio. Install libnghttp2-dev (Debian) or libnghttp2-devel and reinstall for the "
+            "compiled server.\n"
+        )
+    else:
+        exts.append(Extension("kitex_fast." + H2SERVER.replace("/", "."),
+                              ["src/kitex_fast/%s.pyx" % H2SERVER], **nghttp2))
     try:
         return cythonize(
             exts,

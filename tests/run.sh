@@ -16,6 +16,17 @@ fi
 py="$venv/bin/python"
 "$py" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
 
+echo "== libnghttp2 for the compiled component server (kitex_fast.dapr._h2server)"
+have_nghttp2() { pkg-config --exists libnghttp2 2>/dev/null || [ -f /usr/include/nghttp2/nghttp2.h ]; }
+if ! have_nghttp2; then
+  if [ "${CI:-}" = "true" ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libnghttp2-dev pkg-config >/dev/null
+  else
+    echo "libnghttp2-dev not found: the compiled component server is not built (the grpcio one serves)"
+  fi
+fi
+if have_nghttp2; then export KITEX_FAST_EXPECT_H2SERVER=1; else export KITEX_FAST_EXPECT_H2SERVER=0; fi
+
 echo "== installing kitex_fast with its compiled core, and the test tools"
 "$py" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps .
 "$py" -m pip install -q --disable-pip-version-check ".[test]"
@@ -23,11 +34,18 @@ echo "== installing kitex_fast with its compiled core, and the test tools"
 import kitex_fast.codec as c, kitex_fast.transport as t, kitex_fast.aio.protocol as p
 assert c.USING_EXTENSION and t.USING_EXTENSION and p.USING_EXTENSION, "the compiled core was not built: see the pip output above"
 print("compiled core loaded:", c.implementation().__file__)
+import os
+from kitex_fast.dapr import h2server
+why_not = h2server.unavailable()
+assert not (why_not and os.environ["KITEX_FAST_EXPECT_H2SERVER"] == "1"), why_not
+print("compiled component server:", why_not or "built")
 PY
 
 echo "== type check (mypy --strict), and the compiled modules against their .pyi stubs"
 "$py" -m mypy --config-file pyproject.toml
-"$py" -m mypy.stubtest kitex_fast._codec kitex_fast._transport kitex_fast.aio._protocol --allowlist tests/stubtest-allowlist.txt
+stubs="kitex_fast._codec kitex_fast._transport kitex_fast.aio._protocol"
+if [ "$KITEX_FAST_EXPECT_H2SERVER" = 1 ]; then stubs="$stubs kitex_fast.dapr._h2server"; fi
+"$py" -m mypy.stubtest $stubs --allowlist tests/stubtest-allowlist.txt
 
 echo "== Go Kitex peers (Go module proxy)"
 if command -v go >/dev/null 2>&1; then
@@ -49,6 +67,14 @@ else
   echo "go not found: the Dapr end-to-end tests will be skipped (install Go >= 1.26 to run them)"
 fi
 
+echo "== h2spec v2.2.1 for the compiled component server's HTTP/2 conformance (Go module proxy; cached)"
+if command -v go >/dev/null 2>&1; then
+  [ -x tests/dapr/bin/h2spec ] || GOBIN="$root/tests/dapr/bin" go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
+elif [ "${CI:-}" = "true" ]; then
+  echo "Go is required in CI to build h2spec" >&2
+  exit 1
+fi
+
 export KITEX_FAST_EXPECT_EXTENSION=1
 echo "== suite: compiled core installed; every behavioural test on c and py"
 "$py" -m pytest tests -q -p no:cacheprovider "$@"
@@ -64,4 +90,4 @@ fi
 
 echo "== suite again with KITEX_FAST_NO_EXTENSIONS=1 (the twin through the dispatchers)"
 # (-rfE: the c-parametrised tests skip here by design; list only failures and errors)
-KITEX_FAST_EXPECT_EXTENSION=0 KITEX_FAST_NO_EXTENSIONS=1 "$py" -m pytest tests -q -p no:cacheprovider -rfE -m "not slow" "$@"
+KITEX_FAST_EXPECT_EXTENSION=0 KITEX_FAST_EXPECT_H2SERVER=0 KITEX_FAST_NO_EXTENSIONS=1 "$py" -m pytest tests -q -p no:cacheprovider -rfE -m "not slow" "$@"

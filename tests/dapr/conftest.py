@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Dict, Iterator
+from types import SimpleNamespace
+from typing import Callable, Dict, Iterator, Tuple
 
 import pytest
 
@@ -18,12 +19,40 @@ for path in (HERE, INTEROP):  # --import-mode=importlib: make `import stack` / `
 
 import peers  # noqa: E402
 import stack  # noqa: E402
+from kitex_fast import codec, transport  # noqa: E402
+from kitex_fast.dapr import h2server  # noqa: E402
 
 
 def _unavailable(message: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+SERVERS = ["compiled", "grpcio"]
+
+
+@pytest.fixture(params=[(i, s) for i in ("c", "py") for s in SERVERS], ids="-".join)
+def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """The root conftest's ``impl`` (c / py, loaded the same way) times the component's gRPC
+    server: ids ``c-compiled``, ``c-grpcio``, ...; ``impl.server`` names the server, and every
+    component a test starts runs on it."""
+    name, server = request.param
+    try:
+        loaded = SimpleNamespace(name=name, codec=codec.implementation(name),
+                                 transport=transport.implementation(name), server=server)
+    except ImportError as exc:
+        if os.environ.get("KITEX_FAST_EXPECT_EXTENSION") == "1":
+            pytest.fail("compiled extension expected but not loaded: %s" % exc)
+        pytest.skip(str(exc))
+    if server == "compiled":
+        why_not = h2server.unavailable()
+        if why_not:
+            if os.environ.get("KITEX_FAST_EXPECT_EXTENSION") == "1":
+                pytest.fail("the compiled component server was expected: %s" % why_not, pytrace=False)
+            pytest.skip(why_not)
+    monkeypatch.setattr(stack, "SERVER", server)
+    return loaded
 
 
 @pytest.fixture(scope="session")
@@ -90,16 +119,17 @@ def yaml_components(servers: Dict[str, peers.KitexServer]) -> Dict[str, Dict[str
 
 @pytest.fixture(scope="session")
 def dapr_stacks(daprd_binary: str, kitex_servers: Dict[str, peers.KitexServer]
-                ) -> Iterator[Callable[[str], stack.DaprStack]]:
-    """``dapr_stacks(impl_name)``: the session's component (on that implementation) + daprd."""
-    started: Dict[str, stack.DaprStack] = {}
+                ) -> Iterator[Callable[[str, str], stack.DaprStack]]:
+    """``dapr_stacks(impl_name, server)``: the session's component (on that implementation and
+    gRPC server) + daprd."""
+    started: Dict[Tuple[str, str], stack.DaprStack] = {}
 
-    def factory(impl_name: str) -> stack.DaprStack:
-        s = started.get(impl_name)
+    def factory(impl_name: str, server: str) -> stack.DaprStack:
+        s = started.get((impl_name, server))
         if s is None:
             s = stack.DaprStack(daprd_binary, yaml_components(kitex_servers),
-                                implementation=impl_name).start()
-            started[impl_name] = s
+                                implementation=impl_name, server=server).start()
+            started[(impl_name, server)] = s
         return s
 
     try:
@@ -111,7 +141,7 @@ def dapr_stacks(daprd_binary: str, kitex_servers: Dict[str, peers.KitexServer]
 
 @pytest.fixture
 def dapr(impl, dapr_stacks) -> stack.DaprStack:
-    return dapr_stacks(impl.name)
+    return dapr_stacks(impl.name, impl.server)
 
 
 @pytest.fixture

@@ -96,6 +96,10 @@ def free_port() -> int:
 
 _live: "set[subprocess.Popen]" = set()
 
+# The gRPC server new components run on ("compiled" / "grpcio"; None: the CLI's default). The
+# tests/dapr conftest sets it per test, so every case runs on both servers.
+SERVER: Optional[str] = None
+
 
 @atexit.register
 def _kill_all() -> None:
@@ -133,8 +137,10 @@ class Component:
     """``python -m kitex_fast.dapr`` as a subprocess on ``folder/name.sock``."""
 
     def __init__(self, folder: str, *, name: str = "kitex", implementation: Optional[str] = None,
-                 extra: Optional[List[str]] = None, env: Optional[Dict[str, str]] = None) -> None:
+                 extra: Optional[List[str]] = None, env: Optional[Dict[str, str]] = None,
+                 server: Optional[str] = None) -> None:
         self.folder = folder
+        self.server = server or SERVER
         self.name = name
         self.implementation = implementation
         self.extra = list(extra or [])
@@ -152,6 +158,8 @@ class Component:
                "--socket-folder", self.folder, "--log-level", "info", *self.extra]
         if self.implementation:
             cmd += ["--implementation", self.implementation]
+        if self.server:
+            cmd += ["--server", self.server]
         env = dict(os.environ, **(self.env or {}))
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
@@ -279,7 +287,7 @@ class DaprStack:
 
     def __init__(self, daprd_binary: str, components: Mapping[str, Mapping[str, str]], *,
                  implementation: Optional[str] = None, name: str = "kitex",
-                 component_args: Optional[List[str]] = None) -> None:
+                 component_args: Optional[List[str]] = None, server: Optional[str] = None) -> None:
         self.dir = tempfile.mkdtemp(prefix="kitex-fast-dapr-")
         self.sockets = os.path.join(self.dir, "sockets")
         self.resources = os.path.join(self.dir, "resources")
@@ -289,7 +297,7 @@ class DaprStack:
             with open(os.path.join(self.resources, comp_name + ".yaml"), "w") as f:
                 f.write(component_yaml(comp_name, metadata, "bindings.%s" % name))
         self.component = Component(self.sockets, name=name, implementation=implementation,
-                                   extra=component_args)
+                                   extra=component_args, server=server)
         self.daprd = Daprd(daprd_binary, self.resources, self.sockets)
 
     def start(self) -> "DaprStack":

@@ -384,3 +384,39 @@ def test_importing_every_module_changes_nothing_global(impl, sidecar, where) -> 
     ours = {(kind, key) for _, kind, key, path in report["env"] if under(path, package_dir)}
     assert ours == {("read", ENV_SWITCH)}, "the package may read only %s" % ENV_SWITCH
     assert not [e for e in report["env"] if e[1] == "write"], "the environment was written"
+
+
+# -- the Dapr component from a vendored copy -------------------------------------------------------
+
+
+def _component_start_log(root: Path, tmp_path: Path, env: Dict[str, str]) -> str:
+    """Start ``python -m <vendored> component`` until it serves, stop it (SIGTERM), its log."""
+    import signal
+    import time
+
+    tmp_path.mkdir(parents=True)
+    folder = tmp_path / "sockets"
+    log = tmp_path / "component.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", VENDORED_NAME, "component", "--socket-folder",
+                                 str(folder)], cwd=root, env=env, stdout=f, stderr=f)
+    try:
+        deadline = time.monotonic() + 60
+        while "serving bindings.kitex" not in log.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+    return log.read_text()
+
+
+def test_a_vendored_component_says_which_server_it_runs(sidecar, pure_sidecar, tmp_path) -> None:
+    pytest.importorskip("grpc", reason='the grpcio fallback needs "kitex_fast[dapr]"')
+    from kitex_fast.dapr import h2server
+
+    text = _component_start_log(sidecar[0], tmp_path / "full", child_env())
+    # The copy carries the compiled server when this install has it (and libnghttp2 loads).
+    assert ("server compiled" if h2server.unavailable() is None else "server grpcio") in text, text
+    text = _component_start_log(pure_sidecar, tmp_path / "pure", child_env(ENV_SWITCH))
+    assert "server grpcio" in text and "the compiled server is not available" in text, text

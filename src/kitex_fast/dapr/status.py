@@ -2,7 +2,7 @@
 
 daprd wraps whatever status the component returns: the app sees gRPC ``INTERNAL`` (HTTP 500) with
 ``error invoking output binding NAME: rpc error: code = <our code> desc = <our text>`` (measured with
-daprd 1.18, ../shared/spec/dapr.md §5.4). So the code is chosen to fit the failure, and the text
+daprd 1.18, docs/dapr.md "Errors"). So the code is chosen to fit the failure, and the text
 starts with the error class and its key numbers in a fixed form::
 
     <ErrorClass>[ type=<n>][ status=<n>]: <the error's own message>

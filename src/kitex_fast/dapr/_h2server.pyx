@@ -1,0 +1,1109 @@
+# cython: language_level=3, embedsignature=True
+"""The compiled component server's byte layer: HTTP/2 from libnghttp2, gRPC framing and the
+OutputBinding messages' protobuf codec in C. Component rules stay in Python (``core.py``); the
+per-connection object here calls a Python ``app`` (``h2server.py``) only with decoded values.
+
+Shape (httptools over llhttp; nghttp2's own old python/nghttp2.pyx): ``Connection`` is an asyncio
+protocol whose ``data_received`` feeds ``nghttp2_session_mem_recv``; nghttp2 calls back
+``_on_begin_headers`` / ``_on_header`` / ``_on_data_chunk`` / ``_on_frame_recv`` /
+``_on_stream_close``, which keep a ``_Stream`` per request; replies are queued with
+``nghttp2_submit_response``/``nghttp2_submit_trailer`` and leave in one ``transport.write`` of what
+``nghttp2_session_mem_send`` produced (nghttp2 API: lib/includes/nghttp2/nghttp2.h, v1.52).
+
+gRPC over HTTP/2 (grpc/grpc doc/PROTOCOL-HTTP2.md): a message is a 1-byte compressed flag, a 4-byte
+big-endian length and the message; a reply is HEADERS (:status 200, content-type), DATA, and
+trailers with ``grpc-status`` and a percent-encoded ``grpc-message``; an error before any reply is
+"trailers-only" (one HEADERS frame with END_STREAM). ``grpc-timeout`` is 1-8 digits and a unit.
+
+Every read of peer bytes is bounds-checked against the end of its buffer; lengths from the peer
+are checked against what is there before use.
+"""
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcmp, memcpy
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+
+cdef extern from "nghttp2/nghttp2.h":
+    ctypedef struct nghttp2_session:
+        pass
+    ctypedef struct nghttp2_session_callbacks:
+        pass
+    ctypedef struct nghttp2_option:
+        pass
+    ctypedef struct nghttp2_nv:
+        uint8_t *name
+        uint8_t *value
+        size_t namelen
+        size_t valuelen
+        uint8_t flags
+    ctypedef struct nghttp2_frame_hd:
+        size_t length
+        int32_t stream_id
+        uint8_t type
+        uint8_t flags
+    ctypedef enum nghttp2_headers_category:
+        NGHTTP2_HCAT_REQUEST
+    ctypedef struct nghttp2_headers:
+        nghttp2_frame_hd hd
+        nghttp2_headers_category cat
+    ctypedef union nghttp2_frame:
+        nghttp2_frame_hd hd
+        nghttp2_headers headers
+    ctypedef union nghttp2_data_source:
+        int fd
+        void *ptr
+    ctypedef ssize_t (*nghttp2_data_source_read_callback)(
+        nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+        uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+    ctypedef struct nghttp2_data_provider:
+        nghttp2_data_source source
+        nghttp2_data_source_read_callback read_callback
+    ctypedef struct nghttp2_settings_entry:
+        int32_t settings_id
+        uint32_t value
+
+    ctypedef int (*nghttp2_on_begin_headers_callback)(nghttp2_session*, const nghttp2_frame*, void*)
+    ctypedef int (*nghttp2_on_header_callback)(nghttp2_session*, const nghttp2_frame*, const uint8_t*,
+                                               size_t, const uint8_t*, size_t, uint8_t, void*)
+    ctypedef int (*nghttp2_on_frame_recv_callback)(nghttp2_session*, const nghttp2_frame*, void*)
+    ctypedef int (*nghttp2_on_frame_send_callback)(nghttp2_session*, const nghttp2_frame*, void*)
+    ctypedef int (*nghttp2_on_data_chunk_recv_callback)(nghttp2_session*, uint8_t, int32_t,
+                                                        const uint8_t*, size_t, void*)
+    ctypedef int (*nghttp2_on_stream_close_callback)(nghttp2_session*, int32_t, uint32_t, void*)
+
+    int NGHTTP2_DATA
+    int NGHTTP2_HEADERS
+    int NGHTTP2_FLAG_NONE
+    int NGHTTP2_FLAG_END_STREAM
+    int NGHTTP2_NV_FLAG_NONE
+    int NGHTTP2_NO_ERROR
+    int NGHTTP2_PROTOCOL_ERROR
+    int NGHTTP2_CANCEL
+    int NGHTTP2_ENHANCE_YOUR_CALM
+    int NGHTTP2_ERR_DEFERRED
+    int NGHTTP2_ERR_CALLBACK_FAILURE
+    int NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
+    int NGHTTP2_DATA_FLAG_EOF
+    int NGHTTP2_DATA_FLAG_NO_END_STREAM
+    int NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS
+    int NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE
+
+    int nghttp2_session_callbacks_new(nghttp2_session_callbacks **callbacks_ptr)
+    void nghttp2_session_callbacks_del(nghttp2_session_callbacks *callbacks)
+    void nghttp2_session_callbacks_set_on_begin_headers_callback(nghttp2_session_callbacks*, nghttp2_on_begin_headers_callback)
+    void nghttp2_session_callbacks_set_on_header_callback(nghttp2_session_callbacks*, nghttp2_on_header_callback)
+    void nghttp2_session_callbacks_set_on_frame_recv_callback(nghttp2_session_callbacks*, nghttp2_on_frame_recv_callback)
+    void nghttp2_session_callbacks_set_on_frame_send_callback(nghttp2_session_callbacks*, nghttp2_on_frame_send_callback)
+    void nghttp2_session_callbacks_set_on_data_chunk_recv_callback(nghttp2_session_callbacks*, nghttp2_on_data_chunk_recv_callback)
+    void nghttp2_session_callbacks_set_on_stream_close_callback(nghttp2_session_callbacks*, nghttp2_on_stream_close_callback)
+    int nghttp2_session_server_new(nghttp2_session **session_ptr, const nghttp2_session_callbacks *callbacks, void *user_data)
+    void nghttp2_session_del(nghttp2_session *session)
+    ssize_t nghttp2_session_mem_recv(nghttp2_session *session, const uint8_t *data, size_t inlen)
+    ssize_t nghttp2_session_mem_send(nghttp2_session *session, const uint8_t **data_ptr)
+    int nghttp2_session_want_read(nghttp2_session *session)
+    int nghttp2_session_want_write(nghttp2_session *session)
+    int nghttp2_session_resume_data(nghttp2_session *session, int32_t stream_id)
+    int32_t nghttp2_session_get_last_proc_stream_id(nghttp2_session *session)
+    int nghttp2_submit_settings(nghttp2_session *session, uint8_t flags, const nghttp2_settings_entry *iv, size_t niv)
+    int nghttp2_submit_response(nghttp2_session *session, int32_t stream_id, const nghttp2_nv *nva,
+                                size_t nvlen, const nghttp2_data_provider *data_prd)
+    int nghttp2_submit_trailer(nghttp2_session *session, int32_t stream_id, const nghttp2_nv *nva, size_t nvlen)
+    int nghttp2_submit_rst_stream(nghttp2_session *session, uint8_t flags, int32_t stream_id, uint32_t error_code)
+    int nghttp2_submit_shutdown_notice(nghttp2_session *session)
+    int nghttp2_submit_goaway(nghttp2_session *session, uint8_t flags, int32_t last_stream_id,
+                              uint32_t error_code, const uint8_t *opaque_data, size_t opaque_data_len)
+    const char *nghttp2_strerror(int lib_error_code)
+
+
+# --- limits -------------------------------------------------------------------------------------
+
+# daprd's --max-body-size default (4Mi; dapr/dapr cmd/daprd/options/options.go, docs/dapr.md
+# "Limits"): no larger request reaches us through daprd; a longer one is refused with
+# RESOURCE_EXHAUSTED, as grpc-go's default receive limit does.
+DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
+# Request bytes buffered at once on one connection, across its streams; past it a stream is
+# refused with RESOURCE_EXHAUSTED (1024 streams x 4 MiB would otherwise be 4 GiB).
+DEFAULT_MAX_CONNECTION_BUFFER = 64 * 1024 * 1024
+# Streams open at once per connection (SETTINGS_MAX_CONCURRENT_STREAMS; nghttp2 refuses more with
+# RST_STREAM REFUSED_STREAM). daprd multiplexes every call on one connection.
+DEFAULT_MAX_STREAMS = 1024
+
+# gRPC status codes (grpc/grpc doc/statuscodes.md).
+STATUS_CODES = {
+    "OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4,
+    "NOT_FOUND": 5, "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9, "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12,
+    "INTERNAL": 13, "UNAVAILABLE": 14, "DATA_LOSS": 15, "UNAUTHENTICATED": 16,
+}
+cdef enum:
+    ST_RESOURCE_EXHAUSTED = 8
+    ST_UNIMPLEMENTED = 12
+    ST_INTERNAL = 13
+
+
+# After our last frame, how long a peer may take to close its side before we close hard.
+LINGER_SECONDS = 2.0
+
+from asyncio import get_running_loop as _get_running_loop
+
+
+class ProtobufError(ValueError):
+    """Bytes that are not the message they claim to be (the text says what was found where)."""
+
+
+# --- protobuf: the OutputBinding messages (dapr/proto/components/v1 bindings.proto, common.proto)
+# Wire format: protobuf docs "Encoding" (varint, tag = field << 3 | wire type; 0 varint, 1 fixed64,
+# 2 length-delimited, 5 fixed32; 3/4 groups are deprecated and refused here).
+
+cdef inline Py_ssize_t _varint(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, uint64_t* out) except -1:
+    cdef uint64_t value = 0
+    cdef int shift = 0
+    cdef uint8_t b
+    while True:
+        if pos >= end:
+            raise ProtobufError("truncated varint at byte %d" % pos)
+        if shift >= 64:
+            raise ProtobufError("varint longer than 10 bytes at byte %d" % pos)
+        b = p[pos]
+        pos += 1
+        value |= (<uint64_t>(b & 0x7F)) << shift
+        shift += 7
+        if b < 0x80:
+            out[0] = value
+            return pos
+
+
+cdef Py_ssize_t _skip(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, uint32_t wire) except -1:
+    """Past an unknown field's value (protobuf keeps unknown fields; these messages need none)."""
+    cdef uint64_t n
+    if wire == 0:
+        return _varint(p, pos, end, &n)
+    if wire == 1:
+        if end - pos < 8:
+            raise ProtobufError("truncated fixed64 at byte %d" % pos)
+        return pos + 8
+    if wire == 5:
+        if end - pos < 4:
+            raise ProtobufError("truncated fixed32 at byte %d" % pos)
+        return pos + 4
+    if wire == 2:
+        pos = _varint(p, pos, end, &n)
+        if n > <uint64_t>(end - pos):
+            raise ProtobufError("length %d at byte %d runs past the end (%d bytes left)" % (n, pos, end - pos))
+        return pos + <Py_ssize_t>n
+    raise ProtobufError("wire type %d at byte %d is not supported" % (wire, pos))
+
+
+cdef inline Py_ssize_t _tag(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, uint32_t* field, uint32_t* wire) except -1:
+    cdef uint64_t t
+    pos = _varint(p, pos, end, &t)
+    if t >> 3 == 0 or t >> 3 > 0x1FFFFFFF:
+        raise ProtobufError("field number 0 or out of range at byte %d" % pos)
+    field[0] = <uint32_t>(t >> 3)
+    wire[0] = <uint32_t>(t & 7)
+    return pos
+
+
+cdef inline Py_ssize_t _delimited(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t* start) except -1:
+    """Length-delimited value: its start in ``start``, its end returned."""
+    cdef uint64_t n
+    pos = _varint(p, pos, end, &n)
+    if n > <uint64_t>(end - pos):
+        raise ProtobufError("length %d at byte %d runs past the end (%d bytes left)" % (n, pos, end - pos))
+    start[0] = pos
+    return pos + <Py_ssize_t>n
+
+
+cdef inline str _utf8(const uint8_t* p, Py_ssize_t start, Py_ssize_t stop, str what):
+    try:
+        return PyUnicode_DecodeUTF8(<const char*>p + start, stop - start, NULL)
+    except UnicodeDecodeError:
+        raise ProtobufError("%s is not valid UTF-8 (proto3 string)" % what) from None
+
+
+cdef int _map_entry(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, dict out, str what) except -1:
+    """A map<string, string> entry (key = 1, value = 2); absent parts are ""; last one wins."""
+    cdef uint32_t field, wire
+    cdef Py_ssize_t start
+    cdef str key = "", value = ""
+    while pos < end:
+        pos = _tag(p, pos, end, &field, &wire)
+        if (field == 1 or field == 2) and wire == 2:
+            pos = _delimited(p, pos, end, &start)
+            if field == 1:
+                key = _utf8(p, start, pos, what + " key")
+            else:
+                value = _utf8(p, start, pos, what + " value")
+        else:
+            pos = _skip(p, pos, end, wire)
+    out[key] = value
+    return 0
+
+
+cdef tuple _decode_invoke_request(const uint8_t* p, Py_ssize_t end):
+    cdef uint32_t field, wire
+    cdef Py_ssize_t pos = 0, start, stop
+    cdef bytes data = b""
+    cdef str operation = ""
+    cdef dict metadata = {}
+    while pos < end:
+        pos = _tag(p, pos, end, &field, &wire)
+        if field <= 3 and wire == 2:
+            stop = _delimited(p, pos, end, &start)
+            if field == 1:
+                data = PyBytes_FromStringAndSize(<const char*>p + start, stop - start)
+            elif field == 2:
+                _map_entry(p, start, stop, metadata, "InvokeRequest.metadata")
+            else:
+                operation = _utf8(p, start, stop, "InvokeRequest.operation")
+            pos = stop
+        else:
+            pos = _skip(p, pos, end, wire)
+    return data, metadata, operation
+
+
+cdef dict _decode_init_request(const uint8_t* p, Py_ssize_t end):
+    cdef uint32_t field, wire, inner_field, inner_wire
+    cdef Py_ssize_t pos = 0, start, stop, ipos, istart, istop
+    cdef dict properties = {}
+    while pos < end:
+        pos = _tag(p, pos, end, &field, &wire)
+        if field == 1 and wire == 2:  # OutputBindingInitRequest.metadata: MetadataRequest
+            stop = _delimited(p, pos, end, &start)
+            ipos = start
+            while ipos < stop:
+                ipos = _tag(p, ipos, stop, &inner_field, &inner_wire)
+                if inner_field == 1 and inner_wire == 2:  # MetadataRequest.properties
+                    istop = _delimited(p, ipos, stop, &istart)
+                    _map_entry(p, istart, istop, properties, "MetadataRequest.properties")
+                    ipos = istop
+                else:
+                    ipos = _skip(p, ipos, stop, inner_wire)
+            pos = stop
+        else:
+            pos = _skip(p, pos, end, wire)
+    return properties
+
+
+cdef int _check_message(const uint8_t* p, Py_ssize_t end) except -1:
+    """Any message with no field we read (the empty requests): only well-formed fields."""
+    cdef uint32_t field, wire
+    cdef Py_ssize_t pos = 0
+    while pos < end:
+        pos = _tag(p, pos, end, &field, &wire)
+        pos = _skip(p, pos, end, wire)
+    return 0
+
+
+def decode_invoke_request(message):
+    """``InvokeRequest`` bytes -> ``(data: bytes, metadata: dict, operation: str)``."""
+    cdef const uint8_t[::1] view = message
+    if view.shape[0] == 0:
+        return b"", {}, ""
+    return _decode_invoke_request(&view[0], view.shape[0])
+
+
+def decode_init_request(message):
+    """``OutputBindingInitRequest`` bytes -> its ``metadata.properties`` as a dict."""
+    cdef const uint8_t[::1] view = message
+    if view.shape[0] == 0:
+        return {}
+    return _decode_init_request(&view[0], view.shape[0])
+
+
+def scan_fields(message):
+    """Any message's top-level fields as ``[(field number, value)]``: ints for varint/fixed,
+    bytes for length-delimited (the reflection requests, which are rare, use this)."""
+    cdef const uint8_t[::1] view = message
+    cdef Py_ssize_t pos = 0, end = view.shape[0], start, stop
+    cdef uint32_t field, wire
+    cdef uint64_t n
+    cdef list out = []
+    if end == 0:
+        return out
+    cdef const uint8_t* p = &view[0]
+    while pos < end:
+        pos = _tag(p, pos, end, &field, &wire)
+        if wire == 2:
+            stop = _delimited(p, pos, end, &start)
+            out.append((field, PyBytes_FromStringAndSize(<const char*>p + start, stop - start)))
+            pos = stop
+        elif wire == 0:
+            pos = _varint(p, pos, end, &n)
+            out.append((field, n))
+        else:
+            start = pos
+            pos = _skip(p, pos, end, wire)
+            out.append((field, int.from_bytes((<const char*>p)[start:pos], "little")))
+    return out
+
+
+# -- encoding: into a bytearray, fields in number order, map entries by key (what protobuf's
+# deterministic serialization writes; key and value always present, as upb's encode_mapentry).
+
+cdef inline void _put_varint(bytearray out, uint64_t v):
+    cdef uint8_t buf[10]
+    cdef int n = 0
+    while v >= 0x80:
+        buf[n] = <uint8_t>(v & 0x7F) | 0x80
+        v >>= 7
+        n += 1
+    buf[n] = <uint8_t>v
+    out += (<char*>buf)[:n + 1]
+
+
+cdef inline int _varint_size(uint64_t v):
+    cdef int n = 1
+    while v >= 0x80:
+        v >>= 7
+        n += 1
+    return n
+
+
+cdef inline void _put_bytes_field(bytearray out, uint32_t field, const char* p, Py_ssize_t n):
+    _put_varint(out, (field << 3) | 2)
+    _put_varint(out, <uint64_t>n)
+    out += p[:n]
+
+
+cdef bytes _as_utf8(object s):
+    if type(s) is bytes:
+        return <bytes>s
+    return (<str>s).encode("utf-8")
+
+
+cdef void _put_string_map(bytearray out, uint32_t field, object mapping) except *:
+    cdef bytes k, v
+    cdef list items = sorted([(_as_utf8(a), _as_utf8(b)) for a, b in mapping.items()])
+    for k, v in items:
+        _put_varint(out, (field << 3) | 2)
+        _put_varint(out, <uint64_t>(_varint_size(len(k)) + len(k) + _varint_size(len(v)) + len(v) + 2))
+        _put_bytes_field(out, 1, PyBytes_AS_STRING(k), len(k))
+        _put_bytes_field(out, 2, PyBytes_AS_STRING(v), len(v))
+
+
+cdef inline void _grpc_prefix(bytearray out):
+    out += b"\x00\x00\x00\x00\x00"  # compressed flag 0, length patched by _patch_length
+
+
+cdef inline int _patch_length(bytearray out) except -1:
+    cdef Py_ssize_t n = len(out) - 5
+    if n > 0xFFFFFFFF:
+        raise ProtobufError("reply of %d bytes does not fit a gRPC message" % n)
+    out[1] = (n >> 24) & 0xFF
+    out[2] = (n >> 16) & 0xFF
+    out[3] = (n >> 8) & 0xFF
+    out[4] = n & 0xFF
+    return 0
+
+
+def encode_invoke_response(data, metadata, content_type, bint framed=False):
+    """``InvokeResponse`` bytes (with the 5-byte gRPC prefix when ``framed``)."""
+    cdef bytearray out = bytearray()
+    cdef const uint8_t[::1] view = data
+    cdef bytes ct
+    if framed:
+        _grpc_prefix(out)
+    if view.shape[0]:
+        _put_bytes_field(out, 1, <const char*>&view[0], view.shape[0])
+    if metadata:
+        _put_string_map(out, 2, metadata)
+    if content_type:
+        ct = _as_utf8(content_type)
+        _put_bytes_field(out, 3, PyBytes_AS_STRING(ct), len(ct))
+    if framed:
+        _patch_length(out)
+    return bytes(out)
+
+
+def encode_strings(strings, uint32_t field=1, bint framed=False):
+    """A message whose only field is ``repeated string`` number ``field`` (ListOperationsResponse)."""
+    cdef bytearray out = bytearray()
+    cdef bytes b
+    if framed:
+        _grpc_prefix(out)
+    for s in strings:
+        b = _as_utf8(s)
+        _put_bytes_field(out, field, PyBytes_AS_STRING(b), len(b))
+    if framed:
+        _patch_length(out)
+    return bytes(out)
+
+
+def encode_fields(fields, bint framed=False):
+    """``[(field number, bytes | int)]`` -> a message (length-delimited for bytes, varint for int);
+    for the prebuilt reflection replies."""
+    cdef bytearray out = bytearray()
+    cdef bytes b
+    if framed:
+        _grpc_prefix(out)
+    for field, value in fields:
+        if isinstance(value, int):
+            _put_varint(out, (<uint32_t>field << 3) | 0)
+            _put_varint(out, <uint64_t>value)
+        else:
+            b = bytes(value)
+            _put_bytes_field(out, field, PyBytes_AS_STRING(b), len(b))
+    if framed:
+        _patch_length(out)
+    return bytes(out)
+
+
+# --- gRPC over HTTP/2 ---------------------------------------------------------------------------
+
+cdef bytes _UNRESERVED = b"".join(bytes([c]) for c in range(0x20, 0x7F) if c != 0x25)
+
+
+def percent_encode(text):
+    """``grpc-message``'s encoding: UTF-8, then every byte outside 0x20-0x7E and ``%`` as %XX."""
+    cdef bytes raw = _as_utf8(text)
+    cdef bytearray out = bytearray()
+    cdef uint8_t c
+    for c in raw:
+        if 0x20 <= c <= 0x7E and c != 0x25:
+            out.append(c)
+        else:
+            out += b"%%%02X" % c
+    return bytes(out)
+
+
+cdef double _parse_timeout(const uint8_t* v, size_t n):
+    """``grpc-timeout`` (TimeoutValue TimeoutUnit: 1-8 digits, one of H M S m u n) in seconds;
+    -1 when malformed (then ignored, as grpc-go ignores a header it cannot parse... it refuses it;
+    we serve the call without a deadline and the rpcTimeout still bounds it)."""
+    cdef size_t i
+    cdef double value = 0
+    if n < 2 or n > 9:
+        return -1
+    for i in range(n - 1):
+        if v[i] < 48 or v[i] > 57:
+            return -1
+        value = value * 10 + (v[i] - 48)
+    c = v[n - 1]
+    if c == 72:  # H
+        return value * 3600
+    if c == 77:  # M
+        return value * 60
+    if c == 83:  # S
+        return value
+    if c == 109:  # m
+        return value / 1e3
+    if c == 117:  # u
+        return value / 1e6
+    if c == 110:  # n
+        return value / 1e9
+    return -1
+
+
+# Methods, by :path (the service and method names of bindings.proto; reflection v1alpha's
+# grpc/reflection/v1alpha/reflection.proto).
+cdef enum:
+    M_INVOKE = 1
+    M_INIT = 2
+    M_LIST = 3
+    M_PING = 4
+    M_REFLECT = 5
+    M_UNKNOWN = 6
+
+cdef dict _METHODS = {
+    b"/dapr.proto.components.v1.OutputBinding/Invoke": M_INVOKE,
+    b"/dapr.proto.components.v1.OutputBinding/Init": M_INIT,
+    b"/dapr.proto.components.v1.OutputBinding/ListOperations": M_LIST,
+    b"/dapr.proto.components.v1.OutputBinding/Ping": M_PING,
+    b"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": M_REFLECT,
+}
+
+cdef bytes _EMPTY_REPLY = b"\x00\x00\x00\x00\x00"
+cdef bytes _NOT_GRPC = b"kitex_fast component: this socket speaks gRPC (content-type application/grpc) only\n"
+
+
+cdef class _Stream:
+    cdef int32_t id
+    cdef bytes path
+    cdef bytes method
+    cdef bytes content_type
+    cdef bytes encoding
+    cdef str instance
+    cdef double timeout
+    cdef bytearray inbuf
+    cdef bint replied      # response HEADERS submitted
+    cdef bint finished     # nothing more to read from the request (refused, or processed)
+    cdef bint ended        # the peer ended its side
+    cdef object out        # bytearray of DATA to send
+    cdef Py_ssize_t out_pos
+    cdef bint out_final    # no more DATA: trailers follow
+    cdef bint deferred
+    cdef bint plain        # a plain HTTP reply (not gRPC): the body ends the stream, no trailers
+    cdef bint reset_after  # RST_STREAM NO_ERROR once our last frame is out (the client still sends)
+    cdef int status
+    cdef bytes message
+    cdef public object task
+
+    def __cinit__(self):
+        self.inbuf = bytearray()
+        self.timeout = -1
+        self.instance = ""
+        self.path = b""
+        self.method = b""
+        self.content_type = b""
+        self.encoding = b""
+        self.message = b""
+        self.out = None
+
+
+cdef inline nghttp2_nv _nv(bytes name, bytes value):
+    cdef nghttp2_nv nv
+    nv.name = <uint8_t*>PyBytes_AS_STRING(name)
+    nv.namelen = len(name)
+    nv.value = <uint8_t*>PyBytes_AS_STRING(value)
+    nv.valuelen = len(value)
+    nv.flags = NGHTTP2_NV_FLAG_NONE
+    return nv
+
+
+cdef int _on_begin_headers(nghttp2_session* session, const nghttp2_frame* frame, void* user_data) noexcept:
+    cdef Connection conn = <Connection>user_data
+    if frame.hd.type != NGHTTP2_HEADERS or frame.headers.cat != NGHTTP2_HCAT_REQUEST:
+        return 0
+    try:
+        s = _Stream()
+        s.id = frame.hd.stream_id
+        conn.streams[s.id] = s
+    except BaseException as exc:
+        conn.error = exc
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    return 0
+
+
+cdef inline bint _is(const uint8_t* name, size_t n, const char* lit, size_t litn) noexcept:
+    return n == litn and memcmp(name, lit, n) == 0
+
+
+cdef int _on_header(nghttp2_session* session, const nghttp2_frame* frame, const uint8_t* name,
+                    size_t namelen, const uint8_t* value, size_t valuelen, uint8_t flags,
+                    void* user_data) noexcept:
+    cdef Connection conn = <Connection>user_data
+    cdef _Stream s
+    if frame.hd.type != NGHTTP2_HEADERS or frame.headers.cat != NGHTTP2_HCAT_REQUEST:
+        return 0  # trailers from the client: gRPC gives them no meaning
+    try:
+        s = conn.streams.get(frame.hd.stream_id)
+        if s is None:
+            return 0
+        if _is(name, namelen, ":path", 5):
+            s.path = PyBytes_FromStringAndSize(<const char*>value, valuelen)
+        elif _is(name, namelen, ":method", 7):
+            s.method = PyBytes_FromStringAndSize(<const char*>value, valuelen)
+        elif _is(name, namelen, "content-type", 12):
+            s.content_type = PyBytes_FromStringAndSize(<const char*>value, valuelen)
+        elif _is(name, namelen, "grpc-timeout", 12):
+            s.timeout = _parse_timeout(value, valuelen)
+        elif _is(name, namelen, "grpc-encoding", 13):
+            s.encoding = PyBytes_FromStringAndSize(<const char*>value, valuelen)
+        elif _is(name, namelen, "x-component-instance", 20):
+            s.instance = (<const char*>value)[:valuelen].decode("utf-8", "replace")
+    except BaseException as exc:
+        conn.error = exc
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    return 0
+
+
+cdef int _on_data_chunk(nghttp2_session* session, uint8_t flags, int32_t stream_id,
+                        const uint8_t* data, size_t length, void* user_data) noexcept:
+    cdef Connection conn = <Connection>user_data
+    try:
+        conn._data(stream_id, data, length)
+    except BaseException as exc:
+        conn.error = exc
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    return 0
+
+
+cdef int _on_frame_recv(nghttp2_session* session, const nghttp2_frame* frame, void* user_data) noexcept:
+    cdef Connection conn = <Connection>user_data
+    if (frame.hd.type == NGHTTP2_DATA or frame.hd.type == NGHTTP2_HEADERS) and \
+            frame.hd.flags & NGHTTP2_FLAG_END_STREAM:
+        try:
+            conn._end_stream(frame.hd.stream_id)
+        except BaseException as exc:
+            conn.error = exc
+            return NGHTTP2_ERR_CALLBACK_FAILURE
+    return 0
+
+
+cdef int _on_frame_send(nghttp2_session* session, const nghttp2_frame* frame, void* user_data) noexcept:
+    # A reset submitted together with the reply would make nghttp2 drop the queued reply (seen
+    # with 1.52): the RST_STREAM that stops a client we stopped reading goes after our last frame.
+    cdef Connection conn = <Connection>user_data
+    cdef _Stream s
+    if frame.hd.flags & NGHTTP2_FLAG_END_STREAM and (frame.hd.type == NGHTTP2_HEADERS or frame.hd.type == NGHTTP2_DATA):
+        s = conn.streams.get(frame.hd.stream_id)
+        if s is not None and s.reset_after and not s.ended:
+            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s.id, NGHTTP2_NO_ERROR)
+    return 0
+
+
+cdef int _on_stream_close(nghttp2_session* session, int32_t stream_id, uint32_t error_code,
+                          void* user_data) noexcept:
+    cdef Connection conn = <Connection>user_data
+    try:
+        conn._closed(stream_id)
+    except BaseException as exc:
+        conn.error = exc
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    return 0
+
+
+cdef ssize_t _read_data(nghttp2_session* session, int32_t stream_id, uint8_t* buf, size_t length,
+                        uint32_t* data_flags, nghttp2_data_source* source, void* user_data) noexcept:
+    cdef Connection conn = <Connection>user_data
+    cdef _Stream s
+    cdef Py_ssize_t n
+    cdef nghttp2_nv nva[2]
+    try:
+        s = conn.streams.get(stream_id)
+        if s is None:
+            return NGHTTP2_ERR_CALLBACK_FAILURE
+        out = <bytearray>s.out
+        n = len(out) - s.out_pos
+        if n > <Py_ssize_t>length:
+            n = length
+        if n > 0:
+            memcpy(buf, <char*>out + s.out_pos, n)
+            s.out_pos += n
+            if s.out_pos == len(out):
+                del out[:]
+                s.out_pos = 0
+        if len(out) == 0 and s.plain:
+            data_flags[0] |= NGHTTP2_DATA_FLAG_EOF
+            return n
+        if len(out) == 0 and s.out_final:
+            # The trailers end the stream (nghttp2.h: NGHTTP2_DATA_FLAG_NO_END_STREAM + submit_trailer
+            # from inside the read callback).
+            data_flags[0] |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM
+            status = b"%d" % s.status
+            nva[0] = _nv(b"grpc-status", status)
+            if s.message:
+                nva[1] = _nv(b"grpc-message", s.message)
+            if nghttp2_submit_trailer(session, stream_id, nva, 2 if s.message else 1) != 0:
+                return NGHTTP2_ERR_CALLBACK_FAILURE
+            return n
+        if n == 0:
+            s.deferred = True
+            return NGHTTP2_ERR_DEFERRED
+        return n
+    except BaseException as exc:
+        conn.error = exc
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+
+
+cdef class Connection:
+    """One HTTP/2 connection of daprd (or any gRPC client): an asyncio protocol.
+
+    ``app`` is the Python side (h2server.App): ``invoke(conn, stream_id, instance, operation, data,
+    metadata, timeout)`` and ``init(conn, stream_id, instance, properties)`` start the call and
+    answer later through :meth:`reply_invoke` / :meth:`reply_empty` / :meth:`reply_status`;
+    ``operations(instance)`` and ``reflect(request bytes) -> reply bytes`` answer at once;
+    ``connection_done(conn)`` is told when the connection is gone."""
+
+    cdef nghttp2_session* session
+    cdef object transport
+    cdef object app
+    cdef dict streams
+    cdef object error
+    cdef Py_ssize_t buffered          # request bytes held across streams
+    cdef Py_ssize_t max_message
+    cdef Py_ssize_t max_buffer
+    cdef bint paused
+    cdef bint closing
+    cdef bint shut                    # our side is done: write_eof sent, reading to the peer's EOF
+    cdef object linger                # the hard close if the peer never closes its side
+    cdef public int calls             # calls running (Invoke/Init) on this connection
+
+    def __init__(self, app, Py_ssize_t max_message=DEFAULT_MAX_MESSAGE,
+                  Py_ssize_t max_buffer=DEFAULT_MAX_CONNECTION_BUFFER, int max_streams=DEFAULT_MAX_STREAMS):
+        cdef nghttp2_session_callbacks* cbs
+        cdef nghttp2_settings_entry iv[2]
+        self.app = app
+        self.streams = {}
+        self.max_message = max_message
+        self.max_buffer = max_buffer
+        if nghttp2_session_callbacks_new(&cbs) != 0:
+            raise MemoryError()
+        nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, _on_begin_headers)
+        nghttp2_session_callbacks_set_on_header_callback(cbs, _on_header)
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, _on_data_chunk)
+        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, _on_frame_recv)
+        nghttp2_session_callbacks_set_on_frame_send_callback(cbs, _on_frame_send)
+        nghttp2_session_callbacks_set_on_stream_close_callback(cbs, _on_stream_close)
+        rv = nghttp2_session_server_new(&self.session, cbs, <void*>self)
+        nghttp2_session_callbacks_del(cbs)
+        if rv != 0:
+            raise MemoryError(nghttp2_strerror(rv).decode())
+        iv[0].settings_id = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS
+        iv[0].value = max_streams
+        iv[1].settings_id = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE
+        iv[1].value = 64 * 1024
+        nghttp2_submit_settings(self.session, NGHTTP2_FLAG_NONE, iv, 2)
+
+    def __dealloc__(self):
+        if self.session is not NULL:
+            nghttp2_session_del(self.session)
+            self.session = NULL
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self._flush()  # our SETTINGS go first (RFC 9113 3.4: the server preface)
+
+    def data_received(self, data):
+        cdef const uint8_t[::1] view = data
+        cdef ssize_t rv
+        if self.session is NULL or view.shape[0] == 0 or self.shut:
+            return  # (after our last frame: read and drop until the peer closes)
+        rv = nghttp2_session_mem_recv(self.session, &view[0], view.shape[0])
+        if self.error is not None:
+            err, self.error = self.error, None
+            self.app.connection_error(self, err)
+            self._shutdown()
+            return
+        if rv < 0:
+            # Not HTTP/2 (or a fatal protocol error): nghttp2 has queued GOAWAY where it could.
+            self.app.protocol_error(self, nghttp2_strerror(<int>rv).decode(), bytes(data[:16]))
+            self._flush()
+            self._shutdown()
+            return
+        self._flush()
+
+    def eof_received(self):
+        return False  # close our side too
+
+    def connection_lost(self, exc):
+        streams, self.streams = self.streams, {}
+        for s in streams.values():
+            task = (<_Stream>s).task
+            if task is not None and not task.done():
+                task.cancel()
+        self.buffered = 0
+        self.transport = None
+        if self.linger is not None:
+            self.linger.cancel()
+            self.linger = None
+        self.app.connection_done(self)
+
+    def pause_writing(self):
+        # The peer does not read: stop reading from it too, so nothing piles up here.
+        self.paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self):
+        self.paused = False
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    # -- the send side --------------------------------------------------------------------------
+
+    cdef _flush(self):
+        cdef const uint8_t* data
+        cdef ssize_t n
+        cdef list chunks
+        if self.session is NULL or self.transport is None:
+            return
+        chunks = []
+        while True:
+            n = nghttp2_session_mem_send(self.session, &data)
+            if n < 0:
+                self._abort()
+                return
+            if n == 0:
+                break
+            chunks.append(PyBytes_FromStringAndSize(<const char*>data, n))
+        if self.error is not None:
+            err, self.error = self.error, None
+            self.app.connection_error(self, err)
+            self._shutdown()
+            return
+        if chunks:
+            # one write for everything nghttp2 produced: one syscall per batch of frames
+            self.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if not nghttp2_session_want_read(self.session) and not nghttp2_session_want_write(self.session):
+            self._shutdown()  # GOAWAY sent or received, and every stream done
+
+    cdef _shutdown(self):
+        """Close our side gracefully: closing a socket with unread bytes in it sends TCP RST,
+        and a RST can make the peer drop our last frames (the GOAWAY) unread. So: shutdown(SHUT_WR),
+        read and drop until the peer closes, and close hard after LINGER_SECONDS at the latest."""
+        if self.shut or self.transport is None:
+            return
+        self.shut = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.linger = _get_running_loop().call_later(LINGER_SECONDS, self._abort_now)
+        else:
+            self.transport.close()
+
+    def _abort_now(self):
+        self.linger = None
+        self._abort()
+
+    cdef _abort(self):
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- the receive side (called from nghttp2's callbacks) -------------------------------------
+
+    cdef _data(self, int32_t stream_id, const uint8_t* data, size_t length):
+        cdef _Stream s = self.streams.get(stream_id)
+        if s is None or s.finished or s.inbuf is None:
+            return
+        if not s.content_type.startswith(b"application/grpc") or s.path not in _METHODS:
+            return  # answered at END_STREAM (415 / UNIMPLEMENTED); the body is not kept
+        if self.buffered + <Py_ssize_t>length > self.max_buffer:
+            self._refuse(s, ST_RESOURCE_EXHAUSTED,
+                         "this connection holds %d request bytes already (limit %d)" % (self.buffered, self.max_buffer))
+            return
+        s.inbuf += (<const char*>data)[:length]
+        self.buffered += length
+        self._messages(s, False)
+
+    cdef _messages(self, _Stream s, bint at_end):
+        """Act on the gRPC messages at the head of ``s.inbuf``: each one as it completes for the
+        reflection stream; the one request of a unary method at END_STREAM."""
+        cdef const uint8_t* p
+        cdef Py_ssize_t have, n
+        cdef int method = _METHODS.get(s.path, M_UNKNOWN)
+        while not s.finished:
+            have = len(s.inbuf)
+            if have < 5:
+                if at_end and have:
+                    self._refuse(s, ST_INTERNAL, "request ends inside a gRPC message prefix (%d bytes)" % have)
+                return
+            p = <const uint8_t*><char*>s.inbuf
+            n = (<Py_ssize_t>p[1] << 24) | (<Py_ssize_t>p[2] << 16) | (<Py_ssize_t>p[3] << 8) | p[4]
+            if p[0] != 0:
+                self._refuse(s, ST_UNIMPLEMENTED,
+                             "compressed messages are not supported (grpc-encoding %r); send identity"
+                             % s.encoding.decode("latin-1"))
+                return
+            if n > self.max_message:
+                self._refuse(s, ST_RESOURCE_EXHAUSTED,
+                             "grpc: received message larger than max (%d vs. %d)" % (n, self.max_message))
+                return
+            if have - 5 < n:
+                if at_end:
+                    self._refuse(s, ST_INTERNAL, "request ends inside a gRPC message (%d of %d bytes)" % (have - 5, n))
+                return
+            if method != M_REFLECT:
+                if have > 5 + n:
+                    self._refuse(s, ST_INTERNAL, "more than one request message for a unary method")
+                    return
+                if not at_end:
+                    return  # a unary request is one message, then END_STREAM
+            message = bytes(s.inbuf[5:5 + n])
+            del s.inbuf[:5 + n]
+            self.buffered -= 5 + n
+            if method == M_REFLECT:
+                self._reflect(s, message)
+            else:
+                s.finished = True
+                self._unary(s, method, message)
+                return
+
+    cdef _end_stream(self, int32_t stream_id):
+        cdef _Stream s = self.streams.get(stream_id)
+        cdef int method
+        if s is None:
+            return
+        s.ended = True
+        if s.finished:
+            return
+        if not s.content_type.startswith(b"application/grpc"):
+            # Not gRPC (gRPC over HTTP/2: "SHOULD respond with HTTP status 415").
+            s.finished = True
+            self._respond_http(s, b"415")
+            return
+        method = _METHODS.get(s.path, M_UNKNOWN)
+        if method == M_UNKNOWN or s.method != b"POST":
+            s.finished = True
+            self.reply_status(s.id, ST_UNIMPLEMENTED,
+                              "unknown method %s" % s.path.decode("latin-1") if method == M_UNKNOWN
+                              else "gRPC needs POST, not %s" % s.method.decode("latin-1"))
+            return
+        self._messages(s, True)
+        if s.finished:
+            return
+        if method == M_REFLECT:
+            s.finished = True
+            self._finish(s, 0, b"")
+            return
+        if len(s.inbuf) == 0:
+            s.finished = True
+            self.reply_status(s.id, ST_INTERNAL, "no request message for a unary method")
+
+    cdef _closed(self, int32_t stream_id):
+        cdef _Stream s = self.streams.pop(stream_id, None)
+        if s is None:
+            return
+        self.buffered -= len(s.inbuf)
+        s.inbuf = None
+        if s.task is not None and not s.task.done():
+            s.task.cancel()  # RST_STREAM from daprd: its deadline passed, or it went away
+
+    cdef _refuse(self, _Stream s, int status, str text):
+        """End a request we will not read further: the status, then RST_STREAM NO_ERROR so the
+        client stops sending (gRPC over HTTP/2: a server may end a stream before the client)."""
+        s.finished = True
+        self.buffered -= len(s.inbuf)
+        s.inbuf = bytearray()
+        s.reset_after = True
+        self.reply_status(s.id, status, text)
+
+    cdef _unary(self, _Stream s, int method, bytes message):
+        cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(message)
+        cdef Py_ssize_t n = len(message)
+        try:
+            if method == M_INVOKE:
+                data, metadata, operation = _decode_invoke_request(p, n)
+                self.calls += 1
+                s.task = self.app.invoke(self, s.id, s.instance, operation, data, metadata,
+                                         s.timeout if s.timeout >= 0 else None)
+            elif method == M_INIT:
+                properties = _decode_init_request(p, n)
+                self.calls += 1
+                s.task = self.app.init(self, s.id, s.instance, properties)
+            elif method == M_LIST:
+                _check_message(p, n)
+                self._reply(s, encode_strings(self.app.operations(s.instance), 1, True))
+            else:  # M_PING
+                _check_message(p, n)
+                self._reply(s, _EMPTY_REPLY)
+        except ProtobufError as exc:
+            self.reply_status(s.id, ST_INTERNAL, "grpc: error unmarshalling request: %s" % exc)
+
+    cdef _reflect(self, _Stream s, bytes message):
+        reply = self.app.reflect(message)
+        self._headers(s)
+        (<bytearray>s.out).extend(reply)
+        self._resume(s)
+
+    # -- replies --------------------------------------------------------------------------------
+
+    cdef _headers(self, _Stream s):
+        cdef nghttp2_nv nva[2]
+        cdef nghttp2_data_provider prd
+        if s.replied:
+            return
+        s.replied = True
+        s.out = bytearray()
+        nva[0] = _nv(b":status", b"200")
+        nva[1] = _nv(b"content-type", b"application/grpc")
+        prd.source.ptr = NULL
+        prd.read_callback = _read_data
+        nghttp2_submit_response(self.session, s.id, nva, 2, &prd)
+
+    cdef _resume(self, _Stream s):
+        if s.deferred:
+            s.deferred = False
+            nghttp2_session_resume_data(self.session, s.id)
+
+    cdef _finish(self, _Stream s, int status, bytes message):
+        self._headers(s)
+        s.status = status
+        s.message = message
+        s.out_final = True
+        self._resume(s)
+
+    cdef _reply(self, _Stream s, bytes framed):
+        self._headers(s)
+        (<bytearray>s.out).extend(framed)
+        self._finish(s, 0, b"")
+
+    cdef _respond_http(self, _Stream s, bytes status):
+        """A plain HTTP reply with a short text body, for a request that is not gRPC."""
+        cdef nghttp2_nv nva[2]
+        cdef nghttp2_data_provider prd
+        s.replied = True
+        s.plain = True
+        s.out = bytearray(_NOT_GRPC)
+        nva[0] = _nv(b":status", status)
+        nva[1] = _nv(b"content-type", b"text/plain")
+        prd.source.ptr = NULL
+        prd.read_callback = _read_data
+        nghttp2_submit_response(self.session, s.id, nva, 2, &prd)
+
+    def reply_invoke(self, int32_t stream_id, data, metadata, content_type):
+        """The call on ``stream_id`` succeeded: its InvokeResponse, then grpc-status 0."""
+        cdef _Stream s = self.streams.get(stream_id)
+        self.calls -= 1
+        if s is None:
+            return  # reset by the client meanwhile
+        self._reply(s, encode_invoke_response(data, metadata, content_type, True))
+        self._flush()
+
+    def reply_empty(self, int32_t stream_id):
+        """The call on ``stream_id`` succeeded with an empty message (Init)."""
+        cdef _Stream s = self.streams.get(stream_id)
+        self.calls -= 1
+        if s is None:
+            return
+        self._reply(s, _EMPTY_REPLY)
+        self._flush()
+
+    def call_failed(self, int32_t stream_id, int status, text):
+        """A call started by the app failed with this gRPC status."""
+        self.calls -= 1
+        self.reply_status(stream_id, status, text)
+        self._flush()
+
+    def call_cancelled(self):
+        self.calls -= 1
+
+    def reply_status(self, int32_t stream_id, int status, text):
+        """End ``stream_id`` with a non-OK status: trailers-only when nothing was sent yet."""
+        cdef _Stream s = self.streams.get(stream_id)
+        cdef nghttp2_nv nva[4]
+        cdef bytes code, message
+        if s is None:
+            return
+        message = percent_encode(text)
+        if s.replied:
+            self._finish(s, status, message)
+            return
+        s.replied = True
+        code = b"%d" % status
+        nva[0] = _nv(b":status", b"200")
+        nva[1] = _nv(b"content-type", b"application/grpc")
+        nva[2] = _nv(b"grpc-status", code)
+        nva[3] = _nv(b"grpc-message", message)
+        nghttp2_submit_response(self.session, s.id, nva, 4 if message else 3, NULL)
+
+    def shutdown_notice(self):
+        """Start a graceful shutdown (GOAWAY with the last stream id 2^31-1: RFC 9113 6.8)."""
+        if self.session is not NULL and not self.closing:
+            nghttp2_submit_shutdown_notice(self.session)
+            self._flush()
+
+    def goaway(self):
+        """Final GOAWAY naming the last stream processed; the connection closes once the streams
+        still open are done."""
+        if self.session is not NULL and not self.closing:
+            self.closing = True
+            nghttp2_submit_goaway(self.session, NGHTTP2_FLAG_NONE,
+                                  nghttp2_session_get_last_proc_stream_id(self.session),
+                                  NGHTTP2_NO_ERROR, NULL, 0)
+            self._flush()
+
+    def close(self):
+        if self.transport is not None:
+            self.transport.close()
+
+    @property
+    def open_streams(self):
+        return len(self.streams)
+
+    @property
+    def buffered_bytes(self):
+        return self.buffered

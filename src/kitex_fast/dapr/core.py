@@ -1,0 +1,426 @@
+"""The component's rules, once, for every server that drives them (no grpc, no protobuf here).
+
+``kitex-fast component`` has two servers for the same socket: the grpcio one (:mod:`.component`)
+and the compiled HTTP/2 one (:mod:`.h2server`, on libnghttp2 where it was built). Both are thin
+drivers of this module, which holds everything that is Dapr's or ours rather than gRPC's:
+
+- component instances, keyed by daprd's ``x-component-instance`` header (the YAML's
+  ``metadata.name``), each with its ``Init`` defaults and its own binding; bounded (LRU, a warning
+  on every eviction) so that a flood of distinct names cannot grow the process without limit;
+- the request rules: the HTTP base64 opt-in for ``data``, W3C trace context forwarded as TTHeader
+  transient metainfo, the Kitex ``rpcTimeout`` capped at daprd's remaining deadline;
+- failures as (gRPC status code name, text) pairs with their log lines (:mod:`.status`);
+- socket hygiene: a stale socket file hangs daprd's discovery forever, so it is removed before
+  binding and on every exit path; a live owner makes the start fail;
+- the process life: SIGTERM/SIGINT remove the socket, stop accepting, drain calls in flight
+  (bounded), close every Kitex connection, exit 0.
+
+The wire facts these rules rest on are in ``docs/dapr.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import errno
+import functools
+import json
+import logging
+import os
+import signal
+import socket
+import stat
+from collections import OrderedDict
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Set, Tuple
+
+from ..binding import InvokeRequest
+from ..errors import KitexError, MetadataError
+from ..metadata import DEFAULTS, parse_duration
+from ..aio import AsyncKitexOutputBinding
+from .status import status_of
+
+__all__ = [
+    "Component",
+    "SocketInUseError",
+    "socket_path",
+    "claim_socket",
+    "remove_socket",
+    "run",
+    "SERVICE_NAME",
+    "REFLECTION_SERVICE_NAME",
+    "INSTANCE_HEADER",
+    "DATA_ENCODING_KEY",
+    "TRACE_KEYS",
+    "TRANSIENT_PREFIX",
+    "DEFAULT_MAX_INSTANCES",
+]
+
+log = logging.getLogger(__name__.rpartition(".")[0])  # the subpackage, wherever it is vendored
+
+SERVICE_NAME = "dapr.proto.components.v1.OutputBinding"
+# daprd discovers components through reflection v1alpha (docs/dapr.md "Discovery").
+REFLECTION_SERVICE_NAME = "grpc.reflection.v1alpha.ServerReflection"
+DEFAULT_SOCKET_FOLDER = "/tmp/dapr-components-sockets"
+SOCKET_FOLDER_ENV = "DAPR_COMPONENTS_SOCKETS_FOLDER"  # what daprd reads (not the Go SDK's name)
+# daprd names the component instance (the YAML's metadata.name) on every call with this header.
+INSTANCE_HEADER = "x-component-instance"
+# Opt-in for HTTP callers: daprd JSON-encodes `data` before it reaches us (dapr pkg/api/http/http.go
+# onOutputBindingMessage), so raw Thrift cannot travel over HTTP; a JSON string holding base64 can.
+DATA_ENCODING_KEY = "dataEncoding"
+DATA_ENCODING_BASE64 = "base64"
+# W3C trace context keys daprd adds. On TTHeader they are forwarded the way Kitex's OpenTelemetry
+# suite reads them: kitex-contrib/obs-opentelemetry's ClientMiddleware puts the propagator's keys
+# into metainfo transient values (metainfo.WithValue); Kitex's MetainfoClientHandler sends those as
+# TTHeader string headers prefixed RPC_TRANSIT_ (bytedance/gopkg cloud/metainfo PrefixTransient),
+# and the server's ServerMiddleware extracts them again with metainfo.GetAllValues.
+TRACE_KEYS = ("traceparent", "tracestate", "baggage")
+TRANSIENT_PREFIX = "RPC_TRANSIT_"
+_UNTRACED = "00-00000000000000000000000000000000-0000000000000000-00"
+# daprd inits each YAML once; more names than this come from a misbehaving caller (every unknown
+# x-component-instance would otherwise keep a binding and its connections for good).
+DEFAULT_MAX_INSTANCES = 1024
+
+
+class SocketInUseError(RuntimeError):
+    """Another live process serves the socket (or the path is not a socket we may replace)."""
+
+
+def socket_path(folder: Optional[str], name: str) -> str:
+    folder = folder or os.environ.get(SOCKET_FOLDER_ENV) or DEFAULT_SOCKET_FOLDER
+    return os.path.join(folder, name + ".sock")
+
+
+def claim_socket(path: str) -> None:
+    """Make ``path`` free to bind: remove a stale socket, refuse a live one or a non-socket."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise SocketInUseError("%s exists and is not a socket; remove it or choose another --name" % path)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise SocketInUseError("cannot tell whether %s is in use: %s" % (path, exc)) from None
+    else:
+        raise SocketInUseError(
+            "%s is served by a live process; stop it first or choose another --name" % path
+        )
+    finally:
+        probe.close()
+    # Nothing listens: a leftover of a killed component. daprd would hang on it forever.
+    try:
+        os.unlink(path)
+        log.info("removed stale socket %s", path)
+    except FileNotFoundError:
+        pass
+
+
+def remove_socket(path: str, inode: Optional[int]) -> None:
+    """Unlink ``path`` unless it is now another process's socket (another inode)."""
+    try:
+        if inode is not None and os.lstat(path).st_ino != inode:
+            return  # someone else's socket now
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not remove socket %s: %s", path, exc)
+
+
+class _Instance:
+    """One component instance (one YAML): its defaults and its own binding (clients, caches)."""
+
+    __slots__ = ("name", "defaults", "binding", "initialised", "in_flight", "evicted")
+
+    def __init__(self, name: str, defaults: Dict[str, str], binding: Any, initialised: bool) -> None:
+        self.name = name
+        self.defaults = defaults
+        self.binding = binding
+        self.initialised = initialised
+        self.in_flight = 0  # calls running on the binding: an evicted instance closes after them
+        self.evicted = False
+
+
+class Component:
+    """The state behind either server: component instances and their bindings, and the request
+    rules. Runs on one asyncio event loop (the server's)."""
+
+    def __init__(
+        self, *, implementation: Optional[str] = None, max_clients: int = 64,
+        max_instances: int = DEFAULT_MAX_INSTANCES,
+    ) -> None:
+        if max_instances < 1:
+            raise ValueError("max_instances must be at least 1, not %r" % (max_instances,))
+        self.implementation = implementation
+        self.max_clients = max_clients
+        self.max_instances = max_instances
+        self._instances: "OrderedDict[str, _Instance]" = OrderedDict()  # least recently used first
+        self._closing: Set["asyncio.Future[None]"] = set()
+
+    def _new_binding(self) -> AsyncKitexOutputBinding:
+        return AsyncKitexOutputBinding(max_clients=self.max_clients, implementation=self.implementation)
+
+    @property
+    def instance_names(self) -> List[str]:
+        return sorted(self._instances)
+
+    def _install(self, inst: _Instance) -> None:
+        old = self._instances.pop(inst.name, None)
+        self._instances[inst.name] = inst
+        if old is not None:
+            self._retire(old)
+        while len(self._instances) > self.max_instances:
+            _, victim = self._instances.popitem(last=False)
+            log.warning(
+                "more than %d component instances (x-component-instance names): dropping the least "
+                "recently used, %r%s; raise --max-instances if daprd really has this many YAMLs",
+                self.max_instances, victim.name,
+                " and its YAML defaults" if victim.initialised else "",
+            )
+            self._retire(victim)
+
+    def _retire(self, inst: _Instance) -> None:
+        # Calls still running on it finish first (the last one closes it, see invoke()).
+        inst.evicted = True
+        if inst.in_flight == 0:
+            self._close_later(inst)
+
+    def _close_later(self, inst: _Instance) -> None:
+        task = asyncio.ensure_future(self._close_instance(inst))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    @staticmethod
+    async def _close_instance(inst: _Instance) -> None:
+        try:
+            await inst.binding.close()
+        except Exception:  # noqa: BLE001 - a close failure is only worth a log line
+            log.exception("closing instance %r", inst.name)
+
+    async def init(self, name: str, properties: Mapping[str, str]) -> None:
+        """daprd's Init for instance ``name``: validate and install its defaults (a re-Init, e.g.
+        after a component hot reload, replaces the instance and closes the old one's clients)."""
+        binding = self._new_binding()
+        try:
+            await binding.init(dict(properties))
+        except BaseException:
+            await binding.close()
+            raise
+        self._install(_Instance(name, dict(properties), binding, True))
+        log.info(
+            "instance %r initialised (defaults: %s)", name,
+            ", ".join(sorted(properties)) or "none",
+        )
+
+    async def init_status(self, name: str, properties: Mapping[str, str]) -> Optional[Tuple[str, str]]:
+        """:meth:`init` for a server: None, or the (code, text) status to answer with."""
+        try:
+            await self.init(name, properties)
+        except KitexError as exc:
+            code, text = status_of(exc)
+            log.warning("instance %r: Init refused: %s", name, text)
+            return code, text
+        return None
+
+    def instance(self, name: str) -> _Instance:
+        inst = self._instances.get(name)
+        if inst is not None:
+            self._instances.move_to_end(name)
+            return inst
+        # daprd inits each instance once, when it starts; an unknown name means this component
+        # restarted under a running daprd. Serve it (per-request metadata suffices, as with
+        # the Go binding) but say that the YAML's defaults are gone until daprd restarts.
+        inst = _Instance(name, {}, self._new_binding(), False)
+        self._install(inst)
+        log.warning(
+            "instance %r was never initialised by this process (component restarted while "
+            "daprd kept running?): serving it without its YAML defaults; restart daprd to "
+            "restore them", name,
+        )
+        return inst
+
+    def operations(self, name: str) -> List[str]:
+        return list(self.instance(name).binding.operations())
+
+    async def invoke(
+        self, name: str, operation: str, data: bytes, metadata: Dict[str, str],
+        deadline: Optional[float] = None,
+    ) -> Any:
+        """One call for instance ``name``; ``deadline``: seconds daprd still waits (its gRPC deadline,
+        set by a Dapr resiliency timeout), which then also bounds the Kitex call."""
+        inst = self.instance(name)
+        encoding = metadata.get(DATA_ENCODING_KEY)
+        if encoding is not None:
+            data = _decode_data(encoding, data)
+        metadata = _with_trace_headers(metadata, inst.defaults)
+        if deadline is not None:
+            metadata = _within_deadline(metadata, inst.defaults, deadline)
+        inst.in_flight += 1
+        try:
+            return await inst.binding.invoke(InvokeRequest(operation, data, metadata))
+        finally:
+            inst.in_flight -= 1
+            if inst.evicted and inst.in_flight == 0:
+                self._close_later(inst)
+
+    def failed(self, name: str, metadata: Mapping[str, str], exc: BaseException) -> Tuple[str, str]:
+        """A failed Invoke: log it, and the (code, text) status to answer with."""
+        code, text = status_of(exc)
+        if isinstance(exc, KitexError):
+            log.warning("instance %r: call to %s failed: %s", name, self.destination(name, metadata), text)
+        else:
+            log.error("instance %r: call to %s crashed", name, self.destination(name, metadata),
+                      exc_info=exc)
+        return code, text
+
+    def abandoned(self, name: str, metadata: Mapping[str, str]) -> None:
+        """daprd's deadline passed or it went away; the Kitex call ends by its (capped) timeout."""
+        log.warning("instance %r: call to %s abandoned by daprd (deadline or cancel)",
+                    name, self.destination(name, metadata))
+
+    def destination(self, name: str, metadata: Mapping[str, str]) -> str:
+        """``destService.methodName@hostPorts`` of a request, for log lines."""
+        inst = self._instances.get(name)
+        defaults = inst.defaults if inst is not None else {}
+
+        def get(key: str) -> str:
+            return str(metadata.get(key) or defaults.get(key) or "?")
+
+        return "%s.%s@%s" % (get("destService"), get("methodName"), get("hostPorts"))
+
+    async def close(self) -> None:
+        instances = list(self._instances.values())
+        self._instances = OrderedDict()
+        for inst in instances:
+            await self._close_instance(inst)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+def _decode_data(encoding: str, data: bytes) -> bytes:
+    if encoding != DATA_ENCODING_BASE64:
+        raise MetadataError(
+            "dapr binding kitex: metadata field %s: %r is not supported (use %r: data is a JSON "
+            "string holding base64, as daprd's HTTP API delivers it)"
+            % (DATA_ENCODING_KEY, encoding, DATA_ENCODING_BASE64)
+        )
+    try:
+        text = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        text = None
+    if not isinstance(text, str):
+        raise MetadataError(
+            "dapr binding kitex: %s=%s needs data to be a JSON string; got %r"
+            % (DATA_ENCODING_KEY, DATA_ENCODING_BASE64, bytes(data[:32]))
+        )
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise MetadataError(
+            "dapr binding kitex: %s=%s: data is not valid base64 (%r)"
+            % (DATA_ENCODING_KEY, DATA_ENCODING_BASE64, text[:32])
+        ) from None
+
+
+def _with_trace_headers(metadata: Dict[str, str], defaults: Mapping[str, str]) -> Dict[str, str]:
+    """Forward daprd's trace context as TTHeader transient metainfo (see TRACE_KEYS)."""
+    if "traceparent" not in metadata:
+        return metadata
+    transport_name = metadata.get("transport") or defaults.get("transport") or ""
+    if not transport_name.strip().lower().startswith("ttheader"):
+        return metadata  # Framed/Buffered carry no headers
+    out = None
+    for key in TRACE_KEYS:
+        value = metadata.get(key)
+        if not value or (key == "traceparent" and value == _UNTRACED):
+            continue  # daprd sends an all-zero traceparent for untraced calls: not a context
+        header = "header." + TRANSIENT_PREFIX + key
+        if header in metadata:
+            continue  # the caller set it explicitly
+        if out is None:
+            out = dict(metadata)
+        out[header] = value
+    return metadata if out is None else out
+
+
+def _within_deadline(metadata: Dict[str, str], defaults: Mapping[str, str], seconds: float) -> Dict[str, str]:
+    """Cap ``rpcTimeout`` at daprd's remaining deadline. Without it, a call daprd gave up on would
+    keep running (and holding its connection) until the binding's own rpcTimeout."""
+    configured = metadata.get("rpcTimeout") or defaults.get("rpcTimeout") or DEFAULTS["rpcTimeout"]
+    current = _configured_seconds(configured)
+    if current is _BAD or (current is not None and current <= seconds):
+        return metadata  # (a bad value: let the binding report it)
+    out = dict(metadata)
+    out["rpcTimeout"] = "%dms" % _cap_ms(seconds)
+    return out
+
+
+_BAD = -1.0
+
+
+@functools.lru_cache(maxsize=64)
+def _configured_seconds(text: str) -> Optional[float]:
+    try:
+        return parse_duration("rpcTimeout", text)
+    except MetadataError:
+        return _BAD
+
+
+def _cap_ms(seconds: float) -> int:
+    """The capped rpcTimeout in ms, rounded down to two significant digits. daprd gives every call
+    a fresh deadline (e.g. 29.987 s of a 30 s resiliency timeout), so the rounded value repeats
+    call after call and the binding's route cache, keyed by the metadata values, keeps hitting
+    (an exact value would miss it, and re-validate the metadata, on nearly every call)."""
+    ms = max(1, int(seconds * 1000))
+    if ms >= 100:
+        scale = 10 ** (len(str(ms)) - 2)
+        ms -= ms % scale
+    return ms
+
+
+# A server, as run() drives it: start(path) listens on the socket (the file exists when it
+# returns), stop(drain_seconds) refuses new calls and waits (bounded) for those in flight.
+StartFn = Callable[[str], Awaitable[None]]
+StopFn = Callable[[float], Awaitable[None]]
+
+
+async def run(
+    args: argparse.Namespace, component: Component, start: StartFn, stop: StopFn, server_name: str,
+    implementation_name: str,
+) -> int:
+    """The process life of either server: claim the socket, serve until SIGTERM/SIGINT, then
+    remove the socket, drain, close every Kitex connection; 0 after a clean stop."""
+    path = socket_path(args.socket_folder, args.name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    claim_socket(path)
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    bound_inode: Optional[int] = None
+    try:
+        await start(path)
+        os.chmod(path, args.socket_mode)
+        bound_inode = os.lstat(path).st_ino
+        log.info(
+            "kitex_fast component: serving bindings.%s on %s (pid %d, implementation %s, server %s)",
+            args.name, path, os.getpid(), implementation_name, server_name,
+        )
+        await stopping.wait()
+        log.info("stopping: draining calls in flight (up to %.0f s)", args.drain_timeout)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        remove_socket(path, bound_inode)  # first: nobody new should find a dying component
+        await stop(args.drain_timeout)
+        await component.close()
+        remove_socket(path, bound_inode)  # the server may have re-created nothing; be sure
+    log.info("stopped")
+    return 0

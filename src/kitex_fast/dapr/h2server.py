@@ -1,0 +1,249 @@
+"""The compiled component server: libnghttp2 + a Cython gRPC layer (``_h2server.pyx``) on an
+asyncio event loop, driving the same component rules as the grpcio server (:mod:`.core`).
+
+The extension is built only where libnghttp2's headers were found (setup.py); :func:`unavailable`
+says why it is not here otherwise, and the CLI falls back to grpcio. This module imports neither
+grpc nor protobuf.
+
+Per call, the byte layer (HTTP/2 frames, gRPC framing, the protobuf messages) runs in C; Python runs
+one coroutine per Invoke/Init (the Kitex call on the asyncio driver) and the component rules.
+Reflection v1alpha (what daprd asks at discovery) is answered from replies built once at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from types import ModuleType
+from typing import Any, Dict, List, Optional, Set
+
+from .. import _dispatch
+from . import core
+from .core import REFLECTION_SERVICE_NAME, SERVICE_NAME, Component
+from .proto.descriptor import SERIALIZED as OUTPUT_BINDING_FILE
+
+__all__ = ["unavailable", "serve", "App", "reflection_reply"]
+
+log = logging.getLogger(__name__.rpartition(".")[0])  # the subpackage, wherever it is vendored
+
+_ext: Optional[ModuleType] = None
+_why_not = ""
+
+
+def _load() -> Optional[ModuleType]:
+    global _ext, _why_not
+    if _ext is None and not _why_not:
+        if _dispatch.NO_EXTENSIONS:
+            _why_not = "KITEX_FAST_NO_EXTENSIONS is set"
+        else:
+            _ext = _dispatch.load_compiled("dapr._h2server")
+            if _ext is None:
+                _why_not = ("its extension (dapr/_h2server) is not in this copy of kitex_fast: it is "
+                            "built only where libnghttp2's headers are found (apt-get install "
+                            "libnghttp2-dev, then reinstall), and a --pure vendored copy leaves it "
+                            "out")
+    return _ext
+
+
+def unavailable() -> Optional[str]:
+    """None when the compiled server can run here, else the reason it cannot."""
+    return None if _load() is not None else _why_not
+
+
+# -- reflection v1alpha (grpc/grpc src/proto/grpc/reflection/v1alpha/reflection.proto) -----------
+# ServerReflectionRequest: host 1, file_by_filename 3, file_containing_symbol 4,
+#   file_containing_extension 5, all_extension_numbers_of_type 6, list_services 7.
+# ServerReflectionResponse: valid_host 1, original_request 2, file_descriptor_response 4
+#   (FileDescriptorResponse: repeated bytes file_descriptor_proto 1), list_services_response 6
+#   (ListServiceResponse: repeated ServiceResponse service 1; ServiceResponse: name 1),
+#   error_response 7 (ErrorResponse: error_code 1, error_message 2).
+_FILE_NAME = b"kitex_fast/dapr/proto/output_binding.proto"
+_NOT_FOUND = 5
+
+
+def _symbols() -> Set[bytes]:
+    names = {SERVICE_NAME.encode()}
+    package = SERVICE_NAME.rpartition(".")[0]
+    for method in ("Init", "Invoke", "ListOperations", "Ping"):
+        names.add(("%s.%s" % (SERVICE_NAME, method)).encode())
+    for message in ("MetadataRequest", "OutputBindingInitRequest", "OutputBindingInitResponse",
+                    "ListOperationsRequest", "ListOperationsResponse", "InvokeRequest",
+                    "InvokeResponse", "PingRequest", "PingResponse"):
+        names.add(("%s.%s" % (package, message)).encode())
+    return names
+
+
+class _Reflection:
+    def __init__(self, ext: ModuleType) -> None:
+        self.ext = ext
+        services = [ext.encode_fields([(1, name.encode())]) for name in (SERVICE_NAME, REFLECTION_SERVICE_NAME)]
+        self.list_services = ext.encode_fields([(1, s) for s in services])
+        self.file = ext.encode_fields([(1, OUTPUT_BINDING_FILE)])
+        self.symbols = _symbols()
+
+    def reply(self, request: bytes) -> bytes:
+        """The framed ServerReflectionResponse to one request."""
+        try:
+            fields = self.ext.scan_fields(request)
+        except ValueError as exc:
+            return self._error(request, 3, "cannot parse ServerReflectionRequest: %s" % exc)
+        kind: Dict[int, Any] = {f: v for f, v in fields if f >= 3}
+        if 7 in kind:
+            answer = [(6, self.list_services)]
+        elif kind.get(4) in self.symbols or kind.get(3) == _FILE_NAME:
+            answer = [(4, self.file)]
+        else:
+            what = next(iter(kind.items()), (0, b""))
+            text = "%s not found" % (bytes(what[1]).decode("utf-8", "replace") if isinstance(what[1], bytes) else what[1])
+            return self._error(request, _NOT_FOUND, text)
+        return self.ext.encode_fields([(2, request)] + answer, True)  # type: ignore[no-any-return]
+
+    def _error(self, request: bytes, code: int, text: str) -> bytes:
+        err = self.ext.encode_fields([(1, code), (2, text.encode())])
+        return self.ext.encode_fields([(2, request), (7, err)], True)  # type: ignore[no-any-return]
+
+
+def reflection_reply(request: bytes) -> bytes:
+    """The framed reflection reply the compiled server gives ``request`` (for tests)."""
+    ext = _load()
+    assert ext is not None, unavailable()
+    return _Reflection(ext).reply(request)
+
+
+class App:
+    """The Python side of the compiled server's connections: the calls, on the component."""
+
+    def __init__(self, component: Component, ext: ModuleType) -> None:
+        self.component = component
+        self.ext = ext
+        self.codes: Dict[str, int] = ext.STATUS_CODES
+        self.reflection = _Reflection(ext)
+        self.connections: Set[Any] = set()
+        self.tasks: Set["asyncio.Task[None]"] = set()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def protocol(self) -> Any:  # an asyncio protocol factory
+        conn = self.ext.Connection(self)
+        self.connections.add(conn)
+        return conn
+
+    # -- called by the connections -----------------------------------------------------------
+
+    def _start(self, coro: Any) -> "asyncio.Task[None]":
+        task: "asyncio.Task[None]" = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        self.idle.clear()
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: "asyncio.Task[None]") -> None:
+        self.tasks.discard(task)
+        if not self.tasks:
+            self.idle.set()
+
+    def invoke(self, conn: Any, stream_id: int, name: str, operation: str, data: bytes,
+               metadata: Dict[str, str], timeout: Optional[float]) -> "asyncio.Task[None]":
+        return self._start(self._invoke(conn, stream_id, name, operation, data, metadata, timeout))
+
+    async def _invoke(self, conn: Any, stream_id: int, name: str, operation: str, data: bytes,
+                      metadata: Dict[str, str], timeout: Optional[float]) -> None:
+        try:
+            response = await self.component.invoke(name, operation, data, metadata, timeout)
+        except asyncio.CancelledError:
+            self.component.abandoned(name, metadata)
+            conn.call_cancelled()
+            return
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a hang
+            code, text = self.component.failed(name, metadata, exc)
+            conn.call_failed(stream_id, self.codes[code], text)
+            return
+        conn.reply_invoke(stream_id, response.data, response.metadata, response.content_type)
+
+    def init(self, conn: Any, stream_id: int, name: str, properties: Dict[str, str]) -> "asyncio.Task[None]":
+        return self._start(self._init(conn, stream_id, name, properties))
+
+    async def _init(self, conn: Any, stream_id: int, name: str, properties: Dict[str, str]) -> None:
+        try:
+            refused = await self.component.init_status(name, properties)
+        except asyncio.CancelledError:
+            conn.call_cancelled()
+            return
+        except Exception as exc:  # noqa: BLE001
+            log.error("instance %r: Init crashed", name, exc_info=exc)
+            conn.call_failed(stream_id, self.codes["INTERNAL"], "%s: %s" % (type(exc).__name__, exc))
+            return
+        if refused is None:
+            conn.reply_empty(stream_id)
+        else:
+            conn.call_failed(stream_id, self.codes[refused[0]], refused[1])
+
+    def operations(self, name: str) -> List[str]:
+        return self.component.operations(name)
+
+    def reflect(self, request: bytes) -> bytes:
+        return self.reflection.reply(request)
+
+    def connection_done(self, conn: Any) -> None:
+        self.connections.discard(conn)
+
+    def connection_error(self, conn: Any, exc: BaseException) -> None:
+        log.error("connection dropped after an internal error", exc_info=exc)
+
+    def protocol_error(self, conn: Any, text: str, first: bytes) -> None:
+        log.warning("a client sent bytes that are not HTTP/2 gRPC (%s; first bytes %s): connection closed",
+                    text, first.hex(" "))
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    async def drain(self, seconds: float) -> None:
+        """GOAWAY to every connection, wait (bounded) for the calls in flight, then close."""
+        for conn in list(self.connections):
+            conn.shutdown_notice()
+        try:
+            await asyncio.wait_for(self.idle.wait(), seconds)
+        except asyncio.TimeoutError:
+            log.warning("%d calls still running after %.0f s: cancelled", len(self.tasks), seconds)
+        for conn in list(self.connections):
+            conn.goaway()
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.sleep(0)  # let the last replies and GOAWAYs reach the transports
+        for conn in list(self.connections):
+            conn.close()
+
+
+def _tcp(text: str) -> "tuple[str, int]":
+    host, _, port = text.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+async def serve(args: argparse.Namespace, component: Component, implementation_name: str) -> int:
+    """Serve the socket with the compiled server until SIGTERM/SIGINT (:func:`core.run`)."""
+    ext = _load()
+    if ext is None:
+        raise RuntimeError(unavailable())
+    loop = asyncio.get_running_loop()
+    app = App(component, ext)
+    servers: List[Any] = []
+
+    async def start(path: str) -> None:
+        listen_tcp = getattr(args, "listen_tcp", None)
+        if listen_tcp:  # tests only (h2spec): plaintext HTTP/2 on a loopback port; first, so
+            # that it is logged before the socket daprd (and the tests) wait for accepts
+            server = await loop.create_server(app.protocol, *_tcp(listen_tcp))
+            servers.append(server)
+            host, port = server.sockets[0].getsockname()[:2]
+            log.info("also listening on tcp %s:%d (tests only)", host, port)
+        servers.append(await loop.create_unix_server(app.protocol, path))
+
+    async def stop(drain: float) -> None:
+        for server in servers:
+            server.close()
+        await app.drain(drain)
+
+    name = "compiled (libnghttp2, %s loop)" % getattr(args, "loop", "asyncio")
+    return await core.run(args, component, start, stop, name, implementation_name)
