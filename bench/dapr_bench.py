@@ -591,7 +591,7 @@ def targets(b: Bench, rows: List[Row], res: Dict[Tuple[str, int], List[Sample]],
     return "\n".join(lines)
 
 
-def notes(b: Bench) -> List[str]:
+def notes(b: Bench, null_row: bool = True) -> List[str]:
     md = ["", "## Notes", ""]
     md.append("- The Go binding: daprd v1.16.0 (the last line with Dapr's Go `bindings.kitex`, kitex v0.5.0) "
               "built by bench/dapr_go_binding_daprd.sh with only that built-in component; it ignores the "
@@ -599,8 +599,9 @@ def notes(b: Bench) -> List[str]:
     md.append("- The Go peer (bench/go/cmd/kitexpeer): the Go binding's logic (per-call metadata, a client per "
               "`version.destService.methodName.hostPorts` never evicted, `GenericCall` with the caller's "
               "message) as a pluggable component on Kitex v0.16.3 and grpc-go v1.80.0, dapr v1.18.0's stubs.")
-    md.append("- The Go null component (bench/go/cmd/nullcomp): the same scaffolding, `Invoke` returns the "
-              "request's data; its Kitex server column is idle.")
+    if null_row:
+        md.append("- The Go null component (bench/go/cmd/nullcomp): the same scaffolding, `Invoke` returns the "
+                  "request's data; its Kitex server column is idle.")
     md.append("- One daprd v1.18.0 discovers every pluggable row's socket in one folder; each row is its own "
               "component YAML (`bindings.<socket name>`). daprd runs at log level info.")
     for n in b.notes:
@@ -666,7 +667,10 @@ def slow_table(b: Bench) -> str:
         if firsts:
             md.append("")
             md.append("First error, %s: `%s`" % (row.label, firsts[0][:300]))
-    md += notes(b)
+    md.append("")
+    md.append("CPU per call here is each process's CPU over the run ÷ its calls: on a row that completes few "
+              "calls it is mostly what the processes spend anyway (timers, pollers, the event loop), not per call.")
+    md += notes(b, null_row=False)
     return "\n".join(md) + "\n"
 
 
@@ -676,10 +680,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round of 1 s, 5,000 memory calls (< 3 min)")
     parser.add_argument("--slow-method", action="store_true",
                         help="the head-of-line table instead: 64 callers of sleep(50 ms)")
-    parser.add_argument("--rounds", type=int, help="rounds per row (default 3; quick 1)")
+    parser.add_argument("--rounds", type=int, help="rounds per row (default 5, slow-method 2; quick 1)")
     parser.add_argument("--duration", type=float, help="measured seconds per row and caller count "
-                        "(default 4; quick 1; slow-method 10 / quick 3)")
-    parser.add_argument("--warmup", type=float, help="warm-up seconds before each measurement (default 1; quick 0.3)")
+                        "(default 3; quick 1; slow-method 10 / quick 3)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds before each measurement (default 0.5; quick 0.3; slow-method 2 / quick 1)")
     parser.add_argument("--rss-calls", type=int, help="calls of the memory run (default 100000; quick 5000)")
     parser.add_argument("--rss-keys", type=int, default=1000, help="distinct metadata sets in the memory run")
     parser.add_argument("--no-go-binding", action="store_true", help="skip daprd 1.16 with Dapr's Go binding")
@@ -688,11 +692,11 @@ def main() -> None:
     args = parser.parse_args()
     q = args.quick
     if args.rounds is None:
-        args.rounds = 1 if q else (2 if args.slow_method else 3)
+        args.rounds = 1 if q else (2 if args.slow_method else 5)
     if args.duration is None:
-        args.duration = (3.0 if q else 10.0) if args.slow_method else (1.0 if q else 4.0)
+        args.duration = (3.0 if q else 10.0) if args.slow_method else (1.0 if q else 3.0)
     if args.warmup is None:
-        args.warmup = (1.0 if q else 2.0) if args.slow_method else (0.3 if q else 1.0)
+        args.warmup = (1.0 if q else 2.0) if args.slow_method else (0.3 if q else 0.5)
     if args.rss_calls is None:
         args.rss_calls = 5000 if q else 100_000
 
