@@ -1,196 +1,162 @@
 #!/usr/bin/env python3
-"""The Dapr path, measured: Dapr Python SDK -> daprd v1.18.0 -> `kitex-fast component` -> Kitex.
+"""The Dapr path, measured on a Go load generator with Go reference rows, all in one run.
 
-    python bench/dapr_bench.py [--quick] [--out bench/results]
+    python bench/dapr_bench.py [--quick] [--slow-method] [--rounds R] [--duration S]
+                               [--rss-calls N] [--rss-keys K] [--no-go-binding] [--out DIR]
 
-Against one real Kitex echo server (Go, Framed, 1 KiB request), in one run:
+Every call goes app -> daprd's gRPC API (``dapr.proto.runtime.v1.Dapr/InvokeBinding``) -> binding
+-> one real Kitex server (Go, default mode). The app is bench/go's ``daprload`` (grpc-go, C workers
+sharing one connection, closed loop), or the Dapr Python SDK's asyncio client as a second caller
+row. Rows, side by side:
 
-1. Sequential latency (one call in flight), p50/p99: the Dapr path (sync SDK), the direct compiled
-   ``KitexOutputBinding`` (what the component does per call, without gRPC and daprd) and the floor
-   (bench/floor.c: the prebuilt frame over a raw socket). Clients take turns in rounds.
-2. Calls/s with 1, 16 and 64 concurrent callers: the Dapr path (the SDK's asyncio client, one task
-   per caller), the direct binding (one thread per caller, one shared binding) and the floor (one
-   floor process per caller).
-3. Component RSS over 100,000 calls through daprd cycling 1,000 distinct metadata sets (``version``
-   v0..v999: each was its own Kitex client, never freed, in Dapr's Go binding).
+- Dapr's own Go ``bindings.kitex`` inside daprd v1.16.0 (kitex v0.5.0; the binding this project
+  replaces), built by bench/dapr_go_binding_daprd.sh; every ratio is against this row;
+- ``kitex-fast component``, once per ``--server`` it offers (grpcio, compiled), or once with its
+  only server when it has no ``--server`` option; in daprd v1.18.0 (tests/dapr/build_daprd.sh);
+- the Go peer: a grpc-go pluggable component calling Kitex v0.16.3's binary generic client, one
+  client per metadata key as the Go binding did (bench/go/cmd/kitexpeer), in the same daprd 1.18;
+- the Go null component: grpc-go, answers with the request's data, calls nothing
+  (bench/go/cmd/nullcomp): the floor of any pluggable component;
+- the Python SDK calling the Go binding and the component.
 
-With ``--go-binding``, the same figures for daprd v1.16.0 with Dapr's own Go ``bindings.kitex`` (the
-binding this project replaces; built by bench/dapr_go_binding_daprd.sh), daprd's RSS being its memory.
-Writes OUT/dapr.md; prints it too. Nothing is asserted.
+All pluggable components sit in one socket folder served by one daprd 1.18; rows take turns, in a
+rotating order, round after round. Per row and caller count (1, 16, 64): calls/s, p50/p99, and the
+CPU each process spent per call (utime+stime deltas from /proc/<pid>/stat over the measured calls:
+daprd, the component, the Kitex server). Then each component's RSS after ``--rss-calls`` calls
+cycling ``--rss-keys`` metadata sets (``version`` v0..v<K-1>).
+
+``--slow-method`` measures instead the head-of-line table (issue 17): 64 callers of the rich
+service's ``sleep(50)`` through the Go binding, the component(s) and the Go peer.
+
+Writes OUT/dapr.md (OUT/dapr-slow.md with --slow-method; ``-quick`` before ``.md`` in quick mode) and
+prints it. Everything listens on 127.0.0.1 or unix sockets; every process started here is stopped
+at the end, on error and on SIGTERM too. Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
+import re
+import selectors
 import shutil
+import signal
+import statistics
+import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+GO_MODULE = BENCH / "go"
+GO_BIN = GO_MODULE / "bin"
 sys.path.insert(0, str(ROOT / "tests" / "dapr"))
 sys.path.insert(0, str(ROOT / "tests" / "interop"))
 
-import run  # noqa: E402  (bench/run.py: floor build, frames, statistics, machine info)
-import _clients  # noqa: E402
+import run  # noqa: E402  (bench/run.py: machine info)
 import peers  # noqa: E402
 import stack  # noqa: E402
-from kitex_fast import InvokeRequest, KitexOutputBinding  # noqa: E402
-from kitex_fast.testing import echo_request, read_echo_reply  # noqa: E402
+from kitex_fast import codec  # noqa: E402
+from kitex_fast.testing import echo_request  # noqa: E402
 
-DAPR = "Dapr path: SDK -> daprd -> component (c)"
-GO = "Dapr path: SDK -> daprd 1.16.0 built-in Go binding"
-DIRECT = "KitexOutputBinding (c), direct"
-FLOOR = run.FLOOR
+CALLERS = (1, 16, 64)
+SLOW_MS = 50
+SLOW_CALLERS = 64
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+T0 = time.monotonic()
 
-
-def meta(address: str, **extra: str) -> Dict[str, str]:
-    # poolSize 64: up to 64 calls in flight keep their connections (the default 10 idle per endpoint
-    # would close and reopen the rest on every call); connectTimeout 1s instead of Kitex's 50 ms,
-    # which a machine this loaded misses now and then. The Go binding ignores both keys.
-    out = {"hostPorts": address, "destService": "echo", "methodName": "echo", "version": "v1",
-           "poolSize": "64", "connectTimeout": "1s"}
-    out.update(extra)
-    return out
+GO_BINDING = "gobinding"
+SDK_GO_BINDING = "sdk-gobinding"
 
 
-class SdkClient(_clients.BenchClient):
-    label = DAPR
-
-    def __init__(self, daprd: stack.Daprd, data: bytes, metadata: Dict[str, str], label: str = DAPR) -> None:
-        self.label = label
-        self._daprd = daprd
-        self._client = daprd.client()
-        self._data, self._meta = data, metadata
-
-    def batch(self, k: int) -> List[int]:
-        self._daprd.configure_sdk()  # two daprds in one run: the SDK's settings are global
-        invoke, clock = self._client.invoke_binding, time.perf_counter_ns
-        out = [0] * k
-        for i in range(k):
-            t0 = clock()
-            invoke("kitex", "get", data=self._data, binding_metadata=self._meta)
-            out[i] = clock() - t0
-        return out
-
-    def close(self) -> None:
-        self._client.close()
+@dataclass
+class Row:
+    key: str
+    label: str
+    daprd: str  # "1.16" or "1.18"
+    binding: str  # the component's metadata.name in daprd
+    caller: str = "go"  # "go" (daprload) or "sdk" (the Python SDK)
+    component_pid: Optional[Callable[[], Optional[int]]] = None  # None: in-process (Go binding)
+    expect: str = "hi Kitex"
+    note: str = ""
+    ratio_to: str = GO_BINDING
 
 
-def sequential(daprd: stack.Daprd, go_daprd: Optional[stack.Daprd], address: str, floor_bin: Path,
-               work: Path, rounds: int, calls: int) -> Dict[str, Dict[str, float]]:
-    data = echo_request("x" * 1024)
-    frame = run.request_frame(address, "framed", data)
-    run.check_frame(address, "framed", frame)
-    clients: List[_clients.BenchClient] = [
-        SdkClient(daprd, data, meta(address)), _clients.KitexBinding(address, "framed", data, "c"),
-        _clients.FloorClient(floor_bin, address, frame, work)]
-    clients[1].label, clients[2].label = DIRECT, FLOOR
-    if go_daprd is not None:
-        clients.append(SdkClient(go_daprd, data, meta(address), GO))
-    samples: Dict[str, List[int]] = {c.label: [] for c in clients}
-    try:
-        for c in clients:
-            c.batch(200)
-        for r in range(rounds):
-            k = r % len(clients)
-            for c in clients[k:] + clients[:k]:
-                samples[c.label].extend(c.batch(calls))
-    finally:
-        for c in clients:
-            c.close()
-    return {label: run.summarize(s) for label, s in samples.items()}
+@dataclass
+class Sample:
+    calls: int
+    seconds: float
+    calls_per_s: float
+    p50_us: float
+    p99_us: float
+    errors: int
+    first_error: str
+    cpu_ticks: Dict[str, int] = field(default_factory=dict)
 
 
-async def _dapr_concurrent(daprd: stack.Daprd, data: bytes, metadata: Dict[str, str], callers: int,
-                           calls: int, check: bool = False) -> float:
-    from dapr.aio.clients import DaprClient
+# -- processes ----------------------------------------------------------------------------------
 
-    daprd.configure_sdk()
-    per = max(1, calls // callers)
-    async with DaprClient(address="127.0.0.1:%d" % daprd.grpc_port) as client:
-        async def caller() -> None:
-            for _ in range(per):
-                r = await client.invoke_binding("kitex", "get", data=data, binding_metadata=metadata)
-                if check:
-                    assert read_echo_reply(r.data).endswith(",hi Kitex")
+class GoComponent:
+    """A bench/go component binary on ``folder/name.sock``; prints LISTENING once serving."""
 
-        await asyncio.gather(*(caller() for _ in range(min(callers, 4))))  # warm the channel
-        t0 = time.perf_counter()
-        await asyncio.gather(*(caller() for _ in range(callers)))
-        return per * callers / (time.perf_counter() - t0)
+    def __init__(self, binary: Path, folder: str, name: str) -> None:
+        self.binary, self.socket, self.name = binary, os.path.join(folder, name + ".sock"), name
+        self.proc: Optional[subprocess.Popen] = None
+        self.log_path = os.path.join(os.path.dirname(folder), "%s.log" % name)
 
+    def start(self, timeout: float = 30.0) -> "GoComponent":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([str(self.binary), "-socket", self.socket], stdout=subprocess.PIPE, stderr=log)
+        log.close()
+        stack._live.add(self.proc)
+        assert self.proc.stdout is not None
+        line = b""
+        with selectors.DefaultSelector() as sel:  # the binary prints the line right after binding
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            if sel.select(timeout):
+                line = self.proc.stdout.readline()
+        if not line.startswith(b"LISTENING"):
+            self.stop()
+            raise RuntimeError("%s did not start: %r\n%s" % (self.name, line, Path(self.log_path).read_text()))
+        return self
 
-def floor_concurrent(floor_bin: Path, address: str, frame: bytes, work: Path, callers: int, calls: int) -> float:
-    floors = [_clients.FloorClient(floor_bin, address, frame, work) for _ in range(callers)]
-    per = max(1, calls // callers)
-    try:
-        for f in floors:
-            f.batch(20)
-        barrier = threading.Barrier(callers + 1)
-
-        def go(f: _clients.FloorClient) -> None:
-            barrier.wait()
-            f.batch(per)
-
-        threads = [threading.Thread(target=go, args=(f,)) for f in floors]
-        for t in threads:
-            t.start()
-        barrier.wait()
-        t0 = time.perf_counter()
-        for t in threads:
-            t.join()
-        return per * callers / (time.perf_counter() - t0)
-    finally:
-        for f in floors:
-            f.close()
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            stack._stop(proc)
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (/proc/PID/stat utime, stime)."""
+class Daprd(stack.Daprd):
+    """stack.Daprd at log level info: debug logging is not what a bench should pay for."""
+
+    def start(self, timeout: float = 60.0) -> "Daprd":
+        real = self.binary
+        wrapper = os.path.join(os.path.dirname(os.path.abspath(self.resources)), "daprd-%d.sh" % self.grpc_port)
+        with open(wrapper, "w") as f:  # stack.Daprd passes --log-level debug last: override it after
+            f.write('#!/bin/sh\nexec "%s" "$@" --log-level info\n' % real)
+        os.chmod(wrapper, 0o755)
+        self.binary = wrapper
+        try:
+            super().start(timeout)
+        finally:
+            self.binary = real
+        return self
+
+
+def cpu_ticks(pid: int) -> int:
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def concurrency(daprd: stack.Daprd, component_pid: int, go_daprd: Optional[stack.Daprd], address: str,
-                floor_bin: Path, work: Path, calls: int, cpu: Dict[str, float]) -> Dict[Tuple[str, int], float]:
-    """Calls/s per (path, callers); ``cpu`` gets each server process's CPU µs per call (16 callers)."""
-    data = echo_request("x" * 1024)
-    frame = run.request_frame(address, "framed", data)
-    out: Dict[Tuple[str, int], float] = {}
-    assert daprd.proc is not None
-    for callers in (1, 16, 64):
-        before = (cpu_seconds(component_pid), cpu_seconds(daprd.proc.pid))
-        out[(DAPR, callers)] = asyncio.run(_dapr_concurrent(daprd, data, meta(address), callers, calls))
-        if callers == 16:
-            n = max(1, calls // callers) * callers
-            cpu["component"] = (cpu_seconds(component_pid) - before[0]) / n * 1e6
-            cpu["daprd 1.18"] = (cpu_seconds(daprd.proc.pid) - before[1]) / n * 1e6
-        if go_daprd is not None:
-            assert go_daprd.proc is not None
-            before_go = cpu_seconds(go_daprd.proc.pid)
-            out[(GO, callers)] = asyncio.run(_dapr_concurrent(go_daprd, data, meta(address), callers, calls))
-            if callers == 16:
-                cpu["daprd 1.16.0 with the Go binding"] = (
-                    (cpu_seconds(go_daprd.proc.pid) - before_go) / (max(1, calls // callers) * callers) * 1e6)
-        with KitexOutputBinding(implementation="c") as binding:
-            request = InvokeRequest("get", data, meta(address))
-            run.threaded_run(binding, request, callers, callers * 10)  # warm: connections for every thread
-            seconds, lat = run.threaded_run(binding, request, callers, calls)
-            out[(DIRECT, callers)] = len(lat) / seconds
-        out[(FLOOR, callers)] = floor_concurrent(floor_bin, address, frame, work, callers, calls)
-        print("  %2d callers: %s" % (callers, ", ".join(
-            "%s %.0f/s" % (label.split(":")[0] if label != GO else "Go binding", v)
-            for (label, n), v in out.items() if n == callers)), flush=True)
-    return out
+    return int(fields[11]) + int(fields[12])
 
 
 def rss_kib(pid: int) -> int:
@@ -201,198 +167,556 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS for pid %d" % pid)
 
 
-async def _memory_calls(daprd: stack.Daprd, address: str, data: bytes, start: int, count: int, keys: int) -> None:
+def component_servers() -> Tuple[List[Optional[str]], str]:
+    """The ``--server`` choices of ``kitex-fast component`` worth a row, and a note for the report."""
+    out = subprocess.run([sys.executable, "-m", "kitex_fast", "component", "--help"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, timeout=120).stdout.decode()
+    if "--server" not in out:
+        return [None], ("`kitex-fast component --help` has no `--server` option in this tree: one component "
+                        "row, on its only server (grpcio); the compiled-server row is skipped.")
+    m = re.search(r"--server\s+\{([^}]*)\}", out)
+    choices = [c.strip() for c in m.group(1).split(",")] if m else ["grpcio", "compiled"]
+    wanted = [s for s in ("grpcio", "compiled") if s in choices]
+    missing = [s for s in ("grpcio", "compiled") if s not in choices]
+    note = "`kitex-fast component --server` offers %s." % ", ".join(choices)
+    if missing:
+        note += " Skipped (not offered): %s." % ", ".join(missing)
+    return list(wanted) or [None], note
+
+
+def build_go() -> Dict[str, Path]:
+    go = peers._go()
+    GO_BIN.mkdir(exist_ok=True)
+    env = dict(os.environ, GOTOOLCHAIN="local", CGO_ENABLED="0")
+    proc = subprocess.run([go, "build", "-o", str(GO_BIN) + os.sep, "./cmd/..."], cwd=GO_MODULE, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError("building bench/go failed:\n%s" % proc.stdout.decode(errors="replace"))
+    return {name: GO_BIN / name for name in ("daprload", "nullcomp", "kitexpeer")}
+
+
+def build_go_binding_daprd() -> Tuple[Optional[str], str]:
+    proc = subprocess.run(["bash", str(BENCH / "dapr_go_binding_daprd.sh")], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=3600)
+    if proc.returncode != 0:
+        return None, ("daprd v1.16.0 with Dapr's Go `bindings.kitex` did not build here "
+                      "(bench/dapr_go_binding_daprd.sh, exit %d): %s"
+                      % (proc.returncode, proc.stderr.decode(errors="replace").strip().splitlines()[-1:]))
+    return proc.stdout.decode().strip().splitlines()[-1], ""
+
+
+# -- callers ------------------------------------------------------------------------------------
+
+def go_load(loadgen: Path, daprd: stack.Daprd, row: Row, data_file: str, meta: Dict[str, str], callers: int,
+            pids: Dict[str, int], *, seconds: float = 0.0, calls: int = 0, warmup: float = 0.0,
+            cycle: int = 0) -> Sample:
+    cmd = [str(loadgen), "-addr", "127.0.0.1:%d" % daprd.grpc_port, "-binding", row.binding,
+           "-data-file", data_file, "-c", str(callers), "-warmup", "%.3fs" % warmup,
+           "-duration", "%.3fs" % seconds, "-n", str(calls), "-expect", row.expect, "-cycle", str(cycle)]
+    for k, v in meta.items():
+        cmd += ["-meta", "%s=%s" % (k, v)]
+    for name, pid in pids.items():
+        cmd += ["-pid", "%s=%d" % (name, pid)]
+    limit = warmup + seconds + (calls / 100 if calls else 0) + 120
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=limit)
+    if proc.returncode != 0:
+        raise RuntimeError("daprload failed (%d): %s" % (proc.returncode, proc.stderr.decode(errors="replace")))
+    r = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    return Sample(r["calls"], r["seconds"], r["calls_per_s"], r["p50_us"], r["p99_us"],
+                  r["errors"] + r["bad_replies"], r.get("first_error", ""), r["cpu_ticks"])
+
+
+async def _sdk_phase(client: Any, row: Row, data: bytes, meta: Dict[str, str], callers: int,
+                     seconds: float) -> Tuple[List[int], int, str]:
+    clock = time.perf_counter_ns
+    end = clock() + int(seconds * 1e9)
+    lat: List[int] = []
+    errors = [0, ""]
+    expect = row.expect.encode()
+
+    async def worker() -> None:
+        while clock() < end:
+            t0 = clock()
+            try:
+                r = await client.invoke_binding(row.binding, "get", data=data, binding_metadata=meta)
+                ok = expect in r.data
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                ok, errors[1] = False, errors[1] or str(exc)[:300]
+            lat.append(clock() - t0)
+            if not ok:
+                errors[0] += 1
+
+    await asyncio.gather(*(worker() for _ in range(callers)))
+    return lat, int(errors[0]), str(errors[1])
+
+
+def sdk_load(daprd: stack.Daprd, row: Row, data: bytes, meta: Dict[str, str], callers: int,
+             pids: Dict[str, int], seconds: float, warmup: float) -> Sample:
+    """The Dapr Python SDK's asyncio client, ``callers`` tasks on one client (this process)."""
     from dapr.aio.clients import DaprClient
 
-    daprd.configure_sdk()
-    metas = [meta(address, version="v%d" % k) for k in range(keys)]
-    async with DaprClient(address="127.0.0.1:%d" % daprd.grpc_port) as client:
-        next_i = start
+    async def main() -> Sample:
+        daprd.configure_sdk()
+        async with DaprClient(address="127.0.0.1:%d" % daprd.grpc_port) as client:
+            if warmup:
+                await _sdk_phase(client, row, data, meta, callers, warmup)
+            before = {n: cpu_ticks(p) for n, p in pids.items()}
+            t0 = time.perf_counter()
+            lat, errors, first = await _sdk_phase(client, row, data, meta, callers, seconds)
+            secs = time.perf_counter() - t0
+            ticks = {n: cpu_ticks(p) - before[n] for n, p in pids.items()}
+        lat.sort()
+        return Sample(len(lat), secs, len(lat) / secs, run.percentile(lat, 0.5) / 1e3,
+                      run.percentile(lat, 0.99) / 1e3, errors, first, ticks)
 
-        async def caller() -> None:
-            nonlocal next_i
-            while next_i < start + count:
-                i = next_i
-                next_i += 1
-                await client.invoke_binding("kitex", "get", data=data, binding_metadata=metas[i % keys])
-
-        await asyncio.gather(*(caller() for _ in range(32)))
-
-
-def memory(daprd: stack.Daprd, component_pid: Optional[int], address: str, total: int, keys: int,
-           step: int) -> List[Tuple[int, int, int]]:
-    """[(calls so far, component RSS KiB (0 without one), daprd RSS KiB)] at each checkpoint."""
-    data = echo_request("x" * 1024)
-    assert daprd.proc is not None
-    dpid = daprd.proc.pid
-
-    def sample(done: int) -> Tuple[int, int, int]:
-        return (done, rss_kib(component_pid) if component_pid else 0, rss_kib(dpid))
-
-    points = [sample(0)]
-    done = 0
-    while done < total:
-        asyncio.run(_memory_calls(daprd, address, data, done, step, keys))
-        done += step
-        points.append(sample(done))
-        print("  %6d calls: component %.1f MiB, daprd %.1f MiB"
-              % (done, points[-1][1] / 1024, points[-1][2] / 1024), flush=True)
-    return points
+    return asyncio.run(main())
 
 
-def report(info: Dict[str, str], build_seconds: str, seq: Dict[str, Dict[str, float]],
-           conc: Dict[Tuple[str, int], float], cpu: Dict[str, float], mem: List[Tuple[int, int, int]],
-           go_mem: Optional[List[Tuple[int, int, int]]], warm: int, keys: int, go_note: str) -> str:
-    labels: Sequence[str] = [l for l in (DAPR, GO, DIRECT, FLOOR) if l in seq]
-    md = ["# The Dapr path: SDK -> daprd -> `kitex-fast component` -> Kitex", ""]
-    md.append("Machine: %s, %s CPUs (%s), %s, %s, Kitex %s, daprd v1.18.0 pluggable-only (this repo's "
-              "tests/dapr/build_daprd.sh), commit %s, %s. Every process (Kitex server, daprd, component, "
-              "callers) shares these CPUs, with other jobs running: absolute figures are this machine's "
-              "on a busy day; ratios within one table are what carries over."
+# -- the run ------------------------------------------------------------------------------------
+
+class Bench:
+    """Every process of one run, started in order and stopped by :meth:`close`."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.stack = contextlib.ExitStack()
+        self.work = tempfile.mkdtemp(prefix="kitex-fast-daprbench-")
+        self.stack.callback(shutil.rmtree, self.work, True)
+        self.loads: List[Tuple[float, float, float]] = []
+        self.notes: List[str] = []
+
+    def close(self) -> None:
+        self.stack.close()
+
+    def sample_load(self) -> None:
+        self.loads.append(os.getloadavg())
+
+    def setup(self, service: str) -> None:
+        a = self.args
+        print("building: daprd 1.18, bench/go, Kitex peers%s ..." % ("" if a.no_go_binding else ", daprd 1.16 with the Go binding"), flush=True)
+        self.daprd_bin = stack.build_daprd()
+        self.go = build_go()
+        peers.build_peers()
+        self.go116: Optional[str] = None
+        if a.no_go_binding:
+            self.notes.append("The Go binding row was not run (--no-go-binding): no ratios.")
+        else:
+            self.go116, why = build_go_binding_daprd()
+            if why:
+                self.notes.append(why + "; no ratios.")
+        servers, self.server_note = component_servers()
+        self.info = run.machine_info()
+        print("  built in %.0f s; starting the Kitex server, components, daprds ..." % (time.monotonic() - T0), flush=True)
+
+        self.kitex = peers.KitexServer("default", service).start()
+        self.stack.callback(self.kitex.stop)
+        assert self.kitex._proc is not None
+        self.kitex_pid = self.kitex._proc.pid
+
+        sockets = os.path.join(self.work, "sockets")
+        resources = os.path.join(self.work, "resources")
+        os.makedirs(sockets)
+        os.makedirs(resources)
+        self.rows: List[Row] = []
+        if self.go116:
+            self.rows.append(Row(GO_BINDING, "Dapr's Go `bindings.kitex`, in daprd 1.16.0 (kitex v0.5.0)",
+                                 "1.16", "kitex"))
+        # Components first: daprd discovers sockets only when it starts.
+        self.components: Dict[str, Any] = {}
+        for server in servers:
+            name = "kitexfast-%s" % (server or "default")
+            extra = ["--server", server] if server else []
+            comp = stack.Component(sockets, name=name, implementation="c", extra=extra)
+            try:
+                comp.start()
+            except RuntimeError as exc:
+                self.notes.append("`kitex-fast component --server %s` did not start: %s"
+                                  % (server, str(exc).splitlines()[0]))
+                continue
+            self.stack.callback(comp.stop)
+            self.components[name] = comp
+            label = "`kitex-fast component`%s, daprd 1.18" % (" --server %s" % server if server else " (grpcio)")
+            self.rows.append(Row(name, label, "1.18", name, component_pid=lambda c=comp: c.proc and c.proc.pid))
+        for name, binary, label, expect in (
+                ("kitexgo", self.go["kitexpeer"], "Go peer: grpc-go component + Kitex v0.16.3 binary generic "
+                 "client, daprd 1.18", "hi Kitex"),
+                ("nullgo", self.go["nullcomp"], "Go null component (grpc-go, replies with the request), "
+                 "daprd 1.18", "echo" if service == "echo" else "sleep")):
+            comp = GoComponent(binary, sockets, name).start()
+            self.stack.callback(comp.stop)
+            self.components[name] = comp
+            self.rows.append(Row(name, label, "1.18", name, component_pid=lambda c=comp: c.proc and c.proc.pid,
+                                 expect=expect))
+        for row in self.rows:
+            if row.daprd == "1.18":
+                with open(os.path.join(resources, row.binding + ".yaml"), "w") as f:
+                    f.write(stack.component_yaml(row.binding, {}, "bindings.%s" % row.binding))
+        self.daprd = Daprd(self.daprd_bin, resources, sockets)
+        self.daprd.start()
+        self.stack.callback(self.daprd.stop)
+        self.daprd116: Optional[Daprd] = None
+        if self.go116:
+            res116 = os.path.join(self.work, "resources116")
+            sock116 = os.path.join(self.work, "sockets116")  # empty: only the built-in binding
+            os.makedirs(res116)
+            os.makedirs(sock116)
+            with open(os.path.join(res116, "kitex.yaml"), "w") as f:
+                f.write(stack.component_yaml("kitex", {}))
+            self.daprd116 = Daprd(self.go116, res116, sock116)
+            self.daprd116.start()
+            self.stack.callback(self.daprd116.stop)
+        self.rss_start = {row.key: rss_kib(self.component_rss_pid(row)) for row in self.rows}
+        print("  all up at %.0f s" % (time.monotonic() - T0), flush=True)
+
+    def daprd_of(self, row: Row) -> stack.Daprd:
+        d = self.daprd116 if row.daprd == "1.16" else self.daprd
+        assert d is not None
+        return d
+
+    def pids(self, row: Row, with_component: bool = True) -> Dict[str, int]:
+        d = self.daprd_of(row)
+        assert d.proc is not None
+        out = {"daprd": d.proc.pid, "kitex": self.kitex_pid}
+        pid = row.component_pid() if (row.component_pid and with_component) else None
+        if pid:
+            out["component"] = pid
+        return out
+
+    def component_rss_pid(self, row: Row) -> int:
+        pid = row.component_pid() if row.component_pid else None
+        if pid:
+            return pid
+        d = self.daprd_of(row).proc
+        assert d is not None
+        return d.pid
+
+
+def meta(address: str, service: str, method: str) -> Dict[str, str]:
+    # poolSize/connectTimeout: kitex_fast's knobs (64 connections kept for 64 callers; 1 s to connect
+    # on a loaded machine instead of Kitex's 50 ms); the Go binding and the Go peer ignore them.
+    return {"hostPorts": address, "destService": service, "methodName": method, "version": "v1",
+            "poolSize": "64", "connectTimeout": "1s"}
+
+
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def cpu_per_call(samples: List[Sample], name: str) -> Optional[float]:
+    calls = sum(s.calls for s in samples)
+    if not calls or any(name not in s.cpu_ticks for s in samples):
+        return None
+    return sum(s.cpu_ticks[name] for s in samples) / CLK_TCK / calls * 1e6
+
+
+def fmt_ratio(x: float, base: Optional[float]) -> str:
+    return "%.2f×" % (x / base) if base else "—"
+
+
+def header(b: Bench, title: str, request: str) -> List[str]:
+    info = b.info
+    loads = [l[0] for l in b.loads] or [float("nan")]
+    md = ["# %s" % title, ""]
+    md.append("Machine: %s, %s CPUs (%s), %s, %s, Kitex %s (server, Go peer), daprd v1.18.0 pluggable-only "
+              "(tests/dapr/build_daprd.sh)%s, commit %s, %s. Every process (Kitex server, daprds, components, "
+              "load generator) shares these CPUs with other jobs: absolute figures are this machine's on this "
+              "day; ratios within one table are what carries over."
               % (info["uname"], info["nproc"], info["cpu"], info["python"], info["go"], info["kitex"],
+                 ", daprd v1.16.0 with the Go binding (bench/dapr_go_binding_daprd.sh)" if b.go116 else "",
                  info["commit"], info["date"]))
     md.append("")
-    md.append("Request: Dapr's echo scenario with a 1 KiB message, Framed, one real Kitex echo server "
-              "(Go). Component on the compiled core; its driver: %s." % info["driver"])
+    md.append("Load average (1 min) sampled before each measurement: min %.2f, median %.2f, max %.2f "
+              "(%d samples; %s CPUs)." % (min(loads), median(loads), max(loads), len(loads), info["nproc"]))
     md.append("")
-    md.append("## Sequential (one call in flight)")
+    md.append("Request: %s. Callers: bench/go `daprload` on daprd's gRPC API (`InvokeBinding`, grpc-go, "
+              "C workers sharing one connection, closed loop) unless the row says Python SDK. Component "
+              "on the compiled core. %s" % (request, b.server_note))
     md.append("")
-    floor = seq[FLOOR]["p50"]
-    md.append("| path | p50 µs | p99 µs | × floor (p50) |")
-    md.append("| --- | ---: | ---: | ---: |")
-    for label in labels:
-        st = seq[label]
-        md.append("| %s | %s | %s | %.2f |" % (label, run.us(st["p50"]), run.us(st["p99"]), st["p50"] / floor))
+    return md
+
+
+def main_table(b: Bench) -> str:
+    a = b.args
+    data = echo_request("x" * 1024)
+    data_file = os.path.join(b.work, "echo.bin")
+    Path(data_file).write_bytes(data)
+    m = meta(b.kitex.address, "echo", "echo")
+    rows = list(b.rows)
+    sdk_rows: List[Row] = []
+    if b.go116:
+        sdk_rows.append(Row(SDK_GO_BINDING, "Python SDK -> daprd 1.16.0 Go `bindings.kitex`", "1.16", "kitex",
+                            caller="sdk", ratio_to=SDK_GO_BINDING))
+    first_comp = next((r for r in rows if r.key.startswith("kitexfast-")), None)
+    if first_comp is not None:
+        sdk_rows.append(Row("sdk-" + first_comp.key, "Python SDK -> " + first_comp.label, "1.18",
+                            first_comp.binding, caller="sdk", component_pid=first_comp.component_pid,
+                            ratio_to=SDK_GO_BINDING))
+    every = rows + sdk_rows
+    res: Dict[Tuple[str, int], List[Sample]] = {(r.key, c): [] for r in every for c in CALLERS}
+    for rnd in range(a.rounds):
+        for callers in CALLERS:
+            k = (rnd * len(CALLERS) + callers) % len(every)
+            for row in every[k:] + every[:k]:
+                b.sample_load()
+                if row.caller == "go":
+                    s = go_load(b.go["daprload"], b.daprd_of(row), row, data_file, m, callers, b.pids(row),
+                                seconds=a.duration, warmup=a.warmup)
+                else:
+                    s = sdk_load(b.daprd_of(row), row, data, m, callers, b.pids(row), a.duration, a.warmup)
+                res[(row.key, callers)].append(s)
+                print("  round %d, %2d callers, %-60s %7.0f calls/s  p50 %7.0f µs  p99 %7.0f µs  errors %d%s"
+                      % (rnd + 1, callers, row.label[:60], s.calls_per_s, s.p50_us, s.p99_us, s.errors,
+                         "  (%s)" % s.first_error[:120] if s.errors else ""), flush=True)
+
+    # Memory: each component's RSS before and after cycling --rss-keys metadata sets.
+    print("memory: %d calls cycling %d metadata sets per row ..." % (a.rss_calls, a.rss_keys), flush=True)
+    rss: Dict[str, Tuple[int, int, Sample]] = {}
+    for row in rows:
+        pid = b.component_rss_pid(row)
+        before = rss_kib(pid)
+        b.sample_load()
+        s = go_load(b.go["daprload"], b.daprd_of(row), row, data_file, m, 32, b.pids(row),
+                    calls=a.rss_calls, cycle=a.rss_keys)
+        rss[row.key] = (before, rss_kib(pid), s)
+        print("  %-60s %.1f -> %.1f MiB  (%.0f calls/s, errors %d%s)"
+              % (row.label[:60], before / 1024, rss[row.key][1] / 1024, s.calls_per_s, s.errors,
+                 "  (%s)" % s.first_error[:120] if s.errors else ""), flush=True)
+    b.sample_load()
+    assert b.daprd.proc is not None
+    daprd_rss = rss_kib(b.daprd.proc.pid)
+
+    # -- report
+    def med(key: str, callers: int, attr: str) -> float:
+        return median([getattr(s, attr) for s in res[(key, callers)]])
+
+    def base(row: Row, callers: int, attr: str) -> Optional[float]:
+        if (row.ratio_to, callers) not in res or not res[(row.ratio_to, callers)]:
+            return None
+        return med(row.ratio_to, callers, attr)
+
+    md = header(b, "The Dapr path: app -> daprd -> binding -> Kitex, with Go reference rows",
+                "Dapr's echo scenario with a 1 KiB message, Framed, one real Kitex echo server (Go, default mode)")
+    md.append("Medians over %d round%s of %.1f s per row and caller count (after %.1f s of warm-up each); "
+              "rows take turns in a rotating order. Ratios: against the Go binding in daprd 1.16 in this run "
+              "(the SDK rows against the SDK calling the Go binding)."
+              % (a.rounds, "s" if a.rounds > 1 else "", a.duration, a.warmup))
     md.append("")
-    md.append("## Calls/s by concurrent callers")
+    md.append("## Calls/s by concurrent callers (× the Go binding)")
     md.append("")
     md.append("| path | 1 | 16 | 64 |")
     md.append("| --- | ---: | ---: | ---: |")
-    for label in labels:
-        md.append("| %s | %s |" % (label, " | ".join("%.0f" % conc[(label, n)] for n in (1, 16, 64))))
+    for row in every:
+        md.append("| %s | %s |" % (row.label, " | ".join(
+            "%s (%s)" % (format(round(med(row.key, c, "calls_per_s")), ","),
+                         fmt_ratio(med(row.key, c, "calls_per_s"), base(row, c, "calls_per_s"))) for c in CALLERS)))
     md.append("")
-    md.append("Dapr path callers are tasks on the SDK's asyncio client (one Python process); direct "
-              "callers are threads sharing one binding; floor callers are one floor process each.")
+    md.append("## Latency, µs: p50 / p99 (p50 × the Go binding's)")
     md.append("")
-    md.append("CPU per call on the server side of the Dapr path (16 callers; user + system time of each "
-              "process / calls): %s. This, not the wait, is what limits calls/s on a 2-CPU machine shared "
-              "by every process." % "; ".join("%s %.0f µs" % kv for kv in cpu.items()))
+    md.append("| path | 1 caller | 16 callers | 64 callers |")
+    md.append("| --- | ---: | ---: | ---: |")
+    for row in every:
+        md.append("| %s | %s |" % (row.label, " | ".join(
+            "%s / %s (%s)" % (format(round(med(row.key, c, "p50_us")), ","), format(round(med(row.key, c, "p99_us")), ","),
+                              fmt_ratio(med(row.key, c, "p50_us"), base(row, c, "p50_us"))) for c in CALLERS)))
     md.append("")
-    md.append("## Memory over %d calls through daprd, %d distinct metadata sets (`version` v0..v%d)"
-              % (mem[-1][0], keys, keys - 1))
+    md.append("## CPU µs per call: daprd / component / Kitex server (sum)")
     md.append("")
-    if go_mem:
-        md.append("| calls | component RSS MiB | daprd 1.18 RSS MiB | component + daprd MiB | daprd 1.16.0 with the Go binding, RSS MiB |")
-        md.append("| ---: | ---: | ---: | ---: | ---: |")
-        for (calls, c, d), (_, _, g) in zip(mem, go_mem):
-            md.append("| %d | %.1f | %.1f | %.1f | %.1f |" % (calls, c / 1024, d / 1024, (c + d) / 1024, g / 1024))
-    else:
-        md.append("| calls | component RSS MiB | daprd RSS MiB |")
-        md.append("| ---: | ---: | ---: |")
-        for calls, c, d in mem:
-            md.append("| %d | %.1f | %.1f |" % (calls, c / 1024, d / 1024))
-    after_warm = [c for calls, c, _ in mem if calls >= warm]
-    growth = (after_warm[-1] - after_warm[0]) / 1024 if len(after_warm) > 1 else 0.0
+    md.append("utime+stime of each process over the measured calls ÷ those calls, all rounds pooled (clock "
+              "ticks of %.0f ms: a few µs of resolution at these counts)." % (1000 / CLK_TCK))
     md.append("")
-    md.append("Targets (reported, not asserted): component RSS <= 40 MiB: **%s** (max %.1f MiB after "
-              "warm-up); flat after warm-up (%d calls): **%+.1f MiB** from there to the end. Of the "
-              "component's RSS, importing grpcio alone accounts for about 22 MiB on this machine "
-              "(python -c 'import grpc': 30.4 MiB vs 8.7 MiB for a bare interpreter)."
-              % ("met" if max(after_warm) / 1024 <= 40 else "missed", max(after_warm) / 1024, warm, growth))
-    if GO in seq:
-        r64 = conc[(DAPR, 64)] / conc[(GO, 64)]
+    md.append("| path | 1 caller | 16 callers | 64 callers |")
+    md.append("| --- | ---: | ---: | ---: |")
+    for row in every:
+        cells = []
+        for c in CALLERS:
+            parts = [cpu_per_call(res[(row.key, c)], n) for n in ("daprd", "component", "kitex")]
+            total = sum(p for p in parts if p is not None)
+            cells.append("%s (%.0f)" % (" / ".join("—" if p is None else "%.0f" % p for p in parts), total))
+        md.append("| %s | %s |" % (row.label, " | ".join(cells)))
+    md.append("")
+    md.append("The Go binding runs inside daprd: its component share is in the daprd figure. The SDK rows "
+              "leave out the caller's own CPU (this Python process) like the others leave out daprload's.")
+    errs = {row.label: sum(s.errors for c in CALLERS for s in res[(row.key, c)]) for row in every}
+    if any(errs.values()):
         md.append("")
-        md.append("Target: Dapr-path calls/s at 64 callers >= the built-in Go binding's: **%s** (%.0f vs %.0f, %.2f×)."
-                  % ("met" if r64 >= 1 else "missed", conc[(DAPR, 64)], conc[(GO, 64)], r64))
+        md.append("Failed calls (counted in the figures): %s." % "; ".join(
+            "%s: %d" % kv for kv in errs.items() if kv[1]))
     md.append("")
-    md.append("## The Go binding row")
+    md.append("## Memory: %s calls cycling %s metadata sets (`version` v0..v%d), 32 callers"
+              % (format(a.rss_calls, ","), format(a.rss_keys, ","), a.rss_keys - 1))
     md.append("")
-    md.append(go_note)
+    md.append("| path | component RSS MiB: idle | before cycling | after | growth KiB per key | calls/s while cycling | errors |")
+    md.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        before, after, s = rss[row.key]
+        md.append("| %s%s | %.1f | %.1f | %.1f | %+.1f | %s | %d |"
+                  % (row.label, " (daprd's RSS: the binding is in-process)" if row.key == GO_BINDING else "",
+                     b.rss_start[row.key] / 1024, before / 1024, after / 1024, (after - before) / a.rss_keys,
+                     format(round(s.calls_per_s), ","), s.errors))
     md.append("")
-    md.append("daprd v1.18.0 pluggable-only build (cold Go module and build caches): %s." % build_seconds)
+    md.append("\"idle\": after daprd's Init, before any call; \"before cycling\": after the throughput rounds "
+              "above (one metadata set). daprd 1.18 (hosting every pluggable row) at the end: %.1f MiB."
+              % (daprd_rss / 1024))
+    for row in rows:
+        s = rss[row.key][2]
+        if s.errors:
+            md.append("")
+            md.append("First error while cycling, %s: `%s`" % (row.label, s.first_error[:300]))
+    if GO_BINDING in {r.key for r in rows}:
+        md.append("")
+        md.append(targets(b, rows, res, rss))
+    md += notes(b)
     return "\n".join(md) + "\n"
 
 
-GO_NOTE_BUILT = (
-    "daprd v1.16.0 (the last line that shipped Dapr's Go `bindings.kitex`, with kitex v0.5.0) built by "
-    "bench/dapr_go_binding_daprd.sh: dapr's own app.go and its own `binding_kitex.go` registration, "
-    "no other built-in component (an `allcomponents` build compiles every one of them: far slower, "
-    "and nothing else is on the call path). Same SDK, same request and metadata; it ignores the "
-    "YAML metadata and sends Framed, as documented in ../shared/spec/dapr.md §1.")
-GO_NOTE_MISSING = (
-    "Not measured in this run (pass --go-binding to build daprd v1.16.0 with Dapr's Go "
-    "`bindings.kitex` via bench/dapr_go_binding_daprd.sh).")
+def targets(b: Bench, rows: List[Row], res: Dict[Tuple[str, int], List[Sample]],
+            rss: Dict[str, Tuple[int, int, Sample]]) -> str:
+    """Issue 18's targets (reported, not asserted) for each component row."""
+    go64 = median([s.calls_per_s for s in res[(GO_BINDING, 64)]])
+    go1 = median([s.p50_us for s in res[(GO_BINDING, 1)]])
+    lines = ["## Issue 18's targets (reported, not asserted)", "",
+             "| row | calls/s @64 ≥ 0.9× Go binding | p50 @1 ≤ 1.25× | component CPU @64 ≤ 40 µs | RSS ≤ 20 MiB |",
+             "| --- | --- | --- | --- | --- |"]
+    for row in rows:
+        if row.key == GO_BINDING:
+            continue
+        r64 = median([s.calls_per_s for s in res[(row.key, 64)]]) / go64
+        p1 = median([s.p50_us for s in res[(row.key, 1)]]) / go1
+        cpu = cpu_per_call(res[(row.key, 64)], "component")
+        mib = rss[row.key][1] / 1024
+        lines.append("| %s | %.2f× %s | %.2f× %s | %s | %.1f MiB %s |" % (
+            row.label, r64, "met" if r64 >= 0.9 else "missed", p1, "met" if p1 <= 1.25 else "missed",
+            "—" if cpu is None else "%.0f µs %s" % (cpu, "met" if cpu <= 40 else "missed"),
+            mib, "met" if mib <= 20 else "missed"))
+    return "\n".join(lines)
 
 
-def build_go_daprd() -> str:
-    proc = subprocess.run(["bash", str(BENCH / "dapr_go_binding_daprd.sh")], stdout=subprocess.PIPE, timeout=3600)
-    if proc.returncode != 0:
-        raise SystemExit("bench: building daprd v1.16.0 with the Go binding failed (see above)")
-    return proc.stdout.decode().strip().splitlines()[-1]
+def notes(b: Bench, null_row: bool = True) -> List[str]:
+    md = ["", "## Notes", ""]
+    md.append("- The Go binding: daprd v1.16.0 (the last line with Dapr's Go `bindings.kitex`, kitex v0.5.0) "
+              "built by bench/dapr_go_binding_daprd.sh with only that built-in component; it ignores the "
+              "kitex_fast-only metadata keys and sends Framed. Its own daprd, with no socket folder to discover.")
+    md.append("- The Go peer (bench/go/cmd/kitexpeer): the Go binding's logic (per-call metadata, a client per "
+              "`version.destService.methodName.hostPorts` never evicted, `GenericCall` with the caller's "
+              "message) as a pluggable component on Kitex v0.16.3 and grpc-go v1.80.0, dapr v1.18.0's stubs.")
+    if null_row:
+        md.append("- The Go null component (bench/go/cmd/nullcomp): the same scaffolding, `Invoke` returns the "
+                  "request's data; its Kitex server column is idle.")
+    md.append("- One daprd v1.18.0 discovers every pluggable row's socket in one folder; each row is its own "
+              "component YAML (`bindings.<socket name>`). daprd runs at log level info.")
+    for n in b.notes:
+        md.append("- " + n)
+    return md
+
+
+def slow_table(b: Bench) -> str:
+    a = b.args
+    body = b"\x08\x00\x01" + struct.pack(">i", SLOW_MS) + b"\x00"  # sleep(1: i32 millis)
+    data = codec.build_message(codec.CALL, "sleep", 0, body)
+    data_file = os.path.join(b.work, "sleep.bin")
+    Path(data_file).write_bytes(data)
+    m = meta(b.kitex.address, "rich", "sleep")
+    rows = [r for r in b.rows if r.key != "nullgo"]
+    for r in rows:
+        r.expect = "slept %d" % SLOW_MS
+    res: Dict[str, List[Sample]] = {r.key: [] for r in rows}
+    for rnd in range(a.rounds):
+        k = rnd % len(rows)
+        for row in rows[k:] + rows[:k]:
+            b.sample_load()
+            s = go_load(b.go["daprload"], b.daprd_of(row), row, data_file, m, SLOW_CALLERS, b.pids(row),
+                        seconds=a.duration, warmup=a.warmup)
+            res[row.key].append(s)
+            print("  round %d, %-60s %6.0f calls/s  p50 %8.1f ms  p99 %8.1f ms  errors %d%s"
+                  % (rnd + 1, row.label[:60], s.calls_per_s, s.p50_us / 1e3, s.p99_us / 1e3, s.errors,
+                     "  (%s)" % s.first_error[:120] if s.errors else ""), flush=True)
+    b.sample_load()
+
+    def med(key: str, attr: str) -> float:
+        return median([getattr(s, attr) for s in res[key]])
+
+    go = GO_BINDING in res
+    md = header(b, "Head of line: 64 callers of a %d ms Kitex method through Dapr" % SLOW_MS,
+                "the rich service's `sleep(%d)` (tests/interop/go/cmd/kitexserver, default mode: a "
+                "connection's requests are answered one at a time, in order), Framed" % SLOW_MS)
+    md.append("%d callers; medians over %d round%s of %.1f s per row after %.1f s of warm-up. The ceiling is "
+              "%d callers / %d ms = %s calls/s. Rows (a) the aio binding and (b) the sync binding on 64 threads "
+              "of issue 17's table are in bench/aio.py; (c) and (d) are here, with the Go peer."
+              % (SLOW_CALLERS, a.rounds, "s" if a.rounds > 1 else "", a.duration, a.warmup, SLOW_CALLERS,
+                 SLOW_MS, format(SLOW_CALLERS * 1000 // SLOW_MS, ",")))
+    md.append("")
+    md.append("| path | calls/s | × Go binding | p50 ms | p99 ms | p50 ÷ %d ms | CPU µs/call daprd / component / Kitex | errors |" % SLOW_MS)
+    md.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        cps = med(row.key, "calls_per_s")
+        cpu = [cpu_per_call(res[row.key], n) for n in ("daprd", "component", "kitex")]
+        tag = "(d) " if row.key == GO_BINDING else "(c) " if row.key.startswith("kitexfast-") else ""
+        md.append("| %s%s | %s | %s | %.1f | %.1f | %.2f | %s | %d |" % (
+            tag, row.label, format(round(cps), ","),
+            fmt_ratio(cps, med(GO_BINDING, "calls_per_s") if go else None),
+            med(row.key, "p50_us") / 1e3, med(row.key, "p99_us") / 1e3, med(row.key, "p50_us") / 1e3 / SLOW_MS,
+            " / ".join("—" if x is None else "%.0f" % x for x in cpu), sum(s.errors for s in res[row.key])))
+    md.append("")
+    md.append("Target (issue 17, reported, not asserted): p50 ≤ 1.1× the method's own time on every kitex_fast "
+              "row: %s." % "; ".join(
+                  "%s %.2f× %s" % (r.label, med(r.key, "p50_us") / 1e3 / SLOW_MS,
+                                   "met" if med(r.key, "p50_us") / 1e3 / SLOW_MS <= 1.1 else "missed")
+                  for r in rows if r.key.startswith("kitexfast-")))
+    for row in rows:
+        firsts = [s.first_error for s in res[row.key] if s.errors]
+        if firsts:
+            md.append("")
+            md.append("First error, %s: `%s`" % (row.label, firsts[0][:300]))
+    md.append("")
+    md.append("CPU per call here is each process's CPU over the run ÷ its calls: on a row that completes few "
+              "calls it is mostly what the processes spend anyway (timers, pollers, the event loop), not per call.")
+    md += notes(b, null_row=False)
+    return "\n".join(md) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
-    parser.add_argument("--go-binding", action="store_true",
-                        help="also measure daprd v1.16.0 with Dapr's built-in Go bindings.kitex")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round of 1 s, 5,000 memory calls (< 3 min)")
+    parser.add_argument("--slow-method", action="store_true",
+                        help="the head-of-line table instead: 64 callers of sleep(50 ms)")
+    parser.add_argument("--rounds", type=int, help="rounds per row (default 5, slow-method 2; quick 1)")
+    parser.add_argument("--duration", type=float, help="measured seconds per row and caller count "
+                        "(default 3; quick 1; slow-method 10 / quick 3)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds before each measurement (default 0.5; quick 0.3; slow-method 2 / quick 1)")
+    parser.add_argument("--rss-calls", type=int, help="calls of the memory run (default 100000; quick 5000)")
+    parser.add_argument("--rss-keys", type=int, default=1000, help="distinct metadata sets in the memory run")
+    parser.add_argument("--no-go-binding", action="store_true", help="skip daprd 1.16 with Dapr's Go binding")
+    parser.add_argument("--go-binding", action="store_true", help=argparse.SUPPRESS)  # the default now
     parser.add_argument("--out", default=str(BENCH / "results"))
-    parser.add_argument("--daprd-build-time", default="not measured by this run",
-                        help="text for the report (the cold build is timed outside: it is cached)")
     args = parser.parse_args()
-    rounds, calls, conc_calls = (2, 100, 640) if args.quick else (5, 400, 6400)
-    total, step, keys = (4000, 2000, 1000) if args.quick else (100_000, 10_000, 1000)
+    q = args.quick
+    if args.rounds is None:
+        args.rounds = 1 if q else (2 if args.slow_method else 5)
+    if args.duration is None:
+        args.duration = (3.0 if q else 10.0) if args.slow_method else (1.0 if q else 3.0)
+    if args.warmup is None:
+        args.warmup = (1.0 if q else 2.0) if args.slow_method else (0.3 if q else 0.5)
+    if args.rss_calls is None:
+        args.rss_calls = 5000 if q else 100_000
 
-    daprd_bin = stack.build_daprd()
-    go_bin = build_go_daprd() if args.go_binding else None
-    peers.build_peers()
-    floor_bin = run.build_floor()
-    info = run.machine_info()
-    info["driver"] = "asyncio (kitex_fast.aio)"
-    work = Path(tempfile.mkdtemp(prefix="dapr-bench-"))
-    server = peers.KitexServer("default", "echo").start()
-    go_daprd: Optional[stack.Daprd] = None
-    go_dir = tempfile.mkdtemp(prefix="dapr-bench-go-")
-    go_mem = None
-    cpu: Dict[str, float] = {}
+    def on_term(signum: int, frame: Any) -> None:
+        raise SystemExit("bench: signal %d" % signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    started = time.monotonic()
+    b = Bench(args)
     try:
-        if go_bin:
-            os.makedirs(os.path.join(go_dir, "resources"))
-            os.makedirs(os.path.join(go_dir, "sockets"))
-            with open(os.path.join(go_dir, "resources", "kitex.yaml"), "w") as f:
-                f.write(stack.component_yaml("kitex", {}))
-            go_daprd = stack.Daprd(go_bin, os.path.join(go_dir, "resources"), os.path.join(go_dir, "sockets")).start()
-        with stack.DaprStack(daprd_bin, {"kitex": {}}, implementation="c") as s:
-            print("sequential ...", flush=True)
-            seq = sequential(s.daprd, go_daprd, server.address, floor_bin, work, rounds, calls)
-            for label, st in seq.items():
-                print("  %-52s p50 %s µs  p99 %s µs" % (label, run.us(st["p50"]), run.us(st["p99"])), flush=True)
-            print("concurrency ...", flush=True)
-            assert s.component.proc is not None
-            conc = concurrency(s.daprd, s.component.proc.pid, go_daprd, server.address, floor_bin, work,
-                               conc_calls, cpu)
-        if go_daprd is not None:  # memory from a fresh process: restart it
-            go_daprd.stop()
-            go_daprd = stack.Daprd(go_bin, os.path.join(go_dir, "resources"), os.path.join(go_dir, "sockets")).start()
-            print("memory, Go binding ...", flush=True)
-            go_mem = memory(go_daprd, None, server.address, total, keys, step)
-            go_daprd.stop()
-            go_daprd = None
-        # Memory in a fresh stack, so the figures start from a component that served nothing.
-        with stack.DaprStack(daprd_bin, {"kitex": {}}, implementation="c") as s:
-            print("memory ...", flush=True)
-            assert s.component.proc is not None
-            mem = memory(s.daprd, s.component.proc.pid, server.address, total, keys, step)
+        b.setup("rich" if args.slow_method else "echo")
+        print("rows: %s" % ", ".join(r.label for r in b.rows), flush=True)
+        md = slow_table(b) if args.slow_method else main_table(b)
     finally:
-        if go_daprd is not None:
-            go_daprd.stop()
-        shutil.rmtree(go_dir, ignore_errors=True)
-        server.stop()
-    md = report(info, args.daprd_build_time, seq, conc, cpu, mem, go_mem, step, keys,
-                GO_NOTE_BUILT if go_bin else GO_NOTE_MISSING)
+        b.close()
+    md += "- Run time: %.0f s (`python bench/dapr_bench.py%s`).\n" % (
+        time.monotonic() - started, "".join(" " + x for x in sys.argv[1:]))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = "dapr-quick.md" if args.quick else "dapr.md"
+    name = ("dapr-slow" if args.slow_method else "dapr") + ("-quick" if q else "") + ".md"
     (out / name).write_text(md)
     print(md)
     print("wrote", out / name)
