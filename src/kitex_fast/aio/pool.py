@@ -18,7 +18,7 @@ import select
 import socket
 from collections import deque
 from types import ModuleType
-from typing import Any, Callable, Deque, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from .. import _transport_errors as texts
 from ..errors import ConnectError, ConnectTimeoutError, RPCTimeoutError, TransportError
@@ -60,6 +60,7 @@ class AsyncPool:
         self._connecting = 0  # connects in progress
         self._awaiting_connect = 0  # calls waiting for one of them
         self._next = itertools.count()
+        self._endpoint_of: Dict[Any, Endpoint] = {}  # connection -> its endpoint (for update)
         self._closed = False
 
     def take(self) -> Any:
@@ -148,12 +149,18 @@ class AsyncPool:
         """A new connection, trying the endpoints round robin from the next one (failover)."""
         self._connecting += 1
         try:
-            n = len(self.endpoints)
+            endpoints = self.endpoints  # one read: a registry update may swap it meanwhile
+            n = len(endpoints)
             start = next(self._next) % n
             errors: List[ConnectError] = []
+            tried: Set[Endpoint] = set()
             for i in range(n):
+                endpoint = endpoints[(start + i) % n]
+                if endpoint in tried:  # a weighted cycle lists an endpoint many times
+                    continue
+                tried.add(endpoint)
                 try:
-                    proto = await self._connect(self.endpoints[(start + i) % n], deadline)
+                    proto = await self._connect(endpoint, deadline)
                 except ConnectError as exc:
                     errors.append(exc)
                     continue
@@ -161,7 +168,8 @@ class AsyncPool:
                     errors.append(ConnectError("connection to %s closed right after connect" % proto.peer))
                     continue
                 self._all.add(proto)
-                proto.wait_closed().add_done_callback(lambda _f, p=proto: self._all.discard(p))
+                self._endpoint_of[proto] = endpoints[(start + i) % n]
+                proto.wait_closed().add_done_callback(lambda _f, p=proto: self._forget(p))
                 if self._closed:
                     proto.close()
                     raise TransportError("the client is closed")
@@ -256,6 +264,25 @@ class AsyncPool:
         except BaseException:
             sock.close()
             raise
+
+    def _forget(self, proto: Any) -> None:
+        self._all.discard(proto)
+        self._endpoint_of.pop(proto, None)
+
+    def update(self, cycle: Tuple[Endpoint, ...]) -> None:
+        """A registry's new instance set, as a weighted round-robin cycle of endpoints for new
+        connections (on the loop's thread). Connections to instances that left drain: they take
+        no new call and close after their calls. When instances joined, every connection drains
+        the same way, so that the connections (and the calls they carry) spread over the new
+        set as the cycle says instead of staying where they were."""
+        old = set(self.endpoints)
+        self.endpoints = cycle
+        new = set(cycle)
+        joined = bool(new - old)
+        for proto in list(self._all):
+            if joined or self._endpoint_of.get(proto) not in new:
+                proto.retire()  # (it leaves self.conns itself)
+        self.wake(len(self.waiters))
 
     def retire(self) -> None:
         """Every connection closes once its calls are done; new calls still get connections."""
