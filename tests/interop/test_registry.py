@@ -325,3 +325,17 @@ def test_aio_binding_by_name(impl, etcd, fleet, aio_default) -> None:
                 await binding.invoke(InvokeRequest("get", echo_request("x"), meta(etcd, destService="none")))
 
     aio_default(run)
+
+
+def test_cli_call_by_registry(impl, etcd, fleet, capsys) -> None:
+    from kitex_fast import cli
+
+    server = fleet()
+    status = cli.main(["call", "--implementation", impl.name, "--registry", etcd.url, "-s", "echo",
+                       "-m", "echo", "--data-hex", echo_request("cli").hex(), "-v"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert read_echo_reply(bytes.fromhex(out.strip())).startswith("cli,hi Kitex@" + server.address)
+    status = cli.main(["call", "--registry", etcd.url, "-e", server.address, "-s", "echo", "-m", "echo",
+                       "--data-hex", echo_request("x").hex()])
+    assert status != 0 and "exactly one of --host-ports and --registry" in capsys.readouterr().err
