@@ -8,7 +8,9 @@ At 1, 16, 64 and 256 calls in flight against one real Kitex echo server (default
 CPU per call for
 
 - kitex_fast.aio Client, compiled and pure twin, on asyncio's default loop, and compiled on uvloop
-  (N coroutines, each making its calls one after another on one shared client);
+  (N coroutines, each making its calls one after another on one shared client), on the default
+  connection model (one call per connection at a time, as Kitex's client); and compiled with the
+  opt-in ``pipelining`` (many calls per connection) as a row of its own;
 - the sync KitexOutputBinding shared by N threads (bench/run.py threaded_run);
 - the Go reference client, ``refclient load -c N`` (Kitex's binary generic client, as Dapr's);
 - thriftpy2's asyncio client on Framed (one client and connection per coroutine: a TAsyncClient
@@ -16,13 +18,21 @@ CPU per call for
 
 Rows take turns within each round so machine drift hits all of them alike. Client CPU is the
 process's user+system time over the measured calls (for Go: the refclient process, minus a
-calibrated start-up run). Writes OUT/aio.md. No timing is ever asserted.
+calibrated start-up run).
+
+Then the slow-method table (issue 17): 64 callers of a Kitex method that takes 50 ms (rich.thrift
+``sleep(50)`` on a default, non-mux server) through the aio binding (64 tasks), the same with
+``pipelining``, and the sync binding on 64 threads: calls/s, p50, p99 and p50 / 50 ms. An instant
+echo hides queueing; a method that takes time shows it.
+
+Writes OUT/aio.md. No timing is ever asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import struct
 import sys
 import tempfile
 import time
@@ -34,18 +44,19 @@ import _clients  # noqa: E402
 
 import peers  # noqa: E402
 from kitex_fast import Client as SyncClient  # noqa: E402
-from kitex_fast import InvokeRequest, KitexOutputBinding  # noqa: E402
-from kitex_fast.aio import Client  # noqa: E402
+from kitex_fast import InvokeRequest, KitexOutputBinding, codec  # noqa: E402
+from kitex_fast.aio import AsyncKitexOutputBinding, Client  # noqa: E402
 from kitex_fast.testing import echo_request, read_echo_reply  # noqa: E402
 
 AIO_C = "kitex_fast.aio (c)"
 AIO_PY = "kitex_fast.aio (py)"
 AIO_UV = "kitex_fast.aio (c, uvloop)"
+AIO_PIPE = "kitex_fast.aio (c), pipelining"
 SYNC = "sync binding (c), N threads"
 SYNC_CLIENT = "sync Client (c), 1 thread"
 GO = "Go Kitex refclient"
 TP2 = "thriftpy2 aio (framed)"
-ROWS = (AIO_C, AIO_PY, AIO_UV, SYNC, GO, TP2)
+ROWS = (AIO_C, AIO_PY, AIO_UV, AIO_PIPE, SYNC, GO, TP2)
 SIZE = 1024
 
 Result = Tuple[float, List[int], int]  # seconds, latencies (ns), client CPU (ns)
@@ -77,14 +88,14 @@ async def _workers(call: Callable[[], Any], n: int, calls: int) -> Tuple[float, 
 class AioRunner:
     """One kitex_fast.aio client on its own event loop, kept across rounds."""
 
-    def __init__(self, address: str, impl: str, loop_kind: str, data: bytes) -> None:
+    def __init__(self, address: str, impl: str, loop_kind: str, data: bytes, **options: Any) -> None:
         if loop_kind == "uvloop":
             import uvloop
 
             self.loop = uvloop.new_event_loop()
         else:
             self.loop = asyncio.new_event_loop()
-        self.client = Client("echo", address, implementation=impl, connect_timeout=2.0)
+        self.client = Client("echo", address, implementation=impl, connect_timeout=2.0, **options)
         self.data = data
         reply = self.loop.run_until_complete(self.client.call("echo", data))
         assert read_echo_reply(reply).endswith(",hi Kitex")
@@ -205,12 +216,15 @@ def go_runner(refclient: str, address: str, data: bytes, work: Path) -> Callable
 
 def measure(cfg: argparse.Namespace, address: str, work: Path) -> Dict[Tuple[int, str], Dict[str, float]]:
     data = echo_request("x" * SIZE)
-    request = InvokeRequest("get", data, _clients.binding_metadata(address, "framed"))
+    # (connectTimeout 2s: with 256 threads the sync binding reconnects past its 10 idle
+    # connections, and Kitex's 50 ms default trips on a loaded 2-CPU machine)
+    request = InvokeRequest("get", data, _clients.binding_metadata(address, "framed", connectTimeout="2s"))
     binding = KitexOutputBinding(implementation="c")
     refclient = str(peers.BIN_DIR / "refclient")
     runners: Dict[str, Callable[[int, int], Result]] = {
         AIO_C: AioRunner(address, "c", "asyncio", data),
         AIO_PY: AioRunner(address, "py", "asyncio", data),
+        AIO_PIPE: AioRunner(address, "c", "asyncio", data, pipelining=True),
         SYNC: sync_threads(binding, request),
         GO: go_runner(refclient, address, data, work),
         TP2: Thriftpy2AioRunner(address),
@@ -249,6 +263,104 @@ def measure(cfg: argparse.Namespace, address: str, work: Path) -> Dict[Tuple[int
                 close()
         binding.close()
     return out
+
+
+SLOW_MS = 50
+SLOW_CALLERS = 64
+SLOW_AIO = "aio binding (c), 64 tasks"
+SLOW_AIO_PY = "aio binding (py), 64 tasks"
+SLOW_PIPE = "aio binding (c), 64 tasks, pipelining"
+SLOW_SYNC = "sync binding (c), 64 threads"
+SLOW_ROWS = (SLOW_AIO, SLOW_AIO_PY, SLOW_PIPE, SLOW_SYNC)
+
+
+def sleep_call(millis: int) -> bytes:
+    """rich.thrift ``sleep(1: i32 millis)`` as a CALL message."""
+    return codec.build_message(codec.CALL, "sleep", 0, b"\x08\x00\x01" + struct.pack(">i", millis) + b"\x00")
+
+
+def measure_slow(cfg: argparse.Namespace, address: str) -> Dict[str, Dict[str, float]]:
+    """64 callers of a 50 ms method through each binding, rows taking turns."""
+    data = sleep_call(SLOW_MS)
+    meta = {"hostPorts": address, "destService": "rich", "methodName": "sleep", "version": "v1",
+            "connectTimeout": "2s", "rpcTimeout": "60s"}
+    per = cfg.slow_calls // SLOW_CALLERS
+
+    def aio_row(impl: str, **extra: str) -> Callable[[], Result]:
+        loop = asyncio.new_event_loop()
+        binding = AsyncKitexOutputBinding(implementation=impl)
+        request = InvokeRequest("get", data, dict(meta, **extra))
+
+        def one() -> Any:
+            return binding.invoke(request)
+
+        def runner() -> Result:
+            loop.run_until_complete(_workers(one, SLOW_CALLERS, SLOW_CALLERS))  # warm-up: connections
+            cpu = _cpu_ns()
+            seconds, lat = loop.run_until_complete(_workers(one, SLOW_CALLERS, per * SLOW_CALLERS))
+            return seconds, lat, _cpu_ns() - cpu
+
+        runner.close = lambda: (loop.run_until_complete(binding.close()), loop.close())  # type: ignore[attr-defined]
+        return runner
+
+    sync_binding = KitexOutputBinding(implementation="c")
+    sync_request = InvokeRequest("get", data, meta)
+
+    def sync_row() -> Result:
+        run.threaded_run(sync_binding, sync_request, SLOW_CALLERS, SLOW_CALLERS)  # warm-up
+        cpu = _cpu_ns()
+        seconds, lat = run.threaded_run(sync_binding, sync_request, SLOW_CALLERS, per * SLOW_CALLERS)
+        return seconds, lat, _cpu_ns() - cpu
+
+    runners: Dict[str, Callable[[], Result]] = {
+        SLOW_AIO: aio_row("c"),
+        SLOW_AIO_PY: aio_row("py"),
+        SLOW_PIPE: aio_row("c", pipelining="true"),
+        SLOW_SYNC: sync_row,
+    }
+    acc: Dict[str, List[Result]] = {}
+    try:
+        order = list(runners.items())
+        for r in range(cfg.rounds):
+            k = r % len(order)
+            for label, runner in order[k:] + order[:k]:
+                acc.setdefault(label, []).append(runner())
+    finally:
+        for runner in runners.values():
+            close = getattr(runner, "close", None)
+            if close is not None:
+                close()
+        sync_binding.close()
+    out: Dict[str, Dict[str, float]] = {}
+    for label, results in acc.items():
+        seconds = sum(x[0] for x in results)
+        lat = [v for x in results for v in x[1]]
+        summary = run.summarize(lat)
+        out[label] = {"calls_per_s": len(lat) / seconds, "p50": summary["p50"], "p99": summary["p99"],
+                      "calls": len(lat)}
+    return out
+
+
+def report_slow(cfg: argparse.Namespace, data: Dict[str, Dict[str, float]]) -> List[str]:
+    lines = [
+        "## A method that takes %d ms, %d callers" % (SLOW_MS, SLOW_CALLERS),
+        "",
+        "rich.thrift `sleep(%d)` on a default (non-mux) Kitex server, Framed; %d rounds of %d calls "
+        "per row. The ideal: p50 = %d ms and %d calls/s (%d callers / %d ms)."
+        % (SLOW_MS, cfg.rounds, cfg.slow_calls - cfg.slow_calls % SLOW_CALLERS, SLOW_MS,
+           SLOW_CALLERS * 1000 // SLOW_MS, SLOW_CALLERS, SLOW_MS),
+        "",
+    ]
+    rows = []
+    for label in SLOW_ROWS:
+        d = data.get(label)
+        if d is None:
+            continue
+        rows.append([label, "%.0f" % d["calls_per_s"], "%.1f" % (d["p50"] / 1e6), "%.1f" % (d["p99"] / 1e6),
+                     "%.2fx" % (d["p50"] / 1e6 / SLOW_MS)])
+    lines += run.table(["path", "calls/s", "p50 ms", "p99 ms", "p50 / %d ms" % SLOW_MS], rows)
+    lines.append("")
+    return lines
 
 
 def report(cfg: argparse.Namespace, info: Dict[str, str], pinned: str,
@@ -321,6 +433,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg.rounds = 1 if cfg.quick else 3
     cfg.calls = 2000 if cfg.quick else 20000
     cfg.calls_1 = 500 if cfg.quick else 4000
+    cfg.slow_calls = 640 if cfg.quick else 3200
     peers.build_peers()
     info = run.machine_info()  # before pinning, so nproc counts the machine's CPUs
     server_cpus, client_cpus = (None, None) if cfg.no_pin else run.pin_cpus()
@@ -333,7 +446,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             data = measure(cfg, server.address, Path(work))
     finally:
         server.stop()
-    text = report(cfg, info, pinned, data)
+    slow_server = peers.KitexServer("default", "rich", cpus=server_cpus).start()
+    try:
+        print("  slow method: %d callers of a %d ms method" % (SLOW_CALLERS, SLOW_MS), flush=True)
+        slow = measure_slow(cfg, slow_server.address)
+    finally:
+        slow_server.stop()
+    text = report(cfg, info, pinned, data) + "\n" + "\n".join(report_slow(cfg, slow))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "aio.md").write_text(text + "\n")

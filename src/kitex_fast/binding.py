@@ -233,6 +233,9 @@ class BindingCore:
             max_frame_size=options.max_frame_size,
             pool_size=options.pool_size,
             max_idle_time=options.max_idle_time,
+            max_connections=options.max_connections,
+            mux_connection=options.mux_connection,
+            pipelining=options.pipelining,
             implementation=self.implementation,
         )
 

@@ -48,6 +48,12 @@ PerCallHeaders = Tuple[Tuple[Tuple[str, str], ...], Tuple[Tuple[int, str], ...]]
 
 _MAX_FRAME_FIELD = 0x7FFFFFFF  # a frame length is a 32-bit field every peer reads as positive
 _MAX_POOL_SIZE = 10000  # as the poolSize metadata field
+# Open connections per endpoint (asyncio driver). Kitex's long-connection pool has no cap on
+# active connections (pkg/connpool: only idle ones are bounded); we keep one, so that a stalled
+# server or a burst of callers cannot exhaust the process's file descriptors (1024 is a common
+# soft RLIMIT_NOFILE): a call past it waits for a connection within its own deadline.
+DEFAULT_MAX_CONNECTIONS = 512
+MAX_CONNECTIONS_LIMIT = 65535  # as the maxConnections metadata field
 
 
 def _is_int(value: object) -> bool:
@@ -101,6 +107,17 @@ class ClientCore:
     :param rpc_timeout: seconds for the whole call, connect included (None or 0: no limit; at
         most about 292 years, Go's longest Duration).
     :param str_headers / int_headers: extra TTHeader headers sent with every call.
+    :param pool_size: idle connections kept per endpoint (Kitex's MaxIdlePerAddress, 10).
+    :param max_idle_time: seconds an idle connection is kept before it is closed.
+    :param max_connections: open connections per endpoint at most (asyncio driver; default 512).
+        The sync driver holds one connection per calling thread, so its threads are its cap.
+    :param mux_connection: the server is a Kitex mux server (``WithMuxTransport``): the asyncio
+        driver carries many calls on each connection, matched by seq id. Needs a TTHeader
+        transport. Without it a connection carries one call at a time, as Kitex's own client does.
+    :param pipelining: the asyncio driver writes further calls on a connection before the
+        earlier ones are answered. Only for servers known to answer in order and quickly: a
+        default (non-mux) Kitex server answers a connection's requests one after the other, so
+        every pipelined call also waits for all the calls ahead of it (head-of-line blocking).
     :param implementation: ``"c"``, ``"py"`` or None (the compiled core when installed).
 
     Every argument is validated here, before any I/O: a bad one raises :class:`MetadataError`
@@ -122,6 +139,9 @@ class ClientCore:
         int_headers: Optional[Mapping[int, str]] = None,
         pool_size: int = 10,
         max_idle_time: float = 60.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        mux_connection: bool = False,
+        pipelining: bool = False,
         implementation: Optional[str] = None,
     ) -> None:
         # Every argument is checked here, before any I/O, and a bad one is a MetadataError that
@@ -196,6 +216,27 @@ class ClientCore:
                 % (_MAX_POOL_SIZE, pool_size)
             )
         max_idle_time = check_seconds("max_idle_time", max_idle_time) or 0.0
+        if not _is_int(max_connections) or not 1 <= max_connections <= MAX_CONNECTIONS_LIMIT:
+            raise MetadataError(
+                "max_connections must be an int in 1-%d (open connections per endpoint), not %r"
+                % (MAX_CONNECTIONS_LIMIT, max_connections)
+            )
+        for name, flag in (("mux_connection", mux_connection), ("pipelining", pipelining)):
+            if type(flag) is not bool:
+                raise MetadataError("%s must be True or False, not %r" % (name, flag))
+        if mux_connection and not ttheader:
+            raise MetadataError(
+                "mux_connection needs transport ttheader or ttheader-framed (a Kitex mux server "
+                "speaks only TTHeader), not %s" % transport
+            )
+        if mux_connection and pipelining:
+            raise MetadataError(
+                "mux_connection and pipelining exclude each other: a mux connection already "
+                "carries many calls, answered in any order"
+            )
+        self.max_connections = max_connections
+        self.mux_connection = mux_connection
+        self.pipelining = pipelining
         self.implementation = "py" if self._codec.__name__.endswith("_py") else "c"
         self._str_headers = dict(str_headers or {})
         self._int_headers = dict(int_headers or {})

@@ -33,6 +33,7 @@ __all__ = [
     "NoInstanceError",
     "ConnectionClosedError",
     "RPCTimeoutError",
+    "ConnectionLimitError",
     "RemoteError",
     "ApplicationError",
     "BizStatusError",
@@ -99,6 +100,11 @@ class ConnectionClosedError(TransportError):
 
 class RPCTimeoutError(TransportError, TimeoutError):
     """The reply did not arrive within the rpc timeout."""
+
+
+class ConnectionLimitError(RPCTimeoutError):
+    """The call's deadline passed while it waited for a connection: every connection the client
+    may open to its endpoints (``max_connections`` each) carried a call. Nothing was sent."""
 
 
 class RemoteError(KitexError):

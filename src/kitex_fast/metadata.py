@@ -48,6 +48,9 @@ OPTIONAL_KEYS = (
     "logID",
     "poolSize",
     "maxIdleTime",
+    "maxConnections",
+    "muxConnection",
+    "pipelining",
 )
 STR_HEADER_PREFIX = "header."
 INT_HEADER_PREFIX = "intHeader."
@@ -64,6 +67,9 @@ DEFAULTS: Dict[str, str] = {
     "maxFrameSize": str(DEFAULT_MAX_FRAME_SIZE),
     "poolSize": "10",  # Kitex: MaxIdlePerAddress 10 (internal/client/option.go)
     "maxIdleTime": "60s",  # Kitex: MaxIdleTimeout 1 minute
+    "maxConnections": "512",  # per endpoint (kitex_fast.client.DEFAULT_MAX_CONNECTIONS)
+    "muxConnection": "false",
+    "pipelining": "false",
 }
 
 # TTHeader integer keys (cloudwego/gopkg protocol/ttheader/metakey.go).
@@ -168,6 +174,17 @@ def parse_size(field: str, value: str) -> int:
     return min(size, 0x7FFFFFFF)
 
 
+# The spellings Go's strconv.ParseBool accepts, as Dapr's own components read flags.
+_BOOLS = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
+
+
+def _parse_bool(field: str, value: str) -> bool:
+    flag = _BOOLS.get(value.strip().lower())
+    if flag is None:
+        raise MetadataError("%smetadata field %s: %r is not true or false" % (PREFIX, field, value))
+    return flag
+
+
 def _parse_int(field: str, value: str, low: int, high: int) -> int:
     text = value.strip()
     if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
@@ -193,6 +210,9 @@ class CallOptions(NamedTuple):
     max_frame_size: int
     pool_size: int
     max_idle_time: float
+    max_connections: int
+    mux_connection: bool
+    pipelining: bool
     str_headers: Tuple[Tuple[str, str], ...]
     int_headers: Tuple[Tuple[int, str], ...]
     # metadata registry (+ registryPrefix): resolve dest_service there; endpoints is then ()
@@ -210,6 +230,9 @@ class CallOptions(NamedTuple):
             self.max_frame_size,
             self.pool_size,
             self.max_idle_time,
+            self.max_connections,
+            self.mux_connection,
+            self.pipelining,
             self.registry,
         )
 
@@ -326,6 +349,19 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
     max_frame_size = parse_size("maxFrameSize", opt("maxFrameSize"))
     pool_size = _parse_int("poolSize", opt("poolSize"), 0, 10000)
     max_idle_time = parse_duration("maxIdleTime", opt("maxIdleTime"))
+    max_connections = _parse_int("maxConnections", opt("maxConnections"), 1, 65535)
+    mux_connection = _parse_bool("muxConnection", opt("muxConnection"))
+    pipelining = _parse_bool("pipelining", opt("pipelining"))
+    if mux_connection and not ttheader:
+        raise MetadataError(
+            "%smetadata field muxConnection needs transport ttheader or ttheader-framed (a Kitex "
+            "mux server speaks only TTHeader; transport is %s)" % (PREFIX, transport)
+        )
+    if mux_connection and pipelining:
+        raise MetadataError(
+            "%smetadata fields muxConnection and pipelining exclude each other: a mux connection "
+            "already carries many calls, answered in any order" % PREFIX
+        )
 
     str_headers: Dict[str, str] = {}
     int_headers: Dict[int, str] = {}
@@ -383,6 +419,9 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
         max_frame_size=max_frame_size,
         pool_size=pool_size,
         max_idle_time=max_idle_time or 0.0,
+        max_connections=max_connections,
+        mux_connection=mux_connection,
+        pipelining=pipelining,
         str_headers=tuple(sorted(str_headers.items())),
         int_headers=tuple(sorted(int_headers.items())),
         registry=registry,

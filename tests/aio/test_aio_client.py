@@ -92,17 +92,23 @@ def test_call_invoke_and_exchange_match_the_sync_client(impl, aio_loop, server, 
     assert codec.parse_message(frame.payload).seq_id == seq_id
 
 
+# The connection models: one call per connection (the default, as Kitex's own client), and the
+# opt-in pipelining (many calls in flight per connection on an in-order server).
+MODELS = {"pingpong": {}, "pipelining": {"pipelining": True}}
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
 @pytest.mark.parametrize("transport", ["framed", "ttheader"])
-def test_many_concurrent_calls_each_get_their_own_reply(impl, aio_loop, server, transport):
+def test_many_concurrent_calls_each_get_their_own_reply(impl, aio_loop, server, transport, model):
     n = 600
 
     async def main():
         async with Client(
-            "echo", server.address, transport=transport, pool_size=3, max_in_flight=40,
-            implementation=impl.name, connect_timeout=CONNECT,
+            "echo", server.address, transport=transport, max_connections=3, max_in_flight=40,
+            implementation=impl.name, connect_timeout=CONNECT, **MODELS[model],
         ) as c:
             replies = await asyncio.gather(*(c.call("echo", echo_request("m%d" % i)) for i in range(n)))
-            assert len(c._pool.conns) <= 3
+            assert len(c._pool._all) <= 3  # calls past the cap waited for a connection
             return replies
 
     replies = aio_loop(main)
@@ -182,13 +188,14 @@ def test_rpc_timeout_then_the_client_recovers(impl, aio_default, server):
 
 
 @pytest.mark.filterwarnings("error")
-def test_cancellation_storm_never_desyncs(impl, aio_loop, server):
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_cancellation_storm_never_desyncs(impl, aio_loop, server, model):
     rng = random.Random(7)
 
     async def main():
         async with Client(
             "echo", server.address, pool_size=2, max_in_flight=30, connect_timeout=2.0,
-            implementation=impl.name,
+            implementation=impl.name, **MODELS[model],
         ) as c:
             tasks = [asyncio.ensure_future(c.call("echo", echo_request("s%d" % i))) for i in range(300)]
             await asyncio.sleep(0.002)
@@ -304,7 +311,7 @@ def test_replies_out_of_order_are_matched_by_seq_id(impl, aio_loop):
 
     async def main():
         async with AsyncPeer(reverse) as peer:
-            async with Client("echo", peer.address, pool_size=1, implementation=impl.name, connect_timeout=CONNECT) as c:
+            async with Client("echo", peer.address, max_connections=1, pipelining=True, implementation=impl.name, connect_timeout=CONNECT) as c:
                 replies = await asyncio.gather(*(c.call("echo", echo_request("o%d" % i)) for i in range(50)))
         return replies
 
@@ -321,7 +328,7 @@ def test_a_reply_nobody_asked_for_closes_the_connection_with_a_typed_error(impl,
 
     async def main():
         async with AsyncPeer(wrong_seq) as peer:
-            async with Client("echo", peer.address, pool_size=1, implementation=impl.name, connect_timeout=CONNECT) as c:
+            async with Client("echo", peer.address, max_connections=1, pipelining=True, implementation=impl.name, connect_timeout=CONNECT) as c:
                 results = await asyncio.gather(
                     c.call("echo", echo_request("a")), c.call("echo", echo_request("b")),
                     return_exceptions=True,
@@ -345,7 +352,7 @@ def test_exception_with_seq_id_zero_answers_the_oldest_call(impl, aio_default):
 
     async def main():
         async with AsyncPeer(zero) as peer:
-            async with Client("echo", peer.address, pool_size=1, implementation=impl.name, connect_timeout=CONNECT) as c:
+            async with Client("echo", peer.address, max_connections=1, pipelining=True, implementation=impl.name, connect_timeout=CONNECT) as c:
                 return await asyncio.gather(
                     c.call("echo", echo_request("a")), c.call("echo", echo_request("b")),
                     return_exceptions=True,
@@ -378,7 +385,8 @@ def test_a_peer_that_stops_reading_never_makes_the_client_buffer_without_bound(i
 
     async def main():
         async with Client(
-            "echo", address, pool_size=1, max_in_flight=1000, rpc_timeout=1.0, implementation=impl.name, connect_timeout=CONNECT
+            "echo", address, max_connections=1, pipelining=True, max_in_flight=1000, rpc_timeout=1.0,
+            implementation=impl.name, connect_timeout=CONNECT
         ) as c:
             calls = asyncio.gather(*(c.call("echo", big) for _ in range(64)), return_exceptions=True)
             await asyncio.sleep(0.5)  # the kernel's buffers are full by now
@@ -437,7 +445,7 @@ def test_wrong_method_name_fails_every_call_on_the_connection(impl, aio_default)
 
     async def main():
         async with AsyncPeer(wrong_name) as peer:
-            async with Client("echo", peer.address, pool_size=1, implementation=impl.name, connect_timeout=CONNECT) as c:
+            async with Client("echo", peer.address, max_connections=1, pipelining=True, implementation=impl.name, connect_timeout=CONNECT) as c:
                 return await asyncio.gather(
                     c.call("echo", echo_request("a")), c.call("echo", echo_request("b")),
                     return_exceptions=True,
@@ -459,7 +467,7 @@ def test_a_connection_with_a_timed_out_call_closes_once_no_live_call_is_left(imp
 
     async def main():
         async with AsyncPeer(answer_second_only) as peer:
-            async with Client("echo", peer.address, pool_size=1, implementation=impl.name,
+            async with Client("echo", peer.address, max_connections=1, pipelining=True, implementation=impl.name,
                               connect_timeout=CONNECT) as c:
                 first = asyncio.ensure_future(c.exchange("echo", echo_request("a"), rpc_timeout=0.2))
                 second = asyncio.ensure_future(c.exchange("echo", echo_request("b"), rpc_timeout=5.0))
@@ -477,8 +485,8 @@ def test_a_connection_with_a_timed_out_call_closes_once_no_live_call_is_left(imp
 
 def test_calls_in_flight_per_connection_stay_within_the_bound(impl, aio_default, server):
     async def main():
-        async with Client("echo", server.address, pool_size=2, max_in_flight=7, implementation=impl.name,
-                          connect_timeout=CONNECT) as c:
+        async with Client("echo", server.address, max_connections=2, max_in_flight=7, pipelining=True,
+                          implementation=impl.name, connect_timeout=CONNECT) as c:
             most = 0
             done = False
 

@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
@@ -110,6 +111,21 @@ class KitexServer:
         self.port = 0
         self._proc: Optional[subprocess.Popen] = None
         self._log: Optional[tempfile._TemporaryFileWrapper] = None
+        self.stats_address = ""  # with "-stats 127.0.0.1:0" among the extra arguments
+
+    def stats(self, *, reset: bool = False) -> Dict[str, int]:
+        """The server's request statistics (needs ``-stats``): ``in_flight``, ``max_in_flight``
+        (the most requests in its handlers at once), ``handled``, ``peers`` (distinct client
+        addresses, i.e. connections used). ``reset=True`` zeroes them after reading."""
+        assert self.stats_address, "start the server with extra arguments -stats 127.0.0.1:0"
+        request = urllib.request.Request(
+            "http://%s/%s" % (self.stats_address, "reset" if reset else "stats"),
+            method="POST" if reset else "GET",
+        )
+        # (no proxy: the address is on loopback)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=10) as reply:
+            return json.loads(reply.read())
 
     @property
     def address(self) -> str:
@@ -152,23 +168,29 @@ class KitexServer:
         deadline = time.monotonic() + timeout
         sel = selectors.DefaultSelector()
         sel.register(self._proc.stdout, selectors.EVENT_READ)
-        line = b""
+        buffered = b""
         try:
-            while not line.endswith(b"\n"):
-                left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    raise RuntimeError("%r printed no LISTENING line within %.0f s; log:\n%s"
-                                       % (self, timeout, self.log()))
-                chunk = os.read(self._proc.stdout.fileno(), 256)
-                if not chunk:
-                    raise RuntimeError("%r exited (status %s) before listening; log:\n%s"
-                                       % (self, self._proc.wait(), self.log()))
-                line += chunk
+            while True:
+                while b"\n" not in buffered:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not sel.select(left):
+                        raise RuntimeError("%r printed no LISTENING line within %.0f s; log:\n%s"
+                                           % (self, timeout, self.log()))
+                    chunk = os.read(self._proc.stdout.fileno(), 256)
+                    if not chunk:
+                        raise RuntimeError("%r exited (status %s) before listening; log:\n%s"
+                                           % (self, self._proc.wait(), self.log()))
+                    buffered += chunk
+                line, _, buffered = buffered.partition(b"\n")
+                word, _, addr = line.decode().strip().partition(" ")
+                if word == "STATS":  # -stats: the statistics endpoint comes first
+                    self.stats_address = addr
+                    continue
+                break
         finally:
             sel.close()
-        word, _, addr = line.decode().strip().partition(" ")
         if word != "LISTENING":
-            raise RuntimeError("%r: unexpected first line %r" % (self, line))
+            raise RuntimeError("%r: unexpected line %r" % (self, line))
         host, _, port = addr.rpartition(":")
         self.host, self.port = host, int(port)
         while True:  # the listener is bound before the line; a connect proves it accepts

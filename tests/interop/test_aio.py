@@ -1,7 +1,8 @@
 """kitex_fast.aio against real Kitex servers (Go, tests/interop/go), on both implementations and on
-asyncio's default loop and uvloop: many calls in flight per connection on every server variant and
-framing it answers, mux replies out of order, cancellation storms, a stalled server, a server killed
-under load."""
+asyncio's default loop and uvloop: many calls at once on every server variant and framing it
+answers (one call per connection on default servers, many on mux connections), mux replies out of
+order, cancellation storms, a stalled server, a server killed under load. The connection model
+itself, counted by the servers: tests/interop/test_connection_model.py."""
 
 from __future__ import annotations
 
@@ -66,9 +67,11 @@ def test_concurrent_calls_are_each_matched_to_their_reply(impl, aio_loop, kitex_
     server = kitex_server(mode, "echo")
 
     async def main():
-        async with Client("echo", server.address, transport=transport, pool_size=4, max_in_flight=64,
-                          connect_timeout=2.0, implementation=impl.name) as client:
+        async with Client("echo", server.address, transport=transport, mux_connection=mode == "mux",
+                          max_connections=4, max_in_flight=64, connect_timeout=2.0,
+                          implementation=impl.name) as client:
             await _many(client, 1000)
+            assert len(client._pool._all) <= 4
 
     aio_loop(main)
 
@@ -79,11 +82,14 @@ def test_10000_concurrent_calls_on_every_variant_and_framing(impl, aio_default, 
     server = kitex_server(mode, "echo")
 
     async def main():
-        async with Client("echo", server.address, transport=transport, pool_size=8, max_in_flight=256,
+        # mux: many calls per connection; every other server: one call per connection at a
+        # time, so most of the 10,000 wait for one of the 64 connections
+        mux = mode == "mux"
+        async with Client("echo", server.address, transport=transport, mux_connection=mux,
+                          max_connections=8 if mux else 64, max_in_flight=256,
                           connect_timeout=2.0, implementation=impl.name) as client:
             await _many(client, 10000)
-            # pipelined: far fewer connections than calls in flight
-            assert len(client._pool._all) <= 8
+            assert len(client._pool._all) <= (8 if mux else 64)
 
     aio_default(main)
 
@@ -102,8 +108,8 @@ def test_mux_replies_arrive_out_of_order_and_still_match(impl, aio_loop, kitex_s
             done.append(i)
             return reply
 
-        async with Client("rich", server.address, transport="ttheader", pool_size=1,
-                          connect_timeout=2.0, implementation=impl.name) as client:
+        async with Client("rich", server.address, transport="ttheader", mux_connection=True,
+                          max_connections=1, connect_timeout=2.0, implementation=impl.name) as client:
             replies = await asyncio.gather(*(one(i) for i in range(len(sleeps))))
             assert len(client._pool._all) == 1  # all of them on one connection
         return replies, done
@@ -133,8 +139,9 @@ def _storm(runner, impl, server, transport, method):
         return sleep_call(rng.randrange(0, 20)) if method == "sleep" else echo_request("c%d" % i)
 
     async def main():
-        async with Client("x", server.address, transport=transport, pool_size=4, max_in_flight=128,
-                          connect_timeout=2.0, implementation=impl.name) as client:
+        async with Client("x", server.address, transport=transport, max_connections=4, max_in_flight=128,
+                          mux_connection=transport == "ttheader", connect_timeout=2.0,
+                          implementation=impl.name) as client:
             tasks = [asyncio.ensure_future(client.call(method, request(i))) for i in range(n)]
             await asyncio.sleep(0.02)
             cancelled = set(rng.sample(range(n), n // 2))
@@ -160,21 +167,27 @@ def _storm(runner, impl, server, transport, method):
 
 
 @pytest.mark.filterwarnings("error")
-def test_stalled_server_times_out_within_the_deadline_then_recovers(impl, aio_loop, kitex_server):
+@pytest.mark.parametrize("pipelining", [False, True], ids=["pingpong", "pipelining"])
+def test_stalled_server_times_out_within_the_deadline_then_recovers(impl, aio_loop, kitex_server, pipelining):
     server = kitex_server("default", "rich")
 
     async def main():
-        async with Client("rich", server.address, rpc_timeout=0.3, pool_size=1,
-                          connect_timeout=2.0, implementation=impl.name) as client:
+        async with Client("rich", server.address, rpc_timeout=0.3, max_connections=1 if pipelining else 8,
+                          pipelining=pipelining, connect_timeout=2.0, implementation=impl.name) as client:
             start = time.monotonic()
-            # the first stalls the connection; on a default (in-order) server the rest wait behind it
             results = await asyncio.gather(
                 client.call("sleep", sleep_call(3000)),
                 *(client.call("sleep", sleep_call(0)) for _ in range(5)),
                 return_exceptions=True,
             )
             elapsed = time.monotonic() - start
-            assert all(isinstance(r, RPCTimeoutError) and r.sent for r in results), results
+            assert isinstance(results[0], RPCTimeoutError) and results[0].sent
+            if pipelining:
+                # the head-of-line cost: on a default (in-order) server the rest wait behind it
+                assert all(isinstance(r, RPCTimeoutError) and r.sent for r in results), results
+            else:
+                # each on a connection of its own: only the stalled call is late
+                assert all(sleep_reply(r) == "slept 0" for r in results[1:]), results
             assert elapsed < 2.5  # at the deadline, long before the server's 3 s answer
             # the stalled connection is retired; a new one serves the next call
             assert sleep_reply(await client.call("sleep", sleep_call(1))) == "slept 1"

@@ -14,6 +14,9 @@ def pick(conns: List[Any], limit: int) -> Optional[Protocol]: ...
 
 @disjoint_base
 class ProtocolCore:
+    mux: bool
+    idle_since: float
+    endpoint_index: int
     def __init__(
         self, loop: asyncio.AbstractEventLoop, decoder: Any, peer: str, waiters: Deque[Any], conns: List[Any]
     ) -> None: ...

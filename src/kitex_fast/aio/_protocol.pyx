@@ -126,6 +126,13 @@ cdef class ProtocolCore:
     cdef object _create_future
     cdef object _flush_cb
     cdef object _pause_check
+    cdef Py_ssize_t _abandoned  # entries whose call gave up, reply still owed
+    # Set by the owning pool. ``mux``: the server answers in any order (a Kitex mux server), so
+    # a call that gives up does not hold up the others and the connection stays. ``idle_since``
+    # (loop time) and ``endpoint_index`` are the pool's bookkeeping for idle connections.
+    cdef public bint mux
+    cdef public double idle_since
+    cdef public Py_ssize_t endpoint_index
 
     def __init__(self, loop, decoder, peer, waiters, list conns):
         self._loop = loop
@@ -148,6 +155,10 @@ cdef class ProtocolCore:
         self._create_future = loop.create_future
         self._flush_cb = self._flush
         self._pause_check = None
+        self._abandoned = 0
+        self.mux = False
+        self.idle_since = 0.0
+        self.endpoint_index = 0
 
     # -- attributes
 
@@ -223,8 +234,10 @@ cdef class ProtocolCore:
                 continue
             fut = pending.pop(seq)
             freed += 1
-            if not fut.done():  # a cancelled or timed-out call's reply is dropped here
+            if not fut.done():
                 fut.set_result(frame)
+            elif self._abandoned:  # a cancelled or timed-out call's reply is dropped here
+                self._abandoned -= 1
         if freed:
             if self._retiring:
                 self.retire()  # closes once no live call is left
@@ -356,19 +369,25 @@ cdef class ProtocolCore:
 
     def expire(self, fut, budget):
         """Timer callback: the call behind ``fut`` ran out of time. Its entry stays, so a late
-        reply is consumed and dropped; the connection takes no new calls (on an in-order server
-        everything queued behind a stalled call would stall too) and closes once no live call is
-        left on it."""
+        reply is consumed and dropped (the byte stream never desyncs)."""
         if fut.done():
             return
         fut.set_exception(texts.recv_timeout(self._peer, budget, self._decoder.pending))
-        self.retire()
+        self._gave_up()
 
     def abandoned(self):
         """A call on this connection was cancelled: its entry stays, so the late reply is read
-        and dropped, and the connection retires as after a timeout. The caller gave up on a
-        call still running; on an in-order server anything queued behind it would wait for it."""
-        self.retire()
+        and dropped."""
+        self._gave_up()
+
+    cdef _gave_up(self):
+        # On an in-order server every request behind a stalled one waits for it, so the
+        # connection takes no new calls and closes once no live call is left. A mux server
+        # answers each call on its own: the connection stays, unless replies nobody waits for
+        # come to outnumber the live calls (a server that stopped answering).
+        self._abandoned += 1
+        if not self.mux or self._abandoned * 2 > len(self._pending):
+            self.retire()
 
     def retire(self):
         """Take no new calls; close once no live call waits on this connection."""

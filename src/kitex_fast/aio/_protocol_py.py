@@ -96,6 +96,10 @@ class Protocol(asyncio.BufferedProtocol):
         "_lost",
         "_create_future",
         "_pause_check",
+        "_abandoned",
+        "mux",
+        "idle_since",
+        "endpoint_index",
     )
 
     def __init__(
@@ -120,6 +124,14 @@ class Protocol(asyncio.BufferedProtocol):
         self._lost = loop.create_future()
         self._create_future = loop.create_future
         self._pause_check: Any = None
+        self._abandoned = 0  # entries whose call gave up, reply still owed
+        # Set by the owning pool. ``mux``: the server answers in any order (a Kitex mux server),
+        # so a call that gives up does not hold up the others and the connection stays.
+        # ``idle_since`` (loop time) and ``endpoint_index`` are the pool's bookkeeping for idle
+        # connections.
+        self.mux = False
+        self.idle_since = 0.0
+        self.endpoint_index = 0
 
     # -- attributes
 
@@ -192,8 +204,10 @@ class Protocol(asyncio.BufferedProtocol):
                     return
                 continue
             freed += 1
-            if not fut.done():  # a cancelled or timed-out call's reply is dropped here
+            if not fut.done():
                 fut.set_result(frame)
+            elif self._abandoned:  # a cancelled or timed-out call's reply is dropped here
+                self._abandoned -= 1
         if freed:
             if self._retiring:
                 self.retire()  # closes once no live call is left
@@ -327,19 +341,25 @@ class Protocol(asyncio.BufferedProtocol):
 
     def expire(self, fut: Any, budget: float) -> None:
         """Timer callback: the call behind ``fut`` ran out of time. Its entry stays, so a late
-        reply is consumed and dropped; the connection takes no new calls (on an in-order server
-        everything queued behind a stalled call would stall too) and closes once no live call is
-        left on it."""
+        reply is consumed and dropped (the byte stream never desyncs)."""
         if fut.done():
             return
         fut.set_exception(texts.recv_timeout(self._peer, budget, self._decoder.pending))
-        self.retire()
+        self._gave_up()
 
     def abandoned(self) -> None:
         """A call on this connection was cancelled: its entry stays, so the late reply is read
-        and dropped, and the connection retires as after a timeout. The caller gave up on a
-        call still running; on an in-order server anything queued behind it would wait for it."""
-        self.retire()
+        and dropped."""
+        self._gave_up()
+
+    def _gave_up(self) -> None:
+        # On an in-order server every request behind a stalled one waits for it, so the
+        # connection takes no new calls and closes once no live call is left. A mux server
+        # answers each call on its own: the connection stays, unless replies nobody waits for
+        # come to outnumber the live calls (a server that stopped answering).
+        self._abandoned += 1
+        if not self.mux or self._abandoned * 2 > len(self._pending):
+            self.retire()
 
     def retire(self) -> None:
         """Take no new calls; close once no live call waits on this connection."""

@@ -1,10 +1,11 @@
 """The asyncio Kitex client: the sync :class:`kitex_fast.Client`'s settings, encoders and reply
-rules (:class:`kitex_fast.client.ClientCore`) on connections that carry many calls at once.
+rules (:class:`kitex_fast.client.ClientCore`) on asyncio connections.
 
-Each call takes the least-loaded connection, writes its request under a fresh per-connection seq
-id and awaits the future the protocol resolves when the reply with that seq id arrives. Default
-Kitex servers answer a connection's requests in order, the mux server in any order: matching by seq
-id serves both.
+By default each connection carries one call at a time, as Kitex's own client does with a default
+(non-mux) server, which answers a connection's requests one after the other
+(:class:`~kitex_fast.aio.pool.PingPongPool`). With ``mux_connection`` (a Kitex mux server) or
+``pipelining`` a connection carries many calls, each under its own seq id, and the protocol hands
+each reply to the call whose seq id it carries (:class:`~kitex_fast.aio.pool.SharedPool`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ..client import _UNSET, BytesLike, ClientCore, PerCallHeaders, Reply, _Unse
 from ..errors import KitexError, MetadataError, ProtocolError, TransportError
 from ..pool import Endpoint
 from . import protocol as _protocol_dispatch
-from .pool import AsyncPool
+from .pool import PingPongPool, SharedPool
 
 __all__ = ["Client"]
 
@@ -25,10 +26,12 @@ class Client(ClientCore):
     """A Kitex client for one service at one or more ``host:port`` endpoints, for asyncio (and
     uvloop). Safe to use from many tasks at once on one event loop (the first call binds it).
 
-    Takes every option of the sync :class:`kitex_fast.Client` (:class:`ClientCore`), plus
-    ``max_in_flight``: how many calls one connection carries at once (default 100). ``pool_size``
-    is the most connections the client opens: another one opens when every open one carries at
-    least half of ``max_in_flight``.
+    Takes every option of the sync :class:`kitex_fast.Client` (:class:`ClientCore`): a call that
+    finds no idle connection opens one, up to ``max_connections`` per endpoint, and past that waits
+    for one within its deadline (then :class:`~kitex_fast.errors.ConnectionLimitError`);
+    ``pool_size`` idle connections are kept per endpoint for ``max_idle_time``. With
+    ``mux_connection`` or ``pipelining``, ``max_in_flight`` (default 100) bounds the calls on one
+    connection, and another connection opens when every open one carries half of it.
     """
 
     def __init__(
@@ -51,18 +54,27 @@ class Client(ClientCore):
         connect_timeout: Optional[float],
         pool_size: int,
         max_idle_time: float,
-    ) -> AsyncPool:
-        if type(pool_size) is not int or pool_size < 1:
-            raise MetadataError("pool_size must be a positive integer, not %r" % (pool_size,))
-        # max_idle_time: connections stay open while the client lives (they carry many calls
-        # each; close() or retire() closes them), so it has no effect here.
-        return AsyncPool(
+    ) -> Union[PingPongPool, SharedPool]:
+        protocol = _protocol_dispatch.implementation(self.implementation)
+        if self.mux_connection or self.pipelining:
+            return SharedPool(
+                endpoints,
+                protocol=protocol,
+                make_decoder=make_decoder,
+                connect_timeout=connect_timeout,
+                max_idle_time=max_idle_time,
+                max_connections=self.max_connections,
+                max_in_flight=self.max_in_flight,
+                mux=self.mux_connection,
+            )
+        return PingPongPool(
             endpoints,
-            protocol=_protocol_dispatch.implementation(self.implementation),
+            protocol=protocol,
             make_decoder=make_decoder,
             connect_timeout=connect_timeout,
-            pool_size=pool_size,
-            max_in_flight=self.max_in_flight,
+            max_idle=pool_size,
+            max_idle_time=max_idle_time,
+            max_connections=self.max_connections,
         )
 
     # -- calling ------------------------------------------------------------------------------
@@ -99,7 +111,7 @@ class Client(ClientCore):
         key: Hashable = method if headers is None else (method, headers)
         encoder = self._encoders.get(key) or self._encoder(key, method, headers)
         timeout = self.rpc_timeout if isinstance(rpc_timeout, _Unset) else rpc_timeout
-        pool: AsyncPool = self._pool
+        pool = self._pool
         loop = pool.loop
         if loop is None or not loop.is_running():
             # (asyncio.get_running_loop() would cost a getpid() syscall per call on Linux)
@@ -110,9 +122,13 @@ class Client(ClientCore):
             if not pool.endpoints:  # a registry: the first call waits for it, or none is live
                 await self._aresolve(loop, timeout)
             proto = await pool.acquire(deadline)
-        seq_id = proto.next_seq_id()
-        # Validates the message (strict CALL, one complete struct) before any byte is written.
-        buffers = encoder.encode(message, seq_id)
+        try:
+            seq_id = proto.next_seq_id()
+            # Validates the message (strict CALL, one complete struct) before any byte is written.
+            buffers = encoder.encode(message, seq_id)
+        except BaseException:
+            pool.release(proto)  # nothing was written: the connection is as clean as it was
+            raise
         try:
             fut = proto.send(buffers, seq_id)
         except TransportError as exc:
@@ -122,7 +138,7 @@ class Client(ClientCore):
             # nothing reached the server, so one more connection is safe.
             proto = pool.take() or await pool.acquire(deadline)
             seq_id = proto.next_seq_id()
-            buffers = encoder.encode(message, seq_id)
+            buffers = encoder.encode(message, seq_id)  # validated above: cannot fail now
             fut = proto.send(buffers, seq_id)
         if self.retired:
             proto.retire()  # an evicted client: this connection closes after its calls
@@ -137,7 +153,8 @@ class Client(ClientCore):
             if handle is not None:
                 handle.cancel()
         if encoder.is_plain_reply(frame, seq_id):
-            return frame, seq_id, proto.peer  # the common case: a C check, no header object
+            pool.release(proto)  # the common case: a C check, no header object
+            return frame, seq_id, proto.peer
         try:
             error, keep = self._check(proto, frame, method, seq_id)
         except BaseException as exc:
@@ -145,7 +162,9 @@ class Client(ClientCore):
             # this connection fail with the same error.
             proto.close(exc if isinstance(exc, KitexError) else None)
             raise
-        if not keep:
+        if keep:
+            pool.release(proto)
+        else:
             proto.retire()  # the server closes this connection: start nothing new on it
         if error is not None:
             raise error
@@ -158,12 +177,12 @@ class Client(ClientCore):
             await loop.run_in_executor(None, self._first_resolution, timeout)
         else:
             self._first_resolution(timeout)  # raises NoInstanceError when none is live
-        pool: AsyncPool = self._pool
+        pool: Union[PingPongPool, SharedPool] = self._pool
         if not pool.endpoints:  # the resolver thread's update may still be queued on the loop
             pool.update(self._cycle)
 
     def _set_cycle(self, cycle: Tuple[Endpoint, ...]) -> None:
-        pool: AsyncPool = self._pool
+        pool: Union[PingPongPool, SharedPool] = self._pool
         distinct = tuple(dict.fromkeys(cycle))
         loop = pool.loop
         self.endpoints = distinct
@@ -179,7 +198,7 @@ class Client(ClientCore):
 
     def _bind(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
-        pool: AsyncPool = self._pool
+        pool = self._pool
         if pool.loop is not None and pool.loop is not loop:
             if pool._all:
                 raise TransportError(

@@ -1,12 +1,20 @@
-"""The connections of one asyncio client: least-loaded pick, growth up to ``pool_size``, a bound
-on calls in flight per connection, round robin over endpoints for new connections with failover
-on connect errors (the sync driver's rules, :mod:`kitex_fast.pool`).
+"""The connections of one asyncio client, on Kitex's connection model.
 
-A call gets a connection from :meth:`AsyncPool.take` (no await: the common case) or, when every
-connection is busy, :meth:`AsyncPool.acquire`, which opens one more or waits for room within the
-call's deadline. A connection is only handed out while it takes new calls, so a request is never
-written to a connection already known to be closing: that is the one case where a call moves on to
-another connection, because no byte of it was sent.
+- :class:`PingPongPool` (the default): a connection carries one call at a time, as with Kitex's own
+  long-connection pool (kitex ``pkg/connpool/long_pool.go``). A default Kitex server reads a
+  connection's next request only after it has answered the previous one, so a second call written
+  on a busy connection would wait for the first (head-of-line blocking). A call takes an idle
+  connection (most recently used first, endpoints round robin), or opens one while its endpoint
+  has fewer than ``max_connections``, or waits for one to be released within its own deadline.
+  Released connections are kept idle, at most ``max_idle`` per endpoint, for ``max_idle_time``.
+- :class:`SharedPool`: many calls per connection, matched by seq id. For a Kitex mux server
+  (``mux=True``: replies in any order; a call that gives up does not hold the connection), or as
+  the explicit opt-in ``pipelining`` for servers known to answer in order and quickly.
+
+Both try endpoints round robin for new connections with failover on connect errors (the sync
+driver's rules, :mod:`kitex_fast.pool`). A request is never written to a connection known to be
+closing: that is the one case where a call moves on to another connection, because no byte of it
+was sent.
 """
 
 from __future__ import annotations
@@ -18,17 +26,26 @@ import select
 import socket
 from collections import deque
 from types import ModuleType
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from .. import _transport_errors as texts
-from ..errors import ConnectError, ConnectTimeoutError, RPCTimeoutError, TransportError
+from ..errors import (
+    ConnectError,
+    ConnectionLimitError,
+    ConnectTimeoutError,
+    RPCTimeoutError,
+    TransportError,
+)
 from ..pool import Endpoint
 
-__all__ = ["AsyncPool"]
+__all__ = ["PingPongPool", "SharedPool"]
 
 
-class AsyncPool:
-    """All connections of one client to its endpoints."""
+class _Connector:
+    """What both pools share: endpoints, connecting (round robin, failover), close."""
+
+    # Whether the client hands each connection back after its call (``release``).
+    one_call = False
 
     def __init__(
         self,
@@ -37,148 +54,66 @@ class AsyncPool:
         protocol: ModuleType,
         make_decoder: Callable[[], Any],
         connect_timeout: Optional[float],
-        pool_size: int,
-        max_in_flight: int,
+        max_idle_time: float,
+        max_connections: int,
     ) -> None:
         self.endpoints = endpoints
-        self.pool_size = pool_size
-        self.max_in_flight = max_in_flight
-        # A connection takes new calls up to half its bound before another one is opened: calls
-        # pipelined on few connections share syscalls (one write, one read for many; measured
-        # in bench/aio.py: 1-2 connections carry 64 calls in flight with 30-40% less CPU per
-        # call than 10), while a second connection keeps one slow call on an in-order server
-        # from holding up everything else.
-        self.grow_at = max(1, max_in_flight // 2)
+        self.max_idle_time = max_idle_time
+        self.max_connections = max_connections  # per endpoint
         self.loop: Optional[asyncio.AbstractEventLoop] = None
-        self.conns: List[Any] = []  # connections that take new calls (each removes itself)
-        self.waiters: Deque[Any] = deque()  # futures of calls waiting for room
         self._all: Set[Any] = set()  # every connection not yet lost, for close()
         self._protocol_cls = protocol.Protocol
-        self._pick = protocol.pick
         self._make_decoder = make_decoder
         self._connect_timeout = connect_timeout
-        self._connecting = 0  # connects in progress
-        self._awaiting_connect = 0  # calls waiting for one of them
-        self._next = itertools.count()
-        self._endpoint_of: Dict[Any, Endpoint] = {}  # connection -> its endpoint (for update)
         self._closed = False
+        self._sweep_handle: Any = None
+        # Registry updates renumber the endpoint slots: epoch -> how that epoch's slot indexes
+        # map to the next epoch's (the last one is the "gone" slot), for connects that were on
+        # their way across an update.
+        self._epoch = 0
+        self._remaps: Dict[int, List[int]] = {}
 
-    def take(self) -> Any:
-        """A connection for a new call without waiting, or None (then :meth:`acquire`): the least
-        loaded, unless all are loaded past ``grow_at`` and another may be opened."""
-        proto = self._pick(self.conns, self.max_in_flight)
-        if proto is not None and (
-            proto.load < self.grow_at or len(self.conns) + self._connecting >= self.pool_size
-        ):
-            return proto
-        return None
-
-    async def acquire(self, deadline: Optional[float]) -> Any:
-        """A connection for a new call: the least loaded, a new one while there is room (every
-        connection loaded past ``grow_at``), or the first to have room, within ``deadline``
-        (loop time)."""
-        loop = self.loop
-        assert loop is not None
-        while True:
-            if self._closed:
-                raise TransportError("the client is closed")
-            proto = self._pick(self.conns, self.max_in_flight)
-            if proto is not None and proto.load < self.grow_at:
-                return proto
-            if self._connecting * self.grow_at > self._awaiting_connect:
-                # A connection on its way has room for this call: a burst of calls on a cold
-                # client opens one connection per grow_at calls, not pool_size at once.
-                self._awaiting_connect += 1
-                try:
-                    await self._wait_for_room(loop, deadline)
-                finally:
-                    self._awaiting_connect -= 1
+    async def _open(
+        self, order: Sequence[int], deadline: Optional[float], waiters: Deque[Any], conns: Callable[[int], List[Any]]
+    ) -> Any:
+        """A new connection to the first endpoint in ``order`` (indexes) that accepts one
+        (failover). ``waiters``/``conns(i)`` are handed to the protocol (see its docs)."""
+        errors: List[ConnectError] = []
+        epoch = self._epoch
+        for index in order:
+            index = self._current(index, epoch)
+            epoch = self._epoch
+            if index >= len(self.endpoints):  # its instance left the registry meanwhile
                 continue
-            if len(self.conns) + self._connecting < self.pool_size:
-                try:
-                    return await self._open(deadline)
-                except ConnectError:
-                    if proto is not None and not proto.closed and proto.usable:
-                        return proto  # no new connection, but this one has room
-                    raise
-            if proto is not None:
-                return proto
-            await self._wait_for_room(loop, deadline)
-
-    async def _wait_for_room(self, loop: asyncio.AbstractEventLoop, deadline: Optional[float]) -> None:
-        fut = loop.create_future()
-        self.waiters.append(fut)
-        handle = None
-        if deadline is not None:
-            handle = loop.call_at(deadline, self._no_room, fut, deadline - loop.time())
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.wake(1)  # we were woken but leave: pass the turn on
-            raise
-        finally:
-            if handle is not None:
-                handle.cancel()
-
-    def _no_room(self, fut: Any, budget: float) -> None:
-        if not fut.done():
-            fut.set_exception(
-                RPCTimeoutError(
-                    "no connection to %s had room for the request within %s ms (%d connections, "
-                    "at most %d calls in flight on each); nothing was sent"
-                    % (
-                        ",".join(str(e) for e in self.endpoints),
-                        texts.format_ms(budget),
-                        len(self.conns),
-                        self.max_in_flight,
-                    ),
-                    sent=False,
-                )
-            )
-
-    def wake(self, n: int) -> None:
-        waiters = self.waiters
-        while n > 0 and waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                n -= 1
-
-    async def _open(self, deadline: Optional[float]) -> Any:
-        """A new connection, trying the endpoints round robin from the next one (failover)."""
-        self._connecting += 1
-        try:
-            endpoints = self.endpoints  # one read: a registry update may swap it meanwhile
-            n = len(endpoints)
-            start = next(self._next) % n
-            errors: List[ConnectError] = []
-            tried: Set[Endpoint] = set()
-            for i in range(n):
-                endpoint = endpoints[(start + i) % n]
-                if endpoint in tried:  # a weighted cycle lists an endpoint many times
-                    continue
-                tried.add(endpoint)
-                try:
-                    proto = await self._connect(endpoint, deadline)
-                except ConnectError as exc:
-                    errors.append(exc)
-                    continue
-                if proto.closed:  # lost before we got to use it
-                    errors.append(ConnectError("connection to %s closed right after connect" % proto.peer))
-                    continue
-                self._all.add(proto)
-                self._endpoint_of[proto] = endpoints[(start + i) % n]
-                proto.wait_closed().add_done_callback(lambda _f, p=proto: self._forget(p))
-                if self._closed:
-                    proto.close()
-                    raise TransportError("the client is closed")
-                self.conns.append(proto)
-                self.wake(self.max_in_flight - 1)  # the caller takes one slot
-                return proto
-        finally:
-            self._connecting -= 1
-            self.wake(self.grow_at)  # the calls that waited for this connect try again
+            self._opening(index, 1)
+            try:
+                proto = await self._connect(self.endpoints[index], deadline, waiters, conns(index))
+            except ConnectError as exc:
+                self._opening(self._current(index, epoch), -1)
+                errors.append(exc)
+                continue
+            except BaseException:
+                self._opening(self._current(index, epoch), -1)
+                raise
+            index = self._current(index, epoch)
+            epoch = self._epoch
+            if proto.closed:  # lost before we got to use it
+                self._opening(index, -1)
+                errors.append(ConnectError("connection to %s closed right after connect" % proto.peer))
+                continue
+            proto.endpoint_index = index
+            self._all.add(proto)
+            proto.wait_closed().add_done_callback(lambda _f, p=proto: self._lost(p))
+            if self._closed:
+                proto.close()
+                raise TransportError("the client is closed")
+            if index >= len(self.endpoints):
+                # Its instance left the registry while we connected: it takes no call (a request
+                # is never written to a closing connection; the caller moves on).
+                proto.retire()
+            return proto
+        if not errors:
+            raise ConnectError("no endpoint to connect to: the registry removed them meanwhile")
         if len(errors) == 1:
             raise errors[0]
         cls = ConnectTimeoutError if all(isinstance(e, ConnectTimeoutError) for e in errors) else ConnectError
@@ -187,7 +122,56 @@ class AsyncPool:
             % (len(errors), "; ".join(str(e) for e in errors))
         ) from errors[-1]
 
-    async def _connect(self, endpoint: Endpoint, deadline: Optional[float]) -> Any:
+    def _opening(self, index: int, delta: int) -> None:
+        """A connect to endpoint ``index`` starts (+1) or failed (-1)."""
+
+    def _current(self, index: int, epoch: int) -> int:
+        """Slot ``index`` of ``epoch`` in today's numbering (``len(self.endpoints)``: gone)."""
+        while epoch < self._epoch:
+            remap = self._remaps.get(epoch)
+            if remap is None:  # (only the last few epochs are kept)
+                return len(self.endpoints)
+            index = remap[min(index, len(remap) - 1)]
+            epoch += 1
+        return index
+
+    def update(self, cycle: Tuple[Endpoint, ...]) -> None:
+        """A registry's new instance set (on the loop's thread), as a weighted round-robin cycle:
+        each entry is one endpoint slot, so an instance of weight 3 (reduced) has three slots and
+        three times the connections and idle picks of one of weight 1. Slots are matched by
+        (endpoint, occurrence): a slot that stays keeps its connections; connections of a slot
+        that left retire (take no new call, close after the one they carry). When a slot joined,
+        every connection retires the same way, so that the connections (and the calls they
+        carry) spread over the new set instead of staying where they were."""
+        if len(cycle) > 64:  # (slots are scanned per call: keep the scan short)
+            cycle = tuple(dict.fromkeys(cycle))
+        old_keys = _slot_keys(self.endpoints)
+        new_keys = _slot_keys(cycle)
+        where = {key: j for j, key in enumerate(new_keys)}
+        gone = len(cycle)
+        remap = [where.get(key, gone) for key in old_keys] + [gone]  # (+ the old "gone" slot)
+        joined = bool(set(new_keys) - set(old_keys))
+        self._remaps[self._epoch] = remap
+        self._remaps.pop(self._epoch - 16, None)
+        self._epoch += 1
+        self._renumber(remap, cycle)
+        self.endpoints = tuple(cycle)
+        for proto in list(self._all):
+            index = remap[min(getattr(proto, "endpoint_index", gone), len(remap) - 1)]
+            proto.endpoint_index = index
+            if joined or index == gone:
+                proto.retire()
+        self._wake_all()  # calls waiting for a connection look again
+
+    def _renumber(self, remap: List[int], cycle: Tuple[Endpoint, ...]) -> None:
+        """The pool's per-slot state follows ``remap`` (old slot -> new slot, ``len(cycle)``: gone)."""
+
+    def _lost(self, proto: Any) -> None:
+        self._all.discard(proto)
+
+    async def _connect(
+        self, endpoint: Endpoint, deadline: Optional[float], waiters: Deque[Any], conns: List[Any]
+    ) -> Any:
         """A connected protocol for ``endpoint``: each resolved address in turn, as the sync
         driver does."""
         loop = self.loop
@@ -214,7 +198,7 @@ class AsyncPool:
                 last = exc
                 continue
             peer = texts.format_address(family, sockaddr)
-            proto = self._protocol_cls(loop, self._make_decoder(), peer, self.waiters, self.conns)
+            proto = self._protocol_cls(loop, self._make_decoder(), peer, waiters, conns)
             try:
                 await loop.create_connection(lambda: proto, sock=sock)
             except OSError as exc:
@@ -265,41 +249,406 @@ class AsyncPool:
             sock.close()
             raise
 
-    def _forget(self, proto: Any) -> None:
-        self._all.discard(proto)
-        self._endpoint_of.pop(proto, None)
+    def _arm_sweep(self, due: float) -> None:
+        """Run :meth:`_sweep` at loop time ``due`` unless a sweep is already armed."""
+        if self._sweep_handle is None and self.loop is not None and not self._closed:
+            self._sweep_handle = self.loop.call_at(due, self._sweep)
 
-    def update(self, cycle: Tuple[Endpoint, ...]) -> None:
-        """A registry's new instance set, as a weighted round-robin cycle of endpoints for new
-        connections (on the loop's thread). Connections to instances that left drain: they take
-        no new call and close after their calls. When instances joined, every connection drains
-        the same way, so that the connections (and the calls they carry) spread over the new
-        set as the cycle says instead of staying where they were."""
-        old = set(self.endpoints)
-        self.endpoints = cycle
-        new = set(cycle)
-        joined = bool(new - old)
-        for proto in list(self._all):
-            if joined or self._endpoint_of.get(proto) not in new:
-                proto.retire()  # (it leaves self.conns itself)
-        self.wake(len(self.waiters))
+    def _sweep(self) -> None:
+        raise NotImplementedError
 
     def retire(self) -> None:
         """Every connection closes once its calls are done; new calls still get connections."""
         for proto in list(self._all):
             proto.retire()
 
+    def _wake_all(self) -> None:
+        raise NotImplementedError
+
     async def close(self) -> None:
         """Fail every call in flight, close every connection and wait until they are gone."""
         self._closed = True
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
         protos = list(self._all)
         for proto in protos:
             proto.close(
                 TransportError("the client was closed while the call was in flight", sent=True)
             )
-        self.wake(len(self.waiters))
+        self._wake_all()
         if protos:
             await asyncio.gather(*(p.wait_closed() for p in protos))
+
+    def _refuse_closed(self) -> None:
+        if self._closed:
+            raise TransportError("the client is closed")
+        if not self.endpoints:  # a registry's set emptied while the call waited
+            raise ConnectError("no live instance left to connect to", sent=False)
+
+
+class PingPongPool(_Connector):
+    """One call per connection at a time: Kitex's long-connection pool."""
+
+    one_call = True
+
+    def __init__(
+        self,
+        endpoints: Tuple[Endpoint, ...],
+        *,
+        protocol: ModuleType,
+        make_decoder: Callable[[], Any],
+        connect_timeout: Optional[float],
+        max_idle: int,
+        max_idle_time: float,
+        max_connections: int,
+    ) -> None:
+        super().__init__(
+            endpoints,
+            protocol=protocol,
+            make_decoder=make_decoder,
+            connect_timeout=connect_timeout,
+            max_idle_time=max_idle_time,
+            max_connections=max_connections,
+        )
+        n = len(endpoints)
+        self.max_idle = max_idle
+        # Idle connections per endpoint, the most recently released last. Each protocol holds
+        # its endpoint's list and leaves it when it closes, so a connection the server closed
+        # while idle is never handed out.
+        self.idle: List[List[Any]] = [[] for _ in range(n)]
+        self.open_count = [0] * (n + 1)  # per endpoint (+ departed ones): connected or connecting, until lost
+        self.waiters: Deque[Any] = deque()  # calls waiting for a connection, oldest first
+        self._no_waiters: Deque[Any] = deque()  # the protocols' queue: unused here
+        self._next = 0  # round robin over the endpoints
+
+    def take(self) -> Any:
+        """An idle connection, or None (then :meth:`acquire`). No await: the common case."""
+        idle = self.idle
+        if len(idle) == 1:
+            conns = idle[0]
+            return conns.pop() if conns else None
+        n = len(idle)
+        if not n:  # a registry with no instance (yet)
+            return None
+        start = self._next % n
+        self._next = (start + 1) % n
+        for i in range(n):
+            conns = idle[(start + i) % n]
+            if conns:
+                return conns.pop()
+        return None
+
+    async def acquire(self, deadline: Optional[float]) -> Any:
+        """A connection for one call: idle, new (below ``max_connections`` on its endpoint), or
+        the first one released, within ``deadline`` (loop time)."""
+        loop = self.loop
+        assert loop is not None
+        while True:
+            self._refuse_closed()
+            proto = self.take()
+            if proto is not None:
+                return proto
+            n = len(self.endpoints)
+            start = self._next % n
+            order = [
+                (start + i) % n for i in range(n) if self.open_count[(start + i) % n] < self.max_connections
+            ]
+            if order:
+                self._next = (start + 1) % n
+                return await self._open(order, deadline, self._no_waiters, self.idle.__getitem__)
+            proto = await self._wait(loop, deadline)
+            if proto is not None:
+                return proto
+
+    async def _wait(self, loop: asyncio.AbstractEventLoop, deadline: Optional[float]) -> Any:
+        """Wait for a released connection (returned) or a freed slot (None)."""
+        fut = loop.create_future()
+        self.waiters.append(fut)
+        handle = None
+        if deadline is not None:
+            handle = loop.call_at(deadline, self._no_connection, fut, deadline - loop.time())
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                proto = fut.result()
+                if proto is not None:
+                    self.release(proto)  # handed to us as we left: pass it on
+                else:
+                    self._wake_one()
+            raise
+        finally:
+            if handle is not None:
+                handle.cancel()
+
+    def _no_connection(self, fut: Any, budget: float) -> None:
+        if not fut.done():
+            fut.set_exception(
+                ConnectionLimitError(
+                    "no connection to %s became free within %s ms: all %d connections allowed "
+                    "per endpoint (max_connections, metadata maxConnections) carry a call; "
+                    "nothing was sent"
+                    % (",".join(str(e) for e in self.endpoints), texts.format_ms(budget), self.max_connections),
+                    sent=False,
+                )
+            )
+
+    def release(self, proto: Any) -> None:
+        """A call on ``proto`` is done and the connection is clean: hand it to the oldest waiting
+        call, or keep it idle (or close it when the pool keeps no more)."""
+        if not proto.usable:  # retiring (a retired client), paused or closed
+            proto.retire()  # closes it, since no call is left on it
+            return
+        waiters = self.waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(proto)
+                return
+        idle = self.idle[proto.endpoint_index]
+        if self._closed or len(idle) >= self.max_idle or self.max_idle_time <= 0.0:
+            proto.retire()
+            return
+        loop = self.loop
+        assert loop is not None
+        now = loop.time()
+        proto.idle_since = now
+        idle.append(proto)
+        self._arm_sweep(now + self.max_idle_time)
+
+    def _opening(self, index: int, delta: int) -> None:
+        self.open_count[index] += delta
+        if delta < 0:
+            self._wake_one()
+
+    def _lost(self, proto: Any) -> None:
+        super()._lost(proto)
+        index = getattr(proto, "endpoint_index", None)
+        if index is not None and index < len(self.open_count):
+            self.open_count[index] -= 1
+        self._wake_one()  # room for a new connection
+
+    def _renumber(self, remap: List[int], cycle: Tuple[Endpoint, ...]) -> None:
+        n = len(cycle)
+        idle: List[List[Any]] = [[] for _ in range(n)]
+        open_count = [0] * (n + 1)  # (+1: connections of departed slots, until they close)
+        for old, new in enumerate(remap[: len(self.idle)]):
+            if new < n:
+                idle[new] = self.idle[old]  # the same list: its protocols hold it
+            open_count[new] += self.open_count[old]
+        if len(self.open_count) > len(self.idle):
+            open_count[n] += self.open_count[len(self.idle)]
+        self.idle = idle
+        self.open_count = open_count
+        self._next = 0
+
+    def _wake_one(self) -> None:
+        waiters = self.waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def _wake_all(self) -> None:
+        waiters = self.waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+
+    def _sweep(self) -> None:
+        """Close connections idle for ``max_idle_time``; run again when the next one is due."""
+        self._sweep_handle = None
+        loop = self.loop
+        if loop is None or self._closed:
+            return
+        now = loop.time()
+        limit = self.max_idle_time
+        due: Optional[float] = None
+        for idle in self.idle:
+            while idle and now - idle[0].idle_since >= limit:
+                idle.pop(0).retire()
+            if idle:
+                first = idle[0].idle_since + limit
+                due = first if due is None else min(due, first)
+        if due is not None:
+            self._arm_sweep(due)
+
+    @property
+    def idle_count(self) -> int:
+        return sum(len(idle) for idle in self.idle)
+
+
+class SharedPool(_Connector):
+    """Many calls per connection: least-loaded pick, growth up to ``max_connections`` per
+    endpoint, at most ``max_in_flight`` calls in flight on each."""
+
+    def __init__(
+        self,
+        endpoints: Tuple[Endpoint, ...],
+        *,
+        protocol: ModuleType,
+        make_decoder: Callable[[], Any],
+        connect_timeout: Optional[float],
+        max_idle_time: float,
+        max_connections: int,
+        max_in_flight: int,
+        mux: bool,
+    ) -> None:
+        super().__init__(
+            endpoints,
+            protocol=protocol,
+            make_decoder=make_decoder,
+            connect_timeout=connect_timeout,
+            max_idle_time=max_idle_time,
+            max_connections=max_connections,
+        )
+        self.max_in_flight = max_in_flight
+        self.mux = mux
+        self.pool_size = max_connections * len(endpoints)
+        # A connection takes new calls up to half its bound before another one is opened: calls
+        # sharing few connections share syscalls (one write, one read for many; measured in
+        # bench/aio.py), while a second connection keeps one slow call on an in-order server
+        # from holding up everything else.
+        self.grow_at = max(1, max_in_flight // 2)
+        self.conns: List[Any] = []  # connections that take new calls (each removes itself)
+        self.waiters: Deque[Any] = deque()  # futures of calls waiting for room
+        self._pick = protocol.pick
+        self._connecting = 0  # connects in progress
+        self._awaiting_connect = 0  # calls waiting for one of them
+        self._rotation = itertools.count()
+
+    def take(self) -> Any:
+        """A connection for a new call without waiting, or None (then :meth:`acquire`): the least
+        loaded, unless all are loaded past ``grow_at`` and another may be opened."""
+        proto = self._pick(self.conns, self.max_in_flight)
+        if proto is not None and (
+            proto.load < self.grow_at or len(self.conns) + self._connecting >= self.pool_size
+        ):
+            return proto
+        return None
+
+    async def acquire(self, deadline: Optional[float]) -> Any:
+        """A connection for a new call: the least loaded, a new one while there is room (every
+        connection loaded past ``grow_at``), or the first to have room, within ``deadline``
+        (loop time)."""
+        loop = self.loop
+        assert loop is not None
+        while True:
+            self._refuse_closed()
+            proto = self._pick(self.conns, self.max_in_flight)
+            if proto is not None and proto.load < self.grow_at:
+                return proto
+            if self._connecting * self.grow_at > self._awaiting_connect:
+                # A connection on its way has room for this call: a burst of calls on a cold
+                # client opens one connection per grow_at calls, not pool_size at once.
+                self._awaiting_connect += 1
+                try:
+                    await self._wait_for_room(loop, deadline)
+                finally:
+                    self._awaiting_connect -= 1
+                continue
+            if len(self.conns) + self._connecting < self.pool_size:
+                n = len(self.endpoints)
+                start = next(self._rotation) % n  # (pool_size is 0 when n is)
+                self._connecting += 1
+                try:
+                    proto = await self._open(
+                        [(start + i) % n for i in range(n)], deadline, self.waiters, self._conns_of
+                    )
+                except ConnectError:
+                    if proto is not None and not proto.closed and proto.usable:
+                        return proto  # no new connection, but this one has room
+                    raise
+                finally:
+                    self._connecting -= 1
+                    self.wake(self.grow_at)  # the calls that waited for this connect try again
+                proto.mux = self.mux
+                self.conns.append(proto)
+                self.wake(self.max_in_flight - 1)  # the caller takes one slot
+                return proto
+            if proto is not None:
+                return proto
+            await self._wait_for_room(loop, deadline)
+
+    def _conns_of(self, index: int) -> List[Any]:
+        return self.conns
+
+    def _renumber(self, remap: List[int], cycle: Tuple[Endpoint, ...]) -> None:
+        self.pool_size = self.max_connections * len(cycle)
+
+    async def _wait_for_room(self, loop: asyncio.AbstractEventLoop, deadline: Optional[float]) -> None:
+        fut = loop.create_future()
+        self.waiters.append(fut)
+        handle = None
+        if deadline is not None:
+            handle = loop.call_at(deadline, self._no_room, fut, deadline - loop.time())
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.wake(1)  # we were woken but leave: pass the turn on
+            raise
+        finally:
+            if handle is not None:
+                handle.cancel()
+
+    def _no_room(self, fut: Any, budget: float) -> None:
+        if not fut.done():
+            fut.set_exception(
+                RPCTimeoutError(
+                    "no connection to %s had room for the request within %s ms (%d connections, "
+                    "at most %d calls in flight on each); nothing was sent"
+                    % (
+                        ",".join(str(e) for e in self.endpoints),
+                        texts.format_ms(budget),
+                        len(self.conns),
+                        self.max_in_flight,
+                    ),
+                    sent=False,
+                )
+            )
+
+    def release(self, proto: Any) -> None:
+        """A call on ``proto`` is done: once it carries none, its idle time starts."""
+        if proto.load == 0 and self.max_idle_time > 0.0:
+            loop = self.loop
+            assert loop is not None
+            now = loop.time()
+            proto.idle_since = now
+            self._arm_sweep(now + self.max_idle_time)
+
+    def _sweep(self) -> None:
+        """Close connections that carried no call for ``max_idle_time``."""
+        self._sweep_handle = None
+        loop = self.loop
+        if loop is None or self._closed:
+            return
+        now = loop.time()
+        limit = self.max_idle_time
+        due: Optional[float] = None
+        for proto in list(self.conns):
+            if proto.load == 0:
+                if now - proto.idle_since >= limit:
+                    proto.retire()
+                else:
+                    first = proto.idle_since + limit
+                    due = first if due is None else min(due, first)
+        if due is not None:
+            self._arm_sweep(due)
+
+    def wake(self, n: int) -> None:
+        waiters = self.waiters
+        while n > 0 and waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                n -= 1
+
+    def _wake_all(self) -> None:
+        self.wake(len(self.waiters))
 
 
 def _resolve(fut: Any, value: bool) -> None:
@@ -314,3 +663,14 @@ def _writable_now(fd: int) -> bool:
         poller.register(fd, select.POLLOUT)
         return bool(poller.poll(0))
     return bool(select.select([], [fd], [], 0)[1])  # pragma: no cover - Windows
+
+
+def _slot_keys(endpoints: Sequence[Endpoint]) -> List[Tuple[Endpoint, int]]:
+    """(endpoint, its occurrence number) per slot: how :meth:`_Connector.update` matches slots."""
+    seen: Dict[Endpoint, int] = {}
+    keys = []
+    for ep in endpoints:
+        k = seen.get(ep, 0)
+        seen[ep] = k + 1
+        keys.append((ep, k))
+    return keys

@@ -1,20 +1,29 @@
 // Command kitexserver runs one real Kitex server variant for the kitex_fast interop tests.
 //
-//	kitexserver -mode default|meta|mux|generic-v1|sizelimit|multi -service echo|rich [-max-size N] [-listen 127.0.0.1:0]
+//	kitexserver -mode default|meta|mux|generic-v1|sizelimit|multi -service echo|rich [-max-size N] [-listen 127.0.0.1:0] [-stats 127.0.0.1:0]
 //
 // It binds its own listener, prints exactly one line "LISTENING <host:port>" on stdout once the
 // server is serving, and runs until SIGTERM/SIGINT (graceful stop, exit status 0).
+//
+// With -stats it also serves, over plain HTTP on that address (printed first as "STATS
+// <host:port>"), what a test needs to see the server's side of the connection model: GET /stats
+// returns {"in_flight","max_in_flight","handled","peers"} (requests in the handler now, the most
+// at once, requests handled, distinct client addresses seen, i.e. connections used) and
+// POST /reset zeroes them.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"os"
 	"os/signal"
+	"net/http"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -22,7 +31,9 @@ import (
 	"github.com/cloudwego/kitex/pkg/generic"
 	"github.com/cloudwego/kitex/pkg/kerrors"
 	"github.com/cloudwego/kitex/pkg/klog"
+	"github.com/cloudwego/kitex/pkg/endpoint"
 	"github.com/cloudwego/kitex/pkg/remote/codec"
+	"github.com/cloudwego/kitex/pkg/rpcinfo"
 	"github.com/cloudwego/kitex/pkg/transmeta"
 	"github.com/cloudwego/kitex/server"
 	"github.com/cloudwego/kitex/server/genericserver"
@@ -99,11 +110,61 @@ func (genericEchoV1) GenericCall(_ context.Context, method string, request inter
 	return thrift.MarshalFastMsg(name, thrift.REPLY, seq, res)
 }
 
+// stats counts what the handlers see: a middleware runs around every request.
+type stats struct {
+	mu          sync.Mutex
+	inFlight    int
+	maxInFlight int
+	handled     int
+	peers       map[string]struct{}
+}
+
+func (s *stats) middleware(next endpoint.Endpoint) endpoint.Endpoint {
+	return func(ctx context.Context, req, resp interface{}) error {
+		peer := ""
+		if ri := rpcinfo.GetRPCInfo(ctx); ri != nil && ri.From() != nil && ri.From().Address() != nil {
+			peer = ri.From().Address().String()
+		}
+		s.mu.Lock()
+		s.inFlight++
+		if s.inFlight > s.maxInFlight {
+			s.maxInFlight = s.inFlight
+		}
+		s.peers[peer] = struct{}{}
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			s.inFlight--
+			s.handled++
+			s.mu.Unlock()
+		}()
+		return next(ctx, req, resp)
+	}
+}
+
+func (s *stats) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch r.URL.Path {
+	case "/reset":
+		s.maxInFlight, s.handled, s.peers = s.inFlight, 0, map[string]struct{}{}
+	case "/stats":
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]int{
+		"in_flight": s.inFlight, "max_in_flight": s.maxInFlight, "handled": s.handled, "peers": len(s.peers),
+	})
+}
+
 func main() {
 	mode := flag.String("mode", "default", "default|meta|mux|generic-v1|sizelimit|multi")
 	service := flag.String("service", "echo", "echo|rich (ignored by multi and generic-v1)")
 	maxSize := flag.Int("max-size", 0, "payload size limit for -mode sizelimit")
 	listen := flag.String("listen", "127.0.0.1:0", "listen address")
+	statsAddr := flag.String("stats", "", "serve request statistics over HTTP on this address")
 	flag.Parse()
 	if flag.NArg() != 0 {
 		usage("unexpected arguments: %s", strings.Join(flag.Args(), " "))
@@ -127,6 +188,17 @@ func main() {
 			go func() { <-sigs; exit <- nil }()
 			return exit
 		}),
+	}
+	if *statsAddr != "" {
+		st := &stats{peers: map[string]struct{}{}}
+		sln, err := net.Listen("tcp", *statsAddr)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "kitexserver: listen %s: %v\n", *statsAddr, err)
+			os.Exit(1)
+		}
+		go func() { _ = http.Serve(sln, http.HandlerFunc(st.serveHTTP)) }()
+		fmt.Fprintf(os.Stdout, "STATS %s\n", sln.Addr().String())
+		opts = append(opts, server.WithMiddleware(st.middleware))
 	}
 	switch *mode {
 	case "default", "multi", "generic-v1":

@@ -1,0 +1,191 @@
+"""The asyncio driver's connection model against the Python test server (a thread per connection,
+requests answered one after the other, as a default Kitex server): one call per connection by
+default, the cap on open connections, idle connections bounded in number and time, and the
+options that choose mux or pipelining. Real Kitex: tests/interop/test_connection_model.py."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from kitex_fast import ConnectionLimitError, InvokeRequest, MetadataError
+from kitex_fast.aio import AsyncKitexOutputBinding, Client
+from kitex_fast.testing import KitexTestServer, echo_handler, echo_request, read_echo_args, read_echo_reply
+
+CONNECT = 2.0
+
+
+class Counting:
+    """An echo handler that records how many requests it holds at once; ``gate`` holds them."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, request):
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            delay = read_echo_args(request.body)
+            if delay.startswith("wait"):
+                self.gate.wait(30)
+            elif delay.startswith("sleep"):
+                time.sleep(float(delay[5:]))
+            return echo_handler(request)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+@pytest.fixture
+def counting(impl):
+    handler = Counting()
+    with KitexTestServer({"echo": handler}, service="echo", implementation=impl.name) as srv:
+        handler.server = srv
+        yield handler
+        handler.gate.set()
+
+
+def test_each_concurrent_call_gets_a_connection_of_its_own(impl, aio_loop, counting):
+    async def main():
+        async with Client("echo", counting.server.address, connect_timeout=CONNECT, implementation=impl.name) as c:
+            replies = await asyncio.gather(*(c.call("echo", echo_request("sleep0.2")) for _ in range(32)))
+            assert all(read_echo_reply(r) == "sleep0.2,hi Kitex" for r in replies)
+            # then one at a time: the same idle connection each time
+            for i in range(5):
+                assert read_echo_reply(await c.call("echo", echo_request("s%d" % i))) == "s%d,hi Kitex" % i
+            return c._pool.idle_count
+
+    assert aio_loop(main) == 10  # pool_size: idle connections kept per endpoint
+    assert counting.most == 32
+
+
+def test_waiting_calls_take_released_connections_in_turn(impl, aio_default, counting):
+    async def main():
+        async with Client("echo", counting.server.address, max_connections=2, connect_timeout=CONNECT,
+                          implementation=impl.name) as c:
+            replies = await asyncio.gather(*(c.call("echo", echo_request("w%d" % i)) for i in range(100)))
+            assert [read_echo_reply(r) for r in replies] == ["w%d,hi Kitex" % i for i in range(100)]
+            assert len(c._pool._all) <= 2
+
+    aio_default(main)
+    assert counting.most <= 2
+
+
+def test_the_cap_gives_a_typed_error_at_the_deadline_and_a_cancelled_waiter_passes_its_turn(
+    impl, aio_loop, counting
+):
+    counting.gate.clear()
+
+    async def main():
+        async with Client("echo", counting.server.address, max_connections=1, rpc_timeout=None,
+                          connect_timeout=CONNECT, implementation=impl.name) as c:
+            held = asyncio.ensure_future(c.call("echo", echo_request("wait")))
+            await asyncio.sleep(0.1)
+            with pytest.raises(ConnectionLimitError) as limit:
+                await c.exchange("echo", echo_request("x"), rpc_timeout=0.1)
+            assert not limit.value.sent and isinstance(limit.value, TimeoutError)
+            assert "all 1 connections allowed per endpoint" in str(limit.value)
+            cancelled = asyncio.ensure_future(c.call("echo", echo_request("gone")))
+            patient = asyncio.ensure_future(c.call("echo", echo_request("next")))
+            await asyncio.sleep(0.05)
+            cancelled.cancel()
+            counting.gate.set()
+            assert read_echo_reply(await held) == "wait,hi Kitex"
+            assert read_echo_reply(await asyncio.wait_for(patient, 5)) == "next,hi Kitex"
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            assert len(c._pool._all) == 1
+
+    aio_loop(main)
+
+
+def test_idle_connections_close_after_max_idle_time(impl, aio_loop, counting):
+    async def main():
+        async with Client("echo", counting.server.address, pool_size=3, max_idle_time=0.2,
+                          connect_timeout=CONNECT, implementation=impl.name) as c:
+            await asyncio.gather(*(c.call("echo", echo_request("sleep0.1")) for _ in range(8)))
+            assert c._pool.idle_count == 3  # at most pool_size kept
+            await asyncio.sleep(0.5)
+            assert c._pool.idle_count == 0 and c._pool._all == set()
+            # and the next call simply opens a new one
+            assert read_echo_reply(await c.call("echo", echo_request("again"))) == "again,hi Kitex"
+
+    aio_loop(main)
+
+
+@pytest.mark.parametrize("options", [{"pipelining": True}, {"mux_connection": True, "transport": "ttheader"}],
+                         ids=["pipelining", "mux"])
+def test_shared_connections_close_after_max_idle_time_too(impl, aio_default, options):
+    # The Python test server answers in order, which a mux client accepts as well.
+    with KitexTestServer({"echo": echo_handler}, service="echo", implementation=impl.name) as srv:
+        async def main():
+            async with Client("echo", srv.address, max_idle_time=0.2, connect_timeout=CONNECT,
+                              implementation=impl.name, **options) as c:
+                await asyncio.gather(*(c.call("echo", echo_request("m%d" % i)) for i in range(20)))
+                assert len(c._pool._all) == 1
+                await asyncio.sleep(0.5)
+                assert c._pool._all == set()
+                assert read_echo_reply(await c.call("echo", echo_request("again"))) == "again,hi Kitex"
+
+        aio_default(main)
+
+
+def test_a_pool_size_of_zero_keeps_no_idle_connection(impl, aio_default, counting):
+    async def main():
+        async with Client("echo", counting.server.address, pool_size=0, connect_timeout=CONNECT,
+                          implementation=impl.name) as c:
+            for i in range(3):
+                assert read_echo_reply(await c.call("echo", echo_request("z%d" % i))) == "z%d,hi Kitex" % i
+                assert c._pool.idle_count == 0
+
+    aio_default(main)
+
+
+def test_connection_options_are_validated_before_any_io(impl):
+    base = dict(connect_timeout=CONNECT, implementation=impl.name)
+    with pytest.raises(MetadataError, match="mux_connection needs transport ttheader"):
+        Client("echo", "127.0.0.1:1", mux_connection=True, **base)
+    with pytest.raises(MetadataError, match="mux_connection needs transport ttheader"):
+        Client("echo", "127.0.0.1:1", mux_connection=True, transport="buffered", **base)
+    with pytest.raises(MetadataError, match="exclude each other"):
+        Client("echo", "127.0.0.1:1", mux_connection=True, pipelining=True, transport="ttheader", **base)
+    with pytest.raises(MetadataError, match="pipelining must be True or False"):
+        Client("echo", "127.0.0.1:1", pipelining="yes", **base)
+    for bad in (0, -1, 65536, 2.0, True):
+        with pytest.raises(MetadataError, match="max_connections must be an int in 1-65535"):
+            Client("echo", "127.0.0.1:1", max_connections=bad, **base)
+    Client("echo", "127.0.0.1:1", mux_connection=True, transport="ttheader-framed", **base)
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ({"muxConnection": "true"}, "muxConnection needs transport ttheader or ttheader-framed"),
+        ({"muxConnection": "true", "transport": "buffered"}, "muxConnection needs transport ttheader"),
+        ({"muxConnection": "yes"}, "muxConnection: 'yes' is not true or false"),
+        ({"pipelining": "maybe"}, "pipelining: 'maybe' is not true or false"),
+        ({"muxConnection": "true", "pipelining": "true", "transport": "ttheader"}, "exclude each other"),
+        ({"maxConnections": "0"}, "maxConnections: '0' is not a whole number in 1-65535"),
+        ({"maxconnections": "4"}, "did you mean 'maxConnections'"),
+    ],
+)
+def test_binding_metadata_for_the_connection_model_is_strict(impl, aio_default, extra, message):
+    meta = {"hostPorts": "127.0.0.1:1", "destService": "echo", "methodName": "echo", "version": "v1"}
+    meta.update(extra)
+
+    async def main():
+        async with AsyncKitexOutputBinding(implementation=impl.name) as binding:
+            with pytest.raises(MetadataError, match=message):
+                await binding.invoke(InvokeRequest("get", echo_request("x"), meta))
+            with pytest.raises(MetadataError, match=message):
+                await binding.init(meta)
+
+    aio_default(main)
