@@ -447,10 +447,12 @@ class EtcdKitexServer(KitexServer):
     Its replies end with ``@<host:port>#<n>`` (see :func:`served_by`)."""
 
     def __init__(self, etcd: str, *, service: str = "echo", weight: int = 0, lease_ttl: int = 0,
-                 prefix: str = "", tags: Optional[Dict[str, str]] = None) -> None:
+                 prefix: str = "", tags: Optional[Dict[str, str]] = None, drain: str = "500ms") -> None:
         super().__init__("etcd", service)
+        # drain: a graceful stop waits this long between deregistering and closing connections,
+        # as a deployment's preStop delay does (etcdserver -drain; docs/registry.md)
         args = ["-etcd", etcd, "-service", service, "-weight", str(weight),
-                "-lease-ttl", str(lease_ttl)]
+                "-lease-ttl", str(lease_ttl), "-drain", drain]
         if prefix:
             args += ["-prefix", prefix]
         for k, v in (tags or {}).items():

@@ -2,7 +2,7 @@
 // kitex-contrib/registry-etcd, for kitex_fast's service-discovery tests (docs/registry.md).
 //
 //	etcdserver -etcd 127.0.0.1:2379[,host:port] [-service echo] [-weight 10] [-lease-ttl 60]
-//	           [-prefix kitex/registry-etcd] [-listen 127.0.0.1:0] [-tag k=v ...]
+//	           [-prefix kitex/registry-etcd] [-listen 127.0.0.1:0] [-drain 0s] [-tag k=v ...]
 //
 // It binds its own listener, prints "LISTENING <host:port>" once serving (as kitexserver does),
 // and runs until SIGTERM/SIGINT: a graceful Stop deregisters (deletes its key) before the
@@ -44,6 +44,23 @@ func (h *echoHandler) Echo(_ context.Context, req *echo.Request) (*echo.Response
 	return &echo.Response{Message: fmt.Sprintf("%s,hi Kitex@%s#%d", req.GetMessage(), h.addr, n)}, nil
 }
 
+// drainingRegistry deregisters, then waits before Kitex goes on to stop its transport server.
+// Kitex's server.Stop deregisters and stops right away (kitex v0.16.3 server/server.go), closing
+// idle connections at once, while clients learn of the removal asynchronously (kitex_fast's
+// watch: milliseconds; Kitex's own client: its resolver refresh). A call sent on such a connection
+// in that window is reset. Deployments close the window with a drain delay (a Kubernetes preStop
+// sleep); -drain does it here (docs/registry.md).
+type drainingRegistry struct {
+	registry.Registry
+	drain time.Duration
+}
+
+func (d drainingRegistry) Deregister(info *registry.Info) error {
+	err := d.Registry.Deregister(info)
+	time.Sleep(d.drain)
+	return err
+}
+
 type tagFlags map[string]string
 
 func (t tagFlags) String() string { return fmt.Sprint(map[string]string(t)) }
@@ -63,6 +80,7 @@ func main() {
 	leaseTTL := flag.Int("lease-ttl", 0, "lease TTL in seconds (0: registry-etcd's default, 60, or KITEX_ETCD_REGISTRY_LEASE_TTL)")
 	prefix := flag.String("prefix", "", "key prefix (empty: registry-etcd's default, kitex/registry-etcd)")
 	listen := flag.String("listen", "127.0.0.1:0", "listen address")
+	drain := flag.Duration("drain", 0, "on a graceful stop, wait this long after deregistering before closing connections")
 	tags := tagFlags{}
 	flag.Var(tags, "tag", "instance tag key=value (repeatable)")
 	flag.Parse()
@@ -100,7 +118,7 @@ func main() {
 	svr := echosvc.NewServer(h,
 		server.WithListener(ln),
 		server.WithServerBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: *service}),
-		server.WithRegistry(reg),
+		server.WithRegistry(drainingRegistry{reg, *drain}),
 		server.WithRegistryInfo(info),
 		server.WithExitWaitTime(2*time.Second),
 		server.WithExitSignal(func() <-chan error {
