@@ -49,7 +49,8 @@ if [ -z "${ETCD:-}" ] && ! command -v etcd >/dev/null 2>&1; then
   fi
 fi
 if [ -n "${ETCD:-}" ] || command -v etcd >/dev/null 2>&1; then
-  "${ETCD:-etcd}" --version | head -1
+  etcd_version=$("${ETCD:-etcd}" --version)  # (not `| head -1`: SIGPIPE fails the pipeline)
+  echo "${etcd_version%%$'\n'*}"
 elif [ "${CI:-}" = "true" ]; then
   echo "etcd is required in CI for tests/interop/test_registry.py (apt-get install etcd-server)" >&2
   exit 1
