@@ -5,7 +5,29 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 _BytesLike = Union[bytes, bytearray, memoryview]
 
-__all__ = ["MessageHeader", "Frame", "FrameDecoder", "RequestEncoder", "parse_message", "rewrite_message", "encode_frame", "build_message", "find_struct_end", "decode_application_exception", "encode_application_exception", "CALL", "REPLY", "EXCEPTION", "ONEWAY", "TRANSPORTS", "DEFAULT_MAX_FRAME_SIZE"]
+# The same list as _codec_py.__all__, the source list (a stub's __all__ must be a literal):
+# tests/unit/test_codec_exports.py compares the two, and stubtest compares this stub with the
+# compiled module.
+__all__ = [
+    "MessageHeader",
+    "Frame",
+    "FrameDecoder",
+    "RequestEncoder",
+    "parse_message",
+    "rewrite_message",
+    "encode_frame",
+    "build_message",
+    "find_struct_end",
+    "decode_application_exception",
+    "encode_application_exception",
+    "CALL",
+    "REPLY",
+    "EXCEPTION",
+    "ONEWAY",
+    "TRANSPORTS",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "MAX_I32",
+]
 
 CALL: int
 REPLY: int
@@ -13,6 +35,7 @@ EXCEPTION: int
 ONEWAY: int
 TRANSPORTS: Tuple[str, str, str, str]
 DEFAULT_MAX_FRAME_SIZE: int
+MAX_I32: int
 
 @disjoint_base
 class MessageHeader:

@@ -2,8 +2,9 @@
 #
 # Every read goes through a (pointer, end) pair with an explicit length check first, in the style of
 # py-pgproto's FRBuffer: no boundscheck/wraparound directives are changed, and no length read from
-# the wire is trusted before it is compared with what is buffered. Wire facts and their sources are
-# in docs/internals.md and kitex-wire.md (sections cited inline). Only kitex_fast.codec imports this.
+# the wire is trusted before it is compared with what is buffered. The Kitex wire facts and their
+# upstream sources are in docs/protocol.md (sections cited inline), the API in docs/internals.md.
+# Only kitex_fast.codec imports this.
 
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer
@@ -40,6 +41,9 @@ _errors = _import_module(".errors", __package__)
 FrameTooLargeError = _errors.FrameTooLargeError
 ProtocolError = _errors.ProtocolError
 
+# The twin's __all__ is the source of this list; it is repeated here rather than imported so that
+# this module needs no other module of the package than errors (tests/unit/test_codec_exports.py
+# holds the two equal, and stubtest holds _codec.pyi to this one).
 __all__ = [
     "MessageHeader",
     "Frame",
@@ -58,6 +62,7 @@ __all__ = [
     "ONEWAY",
     "TRANSPORTS",
     "DEFAULT_MAX_FRAME_SIZE",
+    "MAX_I32",
 ]
 
 CALL = 1
@@ -66,6 +71,9 @@ EXCEPTION = 3
 ONEWAY = 4
 TRANSPORTS = ("framed", "buffered", "ttheader", "ttheader-framed")
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
+# The largest i32 (docs/protocol.md §4, §7): the largest seq id, and the largest value written in a
+# 32-bit length field (u32 and i32 readers alike take it as the same positive number).
+MAX_I32 = 0x7FFFFFFF
 
 _TYPE_NAMES = {1: "CALL", 2: "REPLY", 3: "EXCEPTION", 4: "ONEWAY"}
 
@@ -82,9 +90,10 @@ cdef enum:
     T_AUTO = 4
 
 cdef enum:
-    MAX_HEADER_STRING = 65535  # gopkg protocol/ttheader/utils.go: maxHeaderStringSize
-    MAX_HEADER_BLOCK = 262140  # gopkg >= v0.1.8 MaxHeaderSize = 4*MaxUint16 (spec §1.4)
-    MAX_DEPTH = 64  # gopkg protocol/thrift: defaultRecursionDepth (spec §2.4)
+    MAX_U16 = 0xFFFF  # TTHeader counts, int keys and string lengths are u16 (docs/protocol.md §3.2)
+    MAX_HEADER_STRING = MAX_U16  # gopkg protocol/ttheader/utils.go: maxHeaderStringSize
+    MAX_HEADER_BLOCK = 262140  # gopkg >= v0.1.8 MaxHeaderSize = 4*MaxUint16 (docs/protocol.md §4)
+    MAX_DEPTH = 64  # gopkg protocol/thrift: defaultRecursionDepth (docs/protocol.md §10)
     INITIAL_CAPACITY = 16384
     KEEP_CAPACITY = 262144  # a drained buffer larger than this goes back to the initial size
     MIN_READ = 4096
@@ -104,11 +113,13 @@ cdef enum:
     TT_SET = 14
     TT_LIST = 15
 
-cdef int64_t MAX_FRAME_FIELD = 2147483647  # a 32-bit length that every peer reads as positive
-cdef int64_t INT32_MIN_ = -2147483648
-cdef int64_t INT32_MAX_ = 2147483647
+cdef int64_t INT32_MAX_ = MAX_I32
+cdef int64_t INT32_MIN_ = -INT32_MAX_ - 1
+cdef int64_t MAX_FRAME_FIELD = INT32_MAX_  # a 32-bit length that every peer reads as positive
 # Sentinel for "a Python exception is set" from functions whose normal results can be negative.
 cdef int64_t ERR = -4611686018427387904
+# Strict-binary version word: 80 01 00 TT, the type in the low byte (docs/protocol.md §6.1).
+cdef uint32_t VERSION_1 = 0x80010000
 
 cdef unsigned char _EMPTY[1]  # what an empty buffer's NULL pointer is replaced with
 
@@ -437,13 +448,13 @@ cdef int64_t _header_end(const unsigned char* p, int64_t start, int64_t end,
         return -(start + 4)
     b0 = p[start]
     if b0 == 0x82:
-        # Compact protocol id (spec §3.4); Kitex rejects it (§2.2 step 3d).
+        # Compact protocol id 0x82: Kitex refuses compact in every framing (docs/protocol.md §6.2).
         raise ProtocolError(
             "compact protocol message (first bytes %s): Kitex speaks strict binary Thrift only "
             "(80 01 00 TT)" % _hex(p + start, n)
         )
     if b0 < 0x80:
-        # The first i32 is >= 0: an old non-strict header (name length first, spec §3.2).
+        # First i32 >= 0: old non-strict binary, name length first (docs/protocol.md §6.2).
         raise ProtocolError(
             "non-strict binary Thrift message (first i32 >= 0, first bytes %s): Kitex accepts "
             "strict binary only (80 01 00 TT)%s" % (_hex(p + start, n), _looks_like(p + start, n))
@@ -456,7 +467,7 @@ cdef int64_t _header_end(const unsigned char* p, int64_t start, int64_t end,
             )
         return -(start + 4)
     if b0 != 0x80 or p[start + 1] != 0x01 or p[start + 2] != 0x00:
-        # Byte 2 must be 0: Kitex masks the type with 0x0000FFFF (spec §3.1).
+        # Byte 2 must be 0: Kitex masks the type with 0x0000FFFF (docs/protocol.md §6.2).
         raise ProtocolError(
             "bad Thrift binary version (first bytes %s): expected 80 01 00 TT%s"
             % (_hex(p + start, n), _looks_like(p + start, n))
@@ -554,7 +565,8 @@ def rewrite_message(buf, *, seq_id, name=None):
     try:
         hend = _header_end(p, 0, size, -1)
         if nb is None:
-            # Same name: copy the first 8+N bytes and patch the seq id (spec §3.1 [8+N, 12+N)).
+            # Same name: copy the first 8+N bytes and patch the seq id at [8+N, 12+N)
+            # (docs/protocol.md §6.1).
             head = PyBytes_FromStringAndSize(NULL, hend)
             w = <unsigned char*>PyBytes_AS_STRING(head)
             memcpy(w, p, hend - 4)
@@ -596,7 +608,7 @@ def build_message(mtype, name, seq_id, body=b""):
     try:
         out = PyBytes_FromStringAndSize(NULL, 12 + nlen + bsize)
         w = <unsigned char*>PyBytes_AS_STRING(out)
-        _put32(w, 0x80010000 | <uint32_t>(<int>mtype))
+        _put32(w, VERSION_1 | <uint32_t>(<int>mtype))
         _put32(w + 4, <uint32_t>nlen)
         memcpy(w + 8, PyBytes_AS_STRING(nb), nlen)
         _put32(w + 8 + nlen, <uint32_t>seq)
@@ -781,7 +793,7 @@ def find_struct_end(buf, offset=0):
 def decode_application_exception(message):
     """decode_application_exception(message) -> (type_code, text)
 
-    ``(type_code, text)`` of a whole EXCEPTION message (spec §4.4).
+    ``(type_code, text)`` of a whole EXCEPTION message (docs/protocol.md §8).
     """
     cdef Py_buffer view
     cdef Py_ssize_t size
@@ -824,7 +836,8 @@ def decode_application_exception(message):
                 type_code = _i32(p + pos)
                 pos += 4
             else:
-                # Unknown or wrong-typed field: skip it like gopkg's FastRead does.
+                # Unknown or wrong-typed field: skip it where it stands (gopkg's FastRead skips it
+                # too, from the wrong offset: docs/protocol.md §8).
                 r = _skip(p, pos, end, ft, MAX_DEPTH - 1, 0)
                 if r < 0:
                     break
@@ -904,7 +917,7 @@ cdef inline unsigned char* _write_string(unsigned char* w, object item) except N
 
 
 cdef bytes _header_block(object str_headers, object int_headers, object acl_token):
-    """PROTOCOL ID .. padding of a TTHeader (spec §1.3-1.4), in Kitex's block order.
+    """PROTOCOL ID .. padding of a TTHeader, in Kitex's block order (docs/protocol.md §3, §4).
 
     Pass 1 validates every string into ``keep``; pass 2 writes one bytes object from ``keep``
     alone, and sizes are re-checked, so nothing can be written past the allocation.
@@ -921,22 +934,22 @@ cdef bytes _header_block(object str_headers, object int_headers, object acl_toke
         size += 1 + _add_string(keep, acl_token, "acl_token")
         n_acl = 1
     if str_headers:
-        if len(str_headers) > 65535:
-            raise ValueError("too many str_headers: %d (max 65535)" % len(str_headers))
+        if len(str_headers) > MAX_U16:
+            raise ValueError("too many str_headers: %d (max %d)" % (len(str_headers), MAX_U16))
         size += 3
         for k, v in str_headers.items():
             size += _add_string(keep, k, "str_headers key")
             size += _add_string(keep, v, "str_headers value")
             n_str += 1
     if int_headers:
-        if len(int_headers) > 65535:
-            raise ValueError("too many int_headers: %d (max 65535)" % len(int_headers))
+        if len(int_headers) > MAX_U16:
+            raise ValueError("too many int_headers: %d (max %d)" % (len(int_headers), MAX_U16))
         size += 3
         for k, v in int_headers.items():
             if not isinstance(k, int):
                 raise TypeError("int_headers key must be an int, not %s" % type(k).__name__)
-            if k < 0 or k > 65535:
-                raise ValueError("int_headers key %d is not in 0..65535" % k)
+            if k < 0 or k > MAX_U16:
+                raise ValueError("int_headers key %d is not in 0..%d" % (k, MAX_U16))
             keep.append(k)
             size += 2 + _add_string(keep, v, "int_headers value")
             n_int += 1
@@ -954,7 +967,7 @@ cdef bytes _header_block(object str_headers, object int_headers, object acl_toke
     w += 2
     i = 0
     if n_acl:
-        w[0] = 0x11  # InfoIDACLToken: one u16-length string, no key (spec §1.3)
+        w[0] = 0x11  # InfoIDACLToken: one u16-length string, no key (docs/protocol.md §3.2)
         w = _write_string(w + 1, keep[i])
         i += 1
     if n_str:
@@ -1004,7 +1017,8 @@ cdef object _request_too_large(int64_t size, int64_t limit):
 
 
 cdef inline void _write_tt_fixed(unsigned char* w, int64_t length, int32_t seq, Py_ssize_t hlen) noexcept:
-    # LENGTH u32 | MAGIC 0x1000 | FLAGS 0 | SEQ i32 | HEADER SIZE in 4-byte words (spec §1.2).
+    # LENGTH u32 | MAGIC 0x1000 | FLAGS 0 | SEQ i32 | HEADER SIZE in 4-byte words
+    # (docs/protocol.md §2).
     _put32(w, <uint32_t>length)
     w[4] = 0x10
     w[5] = 0
@@ -1440,7 +1454,7 @@ cdef class FrameDecoder:
         cdef int64_t end = self._end
         cdef int code = self._code
         if code == T_AUTO:
-            # Per-message sniffing in Kitex's order (spec §2.2): TTHeader, buffered, framed.
+            # Per message, in Kitex's order: TTHeader, buffered, framed (docs/protocol.md §9.1).
             if end - start < 8:
                 return None
             if p[start + 4] == 0x10 and p[start + 5] == 0x00:
@@ -1522,7 +1536,7 @@ cdef class FrameDecoder:
         cdef int32_t seq
         cdef dict str_headers, int_headers
         cdef Frame f
-        # Fixed part (spec §1.2): LENGTH u32 | 10 00 | FLAGS u16 | SEQ i32 | HEADER SIZE u16.
+        # Fixed part (docs/protocol.md §2): LENGTH u32 | 10 00 | FLAGS | SEQ i32 | HEADER SIZE u16.
         if end - start < 14:
             return None
         if p[start + 4] != 0x10 or p[start + 5] != 0x00:
@@ -1575,7 +1589,7 @@ cdef class FrameDecoder:
             info = p[pos]
             at = pos - start
             pos += 1
-            if info == 0x00:  # padding, consumed one byte at a time anywhere (spec §1.3)
+            if info == 0x00:  # padding: one byte at a time, anywhere (docs/protocol.md §3.2)
                 continue
             if info == 0x01:  # string KV: u16 count, (u16 klen, key, u16 vlen, value) x count
                 if pos + 2 > hend:
@@ -1635,8 +1649,8 @@ cdef class FrameDecoder:
         pstart = hend
         plen = stop - pstart
         transport = S_TTHEADER
-        # An inner Framed payload (TTHeaderFramed, spec §2.2 step 3b): not 80 01 at 0, 80 01 at
-        # bytes 4-5, and a length that matches what is left.
+        # An inner Framed payload (TTHeaderFramed, docs/protocol.md §1.3, §9.1): not 80 01 at 0,
+        # 80 01 at bytes 4-5, and a length that matches what is left.
         if (plen >= 8 and not (p[pstart] == 0x80 and p[pstart + 1] == 0x01)
                 and p[pstart + 4] == 0x80 and p[pstart + 5] == 0x01
                 and <int64_t>_u32(p + pstart) == plen - 4):

@@ -1,7 +1,7 @@
 """Pure-Python twin of ``_codec.pyx``: same names, same results, same error texts.
 
-Wire facts are in ``docs/internals.md`` and the spec ``kitex-wire.md`` (sections cited inline).
-Only ``kitex_fast.codec`` imports this module.
+The Kitex wire facts and their upstream sources are in ``docs/protocol.md`` (sections cited
+inline), the API in ``docs/internals.md``. Only ``kitex_fast.codec`` imports this module.
 """
 
 from __future__ import annotations
@@ -12,6 +12,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import FrameTooLargeError, ProtocolError
 
+# The codec's public names, for both implementations: this is the source list. kitex_fast.codec
+# re-exports it as PUBLIC_API; the compiled core and _codec.pyi repeat it (a stub needs a literal,
+# and the core imports nothing of the package but errors), and tests/unit/test_codec_exports.py
+# holds both to it (stubtest also holds the stub to the compiled module).
 __all__ = [
     "MessageHeader",
     "Frame",
@@ -30,6 +34,7 @@ __all__ = [
     "ONEWAY",
     "TRANSPORTS",
     "DEFAULT_MAX_FRAME_SIZE",
+    "MAX_I32",
 ]
 
 CALL = 1
@@ -38,6 +43,9 @@ EXCEPTION = 3
 ONEWAY = 4
 TRANSPORTS = ("framed", "buffered", "ttheader", "ttheader-framed")
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
+# The largest i32 (docs/protocol.md §4, §7): the largest seq id, and the largest value written in a
+# 32-bit length field (u32 and i32 readers alike take it as the same positive number).
+MAX_I32 = 0x7FFFFFFF
 
 _TYPE_NAMES = {1: "CALL", 2: "REPLY", 3: "EXCEPTION", 4: "ONEWAY"}
 
@@ -49,18 +57,22 @@ _U16 = struct.Struct(">H")
 _I32 = struct.Struct(">i")
 _U32 = struct.Struct(">I")
 _MSG_BEGIN = struct.Struct(">Ii")  # version|type word, name length
-_TT_FIXED = struct.Struct(">IHHiH")  # LENGTH, magic, flags, seq id, header size (spec §1.2)
+# LENGTH, magic, flags, seq id, header size (docs/protocol.md §2)
+_TT_FIXED = struct.Struct(">IHHiH")
+_TT_MAGIC = 0x1000
+# Strict-binary version word: 80 01 00 TT, the type in the low byte (docs/protocol.md §6.1).
+_VERSION_1 = 0x80010000
 
 # Transport codes (the compiled core uses the same numbering).
 _T_FRAMED, _T_BUFFERED, _T_TTHEADER, _T_TTHEADER_FRAMED, _T_AUTO = 0, 1, 2, 3, 4
 _TRANSPORT_CODES = {name: code for code, name in enumerate(TRANSPORTS)}
 
-_INT32_MIN = -(2**31)
-_INT32_MAX = 2**31 - 1
-_MAX_FRAME_FIELD = _INT32_MAX  # a 32-bit length field that every peer reads as positive
-_MAX_HEADER_STRING = 65535  # gopkg protocol/ttheader/utils.go: maxHeaderStringSize
-_MAX_HEADER_BLOCK = 262140  # gopkg >= v0.1.8 MaxHeaderSize = 4*MaxUint16 (spec §1.4)
-_MAX_DEPTH = 64  # gopkg protocol/thrift: defaultRecursionDepth (spec §2.4)
+_INT32_MIN = -MAX_I32 - 1
+_MAX_FRAME_FIELD = MAX_I32  # a 32-bit length field that every peer reads as positive
+_MAX_U16 = 0xFFFF  # TTHeader counts, int keys and string lengths are u16 (docs/protocol.md §3.2)
+_MAX_HEADER_STRING = _MAX_U16  # gopkg protocol/ttheader/utils.go: maxHeaderStringSize
+_MAX_HEADER_BLOCK = 262140  # gopkg >= v0.1.8 MaxHeaderSize = 4*MaxUint16 (docs/protocol.md §4)
+_MAX_DEPTH = 64  # gopkg protocol/thrift: defaultRecursionDepth (docs/protocol.md §10)
 
 # Thrift binary type ids and the fixed sizes gopkg skips in bulk (binary.go: typeToSize).
 _STOP, _BOOL, _BYTE, _DOUBLE, _I16, _I32T, _I64 = 0, 2, 3, 4, 6, 8, 10
@@ -123,7 +135,7 @@ def _as_bytes_view(buf: object) -> BytesLike:
 def _check_seq_id(seq_id: object) -> int:
     if not isinstance(seq_id, int):
         raise TypeError("seq_id must be an int, not %s" % type(seq_id).__name__)
-    if not _INT32_MIN <= seq_id <= _INT32_MAX:
+    if not _INT32_MIN <= seq_id <= MAX_I32:
         raise ValueError("seq_id must fit in a signed 32-bit integer, got %d" % seq_id)
     return seq_id
 
@@ -327,13 +339,13 @@ def _header_end(buf: BytesLike, start: int, end: int, max_size: int) -> int:
         return -(start + 4)
     b0 = buf[start]
     if b0 == 0x82:
-        # Compact protocol id (spec §3.4); Kitex rejects it (§2.2 step 3d).
+        # Compact protocol id 0x82: Kitex refuses compact in every framing (docs/protocol.md §6.2).
         raise ProtocolError(
             "compact protocol message (first bytes %s): Kitex speaks strict binary Thrift only "
             "(80 01 00 TT)" % _hex(buf, start, end)
         )
     if b0 < 0x80:
-        # The first i32 is >= 0: an old non-strict header (name length first, spec §3.2).
+        # First i32 >= 0: old non-strict binary, name length first (docs/protocol.md §6.2).
         raise ProtocolError(
             "non-strict binary Thrift message (first i32 >= 0, first bytes %s): Kitex accepts "
             "strict binary only (80 01 00 TT)%s" % (_hex(buf, start, end), _looks_like(buf, start, end))
@@ -346,7 +358,7 @@ def _header_end(buf: BytesLike, start: int, end: int, max_size: int) -> int:
             )
         return -(start + 4)
     if b0 != 0x80 or buf[start + 1] != 0x01 or buf[start + 2] != 0x00:
-        # Byte 2 must be 0: Kitex masks the type with 0x0000FFFF (spec §3.1).
+        # Byte 2 must be 0: Kitex masks the type with 0x0000FFFF (docs/protocol.md §6.2).
         raise ProtocolError(
             "bad Thrift binary version (first bytes %s): expected 80 01 00 TT%s"
             % (_hex(buf, start, end), _looks_like(buf, start, end))
@@ -401,7 +413,7 @@ def parse_message(buf: BytesLike) -> MessageHeader:
 
 def _message_begin(mtype: int, name: bytes, seq_id: int) -> bytes:
     return b"".join(
-        (_MSG_BEGIN.pack(0x80010000 | mtype, len(name)), name, _I32.pack(seq_id))
+        (_MSG_BEGIN.pack(_VERSION_1 | mtype, len(name)), name, _I32.pack(seq_id))
     )
 
 
@@ -551,7 +563,7 @@ def find_struct_end(buf: BytesLike, offset: int = 0) -> int:
 
 
 def decode_application_exception(message: BytesLike) -> Tuple[int, str]:
-    """``(type_code, text)`` of a whole EXCEPTION message (spec §4.4)."""
+    """``(type_code, text)`` of a whole EXCEPTION message (docs/protocol.md §8)."""
     b = _as_bytes_view(message)
     end = len(b)
     hend = _header_end(b, 0, end, -1)
@@ -589,7 +601,8 @@ def decode_application_exception(message: BytesLike) -> Tuple[int, str]:
             type_code = _I32.unpack_from(b, pos)[0]
             pos += 4
         else:
-            # Unknown or wrong-typed field: skip it like gopkg's FastRead does.
+            # Unknown or wrong-typed field: skip it where it stands (gopkg's FastRead skips it
+            # too, from the wrong offset: docs/protocol.md §8).
             r = _skip(b, pos, end, ft, _MAX_DEPTH - 1, 0)
             if r < 0:
                 break
@@ -612,7 +625,7 @@ def encode_application_exception(type_code: int, text: str) -> bytes:
 def _check_i32(value: object, what: str) -> int:
     if not isinstance(value, int):
         raise TypeError("%s must be an int, not %s" % (what, type(value).__name__))
-    if not _INT32_MIN <= value <= _INT32_MAX:
+    if not _INT32_MIN <= value <= MAX_I32:
         raise ValueError("%s must fit in a signed 32-bit integer, got %d" % (what, value))
     return value
 
@@ -635,7 +648,7 @@ def _header_block(
     int_headers: Optional[Dict[int, str]],
     acl_token: Optional[str],
 ) -> bytes:
-    """PROTOCOL ID .. padding of a TTHeader (spec §1.3-1.4), in Kitex's block order."""
+    """PROTOCOL ID .. padding of a TTHeader, in Kitex's block order (docs/protocol.md §3, §4)."""
     out: List[bytes] = [b"\x00\x00"]  # protocol 0 (binary), 0 transforms
     if acl_token is not None:
         token = _encode_str(acl_token, "acl_token")
@@ -643,8 +656,8 @@ def _header_block(
             out.append(b"\x11")
             _put_string(out, token, "acl_token")
     if str_headers:
-        if len(str_headers) > 65535:
-            raise ValueError("too many str_headers: %d (max 65535)" % len(str_headers))
+        if len(str_headers) > _MAX_U16:
+            raise ValueError("too many str_headers: %d (max %d)" % (len(str_headers), _MAX_U16))
         out.append(b"\x01")
         out.append(_U16.pack(len(str_headers)))
         for key, value in str_headers.items():
@@ -652,15 +665,15 @@ def _header_block(
             _put_string(out, kb, "str_headers key")
             _put_string(out, _encode_str(value, "str_headers value"), "str_headers value")
     if int_headers:
-        if len(int_headers) > 65535:
-            raise ValueError("too many int_headers: %d (max 65535)" % len(int_headers))
+        if len(int_headers) > _MAX_U16:
+            raise ValueError("too many int_headers: %d (max %d)" % (len(int_headers), _MAX_U16))
         out.append(b"\x10")
         out.append(_U16.pack(len(int_headers)))
         for ikey, value in int_headers.items():
             if not isinstance(ikey, int):
                 raise TypeError("int_headers key must be an int, not %s" % type(ikey).__name__)
-            if ikey < 0 or ikey > 65535:
-                raise ValueError("int_headers key %d is not in 0..65535" % ikey)
+            if ikey < 0 or ikey > _MAX_U16:
+                raise ValueError("int_headers key %d is not in 0..%d" % (ikey, _MAX_U16))
             out.append(_U16.pack(ikey))
             _put_string(out, _encode_str(value, "int_headers value"), "int_headers value")
     block = b"".join(out)
@@ -737,7 +750,7 @@ def encode_frame(
     length = 10 + len(block) + inner + size
     if length > _MAX_FRAME_FIELD:
         raise _frame_too_large(length)
-    prefix = _TT_FIXED.pack(length, 0x1000, 0, seq_id, len(block) // 4) + block
+    prefix = _TT_FIXED.pack(length, _TT_MAGIC, 0, seq_id, len(block) // 4) + block
     if inner:
         prefix += _U32.pack(size)
     return [prefix] + parts
@@ -802,7 +815,7 @@ class RequestEncoder:
         if name is None:
             mhead = bytes(b[0 : hend - 4]) + _I32.pack(seq_id)
         else:
-            mhead = _MSG_BEGIN.pack(0x80010001, len(name)) + name + _I32.pack(seq_id)
+            mhead = _MSG_BEGIN.pack(_VERSION_1 | CALL, len(name)) + name + _I32.pack(seq_id)
         msg_len = len(mhead) + end - hend
         code = self._code
         if code == _T_BUFFERED:
@@ -823,7 +836,7 @@ class RequestEncoder:
                 raise _frame_too_large(length)
             if self._max and length > self._max:
                 raise _request_too_large(length, self._max)
-            head = _TT_FIXED.pack(length, 0x1000, 0, seq_id, len(block) // 4) + block
+            head = _TT_FIXED.pack(length, _TT_MAGIC, 0, seq_id, len(block) // 4) + block
             if inner:
                 head += _U32.pack(msg_len)
             head += mhead
@@ -876,7 +889,7 @@ class FrameDecoder:
         self._start = 0  # first unconsumed byte
         self._end = 0  # end of received bytes
         self._error: Optional[Tuple[type, str]] = None
-        self._need = 0  # do not rescan before this many bytes are buffered (buffered transport)
+        self._need = 0  # do not rescan before this many bytes are buffered (any framing)
         self._lent = 0  # size of the last get_buffer view
 
     @property
@@ -975,7 +988,7 @@ class FrameDecoder:
         end = self._end
         code = self._code
         if code == _T_AUTO:
-            # Per-message sniffing in Kitex's order (spec §2.2): TTHeader, buffered, framed.
+            # Per message, in Kitex's order: TTHeader, buffered, framed (docs/protocol.md §9.1).
             if end - start < 8:
                 return None
             if buf[start + 4] == 0x10 and buf[start + 5] == 0x00:
@@ -1048,11 +1061,11 @@ class FrameDecoder:
         return Frame(payload, "buffered", None, 0, _EMPTY_HEADERS, _EMPTY_HEADERS, None)
 
     def _ttheader(self, buf: bytearray, start: int, end: int) -> Optional[Frame]:
-        # Fixed part (spec §1.2): LENGTH u32 | 10 00 | FLAGS u16 | SEQ i32 | HEADER SIZE u16.
+        # Fixed part (docs/protocol.md §2): LENGTH u32 | 10 00 | FLAGS | SEQ i32 | HEADER SIZE u16.
         if end - start < 14:
             return None
         length, magic, flags, seq_id, hs = _TT_FIXED.unpack_from(buf, start)
-        if magic != 0x1000:
+        if magic != _TT_MAGIC:
             raise ProtocolError(
                 "not a TTHeader frame (first bytes %s): expected 10 00 at bytes 4-5%s"
                 % (_hex(buf, start, end), _looks_like(buf, start, end))
@@ -1157,8 +1170,8 @@ class FrameDecoder:
         pstart = hend
         plen = stop - pstart
         transport = "ttheader"
-        # An inner Framed payload (TTHeaderFramed, spec §2.2 step 3b): not 80 01 at 0, 80 01 at
-        # bytes 4-5, and a length that matches what is left.
+        # An inner Framed payload (TTHeaderFramed, docs/protocol.md §1.3, §9.1): not 80 01 at 0,
+        # 80 01 at bytes 4-5, and a length that matches what is left.
         if (
             plen >= 8
             and not (buf[pstart] == 0x80 and buf[pstart + 1] == 0x01)

@@ -1,4 +1,5 @@
-"""How the dispatchers (codec.py, transport.py) choose between a compiled module and its twin."""
+"""How the dispatchers (codec.py, transport.py, aio/protocol.py) choose between a compiled module
+and its twin."""
 
 from __future__ import annotations
 
@@ -44,8 +45,8 @@ def load_compiled(name: str) -> Optional[ModuleType]:
             reason = BUILD_FAILED_NOTE.read_text(encoding="utf-8", errors="replace").strip()
             warnings.warn(
                 "kitex_fast: the compiled core failed to build when this package was installed "
-                "(%s); the pure-Python twin is in use: about 1.4x the latency and 1.6x the CPU per call "
-                "(README, Benchmarks). Reinstall with "
+                "(%s); the pure-Python twin is in use: the same results, at a higher latency and "
+                "CPU cost per call (README, Benchmarks, has the measured ratios). Reinstall with "
                 "a C compiler, or set KITEX_FAST_NO_EXTENSIONS=1 to choose the twin knowingly."
                 % reason,
                 RuntimeWarning,

@@ -9,57 +9,23 @@ built with ``implementation="py"``) asks :func:`implementation`.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from . import _codec_py
 from ._dispatch import choose, load_compiled
 
-# The names both implementations must provide, with the same behaviour and error texts.
-PUBLIC_API = (
-    "MessageHeader",
-    "Frame",
-    "FrameDecoder",
-    "RequestEncoder",
-    "parse_message",
-    "rewrite_message",
-    "encode_frame",
-    "build_message",
-    "find_struct_end",
-    "decode_application_exception",
-    "encode_application_exception",
-    "CALL",
-    "REPLY",
-    "EXCEPTION",
-    "ONEWAY",
-    "TRANSPORTS",
-    "DEFAULT_MAX_FRAME_SIZE",
-)
+# The names both implementations provide, with the same behaviour and error texts: the twin's
+# __all__ is the source list (the compiled core and _codec.pyi repeat it, held to it by
+# tests/unit/test_codec_exports.py and stubtest).
+PUBLIC_API: Tuple[str, ...] = tuple(_codec_py.__all__)
 
 _compiled: Optional[ModuleType] = load_compiled("_codec")
 
 USING_EXTENSION = _compiled is not None
 
 if TYPE_CHECKING:
-    # Type checkers read the twin's real source.
-    from ._codec_py import (
-        CALL as CALL,
-        DEFAULT_MAX_FRAME_SIZE as DEFAULT_MAX_FRAME_SIZE,
-        EXCEPTION as EXCEPTION,
-        ONEWAY as ONEWAY,
-        REPLY as REPLY,
-        TRANSPORTS as TRANSPORTS,
-        Frame as Frame,
-        FrameDecoder as FrameDecoder,
-        MessageHeader as MessageHeader,
-        RequestEncoder as RequestEncoder,
-        build_message as build_message,
-        decode_application_exception as decode_application_exception,
-        encode_application_exception as encode_application_exception,
-        encode_frame as encode_frame,
-        find_struct_end as find_struct_end,
-        parse_message as parse_message,
-        rewrite_message as rewrite_message,
-    )
+    # Type checkers read the twin's real source; a star import re-exports exactly its __all__.
+    from ._codec_py import *  # noqa: F401,F403
 else:
     _active = _compiled if _compiled is not None else _codec_py
     globals().update({name: getattr(_active, name) for name in PUBLIC_API})

@@ -27,6 +27,7 @@ class Counting:
         self.most = 0
         self.gate = threading.Event()
         self.gate.set()
+        self.barrier = None
 
     def __call__(self, request):
         with self.lock:
@@ -36,6 +37,8 @@ class Counting:
             delay = read_echo_args(request.body)
             if delay.startswith("wait"):
                 self.gate.wait(30)
+            elif delay == "together":  # answered once this many are in the handler at once
+                self.barrier.wait(30)
             elif delay.startswith("sleep"):
                 time.sleep(float(delay[5:]))
             return echo_handler(request)
@@ -54,10 +57,15 @@ def counting(impl):
 
 
 def test_each_concurrent_call_gets_a_connection_of_its_own(impl, aio_loop, counting):
+    # The handler answers only once all 32 are in it at once (a barrier, not a timing): calls
+    # queued behind each other on a connection would never get there.
+    counting.barrier = threading.Barrier(32)
+
     async def main():
-        async with Client("echo", counting.server.address, connect_timeout=CONNECT, implementation=impl.name) as c:
-            replies = await asyncio.gather(*(c.call("echo", echo_request("sleep0.2")) for _ in range(32)))
-            assert all(read_echo_reply(r) == "sleep0.2,hi Kitex" for r in replies)
+        async with Client("echo", counting.server.address, connect_timeout=CONNECT, rpc_timeout=60.0,
+                          implementation=impl.name) as c:
+            replies = await asyncio.gather(*(c.call("echo", echo_request("together")) for _ in range(32)))
+            assert all(read_echo_reply(r) == "together,hi Kitex" for r in replies)
             # then one at a time: the same idle connection each time
             for i in range(5):
                 assert read_echo_reply(await c.call("echo", echo_request("s%d" % i))) == "s%d,hi Kitex" % i

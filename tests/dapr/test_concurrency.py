@@ -56,7 +56,7 @@ def test_64_concurrent_sdk_calls_each_get_their_own_reply_and_run_at_once(sdk, c
 
     def one(i):
         barrier.wait(30)
-        millis = 400 + i  # each reply names its own request
+        millis = 1500 + i  # each reply names its own request; long enough for all to arrive
         response = sdk.invoke_binding("kitex", "get", data=sleep_call(millis), binding_metadata=meta)
         return millis, sleep_result(response.data)
 

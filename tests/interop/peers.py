@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 GO_DIR = HERE / "go"
 BIN_DIR = HERE / "bin"
 BINARIES = ("kitexserver", "refclient", "golden", "etcdserver")
-MIN_GO = "1.24.1"  # Go 1.24.0 cannot link sonic (golang/go#71672); kitex-wire.md §8
+MIN_GO = "1.24.1"  # Go 1.24.0 cannot link sonic (golang/go#71672)
 START_TIMEOUT = 60.0
 
 

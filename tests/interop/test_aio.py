@@ -20,7 +20,7 @@ from kitex_fast.testing import echo_request, read_echo_reply
 
 pytestmark = pytest.mark.interop
 
-# Which framings each server variant answers (kitex-wire.md §2, §4.3, §5.5; the sync driver's
+# Which framings each server variant answers (docs/protocol.md §1, §1.1, §9.2; the sync driver's
 # tests/interop/test_binding_interop.py proves the same table).
 VARIANTS = [
     ("default", "framed"),

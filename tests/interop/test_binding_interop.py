@@ -31,7 +31,7 @@ import peers
 
 RICH = thriftpy2.load(str(Path(peers.GO_DIR) / "idl" / "rich.thrift"), module_name="rich_thrift")
 
-# Which framings each server variant answers (kitex-wire.md §2, §4.3, §5.5).
+# Which framings each server variant answers (docs/protocol.md §1, §1.1, §9.2).
 VARIANTS = [
     ("default", "echo", ["framed", "buffered", "ttheader", "ttheader-framed"], {}),
     ("meta", "echo", ["framed", "buffered", "ttheader", "ttheader-framed"], {}),
@@ -93,7 +93,7 @@ def test_dapr_echo_scenario(binding, kitex_server, mode, service, transports, ex
 
 
 def test_generic_v1_server_refuses_buffered(binding, kitex_server) -> None:
-    # Kitex: "Binary generic calls only support Framed or TTHeader requests" (kitex-wire.md §2.4).
+    # Kitex: "Binary generic calls only support Framed or TTHeader requests" (docs/protocol.md §1.1).
     server = kitex_server("generic-v1", "echo")
     with pytest.raises((TransportError, ApplicationError)):
         binding.invoke(InvokeRequest("get", echo_request("x"), meta(server.address, transport="buffered", rpcTimeout="3s")))

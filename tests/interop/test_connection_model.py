@@ -64,15 +64,15 @@ def mux_server(kitex_server):
 def test_concurrent_calls_to_a_slow_method_run_at_the_same_time_on_a_default_server(
     impl, aio_loop, default_server
 ):
-    # 64 callers of a 300 ms method: the server holds all 64 in its handler at once, each on a
+    # 64 callers of a 1.5 s method (long enough for all 64 to connect on a loaded machine): the server holds all 64 in its handler at once, each on a
     # connection of its own (before: up to 100 pipelined on one connection, served one by one).
     async def main():
         async with Client("rich", default_server.address, connect_timeout=2.0, implementation=impl.name) as c:
-            replies = await asyncio.gather(*(c.call("sleep", sleep_call(300 + i)) for i in range(CALLERS)))
+            replies = await asyncio.gather(*(c.call("sleep", sleep_call(1500 + i)) for i in range(CALLERS)))
             return replies, c._pool.idle_count
 
     replies, idle = aio_loop(main)
-    assert [sleep_reply(r) for r in replies] == ["slept %d" % (300 + i) for i in range(CALLERS)]
+    assert [sleep_reply(r) for r in replies] == ["slept %d" % (1500 + i) for i in range(CALLERS)]
     stats = default_server.stats()
     assert stats["max_in_flight"] == CALLERS, stats
     assert stats["peers"] == CALLERS, stats
@@ -88,14 +88,14 @@ def test_the_sync_binding_on_threads_behaves_the_same(impl, default_server):
     with KitexOutputBinding(implementation=impl.name) as binding:
         def worker(i):
             barrier.wait()
-            replies[i] = binding.invoke(InvokeRequest("get", sleep_call(300), meta)).data
+            replies[i] = binding.invoke(InvokeRequest("get", sleep_call(1500), meta)).data
 
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(CALLERS)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(60)
-    assert all(sleep_reply(r) == "slept 300" for r in replies)
+    assert all(sleep_reply(r) == "slept 1500" for r in replies)
     stats = default_server.stats()
     assert stats["max_in_flight"] == CALLERS and stats["peers"] == CALLERS, stats
 
@@ -107,11 +107,11 @@ def test_mux_carries_the_same_calls_on_a_few_connections_still_concurrently(
     async def main():
         async with Client("rich", mux_server.address, transport=transport, mux_connection=True,
                           connect_timeout=2.0, implementation=impl.name) as c:
-            replies = await asyncio.gather(*(c.call("sleep", sleep_call(300 + i)) for i in range(CALLERS)))
+            replies = await asyncio.gather(*(c.call("sleep", sleep_call(1500 + i)) for i in range(CALLERS)))
             return replies, len(c._pool._all)
 
     replies, connections = aio_loop(main)
-    assert [sleep_reply(r) for r in replies] == ["slept %d" % (300 + i) for i in range(CALLERS)]
+    assert [sleep_reply(r) for r in replies] == ["slept %d" % (1500 + i) for i in range(CALLERS)]
     stats = mux_server.stats()
     assert stats["max_in_flight"] == CALLERS, stats
     assert stats["peers"] == connections <= 2, stats  # max_in_flight 100: a second at 50
@@ -124,14 +124,14 @@ def test_the_binding_takes_mux_from_metadata_and_refuses_it_without_ttheader(imp
     async def main():
         async with AsyncKitexOutputBinding(implementation=impl.name) as binding:
             responses = await asyncio.gather(
-                *(binding.invoke(InvokeRequest("get", sleep_call(200), meta)) for _ in range(CALLERS))
+                *(binding.invoke(InvokeRequest("get", sleep_call(1500), meta)) for _ in range(CALLERS))
             )
             with pytest.raises(MetadataError, match="muxConnection needs transport ttheader"):
                 await binding.invoke(InvokeRequest("get", sleep_call(0), dict(meta, transport="framed")))
             return responses
 
     responses = aio_loop(main)
-    assert all(sleep_reply(r.data) == "slept 200" for r in responses)
+    assert all(sleep_reply(r.data) == "slept 1500" for r in responses)
     stats = mux_server.stats()
     assert stats["max_in_flight"] == CALLERS and stats["peers"] <= 2, stats
 

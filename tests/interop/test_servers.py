@@ -1,7 +1,7 @@
-"""Real Kitex servers (Go, built from tests/interop/go) answer what kitex-wire.md says they answer.
+"""Real Kitex servers (Go, built from tests/interop/go) answer what docs/protocol.md says they answer.
 
 For each server variant: which framings it answers (always in the framing of the request), and the
-error behaviours of kitex-wire.md §4.5. Requests are built with thriftpy2 (strict binary) and
+error behaviours of docs/protocol.md §8 and §9.3. Requests are built with thriftpy2 (strict binary) and
 framed/decoded with kitex_fast's pure-Python codec over raw sockets, so a codec bug and a Kitex
 behaviour change both show up here. Where Kitex v0.16.3 differs from the spec the test follows
 Kitex and says so in a comment starting with "Kitex differs".
@@ -57,7 +57,7 @@ def call_message(service: Any, method: str, seq_id: int, msg_type: int = 1, **ar
 
 
 def raw_message(method: str, seq_id: int, body: bytes, msg_type: int = 1) -> bytes:
-    """A strict-binary message header (kitex-wire.md §3.1) followed by ``body`` verbatim."""
+    """A strict-binary message header (docs/protocol.md §6.1) followed by ``body`` verbatim."""
     name = method.encode()
     return struct.pack(">Ii", 0x80010000 | msg_type, len(name)) + name + struct.pack(">i", seq_id) + body
 
@@ -173,7 +173,7 @@ def test_default_answers_each_framing_in_kind(kitex_server, transport):
         reply = w.recv()
         assert reply.transport == transport
         assert reply.seq_id == (11 if transport in TTHEADER else None)
-        # A server without ServerTTHeaderHandler writes an empty TTHeader (kitex-wire.md §1.9).
+        # A server without ServerTTHeaderHandler writes an empty TTHeader (docs/protocol.md §9.6).
         assert (reply.str_headers, reply.int_headers, reply.acl_token) == ({}, {}, None)
         assert C.parse_message(reply.payload).seq_id == 11
         assert read_result(ECHO.Echo, "echo", reply.payload).success.message == "hello,hi Kitex"
@@ -181,7 +181,7 @@ def test_default_answers_each_framing_in_kind(kitex_server, transport):
 
 
 def test_default_mixed_framings_on_one_connection_in_order(kitex_server):
-    # Detection runs per message (kitex-wire.md §2.2); pipelined requests get in-order replies (§2.3).
+    # Detection runs per message (docs/protocol.md §9.1); pipelined requests get in-order replies (§9.2).
     server = kitex_server("default", "echo")
     with Wire(server) as w:
         w.send(b"".join(frame(t, echo_call(i + 1, t), i + 1) for i, t in enumerate(TRANSPORTS)))
@@ -217,7 +217,7 @@ def test_declared_exception_is_a_reply(kitex_server):
 
 
 def test_reply_seq_id_is_the_payload_seq_id(kitex_server):
-    # kitex-wire.md §1.8: the payload seq id overwrites the TTHeader one and is used for both.
+    # docs/protocol.md §7: the payload seq id overwrites the TTHeader one and is used for both.
     server = kitex_server("default", "echo")
     with Wire(server) as w:
         w.call("ttheader", echo_call(5), 99)
@@ -274,7 +274,7 @@ def test_mux_pipelined_replies_come_out_of_order_matched_by_seq_id(kitex_server)
 
 
 def test_mux_decode_error_keeps_the_connection(kitex_server):
-    # kitex-wire.md §5.5: mux read errors do not close the connection; unlike the default server,
+    # docs/protocol.md §9.2: mux read errors do not close the connection; unlike the default server,
     # an unknown method is answered (type 20) and the connection stays usable.
     server = kitex_server("mux", "rich")
     with Wire(server) as w:
@@ -392,8 +392,8 @@ def test_truncated_struct_in_a_complete_frame_is_type_7_then_close(kitex_server)
 
 
 def test_bad_struct_buffered_is_closed_without_reply(kitex_server):
-    # Kitex differs from kitex-wire.md §4.5 ("struct decode failure → type 7"): for Buffered the
-    # struct is skipped before decoding (§2.4 skipThriftStruct) and that error gets no reply.
+    # Kitex differs from the usual rule ("struct decode failure → type 7", docs/protocol.md
+    # §9.3): for Buffered the struct is skipped before decoding (§1.1, §10 skipThriftStruct) and that error gets no reply.
     server = kitex_server("default", "rich")
     with Wire(server) as w:
         w.send(raw_message("sleep", 5, BAD_STRUCT))
@@ -423,7 +423,7 @@ def test_garbage_is_closed_without_reply(kitex_server, mode, kind):
 
 @pytest.mark.parametrize("msg_type", [2, 3])
 def test_non_call_message_type_is_closed_without_reply(kitex_server, msg_type):
-    # kitex-wire.md §3.3: the method name is not known yet, so no reply can be encoded.
+    # docs/protocol.md §6.2: the method name is not known yet, so no reply can be encoded.
     server = kitex_server("default", "echo")
     with Wire(server) as w:
         w.call("framed", call_message(ECHO.Echo, "echo", 1, msg_type=msg_type,
@@ -447,7 +447,7 @@ def test_fail_is_type_6_and_connection_stays_usable(kitex_server, transport):
 
 
 def test_crash_is_type_6_with_the_panic_text(kitex_server):
-    # kitex-wire.md §4.5 marked the wording UNVERIFIED; this is what Kitex v0.16.3 sends.
+    # docs/protocol.md §8: this is what Kitex v0.16.3 sends.
     server = kitex_server("default", "rich")
     with Wire(server) as w:
         w.call("ttheader", call_message(RICH.Rich, "crash", 1, message="boom"), 1)
@@ -483,7 +483,7 @@ def test_biz_status_over_ttheader_to_meta_server(kitex_server, transport):
 @pytest.mark.parametrize("mode,transport", [("meta", "framed"), ("meta", "buffered"),
                                             ("default", "ttheader"), ("default", "framed")])
 def test_biz_status_is_lost_without_ttheader_and_meta_handler(kitex_server, mode, transport):
-    # kitex-wire.md §4.5: the client only sees an empty result struct.
+    # docs/protocol.md §9.4: the client only sees an empty result struct.
     server = kitex_server(mode, "rich")
     with Wire(server) as w:
         w.call(transport, call_message(RICH.Rich, "biz", 1, code=1001, message="no", extra={}), 1)
@@ -512,7 +512,7 @@ def test_meta_server_writes_msg_type_key(kitex_server):
     (BAD_STRUCT, (PROTOCOL_ERROR, "*rich.RichSleepArgs field 1 skip type 11 error: invalid data length")),
 ])
 def test_meta_server_marks_crrst_after_decode_error(kitex_server, body, expected):
-    # kitex-wire.md §1.9/§4.5: the error reply carries crrst=1, then the connection is closed.
+    # docs/protocol.md §9.5, §9.3: the error reply carries crrst=1, then the connection is closed.
     server = kitex_server("meta", "rich")
     with Wire(server) as w:
         message = raw_message("nope", 3, b"\x00") if body is None else raw_message("sleep", 3, body)
@@ -564,7 +564,7 @@ def test_sizelimit(kitex_server, transport):
         assert read_result(ECHO.Echo, "echo", w.recv().payload).success.message == "small,hi Kitex"
         w.call(transport, echo_call(2, "x" * 2000), 2)
         if transport == "buffered":
-            # kitex-wire.md §2.4: the limit cannot apply to Buffered (length unknown when checked).
+            # docs/protocol.md §1.1: the limit cannot apply to Buffered (length unknown when checked).
             assert read_result(ECHO.Echo, "echo", w.recv().payload).success.message.startswith("xxx")
         else:
             # Log: "invalid data: payload size(2028) larger than the limit(1024)"
@@ -648,7 +648,7 @@ def test_golden_frames_match_a_fresh_run(go_peers, tmp_path):
 
 
 def test_golden_kitex_client_framings():
-    # What Kitex's client really sends for each WithTransportProtocol (kitex-wire.md §5.1):
+    # What Kitex's client really sends for each WithTransportProtocol (docs/protocol.md §1.3):
     # TTHeader is ORed into the Framed default, so "ttheader" goes out as TTHeader+Framed.
     frames = {f["name"]: f for f in json.loads(GOLDEN.read_text())["frames"]}
     assert frames["kitex-client-framed"]["transport"] == "framed"
@@ -657,11 +657,11 @@ def test_golden_kitex_client_framings():
     assert frames["kitex-client-ttheader-framed"]["transport"] == "ttheader-framed"
     meta = frames["kitex-client-ttheader-meta"]
     assert meta["int_headers"]["22"] == "1" and meta["int_headers"]["1"] == "framed"
-    assert meta["str_headers"] == {}  # no isn from a generic client (kitex-wire.md §6, PR #1379)
+    assert meta["str_headers"] == {}  # no isn from a generic client (cloudwego/kitex#1379)
 
 
 def test_golden_matches_the_spec_example():
-    # kitex-wire.md §1.12, derived by hand from the rules; gopkg's encoder agrees byte for byte.
+    # docs/protocol.md §11, derived by hand from the rules; gopkg's encoder agrees byte for byte.
     frames = {f["name"]: f for f in json.loads(GOLDEN.read_text())["frames"]}
     assert frames["spec-ttheader-isn-tomethod"]["frame"] == (
         "0000004f100000000000000100090000010001000369736e000b4563686f5365727669636510000100090004"

@@ -9,7 +9,7 @@ import pytest
 from kitex_fast import codec
 from kitex_fast.errors import FrameTooLargeError, KitexError, ProtocolError
 
-# spec kitex-wire.md §1.12: CALL Echo, seq 1, args {1: struct{1: "hello"}} (33 bytes).
+# docs/protocol.md §11: CALL Echo, seq 1, args {1: struct{1: "hello"}} (33 bytes).
 ECHO = bytes.fromhex(
     "80010001 00000004 4563686f 00000001 0c0001 0b0001 00000005 68656c6c6f 00 00".replace(" ", "")
 )
@@ -386,7 +386,7 @@ def test_encode_frame_acl_and_order(impl):
             "ttheader", ECHO, seq_id=-2, acl_token="tok", str_headers={"a": "b"}, int_headers={1: ""}
         )
     )
-    # ACL 0x11 -> str KV 0x01 -> int KV 0x10, then padding (spec §1.3)
+    # ACL 0x11 -> str KV 0x01 -> int KV 0x10, then padding (docs/protocol.md §3.3)
     block = b"\x00\x00" + b"\x11\x00\x03tok" + b"\x01\x00\x01\x00\x01a\x00\x01b" + b"\x10\x00\x01\x00\x01\x00\x00"
     block += b"\x00" * ((4 - len(block) % 4) % 4)
     assert frame[14 : 14 + len(block)] == block

@@ -51,7 +51,7 @@ def test_golden_frame_decodes(impl, case):
     assert len(out) == 1 and out[0].payload == bytes.fromhex(case["payload"])
 
 
-# encode_frame always writes FLAGS 0 (a unary client must never set them, kitex-wire.md §1.2), so
+# encode_frame always writes FLAGS 0 (a unary client must never set them, docs/protocol.md §2), so
 # frames Kitex wrote with other flags are checked by decoding only (test_golden_frame_decodes).
 ENCODABLE = [c for c in FRAMES if c["deterministic"] and not c["flags"]]
 

@@ -205,7 +205,7 @@ func addStructs(g *golden) {
 
 // ---- frames from gopkg's encoders --------------------------------------------------------
 
-// specEchoPayload is the kitex-wire.md §1.12 payload: CALL "Echo", seq 1, args {1: {1: "hello"}}.
+// specEchoPayload is the docs/protocol.md §11 payload: CALL "Echo", seq 1, args {1: {1: "hello"}}.
 func specEchoPayload() []byte {
 	b, err := thrift.MarshalFastMsg("Echo", thrift.CALL, 1, echoArgs("hello"))
 	check(err)
