@@ -57,6 +57,25 @@ else
   echo "go not found: interop tests will be skipped (install Go >= 1.24.1 to run them)"
 fi
 
+echo "== etcd for the service-discovery tests (Debian's etcd-server; or ETCD=/path/to/etcd)"
+if [ -z "${ETCD:-}" ] && ! command -v etcd >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    # (etcd-server 3.4 serves the v3 JSON gateway the resolver speaks; the package's systemd
+    # unit does not start in a container, and the tests run their own etcd on random ports)
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server) >/dev/null \
+      || echo "apt-get install etcd-server failed"
+  fi
+fi
+if [ -n "${ETCD:-}" ] || command -v etcd >/dev/null 2>&1; then
+  etcd_version=$("${ETCD:-etcd}" --version)  # (not `| head -1`: SIGPIPE fails the pipeline)
+  echo "${etcd_version%%$'\n'*}"
+elif [ "${CI:-}" = "true" ]; then
+  echo "etcd is required in CI for tests/interop/test_registry.py (apt-get install etcd-server)" >&2
+  exit 1
+else
+  echo "etcd not found: the service-discovery tests will be skipped (apt-get install etcd-server, or ETCD=/path/to/etcd)"
+fi
+
 echo "== daprd v1.18.0 for the Dapr end-to-end tests (Go module proxy; cached in tests/dapr/.daprd)"
 if command -v go >/dev/null 2>&1; then
   bash tests/dapr/build_daprd.sh

@@ -764,13 +764,7 @@ cdef class CallPath:
 
     def __init__(self, client, pools, dict encoders, rpc_timeout, unset):
         self._client = client
-        self._pools = list(pools)
-        self._npools = len(self._pools)
-        if self._npools == 0:
-            raise ValueError("a call path needs at least one endpoint pool")
-        for pool in self._pools:
-            if type(pool) is not IdlePool:
-                raise TypeError("pools must be IdlePool objects, not %s" % type(pool).__name__)
+        self.set_pools(pools)
         self._next = 0
         self._encoders = encoders
         self._timeout = rpc_timeout
@@ -784,10 +778,24 @@ cdef class CallPath:
         """``Client.call``: the REPLY message."""
         return (<object>self._exchange(method, message, self._unset, None)[0]).payload
 
+    def set_pools(self, pools):
+        """Swap in a new round-robin cycle (a registry update); empty: every call takes the full
+        path. Both fields change with the GIL held and no Python code between them, so a
+        concurrent call sees the old cycle or the new one."""
+        cdef list new = list(pools)
+        for pool in new:
+            if type(pool) is not IdlePool:
+                raise TypeError("pools must be IdlePool objects, not %s" % type(pool).__name__)
+        self._pools = new
+        self._npools = len(new)
+
     def next_endpoint(self):
         """The index of the endpoint the next call starts at (round robin; advances it): the
         full path asks here too, so both paths share one rotation."""
-        cdef Py_ssize_t start = <Py_ssize_t>(self._next % <size_t>self._npools)
+        cdef Py_ssize_t start = 0
+        if self._npools == 0:
+            return start
+        start = <Py_ssize_t>(self._next % <size_t>self._npools)
         self._next += 1
         return start
 
@@ -832,6 +840,8 @@ cdef class CallPath:
         if self._npools > 1:
             start = <Py_ssize_t>(self._next % <size_t>self._npools)
             self._next += 1
+        elif self._npools == 0:  # a registry with no instance (yet): the full path resolves
+            return self._client._exchange(method, message, rpc_timeout, headers)
         pool = <IdlePool>self._pools[start]
         now = _now()
         conn = pool._take(now)

@@ -490,19 +490,14 @@ class IdlePool:
 class CallPath:
     """The common path of one Client's calls (see the compiled twin for the contract)."""
 
-    __slots__ = ("_client", "_pools", "_npools", "_next", "_encoders", "_timeout", "_unset",
+    __slots__ = ("_client", "_pools", "_next", "_encoders", "_timeout", "_unset",
                  "closed", "retired")
 
     def __init__(self, client: Any, pools: Sequence[IdlePool], encoders: Dict[Any, Any],
                  rpc_timeout: Optional[float], unset: object) -> None:
         self._client = client
-        self._pools = list(pools)
-        self._npools = len(self._pools)
-        if not self._npools:
-            raise ValueError("a call path needs at least one endpoint pool")
-        for pool in self._pools:
-            if type(pool) is not IdlePool:
-                raise TypeError("pools must be IdlePool objects, not %s" % type(pool).__name__)
+        self._pools: List[IdlePool] = []
+        self.set_pools(pools)
         self._next = 0
         if type(encoders) is not dict:
             raise TypeError("encoders must be a dict, not %s" % type(encoders).__name__)
@@ -516,10 +511,22 @@ class CallPath:
         """``Client.call``: the REPLY message."""
         return self.exchange(method, message, self._unset, None)[0].payload
 
+    def set_pools(self, pools: Sequence[IdlePool]) -> None:
+        """Swap in a new round-robin cycle (a registry update); empty: every call takes the full
+        path. (One attribute: a concurrent call sees the old list or the new one.)"""
+        pools = list(pools)
+        for pool in pools:
+            if type(pool) is not IdlePool:
+                raise TypeError("pools must be IdlePool objects, not %s" % type(pool).__name__)
+        self._pools = pools
+
     def next_endpoint(self) -> int:
         """The index of the endpoint the next call starts at (round robin; advances it): the
         full path asks here too, so both paths share one rotation."""
-        start = self._next % self._npools
+        n = len(self._pools)
+        if not n:
+            return 0
+        start = self._next % n
         self._next += 1
         return start
 
@@ -550,10 +557,14 @@ class CallPath:
         if encoder is None:  # a method (or headers) seen for the first time
             return client._exchange(method, message, rpc_timeout, headers)  # type: ignore[no-any-return]
         start = 0
-        if self._npools > 1:
-            start = self._next % self._npools
+        pools = self._pools
+        npools = len(pools)
+        if npools > 1:
+            start = self._next % npools
             self._next += 1
-        pool = self._pools[start]
+        elif not npools:  # a registry with no instance (yet): the full path resolves or says why
+            return client._exchange(method, message, rpc_timeout, headers)  # type: ignore[no-any-return]
+        pool = pools[start]
         now = time.monotonic()
         conn = pool._take(now)
         if conn is None:  # connect (with failover) is the full path's job

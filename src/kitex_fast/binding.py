@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 from . import transport as _transport_dispatch
 from .client import Client, ClientCore
 from .errors import KitexError, MetadataError, UnsupportedOperationError
+from .resolver import RegistrySpec, open_resolver
 from .metadata import (
     INT_HEADER_PREFIX,
     KNOWN_KEYS,
@@ -167,6 +168,10 @@ class BindingCore:
         # Shape ids are never reused: _shapes is cleared when it grows too big, while routes
         # keyed by an old id may still sit in _routes (a reused id could find another shape's).
         self._shape_ids = itertools.count(1)
+        # RegistrySpec -> its resolver (one watch thread per service it resolves), least recently
+        # used first; bounded like the clients, and closed with the binding.
+        self._resolvers: "OrderedDict[RegistrySpec, Any]" = OrderedDict()
+        self.max_resolvers = 16
         self._lock = threading.Lock()
         self._closed = False
 
@@ -184,6 +189,10 @@ class BindingCore:
             self._routes.clear()
             old = list(self._clients.values())
             self._clients.clear()
+            resolvers = list(self._resolvers.values())
+            self._resolvers.clear()
+        for resolver in resolvers:  # (their clients keep their last instance set until closed)
+            resolver.close()
         return old
 
     def _shut(self) -> List[Any]:
@@ -193,6 +202,10 @@ class BindingCore:
             clients = list(self._clients.values())
             self._clients.clear()
             self._routes.clear()
+            resolvers = list(self._resolvers.values())
+            self._resolvers.clear()
+        for resolver in resolvers:  # (their clients keep their last instance set until closed)
+            resolver.close()
         return clients
 
     def _prepare(self, request: InvokeRequest) -> Tuple[CallOptions, Any]:
@@ -209,9 +222,12 @@ class BindingCore:
 
     def _new_client(self, options: CallOptions) -> Any:
         """The driver's client for ``options`` (called under the cache lock; does no I/O)."""
+        where: Dict[str, Any] = {"host_ports": options.endpoints}
+        if options.registry is not None:
+            where = {"registry": self._resolver(options.registry)}
         return self.client_class(
             options.dest_service,
-            options.endpoints,
+            **where,
             transport=options.transport,
             connect_timeout=options.connect_timeout,
             max_frame_size=options.max_frame_size,
@@ -302,6 +318,19 @@ class BindingCore:
             # connection is closed when its call ends instead of going back to a pool.
             evicted.retire()
         return client
+
+    def _resolver(self, spec: RegistrySpec) -> Any:
+        """The shared resolver of a registry (under the cache lock; no I/O: its watch thread
+        starts when a client subscribes). Beyond ``max_resolvers`` the least recently used one
+        is closed: its clients keep the instance set they have, without updates."""
+        resolver = self._resolvers.get(spec)
+        if resolver is not None:
+            self._resolvers.move_to_end(spec)
+            return resolver
+        resolver = self._resolvers[spec] = open_resolver(spec)
+        if len(self._resolvers) > self.max_resolvers:
+            self._resolvers.popitem(last=False)[1].close()
+        return resolver
 
     def _lru_changed(self) -> None:
         """The client cache's order changed here (a driver's fast path may track its tail)."""

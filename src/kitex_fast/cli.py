@@ -179,8 +179,15 @@ def _call_metadata(args: argparse.Namespace, method_name: str, dest_service: str
         # everything that travels in TTHeader headers picks TTHeader (Framed has no headers)
         header_flags = (args.header, args.int_header, args.idlService, args.fromService, args.logID)
         transport_name = "ttheader" if metainfo or any(header_flags) else "framed"
+    if (args.host_ports is None) == (args.registry is None):
+        raise UsageError("give exactly one of --host-ports and --registry")
+    if args.registry_prefix is not None and args.registry is None:
+        raise UsageError("--registry-prefix goes with --registry")
+    where = {"hostPorts": args.host_ports} if args.registry is None else {"registry": args.registry}
+    if args.registry_prefix is not None:
+        where["registryPrefix"] = args.registry_prefix
     metadata: Dict[str, str] = {
-        "hostPorts": args.host_ports,
+        **where,
         "destService": dest_service,
         "methodName": method_name,
         "version": "v1",
@@ -503,7 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=CALL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     where = call.add_argument_group("where")
-    where.add_argument("--host-ports", "-e", required=True, metavar="HOST:PORT[,...]", help="the server(s): host:port, [ipv6]:port, comma-separated for round robin")
+    where.add_argument("--host-ports", "-e", metavar="HOST:PORT[,...]", help="the server(s): host:port, [ipv6]:port, comma-separated for round robin")
+    where.add_argument("--registry", "-r", metavar="etcd://HOST:PORT[,...]", help="instead of --host-ports: find the instances of --dest-service (or SERVICE) in etcd, where Kitex servers register with kitex-contrib/registry-etcd; weighted round robin")
+    where.add_argument("--registry-prefix", metavar="PREFIX", help="the etcd key prefix (default kitex/registry-etcd)")
     where.add_argument("--method", "-m", required=True, metavar="[SERVICE/]METHOD", help="the method; with --idl, Service/method picks the service in a file with several")
     where.add_argument("--dest-service", "-s", metavar="NAME", help="the Kitex service name sent as TTHeader ToService (default: the IDL service, or SERVICE of --method)")
     where.add_argument("--transport", "-t", choices=list(codec.TRANSPORTS), help="framing (default framed; ttheader when metainfo, headers, --idl-service, --from-service or --log-id are given)")

@@ -8,6 +8,7 @@ method name inside the message is rewritten to ``method``, so the two can never 
 
 from __future__ import annotations
 
+import threading
 import time
 from types import ModuleType
 from typing import Any, Dict, Hashable, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
@@ -18,6 +19,7 @@ from .errors import (
     ApplicationError,
     BizStatusError,
     MetadataError,
+    NoInstanceError,
     ProtocolError,
     ResponseMismatchError,
     TransportError,
@@ -32,6 +34,7 @@ from .metadata import (
     check_text,
 )
 from .pool import Endpoint, EndpointPool, parse_host_ports
+from .resolver import Instance, Resolver, describe, open_resolver, parse_registry, wrr_schedule
 
 __all__ = ["Client", "ClientCore", "Reply"]
 
@@ -87,8 +90,14 @@ class ClientCore:
     check. A driver (the sync :class:`Client` here, :mod:`kitex_fast.aio`) subclasses it, builds
     its pool in :meth:`_make_pool` and does the I/O; the rules stay in one place.
 
-    :param dest_service: the Kitex service name (sent as TTHeader ToService).
+    :param dest_service: the Kitex service name (sent as TTHeader ToService, and the name a
+        registry resolves).
     :param host_ports: ``"host:port"``, ``"[::1]:8888"``, a comma-separated list, or a list.
+    :param registry: instead of ``host_ports``: ``"etcd://host:port[,host:port]"`` (Kitex servers
+        registered by kitex-contrib/registry-etcd; the client owns that resolver and closes it),
+        or any :class:`kitex_fast.resolver.Resolver` object (shared; its owner closes it). Calls
+        are balanced by Kitex's weighted round robin over the live instances.
+    :param registry_prefix: the etcd key prefix (default ``kitex/registry-etcd``).
     :param transport: ``framed`` (default, as the Go binding sends), ``buffered``, ``ttheader``
         or ``ttheader-framed``.
     :param connect_timeout: seconds (None or 0: no limit). Kitex's default is 50 ms. The rpc
@@ -118,8 +127,10 @@ class ClientCore:
     def __init__(
         self,
         dest_service: str,
-        host_ports: Union[str, Sequence[str], Sequence[Endpoint]],
+        host_ports: Union[str, Sequence[str], Sequence[Endpoint], None] = None,
         *,
+        registry: Union[str, Resolver, None] = None,
+        registry_prefix: Optional[str] = None,
         transport: str = "framed",
         connect_timeout: Optional[float] = 0.05,
         rpc_timeout: Optional[float] = 30.0,
@@ -154,7 +165,27 @@ class ClientCore:
         if (str_headers or int_headers) and not ttheader:
             raise MetadataError("headers need transport ttheader or ttheader-framed, not %s" % transport)
         endpoints: Tuple[Endpoint, ...]
-        if isinstance(host_ports, (list, tuple)) and host_ports and all(
+        self._resolver: Optional[Resolver] = None
+        self._owns_resolver = False
+        self.instances: Tuple[Instance, ...] = ()
+        self._cycle: Tuple[Endpoint, ...] = ()
+        if (host_ports is None) == (registry is None):
+            raise MetadataError(
+                "give exactly one of hostPorts (host_ports=) and registry (etcd://host:port or a "
+                "Resolver), not %s" % ("both" if registry is not None else "neither")
+            )
+        if registry is not None:
+            if isinstance(registry, str):
+                spec = parse_registry(registry, registry_prefix)
+            elif registry_prefix is not None:
+                raise MetadataError("registry_prefix goes with an etcd:// registry URL, not a Resolver object")
+            elif not all(callable(getattr(registry, m, None)) for m in ("resolve", "subscribe", "close")):
+                raise MetadataError(
+                    "registry must be an etcd:// URL or a Resolver (resolve, subscribe, close), not %r"
+                    % (registry,)
+                )
+            endpoints = ()
+        elif isinstance(host_ports, (list, tuple)) and host_ports and all(
             isinstance(e, Endpoint) for e in host_ports
         ):
             # already validated (by the binding's metadata parser)
@@ -175,6 +206,10 @@ class ClientCore:
                 % (_MAX_FRAME_FIELD, self._codec.DEFAULT_MAX_FRAME_SIZE, max_frame_size)
             )
         self.max_frame_size = max_frame_size
+        if isinstance(registry, str):
+            self._resolver, self._owns_resolver = open_resolver(spec), True
+        elif registry is not None:
+            self._resolver = registry
         if not _is_int(pool_size) or not 0 <= pool_size <= _MAX_POOL_SIZE:
             raise MetadataError(
                 "pool_size must be an int in 0-%d (idle connections kept per endpoint), not %r"
@@ -225,6 +260,57 @@ class ClientCore:
         )
         self._closed = False
         self.retired = False
+        self._resolve_lock = threading.Lock()
+        self._resolved = False  # the first instance set is installed
+        self._unsubscribe: Any = None
+        if self._resolver is not None:
+            # From now on every change of the set is pushed here by the resolver's thread; the
+            # first set is waited for by the first call (bounded by its deadline).
+            self._unsubscribe = self._resolver.subscribe(dest_service, self._on_instances)
+
+    # -- service discovery --------------------------------------------------------------------
+
+    def _on_instances(self, instances: Tuple[Instance, ...]) -> None:
+        """A new instance set from the resolver (any thread): balance over it from now on."""
+        with self._resolve_lock:
+            if self._closed:
+                return
+            self._resolved = True
+            self._install(instances)
+
+    def _install(self, instances: Tuple[Instance, ...]) -> None:
+        """Swap in the weighted round-robin cycle of ``instances`` (under ``_resolve_lock``)."""
+        cycle = tuple(instances[i].endpoint for i in wrr_schedule(instances))
+        self.instances = tuple(instances)
+        self._cycle = cycle
+        self._set_cycle(cycle)
+
+    def _set_cycle(self, cycle: Tuple[Endpoint, ...]) -> None:
+        """The driver swaps its endpoints for ``cycle`` (an endpoint may repeat: its weight)."""
+        raise NotImplementedError
+
+    def _first_resolution(self, timeout: Optional[float]) -> None:
+        """Wait for the registry's first answer, at most ``timeout`` seconds (the call's budget),
+        and install it; ResolveError if it does not come. Then NoInstanceError if the service
+        has no live instance."""
+        resolver = self._resolver
+        if resolver is None:
+            raise TransportError("the client has no endpoint")  # not reached: host_ports is never empty
+        if not self._resolved:
+            instances = resolver.resolve(self.dest_service, timeout)
+            with self._resolve_lock:
+                if not self._resolved:  # (a pushed update may have come first: it is newer)
+                    self._resolved = True
+                    self._install(instances)
+        if not self.endpoints:
+            raise NoInstanceError("no live instance of %s" % describe(resolver, self.dest_service))
+
+    def _close_resolver(self) -> None:
+        unsubscribe, self._unsubscribe = self._unsubscribe, None
+        if unsubscribe is not None:
+            unsubscribe()
+        if self._owns_resolver and self._resolver is not None:
+            self._resolver.close()
 
     def _call_timeout(self, rpc_timeout: Union[float, None, _Unset]) -> Optional[float]:
         """The rpc timeout of one call in seconds (None: no limit): the client's, or a per-call
@@ -347,7 +433,8 @@ class ClientCore:
         return "<%s %s at %s via %s (%s)>" % (
             type(self).__name__,
             self.dest_service,
-            ",".join(str(e) for e in self.endpoints),
+            ",".join(str(e) for e in self.endpoints) if self._resolver is None
+            else getattr(self._resolver, "description", repr(self._resolver)),
             self.transport,
             self.implementation,
         )
@@ -382,6 +469,12 @@ class Client(ClientCore):
             self, pool._pools, self._encoders, self.rpc_timeout, _UNSET
         )
         return pool
+
+    def _set_cycle(self, cycle: Tuple[Endpoint, ...]) -> None:
+        pool: EndpointPool = self._pool
+        pools = pool.update(cycle)
+        self.endpoints = pool.endpoints
+        self._path.set_pools(pools)  # atomic: calls pick from the old cycle or the new one
 
     # -- calling ------------------------------------------------------------------------------
 
@@ -448,6 +541,8 @@ class Client(ClientCore):
         key: Hashable = method if headers is None else (method, headers)
         encoder = self._encoders.get(key) or self._encoder(key, method, headers)
         deadline = time.monotonic() + timeout if timeout else None
+        if not self.endpoints:  # a registry: the first call waits for it, or none is live
+            self._first_resolution(timeout)
         if start is None and len(self.endpoints) > 1:
             start = self._path.next_endpoint()  # one rotation for both paths
         conn, pool, reused = self._pool.acquire(deadline, timeout, start)
@@ -505,9 +600,11 @@ class Client(ClientCore):
     def close(self) -> None:
         """Close every idle connection and refuse new calls; connections in use are closed when
         their call ends."""
-        self._closed = True
+        with self._resolve_lock:
+            self._closed = True
         self.retired = True
         self._path.closed = self._path.retired = True
+        self._close_resolver()
         self._pool.close()
 
     def retire(self) -> None:
@@ -515,6 +612,7 @@ class Client(ClientCore):
         (the binding's LRU cache) that drops this client while other threads may hold it."""
         self.retired = True
         self._path.retired = True
+        self._close_resolver()  # keeps the last instance set for the calls still under way
         self._pool.close()
 
     def __enter__(self) -> "Client":

@@ -29,6 +29,8 @@ __all__ = [
     "TransportError",
     "ConnectError",
     "ConnectTimeoutError",
+    "ResolveError",
+    "NoInstanceError",
     "ConnectionClosedError",
     "RPCTimeoutError",
     "ConnectionLimitError",
@@ -80,6 +82,16 @@ class ConnectError(TransportError):
 
 class ConnectTimeoutError(ConnectError, TimeoutError):
     """The connect did not finish within the connect timeout."""
+
+
+class ResolveError(ConnectError):
+    """A service name could not be turned into instances: the registry did not answer in time
+    (nothing was sent to any server)."""
+
+
+class NoInstanceError(ResolveError):
+    """The registry answered, and no live instance of the service is registered (the text names
+    the service, the registry and its key prefix)."""
 
 
 class ConnectionClosedError(TransportError):

@@ -14,6 +14,7 @@ from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 from .codec import DEFAULT_MAX_FRAME_SIZE, TRANSPORTS
 from .errors import MetadataError
 from .pool import Endpoint, parse_host_ports
+from .resolver import RegistrySpec, parse_registry
 
 __all__ = [
     "CallOptions",
@@ -35,6 +36,9 @@ PREFIX = "dapr binding kitex: "
 REQUIRED_KEYS = ("destService", "hostPorts", "methodName", "version")
 
 OPTIONAL_KEYS = (
+    # Service discovery instead of hostPorts: exactly one of the two (see parse_options).
+    "registry",
+    "registryPrefix",
     "transport",
     "connectTimeout",
     "rpcTimeout",
@@ -211,6 +215,8 @@ class CallOptions(NamedTuple):
     pipelining: bool
     str_headers: Tuple[Tuple[str, str], ...]
     int_headers: Tuple[Tuple[int, str], ...]
+    # metadata registry (+ registryPrefix): resolve dest_service there; endpoints is then ()
+    registry: Optional[RegistrySpec] = None
 
     @property
     def client_key(self) -> Tuple[object, ...]:
@@ -227,6 +233,7 @@ class CallOptions(NamedTuple):
             self.max_connections,
             self.mux_connection,
             self.pipelining,
+            self.registry,
         )
 
     @property
@@ -271,7 +278,8 @@ def validate_defaults(defaults: Mapping[str, str]) -> Dict[str, str]:
     merged = dict(defaults)
     _check_unknown_keys(merged)
     filled = {k: "placeholder" for k in ("destService", "methodName", "version")}
-    filled["hostPorts"] = "127.0.0.1:1"
+    if "registry" not in merged:
+        filled["hostPorts"] = "127.0.0.1:1"
     filled.update(merged)
     parse_options(filled, {})
     return merged
@@ -280,10 +288,28 @@ def validate_defaults(defaults: Mapping[str, str]) -> Dict[str, str]:
 def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> CallOptions:
     """Validate request metadata over component defaults and return the call's options."""
     _check_unknown_keys(request)
+    # hostPorts or registry, exactly one: both in one place (the request, or the defaults) is an
+    # error; a request's choice overrides a component default of the other kind.
+    registry_url: Optional[str] = None
+    for source, where in ((request, "the request"), (defaults, "the component metadata")):
+        has_hp, has_reg = source.get("hostPorts") is not None, source.get("registry") is not None
+        if has_hp and has_reg:
+            raise MetadataError(
+                "%sgive exactly one of metadata fields hostPorts and registry, not both (in %s)"
+                % (PREFIX, where)
+            )
+        if has_hp:
+            break
+        if has_reg:
+            registry_url = _lookup(source, {}, "registry")
+            break
     required = []
     for key in REQUIRED_KEYS:
+        if key == "hostPorts" and registry_url is not None:
+            required.append("")
+            continue
         value = _lookup(request, defaults, key)
-        if value is None:
+        if value is None:  # (the Go binding's exact text; registry is its alternative)
             raise MetadataError("%smissing metadata field %s" % (PREFIX, key))
         if not value.strip():
             raise MetadataError("%smetadata field %s is empty" % (PREFIX, key))
@@ -293,8 +319,13 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
             )
         required.append(value)
     dest_service, host_ports, method_name, version = required
+    registry: Optional[RegistrySpec] = None
+    endpoints: Tuple[Endpoint, ...] = ()
     try:
-        endpoints = parse_host_ports(host_ports)
+        if registry_url is not None:
+            registry = parse_registry(registry_url, _lookup(request, defaults, "registryPrefix"))
+        else:
+            endpoints = parse_host_ports(host_ports)
     except MetadataError as exc:
         raise MetadataError(PREFIX + str(exc)) from None
     check_text(PREFIX + "metadata field destService", dest_service)
@@ -393,4 +424,5 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
         pipelining=pipelining,
         str_headers=tuple(sorted(str_headers.items())),
         int_headers=tuple(sorted(int_headers.items())),
+        registry=registry,
     )

@@ -15,7 +15,7 @@ import itertools
 import socket
 import time
 from types import ModuleType
-from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 from ._transport_errors import format_ms
 from .errors import ConnectError, ConnectTimeoutError, MetadataError
@@ -140,7 +140,39 @@ class EndpointPool:
         self._transport = transport
         self._make_decoder = make_decoder
         self._connect_timeout = connect_timeout
+        self._max_idle = max_idle
+        self._max_idle_time = max_idle_time
         self._next = itertools.count()
+        self._closed = False
+
+    def update(self, schedule: Sequence[Endpoint]) -> List[Any]:
+        """Install a new round-robin cycle (a registry's instance set, weighted: an endpoint may
+        appear many times) and return its pools, one per entry, for the call path to swap in.
+
+        An endpoint that stays keeps its pool and idle connections; one that left is drained:
+        its idle connections close now, those in use close when their call ends (IdlePool.close).
+        Called from the resolver's thread; the swap is one attribute store, so a concurrent
+        acquire sees the old cycle or the new one, never a mix."""
+        known = {pool.endpoint: pool for pool in self._pools}
+        pools = []
+        fresh: Dict[Endpoint, Any] = {}
+        for ep in schedule:
+            pool = fresh.get(ep)
+            if pool is None:
+                pool = known.get(ep)
+                if pool is None or self._closed:
+                    pool = self._transport.IdlePool(ep, self._max_idle, self._max_idle_time)
+                fresh[ep] = pool
+            pools.append(pool)
+        self._pools = pools
+        self.endpoints = tuple(fresh)
+        for ep, pool in known.items():
+            if ep not in fresh:
+                pool.close()
+        if self._closed:  # closed meanwhile: nothing new may stay open
+            for pool in fresh.values():
+                pool.close()
+        return pools
 
     def acquire(
         self, deadline: Optional[float], rpc_timeout: Optional[float] = None, start: Optional[int] = None
@@ -149,9 +181,10 @@ class EndpointPool:
         one (or at index ``start``, which the call path already chose); an endpoint that refuses or
         times out is skipped for this call (failover). ``rpc_timeout`` (the budget ``deadline``
         came from) only names it in error texts."""
-        n = len(self._pools)
+        pools = self._pools  # one read: a registry update may swap the list meanwhile
+        n = len(pools)
         if n == 1:
-            pool = self._pools[0]
+            pool = pools[0]
             conn = pool.take_idle()
             if conn is not None:
                 return conn, pool, True
@@ -159,8 +192,12 @@ class EndpointPool:
         if start is None:
             start = next(self._next) % n
         errors: List[ConnectError] = []
+        tried: Set[int] = set()
         for i in range(n):
-            pool = self._pools[(start + i) % n]
+            pool = pools[(start + i) % n]
+            if id(pool) in tried:  # a weighted cycle lists an endpoint many times: try it once
+                continue
+            tried.add(id(pool))
             conn = pool.take_idle()
             if conn is not None:
                 return conn, pool, True
@@ -208,5 +245,6 @@ class EndpointPool:
     def close(self) -> None:
         """Close idle connections now and every other one when its call ends. Calls already
         under way (or starting on a retired client) still complete on fresh connections."""
-        for pool in self._pools:
+        self._closed = True
+        for pool in {id(p): p for p in self._pools}.values():
             pool.close()

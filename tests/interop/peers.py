@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Set, Tuple
 HERE = Path(__file__).resolve().parent
 GO_DIR = HERE / "go"
 BIN_DIR = HERE / "bin"
-BINARIES = ("kitexserver", "refclient", "golden")
+BINARIES = ("kitexserver", "refclient", "golden", "etcdserver")
 MIN_GO = "1.24.1"  # Go 1.24.0 cannot link sonic (golang/go#71672)
 START_TIMEOUT = 60.0
 
@@ -143,11 +143,14 @@ class KitexServer:
         with open(self._log.name, "rb") as f:
             return f.read().decode(errors="replace")
 
+    def _command(self) -> List[str]:
+        return [_binary("kitexserver"), "-mode", self.mode, "-service", self.service,
+                "-listen", "127.0.0.1:0", *self.extra_args]
+
     def start(self) -> "KitexServer":
         if self._proc is not None:
             return self
-        cmd = [_binary("kitexserver"), "-mode", self.mode, "-service", self.service,
-               "-listen", "127.0.0.1:0", *self.extra_args]
+        cmd = self._command()
         self._log = tempfile.NamedTemporaryFile(prefix="kitexserver-", suffix=".log", delete=False)
         cpus = self.cpus
         pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
@@ -198,6 +201,13 @@ class KitexServer:
                 if time.monotonic() > deadline:
                     raise RuntimeError("%r: cannot connect; log:\n%s" % (self, self.log()))
                 time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful stop (a registered server leaves its key until the lease ends)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self.stop()
 
     def stop(self) -> None:
         """SIGTERM (Kitex stops gracefully), then SIGKILL if it takes longer than 10 s."""
@@ -288,3 +298,171 @@ def run_golden(out_dir: Path) -> Path:
     if proc.returncode != 0:
         raise RuntimeError("golden failed: %s" % proc.stdout.decode(errors="replace"))
     return out_dir / "frames.json"
+
+
+# -- service discovery: etcd and Kitex servers that register in it (docs/registry.md) ----------
+
+ETCD_MIN = "3.4"
+
+
+class EtcdUnavailable(RuntimeError):
+    """No etcd binary: the registry tests cannot run."""
+
+
+def etcd_binary() -> str:
+    """The ``etcd`` server binary: ``$ETCD``, or ``etcd`` on PATH (Debian's etcd-server package,
+    which tests/run.sh installs in CI)."""
+    etcd = os.environ.get("ETCD") or shutil.which("etcd")
+    if not etcd:
+        raise EtcdUnavailable(
+            "the registry tests need an etcd server >= %s: `apt-get install etcd-server` (Debian/"
+            "Ubuntu; tests/run.sh does it in CI) or ETCD=/path/to/etcd" % ETCD_MIN)
+    return etcd
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EtcdServer:
+    """One etcd member on 127.0.0.1 random ports with a temporary data dir. ``stop()`` then
+    ``start()`` restarts it on the same ports and data (the keys and revisions survive)."""
+
+    def __init__(self) -> None:
+        self.client_port = _free_port()
+        self.peer_port = _free_port()
+        self.data_dir = tempfile.mkdtemp(prefix="kitex-fast-etcd-")
+        self._proc: Optional[subprocess.Popen] = None
+        self._log = os.path.join(self.data_dir, "etcd.log")
+
+    @property
+    def address(self) -> str:
+        return "127.0.0.1:%d" % self.client_port
+
+    @property
+    def url(self) -> str:
+        return "etcd://" + self.address
+
+    def start(self) -> "EtcdServer":
+        if self._proc is not None:
+            return self
+        peer = "http://127.0.0.1:%d" % self.peer_port
+        client = "http://" + self.address
+        cmd = [etcd_binary(), "--name", "default", "--data-dir", os.path.join(self.data_dir, "data"),
+               "--listen-client-urls", client, "--advertise-client-urls", client,
+               "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+               "--initial-cluster", "default=" + peer, "--log-outputs", "stderr"]
+        with open(self._log, "ab") as log:
+            self._proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+        _live_etcd.add(self)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:  # ready: the v3 gateway answers a range
+            try:
+                self.get_prefix("health-check/")
+                return self
+            except OSError:
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("etcd did not start; log:\n%s" % self.log())
+                time.sleep(0.05)
+
+    def log(self) -> str:
+        try:
+            with open(self._log, "rb") as f:
+                return f.read().decode(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def _post(self, path: str, body: dict) -> dict:
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", self.client_port, timeout=5)
+        try:
+            conn.request("POST", path, json.dumps(body))
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.status != 200:
+                raise OSError("etcd %s: %s %r" % (path, resp.status, data[:200]))
+            return json.loads(data)
+        finally:
+            conn.close()
+
+    def put(self, key: str, value: bytes) -> None:
+        import base64
+        self._post("/v3/kv/put", {"key": base64.b64encode(key.encode()).decode(),
+                                  "value": base64.b64encode(value).decode()})
+
+    def delete(self, key: str) -> None:
+        import base64
+        self._post("/v3/kv/deleterange", {"key": base64.b64encode(key.encode()).decode()})
+
+    def get_prefix(self, prefix: str) -> Dict[str, bytes]:
+        import base64
+        key = prefix.encode()
+        end = key[:-1] + bytes([key[-1] + 1])
+        answer = self._post("/v3/kv/range", {"key": base64.b64encode(key).decode(),
+                                             "range_end": base64.b64encode(end).decode()})
+        return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", ""))
+                for kv in answer.get("kvs") or ()}
+
+    def wait_keys(self, prefix: str, count: int, timeout: float = 60.0) -> Dict[str, bytes]:
+        """Wait until exactly ``count`` keys are under ``prefix`` (registrations, lease expiry)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            keys = self.get_prefix(prefix)
+            if len(keys) == count:
+                return keys
+            if time.monotonic() > deadline:
+                raise RuntimeError("%d keys under %r after %.0f s, expected %d: %r"
+                                   % (len(keys), prefix, timeout, count, sorted(keys)))
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def close(self) -> None:
+        self.stop()
+        _live_etcd.discard(self)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+_live_etcd: "set[EtcdServer]" = set()
+
+
+@atexit.register
+def _stop_etcd() -> None:
+    for server in list(_live_etcd):
+        server.close()
+
+
+class EtcdKitexServer(KitexServer):
+    """``etcdserver``: a Kitex echo server that registers in etcd with kitex-contrib/registry-etcd.
+    Its replies end with ``@<host:port>#<n>`` (see :func:`served_by`)."""
+
+    def __init__(self, etcd: str, *, service: str = "echo", weight: int = 0, lease_ttl: int = 0,
+                 prefix: str = "", tags: Optional[Dict[str, str]] = None, drain: str = "500ms") -> None:
+        super().__init__("etcd", service)
+        # drain: a graceful stop waits this long between deregistering and closing connections,
+        # as a deployment's preStop delay does (etcdserver -drain; docs/registry.md)
+        args = ["-etcd", etcd, "-service", service, "-weight", str(weight),
+                "-lease-ttl", str(lease_ttl), "-drain", drain]
+        if prefix:
+            args += ["-prefix", prefix]
+        for k, v in (tags or {}).items():
+            args += ["-tag", "%s=%s" % (k, v)]
+        self.extra_args = tuple(args)
+
+    def _command(self) -> List[str]:
+        return [_binary("etcdserver"), "-listen", "127.0.0.1:0", *self.extra_args]
+
+
+def served_by(message: str) -> str:
+    """The instance (host:port) that answered, from an etcdserver reply message."""
+    return message.rpartition("@")[2].partition("#")[0]

@@ -37,7 +37,7 @@ class Client(ClientCore):
     def __init__(
         self,
         dest_service: str,
-        host_ports: Any,
+        host_ports: Any = None,
         *,
         max_in_flight: int = 100,
         **options: Any,
@@ -119,6 +119,8 @@ class Client(ClientCore):
         deadline = loop.time() + timeout if timeout else None
         proto = pool.take()
         if proto is None:
+            if not pool.endpoints:  # a registry: the first call waits for it, or none is live
+                await self._aresolve(loop, timeout)
             proto = await pool.acquire(deadline)
         try:
             seq_id = proto.next_seq_id()
@@ -168,6 +170,32 @@ class Client(ClientCore):
             raise error
         return frame, seq_id, proto.peer
 
+    async def _aresolve(self, loop: asyncio.AbstractEventLoop, timeout: Optional[float]) -> None:
+        """The first resolution, off the loop (it may wait for the registry, bounded by
+        ``timeout``); later ones are pushed by the resolver's thread."""
+        if not self._resolved:
+            await loop.run_in_executor(None, self._first_resolution, timeout)
+        else:
+            self._first_resolution(timeout)  # raises NoInstanceError when none is live
+        pool: Union[PingPongPool, SharedPool] = self._pool
+        if not pool.endpoints:  # the resolver thread's update may still be queued on the loop
+            pool.update(self._cycle)
+
+    def _set_cycle(self, cycle: Tuple[Endpoint, ...]) -> None:
+        pool: Union[PingPongPool, SharedPool] = self._pool
+        distinct = tuple(dict.fromkeys(cycle))
+        loop = pool.loop
+        self.endpoints = distinct
+        if loop is not None and loop.is_running():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:  # the resolver's thread: the pool belongs to the loop
+                loop.call_soon_threadsafe(pool.update, cycle)
+                return
+        pool.update(cycle)
+
     def _bind(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
         pool = self._pool
@@ -184,14 +212,17 @@ class Client(ClientCore):
     async def close(self) -> None:
         """Refuse new calls, fail every call in flight (TransportError) and close every
         connection; returns once they are closed."""
-        self._closed = True
+        with self._resolve_lock:
+            self._closed = True
         self.retired = True
+        self._close_resolver()
         await self._pool.close()
 
     def retire(self) -> None:
         """Close every connection once its calls are done, but let calls still start and finish:
         for an owner (the binding's LRU cache) that drops this client while tasks may hold it."""
         self.retired = True
+        self._close_resolver()
         self._pool.retire()
 
     async def __aenter__(self) -> "Client":

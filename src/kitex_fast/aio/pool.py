@@ -26,7 +26,7 @@ import select
 import socket
 from collections import deque
 from types import ModuleType
-from typing import Any, Callable, Deque, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from .. import _transport_errors as texts
 from ..errors import (
@@ -67,6 +67,11 @@ class _Connector:
         self._connect_timeout = connect_timeout
         self._closed = False
         self._sweep_handle: Any = None
+        # Registry updates renumber the endpoint slots: epoch -> how that epoch's slot indexes
+        # map to the next epoch's (the last one is the "gone" slot), for connects that were on
+        # their way across an update.
+        self._epoch = 0
+        self._remaps: Dict[int, List[int]] = {}
 
     async def _open(
         self, order: Sequence[int], deadline: Optional[float], waiters: Deque[Any], conns: Callable[[int], List[Any]]
@@ -74,17 +79,24 @@ class _Connector:
         """A new connection to the first endpoint in ``order`` (indexes) that accepts one
         (failover). ``waiters``/``conns(i)`` are handed to the protocol (see its docs)."""
         errors: List[ConnectError] = []
+        epoch = self._epoch
         for index in order:
+            index = self._current(index, epoch)
+            epoch = self._epoch
+            if index >= len(self.endpoints):  # its instance left the registry meanwhile
+                continue
             self._opening(index, 1)
             try:
                 proto = await self._connect(self.endpoints[index], deadline, waiters, conns(index))
             except ConnectError as exc:
-                self._opening(index, -1)
+                self._opening(self._current(index, epoch), -1)
                 errors.append(exc)
                 continue
             except BaseException:
-                self._opening(index, -1)
+                self._opening(self._current(index, epoch), -1)
                 raise
+            index = self._current(index, epoch)
+            epoch = self._epoch
             if proto.closed:  # lost before we got to use it
                 self._opening(index, -1)
                 errors.append(ConnectError("connection to %s closed right after connect" % proto.peer))
@@ -95,7 +107,13 @@ class _Connector:
             if self._closed:
                 proto.close()
                 raise TransportError("the client is closed")
+            if index >= len(self.endpoints):
+                # Its instance left the registry while we connected: it takes no call (a request
+                # is never written to a closing connection; the caller moves on).
+                proto.retire()
             return proto
+        if not errors:
+            raise ConnectError("no endpoint to connect to: the registry removed them meanwhile")
         if len(errors) == 1:
             raise errors[0]
         cls = ConnectTimeoutError if all(isinstance(e, ConnectTimeoutError) for e in errors) else ConnectError
@@ -106,6 +124,47 @@ class _Connector:
 
     def _opening(self, index: int, delta: int) -> None:
         """A connect to endpoint ``index`` starts (+1) or failed (-1)."""
+
+    def _current(self, index: int, epoch: int) -> int:
+        """Slot ``index`` of ``epoch`` in today's numbering (``len(self.endpoints)``: gone)."""
+        while epoch < self._epoch:
+            remap = self._remaps.get(epoch)
+            if remap is None:  # (only the last few epochs are kept)
+                return len(self.endpoints)
+            index = remap[min(index, len(remap) - 1)]
+            epoch += 1
+        return index
+
+    def update(self, cycle: Tuple[Endpoint, ...]) -> None:
+        """A registry's new instance set (on the loop's thread), as a weighted round-robin cycle:
+        each entry is one endpoint slot, so an instance of weight 3 (reduced) has three slots and
+        three times the connections and idle picks of one of weight 1. Slots are matched by
+        (endpoint, occurrence): a slot that stays keeps its connections; connections of a slot
+        that left retire (take no new call, close after the one they carry). When a slot joined,
+        every connection retires the same way, so that the connections (and the calls they
+        carry) spread over the new set instead of staying where they were."""
+        if len(cycle) > 64:  # (slots are scanned per call: keep the scan short)
+            cycle = tuple(dict.fromkeys(cycle))
+        old_keys = _slot_keys(self.endpoints)
+        new_keys = _slot_keys(cycle)
+        where = {key: j for j, key in enumerate(new_keys)}
+        gone = len(cycle)
+        remap = [where.get(key, gone) for key in old_keys] + [gone]  # (+ the old "gone" slot)
+        joined = bool(set(new_keys) - set(old_keys))
+        self._remaps[self._epoch] = remap
+        self._remaps.pop(self._epoch - 16, None)
+        self._epoch += 1
+        self._renumber(remap, cycle)
+        self.endpoints = tuple(cycle)
+        for proto in list(self._all):
+            index = remap[min(getattr(proto, "endpoint_index", gone), len(remap) - 1)]
+            proto.endpoint_index = index
+            if joined or index == gone:
+                proto.retire()
+        self._wake_all()  # calls waiting for a connection look again
+
+    def _renumber(self, remap: List[int], cycle: Tuple[Endpoint, ...]) -> None:
+        """The pool's per-slot state follows ``remap`` (old slot -> new slot, ``len(cycle)``: gone)."""
 
     def _lost(self, proto: Any) -> None:
         self._all.discard(proto)
@@ -224,6 +283,8 @@ class _Connector:
     def _refuse_closed(self) -> None:
         if self._closed:
             raise TransportError("the client is closed")
+        if not self.endpoints:  # a registry's set emptied while the call waited
+            raise ConnectError("no live instance left to connect to", sent=False)
 
 
 class PingPongPool(_Connector):
@@ -256,7 +317,7 @@ class PingPongPool(_Connector):
         # its endpoint's list and leaves it when it closes, so a connection the server closed
         # while idle is never handed out.
         self.idle: List[List[Any]] = [[] for _ in range(n)]
-        self.open_count = [0] * n  # per endpoint: connected or connecting, until lost
+        self.open_count = [0] * (n + 1)  # per endpoint (+ departed ones): connected or connecting, until lost
         self.waiters: Deque[Any] = deque()  # calls waiting for a connection, oldest first
         self._no_waiters: Deque[Any] = deque()  # the protocols' queue: unused here
         self._next = 0  # round robin over the endpoints
@@ -268,7 +329,9 @@ class PingPongPool(_Connector):
             conns = idle[0]
             return conns.pop() if conns else None
         n = len(idle)
-        start = self._next
+        if not n:  # a registry with no instance (yet)
+            return None
+        start = self._next % n
         self._next = (start + 1) % n
         for i in range(n):
             conns = idle[(start + i) % n]
@@ -287,7 +350,7 @@ class PingPongPool(_Connector):
             if proto is not None:
                 return proto
             n = len(self.endpoints)
-            start = self._next
+            start = self._next % n
             order = [
                 (start + i) % n for i in range(n) if self.open_count[(start + i) % n] < self.max_connections
             ]
@@ -361,8 +424,24 @@ class PingPongPool(_Connector):
 
     def _lost(self, proto: Any) -> None:
         super()._lost(proto)
-        self.open_count[proto.endpoint_index] -= 1
+        index = getattr(proto, "endpoint_index", None)
+        if index is not None and index < len(self.open_count):
+            self.open_count[index] -= 1
         self._wake_one()  # room for a new connection
+
+    def _renumber(self, remap: List[int], cycle: Tuple[Endpoint, ...]) -> None:
+        n = len(cycle)
+        idle: List[List[Any]] = [[] for _ in range(n)]
+        open_count = [0] * (n + 1)  # (+1: connections of departed slots, until they close)
+        for old, new in enumerate(remap[: len(self.idle)]):
+            if new < n:
+                idle[new] = self.idle[old]  # the same list: its protocols hold it
+            open_count[new] += self.open_count[old]
+        if len(self.open_count) > len(self.idle):
+            open_count[n] += self.open_count[len(self.idle)]
+        self.idle = idle
+        self.open_count = open_count
+        self._next = 0
 
     def _wake_one(self) -> None:
         waiters = self.waiters
@@ -473,7 +552,7 @@ class SharedPool(_Connector):
                 continue
             if len(self.conns) + self._connecting < self.pool_size:
                 n = len(self.endpoints)
-                start = next(self._rotation) % n
+                start = next(self._rotation) % n  # (pool_size is 0 when n is)
                 self._connecting += 1
                 try:
                     proto = await self._open(
@@ -496,6 +575,9 @@ class SharedPool(_Connector):
 
     def _conns_of(self, index: int) -> List[Any]:
         return self.conns
+
+    def _renumber(self, remap: List[int], cycle: Tuple[Endpoint, ...]) -> None:
+        self.pool_size = self.max_connections * len(cycle)
 
     async def _wait_for_room(self, loop: asyncio.AbstractEventLoop, deadline: Optional[float]) -> None:
         fut = loop.create_future()
@@ -581,3 +663,14 @@ def _writable_now(fd: int) -> bool:
         poller.register(fd, select.POLLOUT)
         return bool(poller.poll(0))
     return bool(select.select([], [fd], [], 0)[1])  # pragma: no cover - Windows
+
+
+def _slot_keys(endpoints: Sequence[Endpoint]) -> List[Tuple[Endpoint, int]]:
+    """(endpoint, its occurrence number) per slot: how :meth:`_Connector.update` matches slots."""
+    seen: Dict[Endpoint, int] = {}
+    keys = []
+    for ep in endpoints:
+        k = seen.get(ep, 0)
+        seen[ep] = k + 1
+        keys.append((ep, k))
+    return keys

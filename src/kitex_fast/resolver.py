@@ -1,0 +1,542 @@
+"""Service discovery: resolvers turn a service name into instances, and keep them current.
+
+A resolver is anything with the three methods of :class:`Resolver` (a ``typing.Protocol``):
+``resolve`` (the current instances; the first call for a service may wait, bounded), ``subscribe``
+(a listener called with every new instance set) and ``close``. Two ship here:
+:class:`StaticResolver` (today's ``hostPorts``: a fixed list) and :class:`EtcdResolver` (the keys
+that Kitex servers write with ``kitex-contrib/registry-etcd``; the facts it relies on, with their
+upstream files and versions, are in ``docs/registry.md``).
+
+The etcd resolver speaks etcd's v3 JSON gateway (``/v3/kv/range``, ``/v3/watch``) over HTTP/1.1
+with the standard library: one daemon thread per watched service reads the prefix once, then
+follows a watch stream. A call never talks to etcd: it reads the instance set the thread last
+published (see :meth:`kitex_fast.Client` with ``registry=``), so a call pays no registry round
+trip and no extra syscall. The same thread serves the sync and the asyncio drivers.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import math
+import random
+import socket
+import threading
+import time
+from functools import reduce
+from typing import (
+    Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple, Union,
+)
+
+try:  # 3.8+: typing.Protocol
+    from typing import Protocol
+except ImportError:  # pragma: no cover
+    Protocol = object  # type: ignore[assignment,misc]
+
+from .errors import MetadataError, NoInstanceError, ResolveError
+from .pool import Endpoint, _parse_entry, parse_host_ports
+
+__all__ = [
+    "Instance",
+    "Resolver",
+    "StaticResolver",
+    "EtcdResolver",
+    "RegistrySpec",
+    "parse_registry",
+    "open_resolver",
+    "DEFAULT_WEIGHT",
+    "DEFAULT_PREFIX",
+    "wrr_schedule",
+]
+
+log = logging.getLogger(__name__)
+
+# Kitex's discovery.DefaultWeight (kitex v0.16.3 pkg/discovery/discovery.go; docs/registry.md).
+DEFAULT_WEIGHT = 10
+# registry-etcd v0.2.6's default prefix; keys are "<prefix>/<service>/<host:port>" (common.go).
+DEFAULT_PREFIX = "kitex/registry-etcd"
+# The longest weighted round-robin schedule kept per client (see wrr_schedule).
+MAX_SCHEDULE = 4096
+# Waiting for the first answer of a registry when the call has no deadline: never a hang.
+DEFAULT_RESOLVE_TIMEOUT = 10.0
+
+
+class Instance(NamedTuple):
+    """One live instance of a service: where, how heavy, and the registry's tags (kept for
+    users' own filters; the balancer does not read them)."""
+
+    endpoint: Endpoint
+    weight: int = DEFAULT_WEIGHT
+    tags: Mapping[str, str] = {}
+    network: str = "tcp"
+
+
+Listener = Callable[[Tuple[Instance, ...]], None]
+
+
+class Resolver(Protocol):
+    """What the client needs from a registry. Implementations must be thread-safe; listeners may
+    be called from any thread (the client's update is thread-safe and loop-safe)."""
+
+    #: a human-readable name for error texts, e.g. ``etcd://127.0.0.1:2379 prefix kitex/registry-etcd``
+    description: str
+
+    def resolve(self, service: str, timeout: Optional[float]) -> Tuple[Instance, ...]:
+        """The current instances of ``service``. Returns the cached set at once when there is
+        one; the first call may wait for the registry, at most ``timeout`` seconds (None: a
+        bounded default), then raises :class:`ResolveError`. An empty tuple: no live instance."""
+        ...
+
+    def subscribe(self, service: str, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(instances)`` with every new instance set of ``service`` from now on;
+        returns the function that unsubscribes."""
+        ...
+
+    def close(self) -> None:
+        """Stop following the registry; the last sets stay as they are."""
+        ...
+
+
+class StaticResolver:
+    """A fixed instance list: what ``hostPorts`` means (every instance weight 10)."""
+
+    def __init__(self, host_ports: Union[str, Sequence[str], Sequence[Instance]]) -> None:
+        if isinstance(host_ports, (list, tuple)) and host_ports and all(
+            isinstance(i, Instance) for i in host_ports
+        ):
+            self._instances: Tuple[Instance, ...] = tuple(host_ports)  # type: ignore[arg-type]
+        else:
+            self._instances = tuple(Instance(ep) for ep in parse_host_ports(host_ports))  # type: ignore[arg-type]
+        self.description = "hostPorts " + ",".join(str(i.endpoint) for i in self._instances)
+
+    def resolve(self, service: str, timeout: Optional[float]) -> Tuple[Instance, ...]:
+        return self._instances
+
+    def subscribe(self, service: str, listener: Listener) -> Callable[[], None]:
+        return lambda: None
+
+    def close(self) -> None:
+        pass
+
+
+# -- weighted round robin ---------------------------------------------------------------------
+
+
+def wrr_schedule(instances: Sequence[Instance], rng: Optional[random.Random] = None) -> List[int]:
+    """Kitex's weighted round robin as a precomputed cycle of instance indexes.
+
+    Kitex v0.16.3 ``loadbalance.NewWeightedBalancer`` is ``NewWeightedRoundRobinBalancer``
+    (pkg/loadbalance/weighted_balancer.go): instances with weight <= 0 are skipped; equal weights
+    are plain round robin; otherwise ``newWeightedRoundRobinPicker`` (weighted_round_robin.go)
+    shuffles the start, and picks by smooth weighted round robin over ``sum(weights)/gcd`` virtual
+    nodes. We compute the same cycle once per instance-set change, so a call's pick is an index
+    into a list: O(1), no allocation. Kitex builds the cycle lazily and without a bound; we cap it
+    at :data:`MAX_SCHEDULE` entries by scaling the weights down (each stays >= 1), which changes
+    the split by at most one part in ``MAX_SCHEDULE / len(instances)``.
+    """
+    live = [i for i, ins in enumerate(instances) if ins.weight > 0]
+    if not live:
+        return []
+    weights = [instances[i].weight for i in live]
+    if len(set(weights)) == 1:  # balanced: round robin
+        return live
+    # Kitex shuffles by a random offset, so that many clients do not start on the same node.
+    offset = (rng or random).randrange(len(live))
+    live = live[offset:] + live[:offset]
+    weights = weights[offset:] + weights[:offset]
+    gcd = reduce(math.gcd, weights)
+    weights = [w // gcd for w in weights]
+    total = sum(weights)
+    if total > MAX_SCHEDULE:
+        scale = MAX_SCHEDULE / total
+        weights = [max(1, int(w * scale)) for w in weights]
+        gcd = reduce(math.gcd, weights)
+        weights = [w // gcd for w in weights]
+        total = sum(weights)
+    current = [0] * len(weights)
+    cycle = []
+    for _ in range(total):  # nextWrrNode: the smooth WRR step
+        best = 0
+        for j, w in enumerate(weights):
+            current[j] += w
+            if current[j] > current[best]:
+                best = j
+        current[best] -= total
+        cycle.append(live[best])
+    return cycle
+
+
+# -- registry URLs ----------------------------------------------------------------------------
+
+
+class RegistrySpec(NamedTuple):
+    """A parsed ``registry`` value (hashable: part of a client's cache key)."""
+
+    scheme: str
+    endpoints: Tuple[Endpoint, ...]
+    prefix: str
+
+    def __str__(self) -> str:
+        return "%s://%s" % (self.scheme, ",".join(str(e) for e in self.endpoints))
+
+
+def parse_registry(url: object, prefix: Optional[object] = None, field: str = "registry") -> RegistrySpec:
+    """``etcd://host:port[,host:port]`` (and an optional key prefix) -> :class:`RegistrySpec`;
+    anything else is a :class:`MetadataError` naming ``field``. No I/O."""
+    if not isinstance(url, str):
+        raise MetadataError("metadata field %s: expected \"etcd://host:port[,host:port]\", not %r" % (field, url))
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() != "etcd":
+        raise MetadataError(
+            "metadata field %s: %r is not an etcd:// URL (supported: etcd://host:port[,host:port]; "
+            "other registries plug in through kitex_fast.resolver.Resolver)" % (field, url)
+        )
+    rest = rest.rstrip("/")
+    if not rest or "/" in rest or "?" in rest or "@" in rest:
+        raise MetadataError(
+            "metadata field %s: %r: expected etcd://host:port[,host:port] (no path, query or user)"
+            % (field, url)
+        )
+    endpoints = parse_host_ports(rest, field)
+    return RegistrySpec("etcd", endpoints, _check_prefix(DEFAULT_PREFIX if prefix is None else prefix))
+
+
+def _check_prefix(prefix: object) -> str:
+    if not isinstance(prefix, str) or not prefix.strip("/") or prefix != prefix.strip():
+        raise MetadataError(
+            "metadata field registryPrefix: %r is not a key prefix such as %r" % (prefix, DEFAULT_PREFIX)
+        )
+    return prefix.rstrip("/")
+
+
+def open_resolver(spec: RegistrySpec) -> "EtcdResolver":
+    """The resolver for a parsed ``registry`` value (no I/O until a service is resolved)."""
+    return EtcdResolver(spec.endpoints, prefix=spec.prefix)
+
+
+# -- etcd -------------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _prefix_end(key: bytes) -> bytes:
+    """etcd's range_end for "every key starting with key" (clientv3.GetPrefixRangeEnd)."""
+    for i in range(len(key) - 1, -1, -1):
+        if key[i] < 0xFF:
+            return key[:i] + bytes([key[i] + 1])
+    return b"\x00"
+
+
+class _Lost(Exception):
+    """The etcd connection failed (a reason for the watch thread to reconnect)."""
+
+
+def parse_instance(key: bytes, value: bytes, default_weight: int = DEFAULT_WEIGHT) -> Instance:
+    """One registry-etcd value (``{"network","address","weight","tags"}``, registry-etcd v0.2.6
+    common.go ``instanceInfo``) -> :class:`Instance`. ``ValueError`` says what is wrong.
+    A weight <= 0 becomes ``default_weight``, as registry-etcd's resolver does (etcd_resolver.go)."""
+    try:
+        info = json.loads(value)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError("not JSON (%s): %r" % (exc, value[:64])) from None
+    if not isinstance(info, dict):
+        raise ValueError("not a JSON object: %r" % value[:64])
+    address, network = info.get("address"), info.get("network", "tcp")
+    weight, tags = info.get("weight", 0), info.get("tags")
+    if not isinstance(address, str):
+        raise ValueError("no \"address\" string: %r" % value[:64])
+    if network not in ("tcp", "tcp4", "tcp6", "", None):
+        raise ValueError("network %r is not tcp" % network)
+    if weight is None:
+        weight = 0
+    if type(weight) is not int:
+        raise ValueError("weight %r is not an integer" % (weight,))
+    if tags is None:
+        tags = {}
+    if not isinstance(tags, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+    ):
+        raise ValueError("tags %r are not a string map" % (tags,))
+    try:
+        endpoint = _parse_entry(address.strip(), "address")
+    except MetadataError as exc:
+        raise ValueError(str(exc)) from None
+    return Instance(endpoint, weight if weight > 0 else default_weight, tags, network or "tcp")
+
+
+class _Watch:
+    """One service under one etcd prefix: a daemon thread that ranges, then watches, and
+    publishes every changed instance set to the listeners."""
+
+    def __init__(self, resolver: "EtcdResolver", service: str) -> None:
+        self.resolver = resolver
+        self.service = service
+        self.key = ("%s/%s/" % (resolver.prefix, service)).encode()
+        self.where = "service %r under etcd prefix %r at %s" % (
+            service, self.key.decode(), resolver.url)
+        self.instances: Optional[Tuple[Instance, ...]] = None
+        self.listeners: List[Listener] = []
+        self.cond = threading.Condition()
+        self.attempts = 0  # finished first-resolution attempts (success or not)
+        self.error: Optional[str] = None
+        self.closed = False
+        self._conn: Optional[http.client.HTTPConnection] = None
+        self._kvs: Dict[bytes, Instance] = {}
+        self._warned: Set[bytes] = set()
+        self._lost_warned = False
+        self._thread = threading.Thread(
+            target=self._run, name="kitex_fast etcd watch %s" % service, daemon=True)
+        self._thread.start()
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = 0.05
+        endpoints = self.resolver.endpoints
+        turn = 0
+        while not self.closed:
+            endpoint = endpoints[turn % len(endpoints)]
+            turn += 1
+            try:
+                revision = self._range(endpoint)
+                backoff = 0.05
+                if self._lost_warned:
+                    log.warning("kitex_fast: etcd at %s is back; following %s again", endpoint, self.where)
+                    self._lost_warned = False
+                self._watch(endpoint, revision)  # returns when the stream ends
+            except Exception as exc:  # _Lost, or an answer we did not expect: reconnect
+                if not isinstance(exc, _Lost):
+                    exc = _Lost("etcd at %s: %s: %s" % (endpoint, type(exc).__name__, exc))
+                if self.closed:
+                    return
+                with self.cond:
+                    if self.instances is None:
+                        self.error = str(exc)
+                        self.attempts += 1
+                        self.cond.notify_all()
+                    elif not self._lost_warned:
+                        # etcd lost later: keep serving the last known set, warn once per outage.
+                        self._lost_warned = True
+                        log.warning(
+                            "kitex_fast: lost etcd (%s); keeping the last %d instance(s) of %s and "
+                            "watching again with backoff", exc, len(self.instances), self.where)
+                time.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, 2.0)
+
+    def _request(self, endpoint: Endpoint, path: str, body: Dict[str, Any], timeout: float) -> http.client.HTTPResponse:
+        conn = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
+        self._conn = conn
+        if self.closed:
+            raise _Lost("closed")
+        try:
+            conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise _Lost("etcd at %s: %s: %s" % (endpoint, type(exc).__name__, exc)) from None
+        if resp.status != 200:
+            text = resp.read(200)
+            conn.close()
+            raise _Lost("etcd at %s answered %s %s to %s: %r" % (endpoint, resp.status, resp.reason, path, text))
+        return resp
+
+    def _range(self, endpoint: Endpoint) -> int:
+        resp = self._request(endpoint, "/v3/kv/range", {
+            "key": _b64(self.key), "range_end": _b64(_prefix_end(self.key))}, 5.0)
+        try:
+            answer = json.loads(resp.read())
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise _Lost("etcd at %s: bad range answer: %s" % (endpoint, exc)) from None
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+        kvs: Dict[bytes, Instance] = {}
+        for kv in answer.get("kvs") or ():
+            self._apply(kvs, kv)
+        self._kvs = kvs
+        self._publish()
+        return int(answer["header"]["revision"])
+
+    def _watch(self, endpoint: Endpoint, revision: int) -> None:
+        # (a read timeout: a silent stream is re-established, which also re-reads the prefix)
+        resp = self._request(endpoint, "/v3/watch", {"create_request": {
+            "key": _b64(self.key), "range_end": _b64(_prefix_end(self.key)),
+            "start_revision": str(revision + 1)}}, 30.0)
+        try:
+            while not self.closed:
+                try:
+                    line = resp.readline()
+                except socket.timeout:
+                    return  # idle: ranged again by the caller, quietly
+                except (OSError, ValueError, http.client.HTTPException) as exc:
+                    raise _Lost("etcd at %s: watch stream: %s: %s" % (endpoint, type(exc).__name__, exc)) from None
+                if not line:
+                    raise _Lost("etcd at %s closed the watch stream" % (endpoint,))
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue
+                result = message.get("result") or {}
+                if message.get("error") or result.get("canceled"):
+                    # compacted past our revision, or another refusal: range again
+                    raise _Lost("etcd at %s ended the watch: %s" % (endpoint, message.get("error") or result.get("cancel_reason")))
+                events = result.get("events")
+                if not events:
+                    continue
+                kvs = dict(self._kvs)
+                for event in events:
+                    kv = event.get("kv") or {}
+                    if event.get("type") == "DELETE":
+                        kvs.pop(base64.b64decode(kv.get("key", "")), None)
+                    else:
+                        self._apply(kvs, kv)
+                self._kvs = kvs
+                self._publish()
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+
+    def _apply(self, kvs: Dict[bytes, Instance], kv: Mapping[str, Any]) -> None:
+        key = base64.b64decode(kv.get("key", ""))
+        try:
+            kvs[key] = parse_instance(key, base64.b64decode(kv.get("value", "")))
+        except ValueError as exc:
+            kvs.pop(key, None)
+            if key not in self._warned:  # once per key: a watch may see it again and again
+                if len(self._warned) < 1024:
+                    self._warned.add(key)
+                log.warning("kitex_fast: skipping malformed registry value at %r (%s): %s",
+                            key.decode(errors="replace"), self.where, exc)
+
+    def _publish(self) -> None:
+        # One tuple in key order: a stable order gives a stable schedule for the same set.
+        instances = tuple(self._kvs[k] for k in sorted(self._kvs))
+        with self.cond:
+            changed = instances != self.instances
+            first = self.instances is None
+            self.instances = instances
+            self.error = None
+            if first:
+                self.attempts += 1
+            self.cond.notify_all()
+            listeners = list(self.listeners)
+        if changed and not first:
+            for listener in listeners:
+                try:
+                    listener(instances)
+                except Exception:  # a listener's bug must not stop the watch
+                    log.exception("kitex_fast: resolver listener failed")
+
+    # -- callers ------------------------------------------------------------------------------
+
+    def wait(self, timeout: Optional[float]) -> Tuple[Instance, ...]:
+        instances = self.instances
+        if instances is not None:
+            return instances
+        if timeout is None:
+            timeout = DEFAULT_RESOLVE_TIMEOUT
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            seen = self.attempts
+            while self.instances is None:
+                left = deadline - time.monotonic()
+                if self.attempts > seen and self.error is not None:
+                    raise ResolveError("cannot resolve %s: %s" % (self.where, self.error))
+                if left <= 0:
+                    raise ResolveError(
+                        "cannot resolve %s: no answer from etcd within %.0f ms%s"
+                        % (self.where, timeout * 1000, "" if self.error is None else " (%s)" % self.error))
+                self.cond.wait(left)
+            return self.instances
+
+    def close(self) -> None:
+        self.closed = True
+        conn = self._conn
+        if conn is not None and conn.sock is not None:
+            try:  # unblocks the thread's read
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class EtcdResolver:
+    """Kitex services registered in etcd by ``kitex-contrib/registry-etcd`` (docs/registry.md).
+
+    ``EtcdResolver(["127.0.0.1:2379"], prefix="kitex/registry-etcd")``; ``endpoints`` are etcd's
+    client URLs' host:port (HTTP, the v3 JSON gateway that etcd serves on its client port). One
+    watch thread per service, started by the first :meth:`resolve` or :meth:`subscribe`.
+    """
+
+    def __init__(self, endpoints: Union[str, Sequence[str], Sequence[Endpoint]], *, prefix: str = DEFAULT_PREFIX) -> None:
+        if isinstance(endpoints, (list, tuple)) and endpoints and all(isinstance(e, Endpoint) for e in endpoints):
+            self.endpoints: Tuple[Endpoint, ...] = tuple(endpoints)  # type: ignore[arg-type]
+        else:
+            self.endpoints = parse_host_ports(endpoints, "registry")  # type: ignore[arg-type]
+        self.prefix = _check_prefix(prefix)
+        self.url = "etcd://" + ",".join(str(e) for e in self.endpoints)
+        self.description = "%s prefix %s" % (self.url, self.prefix)
+        self._watches: Dict[str, _Watch] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _watch(self, service: str) -> _Watch:
+        watch = self._watches.get(service)
+        if watch is None:
+            with self._lock:
+                if self._closed:
+                    raise ResolveError("the resolver for %s is closed" % self.description)
+                watch = self._watches.get(service)
+                if watch is None:
+                    if "/" in service:
+                        raise MetadataError(
+                            "service name %r has a '/', which registry-etcd refuses to register" % service)
+                    watch = self._watches[service] = _Watch(self, service)
+        return watch
+
+    def resolve(self, service: str, timeout: Optional[float]) -> Tuple[Instance, ...]:
+        return self._watch(service).wait(timeout)
+
+    def where(self, service: str) -> str:
+        """The text that names ``service`` in this registry, for error messages."""
+        return "service %r under etcd prefix %r at %s" % (service, "%s/%s/" % (self.prefix, service), self.url)
+
+    def subscribe(self, service: str, listener: Listener) -> Callable[[], None]:
+        watch = self._watch(service)
+        with watch.cond:
+            watch.listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with watch.cond:
+                if listener in watch.listeners:
+                    watch.listeners.remove(listener)
+                idle = not watch.listeners
+            if idle:
+                with self._lock:
+                    if self._watches.get(service) is watch and not watch.listeners:
+                        del self._watches[service]
+                        watch.close()
+        return unsubscribe
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            watches = list(self._watches.values())
+            self._watches.clear()
+        for watch in watches:
+            watch.close()
+
+    def __repr__(self) -> str:
+        return "<EtcdResolver %s>" % self.description
+
+
+def describe(resolver: Any, service: str) -> str:
+    """How error texts name ``service`` in ``resolver``."""
+    where = getattr(resolver, "where", None)
+    if where is not None:
+        return str(where(service))
+    return "service %r in %s" % (service, getattr(resolver, "description", resolver))
+
