@@ -320,43 +320,55 @@ class PingPongPool(_Connector):
         self.open_count = [0] * (n + 1)  # per endpoint (+ departed ones): connected or connecting, until lost
         self.waiters: Deque[Any] = deque()  # calls waiting for a connection, oldest first
         self._no_waiters: Deque[Any] = deque()  # the protocols' queue: unused here
-        self._next = 0  # round robin over the endpoints
+        self._next = 0  # round robin over the endpoints (their slots)
+        self._picked = 0  # the slot take() picked for the call that now acquires
 
     def take(self) -> Any:
-        """An idle connection, or None (then :meth:`acquire`). No await: the common case."""
+        """An idle connection to this call's endpoint, or None (then :meth:`acquire`). No await:
+        the common case. As in Kitex, the balancer picks the endpoint first (round robin over the
+        slots, which a registry weights) and the pool gives a connection to that endpoint: an
+        idle connection of another one is not taken, or the weights would not hold."""
         idle = self.idle
-        if len(idle) == 1:
+        n = len(idle)
+        if n == 1:
+            self._picked = 0
             conns = idle[0]
             return conns.pop() if conns else None
-        n = len(idle)
         if not n:  # a registry with no instance (yet)
             return None
-        start = self._next % n
-        self._next = (start + 1) % n
-        for i in range(n):
-            conns = idle[(start + i) % n]
-            if conns:
-                return conns.pop()
-        return None
+        slot = self._next % n
+        self._next = slot + 1
+        self._picked = slot
+        conns = idle[slot]
+        return conns.pop() if conns else None
 
     async def acquire(self, deadline: Optional[float]) -> Any:
-        """A connection for one call: idle, new (below ``max_connections`` on its endpoint), or
-        the first one released, within ``deadline`` (loop time)."""
+        """A connection for the call :meth:`take` found no idle connection for: to the endpoint
+        it picked (idle now, or new while below ``max_connections``), failing over to the others
+        on connect errors; when that endpoint is at the cap, an idle or new connection to another
+        one; else the first connection released, within ``deadline`` (loop time)."""
         loop = self.loop
         assert loop is not None
+        slot = self._picked  # (take() ran just before, in the same step of this task)
         while True:
             self._refuse_closed()
-            proto = self.take()
-            if proto is not None:
-                return proto
             n = len(self.endpoints)
-            start = self._next % n
-            order = [
-                (start + i) % n for i in range(n) if self.open_count[(start + i) % n] < self.max_connections
-            ]
+            if slot >= n:  # the registry renumbered the slots meanwhile
+                slot = 0
+            idle = self.idle
+            if idle[slot]:
+                return idle[slot].pop()
+            cap = self.max_connections
+            others = [(slot + i) % n for i in range(1, n)]
+            if self.open_count[slot] < cap:
+                order = [slot] + [i for i in others if self.open_count[i] < cap]
+                return await self._open(order, deadline, self._no_waiters, idle.__getitem__)
+            for i in others:  # this call's endpoint is at the cap: room elsewhere?
+                if idle[i]:
+                    return idle[i].pop()
+            order = [i for i in others if self.open_count[i] < cap]
             if order:
-                self._next = (start + 1) % n
-                return await self._open(order, deadline, self._no_waiters, self.idle.__getitem__)
+                return await self._open(order, deadline, self._no_waiters, idle.__getitem__)
             proto = await self._wait(loop, deadline)
             if proto is not None:
                 return proto
