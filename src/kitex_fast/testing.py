@@ -75,7 +75,9 @@ class KitexTestServer:
         self._listener = socket.socket(family, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind((host, port))
-        self._listener.listen(128)
+        # A deep accept queue: a burst of clients (one connection per call in flight) must not
+        # overflow it, or their SYNs wait for a retransmit (1 s, then 3 s) and connects time out.
+        self._listener.listen(1024)
         self.host, self.port = self._listener.getsockname()[:2]
         self._threads: List[threading.Thread] = []
         self._conns: Set[socket.socket] = set()
