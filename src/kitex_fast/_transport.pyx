@@ -1,4 +1,3 @@
-# cython: language_level=3, embedsignature=True
 """The socket driver, compiled: nonblocking syscalls on the raw fd.
 
 Twin of ``_transport_py.py`` (same names, results and error texts). The hot path makes no Python
@@ -22,7 +21,9 @@ Signals: SIGPIPE cannot kill us: ``sendmsg`` gets ``MSG_NOSIGNAL`` where it exis
 CPython ignores SIGPIPE at startup anyway (macOS, which lacks the flag). A dead peer shows as
 EPIPE/ECONNRESET.
 
-Only the Python-level decoder API is used (no cimport), so this module compiles on its own.
+The codec is reached through the C entry points its capsule exports (declared in
+``_codec_api.pxd``: declarations only, so the cimport adds no import at run time); everything
+else of the decoder is its Python-level API.
 A connection is not thread-safe: one call at a time.
 """
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build a pluggable-only daprd from the Go module proxy and cache it; print the binary's path.
 #
-# Why this recipe (measured, ../shared/spec/dapr.md §5.4):
+# Why this recipe (each point measured when it was written):
 # - `go install github.com/dapr/dapr/cmd/daprd@vX` is refused because dapr's go.mod has `replace`
 #   directives (dapr #8872), so we build from a wrapper module that reuses dapr's own go.mod/go.sum
 #   (replace lines included) with only the module line renamed.

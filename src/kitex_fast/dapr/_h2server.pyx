@@ -1,4 +1,3 @@
-# cython: language_level=3, embedsignature=True
 """The compiled component server's byte layer: HTTP/2 from libnghttp2, gRPC framing and the
 OutputBinding messages' protobuf codec in C. Component rules stay in Python (``core.py``); the
 per-connection object here calls a Python ``app`` (``h2server.py``) only with decoded values.
