@@ -44,9 +44,6 @@ __all__ = ["PingPongPool", "SharedPool"]
 class _Connector:
     """What both pools share: endpoints, connecting (round robin, failover), close."""
 
-    # Whether the client hands each connection back after its call (``release``).
-    one_call = False
-
     def __init__(
         self,
         endpoints: Tuple[Endpoint, ...],
@@ -289,8 +286,6 @@ class _Connector:
 
 class PingPongPool(_Connector):
     """One call per connection at a time: Kitex's long-connection pool."""
-
-    one_call = True
 
     def __init__(
         self,
