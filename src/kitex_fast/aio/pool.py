@@ -64,6 +64,7 @@ class _Connector:
         self._connect_timeout = connect_timeout
         self._closed = False
         self._sweep_handle: Any = None
+        self.waiters: Deque[Any] = deque()  # futures of calls waiting for a connection, oldest first
         # Registry updates renumber the endpoint slots: epoch -> how that epoch's slot indexes
         # map to the next epoch's (the last one is the "gone" slot), for connects that were on
         # their way across an update.
@@ -259,8 +260,50 @@ class _Connector:
         for proto in list(self._all):
             proto.retire()
 
-    def _wake_all(self) -> None:
+    async def _wait(self, deadline: Optional[float]) -> Any:
+        """Wait in :attr:`waiters` until woken (with what :meth:`wake` hands over) or until
+        ``deadline`` (loop time), then :meth:`_wait_error`."""
+        loop = self.loop
+        assert loop is not None
+        fut = loop.create_future()
+        self.waiters.append(fut)
+        handle = None
+        if deadline is not None:
+            handle = loop.call_at(deadline, self._give_up, fut, deadline - loop.time())
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self._pass_on(fut.result())  # woken as we left: the turn goes to the next one
+            raise
+        finally:
+            if handle is not None:
+                handle.cancel()
+
+    def _give_up(self, fut: Any, budget: float) -> None:
+        if not fut.done():
+            fut.set_exception(self._wait_error(budget))
+
+    def _wait_error(self, budget: float) -> Exception:
         raise NotImplementedError
+
+    def _pass_on(self, handed: Any) -> None:
+        """What a cancelled waiter was handed as it left goes to the next waiter."""
+        self.wake(1, handed)
+
+    def wake(self, n: int, handed: Any = None) -> int:
+        """Wake up to ``n`` waiting calls, oldest first, each with ``handed``; how many woke."""
+        waiters = self.waiters
+        woken = 0
+        while woken < n and waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(handed)
+                woken += 1
+        return woken
+
+    def _wake_all(self) -> None:
+        self.wake(len(self.waiters))
 
     async def close(self) -> None:
         """Fail every call in flight, close every connection and wait until they are gone."""
@@ -313,7 +356,6 @@ class PingPongPool(_Connector):
         # while idle is never handed out.
         self.idle: List[List[Any]] = [[] for _ in range(n)]
         self.open_count = [0] * (n + 1)  # per endpoint (+ departed ones): connected or connecting, until lost
-        self.waiters: Deque[Any] = deque()  # calls waiting for a connection, oldest first
         self._no_waiters: Deque[Any] = deque()  # the protocols' queue: unused here
         self._next = 0  # round robin over the endpoints (their slots)
         self._picked = 0  # the slot take() picked for the call that now acquires
@@ -342,8 +384,6 @@ class PingPongPool(_Connector):
         it picked (idle now, or new while below ``max_connections``), failing over to the others
         on connect errors; when that endpoint is at the cap, an idle or new connection to another
         one; else the first connection released, within ``deadline`` (loop time)."""
-        loop = self.loop
-        assert loop is not None
         slot = self._picked  # (take() ran just before, in the same step of this task)
         while True:
             self._refuse_closed()
@@ -364,42 +404,24 @@ class PingPongPool(_Connector):
             order = [i for i in others if self.open_count[i] < cap]
             if order:
                 return await self._open(order, deadline, self._no_waiters, idle.__getitem__)
-            proto = await self._wait(loop, deadline)
+            proto = await self._wait(deadline)  # a released connection, or None: a slot freed
             if proto is not None:
                 return proto
 
-    async def _wait(self, loop: asyncio.AbstractEventLoop, deadline: Optional[float]) -> Any:
-        """Wait for a released connection (returned) or a freed slot (None)."""
-        fut = loop.create_future()
-        self.waiters.append(fut)
-        handle = None
-        if deadline is not None:
-            handle = loop.call_at(deadline, self._no_connection, fut, deadline - loop.time())
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                proto = fut.result()
-                if proto is not None:
-                    self.release(proto)  # handed to us as we left: pass it on
-                else:
-                    self._wake_one()
-            raise
-        finally:
-            if handle is not None:
-                handle.cancel()
+    def _wait_error(self, budget: float) -> Exception:
+        return ConnectionLimitError(
+            "no connection to %s became free within %s ms: all %d connections allowed "
+            "per endpoint (max_connections, metadata maxConnections) carry a call; "
+            "nothing was sent"
+            % (",".join(str(e) for e in self.endpoints), texts.format_ms(budget), self.max_connections),
+            sent=False,
+        )
 
-    def _no_connection(self, fut: Any, budget: float) -> None:
-        if not fut.done():
-            fut.set_exception(
-                ConnectionLimitError(
-                    "no connection to %s became free within %s ms: all %d connections allowed "
-                    "per endpoint (max_connections, metadata maxConnections) carry a call; "
-                    "nothing was sent"
-                    % (",".join(str(e) for e in self.endpoints), texts.format_ms(budget), self.max_connections),
-                    sent=False,
-                )
-            )
+    def _pass_on(self, handed: Any) -> None:
+        if handed is not None:
+            self.release(handed)
+        else:
+            self.wake(1)
 
     def release(self, proto: Any) -> None:
         """A call on ``proto`` is done and the connection is clean: hand it to the oldest waiting
@@ -407,12 +429,8 @@ class PingPongPool(_Connector):
         if not proto.usable:  # retiring (a retired client), paused or closed
             proto.retire()  # closes it, since no call is left on it
             return
-        waiters = self.waiters
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(proto)
-                return
+        if self.wake(1, proto):  # handed straight to the oldest waiting call
+            return
         idle = self.idle[proto.endpoint_index]
         if self._closed or len(idle) >= self.max_idle or self.max_idle_time <= 0.0:
             proto.retire()
@@ -427,14 +445,14 @@ class PingPongPool(_Connector):
     def _opening(self, index: int, delta: int) -> None:
         self.open_count[index] += delta
         if delta < 0:
-            self._wake_one()
+            self.wake(1)
 
     def _lost(self, proto: Any) -> None:
         super()._lost(proto)
         index = getattr(proto, "endpoint_index", None)
         if index is not None and index < len(self.open_count):
             self.open_count[index] -= 1
-        self._wake_one()  # room for a new connection
+        self.wake(1)  # room for a new connection
 
     def _renumber(self, remap: List[int], cycle: Tuple[Endpoint, ...]) -> None:
         n = len(cycle)
@@ -449,21 +467,6 @@ class PingPongPool(_Connector):
         self.idle = idle
         self.open_count = open_count
         self._next = 0
-
-    def _wake_one(self) -> None:
-        waiters = self.waiters
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
-
-    def _wake_all(self) -> None:
-        waiters = self.waiters
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
 
     def _sweep(self) -> None:
         """Close connections idle for ``max_idle_time``; run again when the next one is due."""
@@ -521,7 +524,6 @@ class SharedPool(_Connector):
         # from holding up everything else.
         self.grow_at = max(1, max_in_flight // 2)
         self.conns: List[Any] = []  # connections that take new calls (each removes itself)
-        self.waiters: Deque[Any] = deque()  # futures of calls waiting for room
         self._pick = protocol.pick
         self._connecting = 0  # connects in progress
         self._awaiting_connect = 0  # calls waiting for one of them
@@ -541,8 +543,6 @@ class SharedPool(_Connector):
         """A connection for a new call: the least loaded, a new one while there is room (every
         connection loaded past ``grow_at``), or the first to have room, within ``deadline``
         (loop time)."""
-        loop = self.loop
-        assert loop is not None
         while True:
             self._refuse_closed()
             proto = self._pick(self.conns, self.max_in_flight)
@@ -553,7 +553,7 @@ class SharedPool(_Connector):
                 # client opens one connection per grow_at calls, not pool_size at once.
                 self._awaiting_connect += 1
                 try:
-                    await self._wait_for_room(loop, deadline)
+                    await self._wait(deadline)
                 finally:
                     self._awaiting_connect -= 1
                 continue
@@ -578,7 +578,7 @@ class SharedPool(_Connector):
                 return proto
             if proto is not None:
                 return proto
-            await self._wait_for_room(loop, deadline)
+            await self._wait(deadline)
 
     def _conns_of(self, index: int) -> List[Any]:
         return self.conns
@@ -586,37 +586,18 @@ class SharedPool(_Connector):
     def _renumber(self, remap: List[int], cycle: Tuple[Endpoint, ...]) -> None:
         self.pool_size = self.max_connections * len(cycle)
 
-    async def _wait_for_room(self, loop: asyncio.AbstractEventLoop, deadline: Optional[float]) -> None:
-        fut = loop.create_future()
-        self.waiters.append(fut)
-        handle = None
-        if deadline is not None:
-            handle = loop.call_at(deadline, self._no_room, fut, deadline - loop.time())
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.wake(1)  # we were woken but leave: pass the turn on
-            raise
-        finally:
-            if handle is not None:
-                handle.cancel()
-
-    def _no_room(self, fut: Any, budget: float) -> None:
-        if not fut.done():
-            fut.set_exception(
-                RPCTimeoutError(
-                    "no connection to %s had room for the request within %s ms (%d connections, "
-                    "at most %d calls in flight on each); nothing was sent"
-                    % (
-                        ",".join(str(e) for e in self.endpoints),
-                        texts.format_ms(budget),
-                        len(self.conns),
-                        self.max_in_flight,
-                    ),
-                    sent=False,
-                )
-            )
+    def _wait_error(self, budget: float) -> Exception:
+        return RPCTimeoutError(
+            "no connection to %s had room for the request within %s ms (%d connections, "
+            "at most %d calls in flight on each); nothing was sent"
+            % (
+                ",".join(str(e) for e in self.endpoints),
+                texts.format_ms(budget),
+                len(self.conns),
+                self.max_in_flight,
+            ),
+            sent=False,
+        )
 
     def release(self, proto: Any) -> None:
         """A call on ``proto`` is done: once it carries none, its idle time starts."""
@@ -645,17 +626,6 @@ class SharedPool(_Connector):
                     due = first if due is None else min(due, first)
         if due is not None:
             self._arm_sweep(due)
-
-    def wake(self, n: int) -> None:
-        waiters = self.waiters
-        while n > 0 and waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                n -= 1
-
-    def _wake_all(self) -> None:
-        self.wake(len(self.waiters))
 
 
 def _resolve(fut: Any, value: bool) -> None:
