@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import struct
 import sys
 import tempfile
 import time
@@ -43,8 +42,9 @@ import run  # noqa: E402  (bench/run.py: sys.path, peers, pinning, statistics, m
 import _clients  # noqa: E402
 
 import peers  # noqa: E402
+from peers import sleep_call  # noqa: E402
 from kitex_fast import Client as SyncClient  # noqa: E402
-from kitex_fast import InvokeRequest, KitexOutputBinding, codec  # noqa: E402
+from kitex_fast import InvokeRequest, KitexOutputBinding  # noqa: E402
 from kitex_fast.aio import AsyncKitexOutputBinding, Client  # noqa: E402
 from kitex_fast.testing import echo_request, read_echo_reply  # noqa: E402
 
@@ -273,10 +273,6 @@ SLOW_PIPE = "aio binding (c), 64 tasks, pipelining"
 SLOW_SYNC = "sync binding (c), 64 threads"
 SLOW_ROWS = (SLOW_AIO, SLOW_AIO_PY, SLOW_PIPE, SLOW_SYNC)
 
-
-def sleep_call(millis: int) -> bytes:
-    """rich.thrift ``sleep(1: i32 millis)`` as a CALL message."""
-    return codec.build_message(codec.CALL, "sleep", 0, b"\x08\x00\x01" + struct.pack(">i", millis) + b"\x00")
 
 
 def measure_slow(cfg: argparse.Namespace, address: str) -> Dict[str, Dict[str, float]]:

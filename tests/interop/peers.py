@@ -16,6 +16,7 @@ import selectors
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -23,6 +24,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
+
+from kitex_fast import codec
 
 HERE = Path(__file__).resolve().parent
 GO_DIR = HERE / "go"
@@ -466,3 +469,18 @@ class EtcdKitexServer(KitexServer):
 def served_by(message: str) -> str:
     """The instance (host:port) that answered, from an etcdserver reply message."""
     return message.rpartition("@")[2].partition("#")[0]
+
+
+# -- the rich service's sleep method (rich.thrift), what tests and benchmarks of slow calls use --
+
+def sleep_call(millis: int) -> bytes:
+    """rich.thrift ``sleep(1: i32 millis)`` as a CALL message."""
+    return codec.build_message(codec.CALL, "sleep", 0, b"\x08\x00\x01" + struct.pack(">i", millis) + b"\x00")
+
+
+def sleep_reply(message: bytes) -> str:
+    """The string result of a ``sleep`` REPLY (field 0, type string)."""
+    body = message[codec.parse_message(message).body_offset:]
+    assert body[:3] == b"\x0b\x00\x00", body[:16].hex()
+    (size,) = struct.unpack(">i", body[3:7])
+    return body[7 : 7 + size].decode()

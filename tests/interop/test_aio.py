@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import struct
 import time
 
 import pytest
 
 import peers
-from kitex_fast import InvokeRequest, KitexError, KitexOutputBinding, RPCTimeoutError, codec
+from peers import sleep_call, sleep_reply
+from kitex_fast import InvokeRequest, KitexError, KitexOutputBinding, RPCTimeoutError
 from kitex_fast.aio import AsyncKitexOutputBinding, Client
 from kitex_fast.testing import echo_request, read_echo_reply
 
@@ -42,18 +42,6 @@ VARIANTS = [
     ("multi", "ttheader-framed"),
 ]
 
-
-def sleep_call(millis: int) -> bytes:
-    """rich.thrift ``sleep(1: i32 millis)`` as a CALL message."""
-    return codec.build_message(codec.CALL, "sleep", 0, b"\x08\x00\x01" + struct.pack(">i", millis) + b"\x00")
-
-
-def sleep_reply(message: bytes) -> str:
-    """The string result of a ``sleep`` REPLY (field 0, type string)."""
-    body = message[codec.parse_message(message).body_offset:]
-    assert body[:3] == b"\x0b\x00\x00", body[:16].hex()
-    (size,) = struct.unpack(">i", body[3:7])
-    return body[7 : 7 + size].decode()
 
 
 async def _many(client: Client, n: int) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import struct
 import threading
 
 import pytest
@@ -21,26 +20,15 @@ from kitex_fast import (
     InvokeRequest,
     KitexOutputBinding,
     MetadataError,
-    codec,
 )
 from kitex_fast.aio import AsyncKitexOutputBinding, Client
+from peers import sleep_call, sleep_reply
 
 pytestmark = pytest.mark.interop
 
 CALLERS = 64
 STATS = ("-stats", "127.0.0.1:0")
 
-
-def sleep_call(millis: int) -> bytes:
-    """rich.thrift ``sleep(1: i32 millis)`` as a CALL message."""
-    return codec.build_message(codec.CALL, "sleep", 0, b"\x08\x00\x01" + struct.pack(">i", millis) + b"\x00")
-
-
-def sleep_reply(message: bytes) -> str:
-    body = message[codec.parse_message(message).body_offset:]
-    assert body[:3] == b"\x0b\x00\x00", body[:16].hex()
-    (size,) = struct.unpack(">i", body[3:7])
-    return body[7 : 7 + size].decode()
 
 
 def _open_fds() -> int:
