@@ -63,6 +63,20 @@ __all__ = [
     "TRANSPORTS",
     "DEFAULT_MAX_FRAME_SIZE",
     "MAX_I32",
+    "INT_KEY_TRANSPORT_TYPE",
+    "INT_KEY_LOG_ID",
+    "INT_KEY_FROM_SERVICE",
+    "INT_KEY_TO_SERVICE",
+    "INT_KEY_TO_METHOD",
+    "INT_KEY_RPC_TIMEOUT",
+    "INT_KEY_MSG_TYPE",
+    "STR_KEY_IDL_SERVICE",
+    "STR_KEY_CONN_RESET",
+    "STR_KEY_BIZ_STATUS",
+    "STR_KEY_BIZ_MESSAGE",
+    "STR_KEY_BIZ_EXTRA",
+    "TRANSIENT_PREFIX",
+    "PERSISTENT_PREFIX",
 ]
 
 CALL = 1
@@ -74,6 +88,26 @@ DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
 # The largest i32 (docs/protocol.md §4, §7): the largest seq id, and the largest value written in a
 # 32-bit length field (u32 and i32 readers alike take it as the same positive number).
 MAX_I32 = 0x7FFFFFFF
+
+# TTHeader keys (docs/protocol.md §5; cloudwego/gopkg protocol/ttheader/metakey.go). Integer keys
+# (INFO_INTKEYVALUE, §5.1):
+INT_KEY_TRANSPORT_TYPE = 1
+INT_KEY_LOG_ID = 2
+INT_KEY_FROM_SERVICE = 3
+INT_KEY_TO_SERVICE = 6
+INT_KEY_TO_METHOD = 9
+INT_KEY_RPC_TIMEOUT = 12
+INT_KEY_MSG_TYPE = 22
+# String keys (INFO_KEYVALUE, §5.2): the IDL service name, the server's "connection ready to
+# reset" notice (§9.5), the business status (§9.4), and the prefixes of transient and persistent
+# metainfo values (bytedance/gopkg cloud/metainfo PrefixTransient, PrefixPersistent).
+STR_KEY_IDL_SERVICE = "isn"
+STR_KEY_CONN_RESET = "crrst"
+STR_KEY_BIZ_STATUS = "biz-status"
+STR_KEY_BIZ_MESSAGE = "biz-message"
+STR_KEY_BIZ_EXTRA = "biz-extra"
+TRANSIENT_PREFIX = "RPC_TRANSIT_"
+PERSISTENT_PREFIX = "RPC_PERSIST_"
 
 _TYPE_NAMES = {1: "CALL", 2: "REPLY", 3: "EXCEPTION", 4: "ONEWAY"}
 

@@ -24,7 +24,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from . import __version__, codec, transport
 from .binding import InvokeRequest, KitexOutputBinding
+from .codec import PERSISTENT_PREFIX, TRANSIENT_PREFIX
 from .errors import ApplicationError, BizStatusError, KitexError, MetadataError
+from .metadata import INT_HEADER_PREFIX, STR_HEADER_PREFIX
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -167,9 +169,7 @@ def _flag_name(key: str) -> str:
 # Metainfo over TTHeader, as Kitex's metainfo handlers write it (kitex pkg/transmeta/metainfo.go
 # with gopkg cloud/metainfo): a transient value K goes out as the string key RPC_TRANSIT_K, a
 # persistent one as RPC_PERSIST_K; backward values come back under their plain names, and Kitex's
-# client takes every string key of the reply as one.
-TRANSIENT_PREFIX = "RPC_TRANSIT_"
-PERSISTENT_PREFIX = "RPC_PERSIST_"
+# client takes every string key of the reply as one. (The prefixes: kitex_fast.codec.)
 
 
 def _call_metadata(args: argparse.Namespace, method_name: str, dest_service: str) -> Dict[str, str]:
@@ -199,13 +199,13 @@ def _call_metadata(args: argparse.Namespace, method_name: str, dest_service: str
         if value is not None:
             metadata[key] = value
     for key, value in _pairs(args.transient, "--transient"):
-        metadata["header." + TRANSIENT_PREFIX + key] = value
+        metadata[STR_HEADER_PREFIX + TRANSIENT_PREFIX + key] = value
     for key, value in _pairs(args.persistent, "--persistent"):
-        metadata["header." + PERSISTENT_PREFIX + key] = value
+        metadata[STR_HEADER_PREFIX + PERSISTENT_PREFIX + key] = value
     for key, value in _pairs(args.header, "--header"):
-        metadata["header." + key] = value
+        metadata[STR_HEADER_PREFIX + key] = value
     for key, value in _pairs(args.int_header, "--int-header"):
-        metadata["intHeader." + key] = value
+        metadata[INT_HEADER_PREFIX + key] = value
     for key, value in _pairs(args.meta, "--meta"):
         metadata[key] = value
     return metadata
@@ -305,7 +305,7 @@ class _Call:
         return out.isatty()
 
     def show_metadata(self, metadata: Dict[str, str]) -> None:
-        backward = {k[len("header."):]: v for k, v in sorted(metadata.items()) if k.startswith("header.")}
+        backward = {k[len(STR_HEADER_PREFIX):]: v for k, v in sorted(metadata.items()) if k.startswith(STR_HEADER_PREFIX)}
         if backward:
             from .idl import dumps
 

@@ -24,15 +24,18 @@ from .errors import (
     ResponseMismatchError,
     TransportError,
 )
-from .metadata import (
+from .codec import (
     INT_KEY_MSG_TYPE,
     INT_KEY_TO_METHOD,
     INT_KEY_TO_SERVICE,
     INT_KEY_TRANSPORT_TYPE,
-    MAX_DURATION,
-    check_seconds,
-    check_text,
+    MAX_I32,
+    STR_KEY_BIZ_EXTRA,
+    STR_KEY_BIZ_MESSAGE,
+    STR_KEY_BIZ_STATUS,
+    STR_KEY_CONN_RESET,
 )
+from .metadata import MAX_DURATION, check_seconds, check_text
 from .pool import Endpoint, EndpointPool, parse_host_ports
 from .resolver import Instance, Resolver, describe, open_resolver, parse_registry, wrr_schedule
 
@@ -46,7 +49,7 @@ _MESSAGE_TYPE_NAMES = {1: "call", 2: "reply", 3: "exception", 4: "oneway"}
 PerCallHeaders = Tuple[Tuple[Tuple[str, str], ...], Tuple[Tuple[int, str], ...]]
 
 
-_MAX_FRAME_FIELD = 0x7FFFFFFF  # a frame length is a 32-bit field every peer reads as positive
+_MAX_FRAME_FIELD = MAX_I32  # a frame length is a 32-bit field every peer reads as positive
 _MAX_POOL_SIZE = 10000  # as the poolSize metadata field
 # Open connections per endpoint (asyncio driver). Kitex's long-connection pool has no cap on
 # active connections (pkg/connpool: only idle ones are bounded); we keep one, so that a stalled
@@ -405,7 +408,7 @@ class ClientCore:
         if mtype == 2 and not str_headers:
             return None, True  # the common case: a plain REPLY
         # crrst: the server will close this connection (kitex pkg/transmeta/ttheader.go).
-        keep = not (str_headers and str_headers.get("crrst") == "1")
+        keep = not (str_headers and str_headers.get(STR_KEY_CONN_RESET) == "1")
         if mtype == 3:
             type_code, text = self._codec.decode_application_exception(payload)
             return ApplicationError(type_code, text, method=method), keep and type_code in _KEEP_AFTER_EXCEPTION
@@ -414,7 +417,7 @@ class ClientCore:
                 "reply to %r from %s is a %s message, expected a reply"
                 % (method, conn.peer, _MESSAGE_TYPE_NAMES.get(mtype, mtype))
             )
-        status = str_headers.get("biz-status")
+        status = str_headers.get(STR_KEY_BIZ_STATUS)
         if status is not None and status not in ("", "0"):
             return _biz_error(status, str_headers), keep
         return None, keep
@@ -635,7 +638,7 @@ def _biz_error(status: str, headers: Mapping[str, str]) -> BizStatusError:
     except ValueError:  # also a too-long digit string (int's max_str_digits)
         raise ProtocolError("biz-status header %r is not an integer" % status[:64]) from None
     extra: Dict[str, str] = {}
-    raw_extra = headers.get("biz-extra")
+    raw_extra = headers.get(STR_KEY_BIZ_EXTRA)
     if raw_extra:
         try:
             parsed = json.loads(raw_extra)
@@ -644,5 +647,5 @@ def _biz_error(status: str, headers: Mapping[str, str]) -> BizStatusError:
         if isinstance(parsed, dict) and all(isinstance(v, str) for v in parsed.values()):
             extra = dict(parsed)
         else:
-            extra = {"biz-extra": raw_extra}
-    return BizStatusError(code, headers.get("biz-message", ""), extra)
+            extra = {STR_KEY_BIZ_EXTRA: raw_extra}
+    return BizStatusError(code, headers.get(STR_KEY_BIZ_MESSAGE, ""), extra)

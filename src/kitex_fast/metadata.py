@@ -11,7 +11,15 @@ import math
 import re
 from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
-from .codec import DEFAULT_MAX_FRAME_SIZE, TRANSPORTS
+from .codec import (
+    DEFAULT_MAX_FRAME_SIZE,
+    INT_KEY_FROM_SERVICE,
+    INT_KEY_LOG_ID,
+    INT_KEY_RPC_TIMEOUT,
+    MAX_I32,
+    STR_KEY_IDL_SERVICE,
+    TRANSPORTS,
+)
 from .errors import MetadataError
 from .pool import Endpoint, parse_host_ports
 from .resolver import RegistrySpec, parse_registry
@@ -71,15 +79,6 @@ DEFAULTS: Dict[str, str] = {
     "muxConnection": "false",
     "pipelining": "false",
 }
-
-# TTHeader integer keys (cloudwego/gopkg protocol/ttheader/metakey.go).
-INT_KEY_TRANSPORT_TYPE = 1
-INT_KEY_LOG_ID = 2
-INT_KEY_FROM_SERVICE = 3
-INT_KEY_TO_SERVICE = 6
-INT_KEY_TO_METHOD = 9
-INT_KEY_RPC_TIMEOUT = 12
-INT_KEY_MSG_TYPE = 22
 
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
@@ -171,7 +170,7 @@ def parse_size(field: str, value: str) -> int:
         )
     # A frame length is a signed 32-bit field: no frame exceeds 2GiB-1, so a 2GiB limit (the
     # natural way to write "the largest") means exactly that.
-    return min(size, 0x7FFFFFFF)
+    return min(size, MAX_I32)
 
 
 # The spellings Go's strconv.ParseBool accepts, as Dapr's own components read flags.
@@ -365,7 +364,7 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
 
     str_headers: Dict[str, str] = {}
     int_headers: Dict[int, str] = {}
-    for key, label in (("idlService", "isn"), ("fromService", None), ("logID", None)):
+    for key, label in (("idlService", STR_KEY_IDL_SERVICE), ("fromService", None), ("logID", None)):
         value = _lookup(request, defaults, key)
         if value is None:
             continue

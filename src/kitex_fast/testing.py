@@ -185,9 +185,10 @@ class KitexTestServer:
         except BizStatusError as exc:
             # kitex: an empty result struct; the status travels in TTHeader string keys.
             reply_type, result = codec.REPLY, b"\x00"
-            str_headers = {"biz-status": str(exc.status_code), "biz-message": exc.message}
+            str_headers = {_codec_dispatch.STR_KEY_BIZ_STATUS: str(exc.status_code),
+                           _codec_dispatch.STR_KEY_BIZ_MESSAGE: exc.message}
             if exc.extra:
-                str_headers["biz-extra"] = json.dumps(exc.extra, separators=(",", ":"))
+                str_headers[_codec_dispatch.STR_KEY_BIZ_EXTRA] = json.dumps(exc.extra, separators=(",", ":"))
         except Exception as exc:  # noqa: BLE001 - a handler error is the caller's answer
             reply_type, result = codec.EXCEPTION, codec.encode_application_exception(6, "biz error: %s" % exc)
         if header.type == codec.ONEWAY:
