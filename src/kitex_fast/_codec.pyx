@@ -1753,8 +1753,17 @@ cdef list _api_data_received(object decoder, Py_ssize_t nbytes):
     return d._decode()
 
 
+cdef int _api_message_seq_id(const unsigned char* message, Py_ssize_t size,
+                             int32_t* seq_id) except -1:
+    # parse_message without the MessageHeader: the same checks, the same errors.
+    cdef int64_t hend = _header_end(message, 0, size, -1)
+    seq_id[0] = _i32(message + hend - 4)
+    return 0
+
+
 cdef CodecAPI _c_api
-_c_api.version = 1
+_c_api.version = 2
+_c_api.message_seq_id = _api_message_seq_id
 _c_api.recv_space = _api_recv_space
 _c_api.data_received = _api_data_received
 _c_api.encode_head = _api_encode_head

@@ -4,7 +4,10 @@
 # _codec.pyx fills one CodecAPI and exports it as the capsule ``_codec._C_API``. A module that
 # wants it imports its own package's ``_codec`` relatively (a vendored copy never reaches another
 # installed kitex_fast) and takes the pointer with PyCapsule_GetPointer(capsule, CODEC_API_NAME),
-# checking ``version``.
+# checking ``version``. Entries are only ever appended and none changes meaning: version N holds
+# every entry up to the one marked N, so a user checks ``version >= `` the one it needs.
+
+from libc.stdint cimport int32_t
 
 cdef extern from *:
     """
@@ -26,3 +29,7 @@ ctypedef struct CodecAPI:
     # free space at ``*out`` (its size returned) and the complete frames after ``nbytes`` landed.
     Py_ssize_t (*recv_space)(object decoder, char** out) except -1
     list (*data_received)(object decoder, Py_ssize_t nbytes)
+    # Version 2. parse_message's seq id: the strict-binary message header at the start of
+    # ``message[0:size]`` checked as parse_message checks it (its ProtocolError otherwise), the
+    # seq id stored in ``*seq_id``; returns 0 (-1: an exception).
+    int (*message_seq_id)(const unsigned char* message, Py_ssize_t size, int32_t* seq_id) except -1

@@ -69,6 +69,26 @@ def test_both_protocols_have_the_same_api(impl):
     assert issubclass(mod.Protocol, asyncio.BufferedProtocol)  # asyncio and uvloop check this
 
 
+def test_the_seq_id_of_a_reply_comes_from_the_codecs_header_parse(impl):
+    # The TTHeader seq id when there is one, else the message's (parsed by the codec's parser,
+    # through its C entry point in the compiled protocol); garbage is a ProtocolError that keeps
+    # the protocol's text and chains the codec's.
+    seq_id_of = protocol_dispatch.implementation(impl.name).seq_id_of
+    c = impl.codec
+    message = c.build_message(c.REPLY, "echo", 7, b"\x00")
+    assert seq_id_of(c.Frame(message, "framed")) == 7
+    assert seq_id_of(c.Frame(message, "ttheader", seq_id=9)) == 9
+    assert seq_id_of(c.Frame(c.build_message(c.REPLY, "echo", -5), "framed")) == -5
+    for garbage in (b"", b"\x80\x01\x00\x02\x00\x00\x00\x09echo", b"\x82\x21" + b"\x00" * 12,
+                    b"\x80\x01\x00\x07\x00\x00\x00\x00\x00\x00\x00\x01"):
+        with pytest.raises(ProtocolError) as info:
+            seq_id_of(c.Frame(garbage, "framed"))
+        assert str(info.value) == (
+            "reply is not a strict-binary Thrift message (first bytes %s)" % garbage[:16].hex(" ")
+        )
+        assert isinstance(info.value.__cause__, ProtocolError)
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_call_invoke_and_exchange_match_the_sync_client(impl, aio_loop, server, transport):
     request = echo_request("hello")

@@ -18,7 +18,10 @@ import sys
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem
-from libc.stdint cimport int32_t, uint32_t
+from cpython.pycapsule cimport PyCapsule_GetPointer
+from libc.stdint cimport int32_t
+
+from .._codec_api cimport CODEC_API_NAME, CodecAPI
 
 # Package modules come through importlib, not `from ..x import` (see _codec.pyx: Cython >= 3.2
 # resolves a relative import to the build-time name, which in a vendored copy is another copy's).
@@ -34,36 +37,44 @@ del _errors
 
 __all__ = ["Protocol", "pick", "seq_id_of"]
 
-cdef int32_t _MAX_SEQ_ID = 0x7FFFFFFF
+# The codec: its message-header parse through its C entry points (_codec_api.pxd), taken from
+# this package's own codec dispatcher as _transport.pyx does; without them (a codec built apart
+# from this module) its parse_message.
+_codec = _import_module("..codec", __package__)
+_parse_message = _codec.parse_message
+cdef CodecAPI* _codec_api = NULL
+try:
+    _codec_api = <CodecAPI*>PyCapsule_GetPointer(_codec.implementation("c")._C_API, CODEC_API_NAME)
+    if _codec_api.version < 2:  # message_seq_id came with version 2
+        _codec_api = NULL
+except (ImportError, AttributeError, ValueError):
+    _codec_api = NULL
+cdef int32_t _MAX_SEQ_ID = _codec.MAX_I32  # seq ids: 1 .. MAX_I32, then 1 again
+cdef str _CONN_RESET = _codec.STR_KEY_CONN_RESET  # crrst: the server closes this connection
 # Requests made in one loop iteration are written together up to this many bytes.
 cdef Py_ssize_t _CORK_LIMIT = 65536
 cdef bint _WRITELINES_MAY_NOT_PAUSE = sys.version_info >= (3, 12)
 
 
-cdef inline uint32_t _u32(const unsigned char* p) noexcept:
-    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
-
-
 cdef object _seq_id_of(object frame):
     cdef object seq = frame.seq_id
     cdef object payload
-    cdef const unsigned char* p
-    cdef Py_ssize_t n
-    cdef uint32_t name_len
+    cdef int32_t value
     if seq is not None:
         return seq
     payload = frame.payload
-    if PyBytes_CheckExact(payload):
-        p = <const unsigned char*>PyBytes_AS_STRING(payload)
-        n = PyBytes_GET_SIZE(payload)
-        # Bounds: 12 bytes of fixed header, then the name length is checked against what is left.
-        if n >= 12 and p[0] == 0x80 and p[1] == 0x01:
-            name_len = _u32(p + 4)
-            if name_len <= <uint32_t>(n - 12):
-                return <int32_t>_u32(p + 8 + name_len)
-    raise ProtocolError(
-        "reply is not a strict-binary Thrift message (first bytes %s)" % bytes(payload[:16]).hex(" ")
-    )
+    try:
+        if _codec_api != NULL and PyBytes_CheckExact(payload):
+            # The codec's own header parse (bounds and strictness checked there), a C call.
+            _codec_api.message_seq_id(<const unsigned char*>PyBytes_AS_STRING(payload),
+                                      PyBytes_GET_SIZE(payload), &value)
+            return value
+        return _parse_message(payload).seq_id
+    except ProtocolError as exc:
+        raise ProtocolError(
+            "reply is not a strict-binary Thrift message (first bytes %s)"
+            % bytes(payload[:16]).hex(" ")
+        ) from exc
 
 
 def seq_id_of(frame):
@@ -248,7 +259,7 @@ cdef class ProtocolCore:
         """A reply whose seq id has no call. True when it was harmless (the connection stays)."""
         if seq == 0:
             headers = frame.str_headers
-            if headers and headers.get("crrst") == "1" and not _is_exception(frame):
+            if headers and headers.get(_CONN_RESET) == "1" and not _is_exception(frame):
                 # A mux server's shutdown control frame (kitex netpollmux/control_frame.go): it
                 # will close this connection; let the calls on it finish, start none.
                 self.retire()

@@ -20,11 +20,16 @@ import sys
 from typing import Any, Deque, Dict, List, Optional, Sequence
 
 from .. import _transport_errors as texts
+from .. import codec as _codec
+from ..codec import MAX_I32
 from ..errors import ConnectionClosedError, KitexError, ProtocolError, ResponseMismatchError, TransportError
 
 __all__ = ["Protocol", "pick", "seq_id_of"]
 
-_MAX_SEQ_ID = 0x7FFFFFFF
+# The codec twin's message-header parse (the compiled protocol calls the compiled codec's).
+_parse_message = _codec.implementation("py").parse_message
+_MAX_SEQ_ID = MAX_I32  # seq ids: 1 .. MAX_I32, then 1 again
+_CONN_RESET = _codec.STR_KEY_CONN_RESET  # crrst: the server closes this connection
 # Requests made in one loop iteration are written together up to this many bytes.
 _CORK_LIMIT = 65536
 _WRITELINES_MAY_NOT_PAUSE = sys.version_info >= (3, 12)
@@ -36,15 +41,12 @@ def seq_id_of(frame: Any) -> int:
     seq = frame.seq_id
     if seq is not None:
         return int(seq)
-    p = frame.payload
-    n = len(p)
-    if n >= 12 and p[0] == 0x80 and p[1] == 0x01:
-        name_len = int.from_bytes(p[4:8], "big")
-        if name_len <= n - 12:
-            return int.from_bytes(p[8 + name_len : 12 + name_len], "big", signed=True)
-    raise ProtocolError(
-        "reply is not a strict-binary Thrift message (first bytes %s)" % p[:16].hex(" ")
-    )
+    try:
+        return int(_parse_message(frame.payload).seq_id)
+    except ProtocolError as exc:
+        raise ProtocolError(
+            "reply is not a strict-binary Thrift message (first bytes %s)" % frame.payload[:16].hex(" ")
+        ) from exc
 
 
 def _is_exception(frame: Any) -> bool:
@@ -218,7 +220,7 @@ class Protocol(asyncio.BufferedProtocol):
         """A reply whose seq id has no call. True when it was harmless (the connection stays)."""
         if seq == 0:
             headers = frame.str_headers
-            if headers and headers.get("crrst") == "1" and not _is_exception(frame):
+            if headers and headers.get(_CONN_RESET) == "1" and not _is_exception(frame):
                 # A mux server's shutdown control frame (kitex netpollmux/control_frame.go): it
                 # will close this connection; let the calls on it finish, start none.
                 self.retire()
