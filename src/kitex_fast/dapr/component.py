@@ -25,11 +25,11 @@ from typing import Any, Optional, Sequence
 from .. import codec, transport
 from ..errors import KitexError
 from . import core
+from .proto import SERVICE_NAME
 from .core import (  # noqa: F401 - the names this module has always exported
     DATA_ENCODING_KEY,
     DEFAULT_SOCKET_FOLDER,
     INSTANCE_HEADER,
-    SERVICE_NAME,
     SOCKET_FOLDER_ENV,
     TRACE_KEYS,
     TRANSIENT_PREFIX,

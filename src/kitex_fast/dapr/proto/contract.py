@@ -14,6 +14,7 @@ import grpc
 from google.protobuf import descriptor_pool
 from google.protobuf.internal import builder
 
+from . import SERVICE_NAME
 from .descriptor import SERIALIZED
 
 __all__ = [
@@ -48,7 +49,6 @@ InvokeResponse = _messages["InvokeResponse"]
 PingRequest = _messages["PingRequest"]
 PingResponse = _messages["PingResponse"]
 
-SERVICE_NAME = "dapr.proto.components.v1.OutputBinding"
 # method name -> (request class, response class), as declared in the .proto
 METHODS = {
     "Init": (OutputBindingInitRequest, OutputBindingInitResponse),
