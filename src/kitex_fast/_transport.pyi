@@ -1,13 +1,17 @@
 """Type stubs for the compiled socket driver (``_transport.pyx``); ``_transport_py`` is its twin."""
 
 import socket
-from typing import Any, Dict, Optional, Sequence, Tuple, Union, final
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union, final
 
 
 _BytesLike = Union[bytes, bytearray, memoryview]
 _Buffers = Union[_BytesLike, Sequence[_BytesLike]]
 
-__all__ = ["Connection", "open_connection", "IdlePool", "CallPath", "BindingPath"]
+# The same list as _transport_py.__all__, the source list (a stub's __all__ must be a literal):
+# tests/unit/test_codec_exports.py compares the two, and stubtest compares this stub with the
+# compiled module. CallPath, BindingPath, Shape and Route are the drivers' internals: in both
+# implementations, not exported.
+__all__ = ["Connection", "open_connection", "IdlePool"]
 
 @final
 class Connection:
@@ -70,11 +74,49 @@ class CallPath:
     def next_endpoint(self) -> int: ...
 
 @final
+class Shape:
+    """What a binding learned about one metadata shape (declared in ``_transport.pxd``)."""
+
+    def __init__(self, id: Any, getter: Any, names: Tuple[str, ...], positions: Tuple[int, ...]) -> None: ...
+    @property
+    def id(self) -> Any: ...
+    @property
+    def getter(self) -> Any: ...
+    @property
+    def names(self) -> Tuple[str, ...]: ...
+    @property
+    def positions(self) -> Tuple[int, ...]: ...
+
+@final
+class Route:
+    """Where one distinct metadata goes, as the binding validated it (``_transport.pxd``)."""
+
+    def __init__(
+        self, options: Any, client: Any, client_key: Any, path: Optional[CallPath], method: Any,
+        rpc_timeout: Any, headers: Any,
+    ) -> None: ...
+    @property
+    def options(self) -> Any: ...
+    @property
+    def client(self) -> Any: ...
+    @property
+    def client_key(self) -> Any: ...
+    @property
+    def path(self) -> Optional[CallPath]: ...
+    @property
+    def method(self) -> Any: ...
+    @property
+    def rpc_timeout(self) -> Any: ...
+    @property
+    def headers(self) -> Any: ...
+
+@final
 class BindingPath:
     """The common path of a binding's invokes; every other case goes to ``binding._invoke``."""
 
     def __init__(
-        self, binding: Any, request_type: type, response_type: type, shapes: Dict[Any, Any],
+        self, binding: Any, request_type: type, operations: Sequence[str],
+        respond: Callable[[Tuple[Any, int, str], Any], Any], shapes: Dict[Any, Any],
         routes: Any, clients: Any,
     ) -> None: ...
     def forget_tail(self) -> None: ...

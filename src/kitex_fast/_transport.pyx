@@ -37,7 +37,6 @@ from cpython.buffer cimport (
 )
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.dict cimport PyDict_GetItem, PyDict_Next
-from cpython.object cimport PyTypeObject
 from cpython.pycapsule cimport PyCapsule_GetPointer
 
 from ._codec_api cimport CODEC_API_NAME, CodecAPI
@@ -46,6 +45,7 @@ from cpython.unicode cimport PyUnicode_CheckExact, PyUnicode_Compare
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.errno cimport EAGAIN, EINTR, errno
+from libc.limits cimport INT_MAX
 
 import errno as _errno
 import os
@@ -62,7 +62,6 @@ ConnectError = _errors.ConnectError
 ConnectTimeoutError = _errors.ConnectTimeoutError
 TransportError = _errors.TransportError
 KitexError = _errors.KitexError
-cdef tuple _NO_ARGS = ()
 
 # The compiled codec's C entry points (see _codec_api.pxd), from this package's own codec
 # dispatcher: the call path encodes the request head onto its stack and checks the reply with a
@@ -70,10 +69,13 @@ cdef tuple _NO_ARGS = ()
 cdef CodecAPI* _codec_api = NULL
 cdef type _RequestEncoder = None
 cdef type _FrameDecoder = None
+_codec = _import_module(".codec", __package__)
+# Seq ids are positive i32s: 1 .. MAX_I32, then 1 again.
+cdef long long _MAX_SEQ_ID = _codec.MAX_I32
 try:
-    _compiled_codec = _import_module(".codec", __package__).implementation("c")
+    _compiled_codec = _codec.implementation("c")
     _codec_api = <CodecAPI*>PyCapsule_GetPointer(_compiled_codec._C_API, CODEC_API_NAME)
-    if _codec_api.version != 1:
+    if _codec_api.version < 1:  # (entries are only appended: version 1 has all we use)
         _codec_api = NULL
     else:
         _RequestEncoder = _compiled_codec.RequestEncoder
@@ -86,7 +88,7 @@ except (ImportError, AttributeError, ValueError):
 DEF _HEAD_ROOM = 512
 cdef double _MAX_DURATION = _import_module(".metadata", __package__).MAX_DURATION
 
-__all__ = ["Connection", "open_connection", "IdlePool", "CallPath", "BindingPath"]
+__all__ = ["Connection", "open_connection", "IdlePool"]
 
 
 cdef extern from *:
@@ -191,8 +193,8 @@ cdef int _wait_fd(int fd, short events, double deadline, bint has_deadline, str 
             left = (deadline - _now()) * 1000.0
             if not left > 0.0:  # (NaN included: never a wait without end)
                 return 0
-            if left >= 2147483647.0:
-                ms = 2147483647
+            if left >= <double>INT_MAX:  # poll() takes an int of milliseconds
+                ms = INT_MAX
             else:
                 # Round up: a wait that ends early would only spin once more.
                 ms = <int>left
@@ -341,7 +343,7 @@ cdef class Connection:
 
     cdef inline long long _next_seq(self) noexcept:
         self._seq += 1
-        if self._seq > 0x7FFFFFFF:
+        if self._seq > _MAX_SEQ_ID:
             self._seq = 1
         return self._seq
 
@@ -352,7 +354,7 @@ cdef class Connection:
 
     @_last_seq_id.setter
     def _last_seq_id(self, value):
-        if not 0 <= value <= 0x7FFFFFFF:
+        if not 0 <= value <= _MAX_SEQ_ID:
             raise ValueError("seq id must be in 0..2**31-1, not %r" % (value,))
         self._seq = value
 
@@ -938,36 +940,83 @@ cdef inline bint _same_text(object a, object b) except -1:
 
 
 @cython.auto_pickle(False)
+cdef class Shape:
+    """``Shape(id, getter, names, positions)``: what the binding learned about one metadata shape
+    (declared in ``_transport.pxd``). Read-only."""
+
+    def __init__(self, id, getter, tuple names, tuple positions):
+        self.id = id
+        self.getter = getter
+        self.names = names
+        self.positions = positions
+
+    def __repr__(self):
+        return "Shape(id=%r, names=%r, positions=%r)" % (self.id, self.names, self.positions)
+
+
+@cython.auto_pickle(False)
+cdef class Route:
+    """``Route(options, client, client_key, path, method, rpc_timeout, headers)``: where one
+    distinct metadata goes, as the binding validated it (declared in ``_transport.pxd``).
+    Read-only."""
+
+    def __init__(self, options, client, client_key, path, method, rpc_timeout, headers):
+        self.options = options
+        self.client = client
+        self.client_key = client_key
+        self.path = path
+        self.method = method
+        self.rpc_timeout = rpc_timeout
+        self.headers = headers
+
+    def __repr__(self):
+        return "Route(method=%r, client=%r, rpc_timeout=%r, headers=%r)" % (
+            self.method, self.client, self.rpc_timeout, self.headers)
+
+
+@cython.auto_pickle(False)
 @cython.final
 cdef class BindingPath:
-    """The common path of a binding's invokes: ``BindingPath(binding, request_type, response_type,
-    shapes, routes, clients)`` shares the binding's caches (it only reads them). Anything but a
-    cached route to a live client goes to ``binding._invoke`` (the full rules: validation, the
-    caches' fill, the client cache). The binding calls :meth:`forget_tail` whenever it reorders
-    its client cache itself."""
+    """The common path of a binding's invokes: ``BindingPath(binding, request_type, operations,
+    respond, shapes, routes, clients)`` shares the binding's caches (it only reads them):
+    ``shapes`` maps metadata key names to a :class:`Shape`, ``routes`` maps ``(shape id,
+    relevant values)`` to a :class:`Route`, ``clients`` is the LRU client cache (an OrderedDict
+    keyed by ``Route.client_key``). A request whose ``operation`` is one of ``operations`` and
+    whose metadata has a cached route to a live client is one call here, answered with
+    ``respond(reply, route.options)`` (``reply``: the call path's ``(frame, seq id,
+    endpoint)``); anything else goes to ``binding._invoke`` (the full rules: validation, the
+    caches' fill, the client cache), and a failed call to ``binding._failed(route.options,
+    exc)`` before it propagates. The binding calls :meth:`forget_tail` whenever it reorders its
+    client cache itself."""
 
     cdef object _binding
     cdef type _request_type
-    cdef type _response_type
-    cdef dict _shapes            # metadata key names -> (shape id, getter, names, positions)
-    cdef object _routes          # OrderedDict: (shape id, relevant values) -> route (BindingCore)
+    cdef tuple _operations       # the request operations this path may take
+    cdef object _respond
+    cdef dict _shapes            # metadata key names -> Shape
+    cdef object _routes          # OrderedDict: (shape id, relevant values) -> Route
     cdef object _touch           # clients.move_to_end: the LRU touch
     # The last shape seen and what the binding learned about it: callers build their metadata
     # the same way every time, so one pass over the dict, comparing key objects, replaces
     # building a key tuple, hashing it and looking each relevant value up.
     cdef tuple _last_shape
-    cdef tuple _last_known
+    cdef Shape _last_known
     cdef object _tail            # the client key this path last moved to the LRU end, or None
     # The last route taken, by its key: a caller that repeats a request skips the cache lookup.
     # It can never outlive its validity: every change that makes a route wrong (new defaults,
     # close, eviction) closes or retires its client, which sends the call to the full path.
     cdef tuple _last_key
-    cdef tuple _last_route
+    cdef Route _last_route
 
-    def __init__(self, binding, type request_type, type response_type, dict shapes, routes, clients):
+    def __init__(self, binding, type request_type, operations, respond, dict shapes, routes,
+                 clients):
         self._binding = binding
         self._request_type = request_type
-        self._response_type = response_type
+        self._operations = tuple(operations)
+        for operation in self._operations:
+            if type(operation) is not str:
+                raise TypeError("operations must be strings, not %s" % type(operation).__name__)
+        self._respond = respond
         self._shapes = shapes
         self._routes = routes
         self._touch = clients.move_to_end
@@ -981,15 +1030,15 @@ cdef class BindingPath:
         """The client cache was reordered elsewhere: touch it again on the next call."""
         self._tail = None
 
-    cdef tuple _route_of(self, dict metadata):
+    cdef Route _route_of(self, dict metadata):
         """The cached route for ``metadata``, or None (a new shape or new values: the full path
         validates and learns them). One pass over the dict compares its keys with the last
         shape's and its relevant values with the last route's; only a difference costs a key
         tuple and a cache lookup."""
         cdef tuple shape = self._last_shape
-        cdef tuple known = self._last_known
+        cdef Shape known = self._last_known
         cdef tuple last_key = self._last_key
-        cdef tuple last_route = self._last_route
+        cdef Route last_route = self._last_route
         cdef tuple last_values = None
         cdef tuple positions
         cdef tuple values = None
@@ -1000,10 +1049,11 @@ cdef class BindingPath:
         cdef PyObject* v
         cdef object key2
         cdef object old
+        cdef object found
         if shape is not None and len(shape) == n:
-            positions = <tuple>known[3]
+            positions = known.positions
             npos = len(positions)
-            if last_key is not None and last_key[0] is known[0]:
+            if last_key is not None and last_key[0] is known.id:
                 last_values = <tuple>last_key[1]
             want = <Py_ssize_t>positions[0] if npos else -1
             while PyDict_Next(metadata, &pos, &k, &v):
@@ -1033,66 +1083,70 @@ cdef class BindingPath:
                     return last_route  # the same request as last time
                 if values is None:
                     values = ()
-                key = (known[0], values)
+                key = (known.id, values)
                 return self._lookup(key)
         shape = tuple(metadata)
-        known = self._shapes.get(shape)
-        if known is None:
+        found = self._shapes.get(shape)
+        if found is None:
             return None
+        known = <Shape?>found
         self._last_shape = shape
         self._last_known = known
-        names = <tuple>known[2]
+        names = known.names
         npos = len(names)
         values = PyTuple_New(npos)
         for j in range(npos):
             value = metadata[names[j]]
             Py_INCREF(value)
             PyTuple_SET_ITEM(values, j, value)
-        return self._lookup((known[0], values))
+        return self._lookup((known.id, values))
 
-    cdef tuple _lookup(self, tuple key):
+    cdef Route _lookup(self, tuple key):
         # (an unhashable value makes PyDict_GetItem find nothing: the full path names it)
         cdef PyObject* found = PyDict_GetItem(self._routes, key)
+        cdef Route route
         if found == NULL:
             return None
-        self._last_route = <tuple>found
+        route = <Route?><object>found
+        self._last_route = route
         self._last_key = key
-        return <tuple>found
+        return route
+
+    cdef bint _serves(self, object operation) except -1:
+        for served in self._operations:
+            if operation is served or _same_text(operation, served):
+                return True
+        return False
 
     def invoke(self, request):
-        """``KitexOutputBinding.invoke``: an InvokeResponse whose metadata is built when read."""
+        """``KitexOutputBinding.invoke``: ``respond(reply, route.options)``."""
         cdef object metadata
-        cdef tuple route
+        cdef Route route
         cdef tuple result
         cdef CallPath path
         if type(request) is not self._request_type:
             return self._binding._invoke(request)
         metadata = request.metadata
-        if type(metadata) is not dict or request.operation != "get":
+        if type(metadata) is not dict or not self._serves(request.operation):
             return self._binding._invoke(request)
         try:
             route = self._route_of(<dict>metadata)
         except (TypeError, KeyError):  # the full path's validation names what is wrong
             return self._binding._invoke(request)
-        if route is None:
+        if route is None or route.path is None:
             return self._binding._invoke(request)
-        # route: (options, client, client key, call path, method, rpc timeout, headers)
-        path = route[3]
-        if path is None or path.retired:
+        path = <CallPath?>route.path
+        if path.retired:
             return self._binding._invoke(request)
-        if route[2] is not self._tail:
+        if route.client_key is not self._tail:
             try:
-                self._touch(route[2])  # LRU touch (skipped while this client is the last one)
-                self._tail = route[2]
+                self._touch(route.client_key)  # LRU touch (skipped while this client is the last)
+                self._tail = route.client_key
             except KeyError:
                 pass  # evicted meanwhile: retired, handled on the next call
         try:
-            result = path._exchange(route[4], request.data, route[5], route[6])
+            result = path._exchange(route.method, request.data, route.rpc_timeout, route.headers)
         except KitexError as exc:
-            self._binding._failed(route[0], exc)
+            self._binding._failed(route.options, exc)
             raise
-        # tp_new straight away (object.__new__ for a plain class): no attribute lookup, no __init__
-        response = (<PyTypeObject*>self._response_type).tp_new(self._response_type, <PyObject*>_NO_ARGS, NULL)
-        response.data = (<object>result[0]).payload
-        response._reply = (result, route[0])
-        return response
+        return self._respond(result, route.options)

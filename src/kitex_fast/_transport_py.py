@@ -27,10 +27,11 @@ from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import _transport_errors as texts
+from .codec import MAX_I32
 from .errors import ConnectError, ConnectTimeoutError, KitexError, TransportError
 from .metadata import MAX_DURATION
 
-__all__ = ["Connection", "open_connection", "IdlePool", "CallPath", "BindingPath"]
+__all__ = ["Connection", "open_connection", "IdlePool"]
 
 _HAS_SENDMSG = hasattr(socket.socket, "sendmsg")
 _HAS_POLL = hasattr(select, "poll")
@@ -76,7 +77,7 @@ def _poll_ms(deadline: Optional[float]) -> Optional[int]:
     ms = int(left * 1000.0)
     if ms < left * 1000.0:
         ms += 1
-    return ms if ms < 0x7FFFFFFF else 0x7FFFFFFF
+    return ms if ms < MAX_I32 else MAX_I32  # poll() takes a C int (32 bits) of milliseconds
 
 
 class _Waiter:
@@ -227,7 +228,7 @@ class Connection:
     def next_seq_id(self) -> int:
         """Per-connection seq ids: 1, 2, ... 2**31-1, then 1 again; never 0."""
         seq = self._seq + 1
-        if seq > 0x7FFFFFFF:
+        if seq > MAX_I32:
             seq = 1
         self._seq = seq
         return seq
@@ -239,7 +240,7 @@ class Connection:
 
     @_last_seq_id.setter
     def _last_seq_id(self, value: int) -> None:
-        if not 0 <= value <= 0x7FFFFFFF:
+        if not 0 <= value <= MAX_I32:
             raise ValueError("seq id must be in 0..2**31-1, not %r" % (value,))
         self._seq = value
 
@@ -591,16 +592,78 @@ class CallPath:
         return client._finish(conn, pool, frame, method, seq)  # type: ignore[no-any-return]
 
 
+class Shape:
+    """``Shape(id, getter, names, positions)``: what the binding learned about one metadata shape
+    (the compiled twin declares it in ``_transport.pxd``). Read-only."""
+
+    __slots__ = ("id", "getter", "names", "positions")
+    id: Any
+    getter: Any
+    names: Tuple[str, ...]
+    positions: Tuple[int, ...]
+
+    def __init__(self, id: Any, getter: Any, names: Tuple[str, ...], positions: Tuple[int, ...]) -> None:
+        _init_record(self, Shape, (id, getter, _check_tuple("names", names), _check_tuple("positions", positions)))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Shape is read-only")
+
+    def __repr__(self) -> str:
+        return "Shape(id=%r, names=%r, positions=%r)" % (self.id, self.names, self.positions)
+
+
+class Route:
+    """``Route(options, client, client_key, path, method, rpc_timeout, headers)``: where one
+    distinct metadata goes, as the binding validated it (the compiled twin declares it in
+    ``_transport.pxd``). Read-only."""
+
+    __slots__ = ("options", "client", "client_key", "path", "method", "rpc_timeout", "headers")
+    options: Any
+    client: Any
+    client_key: Any
+    path: Optional["CallPath"]
+    method: Any
+    rpc_timeout: Any
+    headers: Any
+
+    def __init__(self, options: Any, client: Any, client_key: Any, path: Any, method: Any,
+                 rpc_timeout: Any, headers: Any) -> None:
+        _init_record(self, Route, (options, client, client_key, path, method, rpc_timeout, headers))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Route is read-only")
+
+    def __repr__(self) -> str:
+        return "Route(method=%r, client=%r, rpc_timeout=%r, headers=%r)" % (
+            self.method, self.client, self.rpc_timeout, self.headers)
+
+
+def _check_tuple(name: str, value: Any) -> Any:
+    if type(value) is not tuple and value is not None:  # as the compiled class's typed field
+        raise TypeError("Argument '%s' has incorrect type (expected tuple, got %s)" % (name, type(value).__name__))
+    return value
+
+
+def _init_record(record: Any, cls: type, values: Tuple[Any, ...]) -> None:
+    for name, value in zip(cls.__slots__, values):  # type: ignore[attr-defined]
+        object.__setattr__(record, name, value)
+
+
 class BindingPath:
     """The common path of a binding's invokes (see the compiled twin for the contract)."""
 
-    __slots__ = ("_binding", "_request_type", "_response_type", "_shapes", "_routes", "_touch", "_tail")
+    __slots__ = ("_binding", "_request_type", "_operations", "_respond", "_shapes", "_routes",
+                 "_touch", "_tail")
 
-    def __init__(self, binding: Any, request_type: type, response_type: type,
+    def __init__(self, binding: Any, request_type: type, operations: Sequence[str], respond: Any,
                  shapes: Dict[Any, Any], routes: Any, clients: Any) -> None:
         self._binding = binding
         self._request_type: Any = request_type  # (Any: mypy narrows on `type(x) is not T`)
-        self._response_type: Any = response_type
+        self._operations = tuple(operations)
+        for operation in self._operations:
+            if type(operation) is not str:
+                raise TypeError("operations must be strings, not %s" % type(operation).__name__)
+        self._respond = respond
         if type(shapes) is not dict:
             raise TypeError("shapes must be a dict, not %s" % type(shapes).__name__)
         self._shapes = shapes
@@ -613,38 +676,34 @@ class BindingPath:
         self._tail = None
 
     def invoke(self, request: Any) -> Any:
-        """``KitexOutputBinding.invoke``: an InvokeResponse whose metadata is built when read."""
+        """``KitexOutputBinding.invoke``: ``respond(reply, route.options)``."""
         binding = self._binding
         if type(request) is not self._request_type:
             return binding._invoke(request)
         metadata = request.metadata
-        if type(metadata) is not dict or request.operation != "get":
+        if type(metadata) is not dict or request.operation not in self._operations:
             return binding._invoke(request)
         try:
-            known = self._shapes.get(tuple(metadata))
+            known: Optional[Shape] = self._shapes.get(tuple(metadata))
             if known is None:
                 return binding._invoke(request)
-            route = self._routes.get((known[0], tuple([metadata[k] for k in known[2]])))
+            route: Optional[Route] = self._routes.get((known.id, tuple([metadata[k] for k in known.names])))
         except (TypeError, KeyError):  # unhashable values: validation names them
             return binding._invoke(request)
         if route is None:
             return binding._invoke(request)
-        # route: (options, client, client key, call path, method, rpc timeout, headers)
-        path = route[3]
+        path = route.path
         if path is None or path.retired:
             return binding._invoke(request)
-        if route[2] is not self._tail:
+        if route.client_key is not self._tail:
             try:
-                self._touch(route[2])  # LRU touch (skipped while this client is the last one)
-                self._tail = route[2]
+                self._touch(route.client_key)  # LRU touch (skipped while this client is the last)
+                self._tail = route.client_key
             except KeyError:
                 pass  # evicted meanwhile: retired, handled on the next call
         try:
-            result = path.exchange(route[4], request.data, route[5], route[6])
+            result = path.exchange(route.method, request.data, route.rpc_timeout, route.headers)
         except KitexError as exc:
-            binding._failed(route[0], exc)
+            binding._failed(route.options, exc)
             raise
-        response = self._response_type.__new__(self._response_type)
-        response.data = result[0].payload
-        response._reply = (result, route[0])
-        return response
+        return self._respond(result, route.options)

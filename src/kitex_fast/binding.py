@@ -47,8 +47,6 @@ CONTENT_TYPE = "application/vnd.apache.thrift.binary"
 log = logging.getLogger(__name__)  # follows the package wherever it is vendored
 
 _HEADER_PREFIXES = (STR_HEADER_PREFIX, INT_HEADER_PREFIX)
-_Shape = Tuple[int, Callable[[Mapping[str, str]], Tuple[object, ...]], Tuple[str, ...], Tuple[int, ...]]
-_Route = Tuple[CallOptions, Any, Tuple[object, ...], Any, str, Optional[float], Any]
 _KNOWN_SET = frozenset(KNOWN_KEYS)
 _KNOWN_LOWER = frozenset(k.lower() for k in KNOWN_KEYS)
 
@@ -90,7 +88,7 @@ class InvokeResponse:
     ``methodName``, ``transport``, ``endpoint``, and the reply's TTHeader headers).
     """
 
-    # Class-level defaults: the call path makes a response with only ``data`` and ``_reply`` set.
+    # Class-level defaults: from_reply makes a response with only ``data`` and ``_reply`` set.
     content_type: str = CONTENT_TYPE
     # ((reply frame, seq id, endpoint), CallOptions) until the metadata is first read
     _reply: Optional[Tuple[Tuple[Any, int, str], CallOptions]] = None
@@ -111,7 +109,8 @@ class InvokeResponse:
 
     @classmethod
     def from_reply(cls, result: Tuple[Any, int, str], options: CallOptions) -> "InvokeResponse":
-        """The response to a call: ``result`` is ``(reply frame, seq id, endpoint)``."""
+        """The response to a call: ``result`` is the call path's ``(reply frame, seq id,
+        endpoint)``, ``options`` the call's; the metadata is built from them when first read."""
         response = cls.__new__(cls)
         response.data = result[0].payload
         response._reply = (result, options)
@@ -154,15 +153,20 @@ class BindingCore:
         self.max_clients = max_clients
         self.implementation = implementation
         self._defaults: Dict[str, str] = {}
-        # The key names of a request's metadata, in order ("shape") -> (shape id, a getter of the
-        # values that matter, their key names). daprd and SDKs build metadata the same way every
-        # call, so the shape is stable even when ignored values (traceparent, ...) change.
-        self._shapes: Dict[Tuple[str, ...], _Shape] = {}
-        # (shape id, relevant values) -> route: (validated options, their client, the client's
-        # key, the client's call path or None, method name, rpc timeout, per-call headers).
-        # Validation and client lookup run once per distinct metadata; the sync driver's compiled
-        # BindingPath reads the last four without touching the options.
-        self._routes: "OrderedDict[Tuple[object, ...], _Route]" = OrderedDict()
+        # The records the routes are kept in: the transport's Shape and Route, typed fields the
+        # sync driver's compiled BindingPath reads (the twin's classes for the other drivers).
+        records = _transport_dispatch.implementation(self._records_implementation())
+        self._shape_type: Any = records.Shape
+        self._route_type: Any = records.Route
+        # The key names of a request's metadata, in order ("shape") -> Shape(shape id, a getter
+        # of the values that matter, their key names, their positions). daprd and SDKs build
+        # metadata the same way every call, so the shape is stable even when ignored values
+        # (traceparent, ...) change.
+        self._shapes: Dict[Tuple[str, ...], Any] = {}
+        # (shape id, relevant values) -> Route(validated options, their client, the client's key,
+        # the client's call path or None, method name, rpc timeout, per-call headers).
+        # Validation and client lookup run once per distinct metadata.
+        self._routes: "OrderedDict[Tuple[object, ...], Any]" = OrderedDict()
         # options.client_key -> client, least recently used first
         self._clients: "OrderedDict[Tuple[object, ...], ClientCore]" = OrderedDict()
         # Shape ids are never reused: _shapes is cleared when it grows too big, while routes
@@ -174,6 +178,11 @@ class BindingCore:
         self.max_resolvers = 16
         self._lock = threading.Lock()
         self._closed = False
+
+    def _records_implementation(self) -> Optional[str]:
+        """Whose Shape and Route the caches hold: the twin's, unless a driver's fast path reads
+        them (the sync binding: its transport's)."""
+        return "py"
 
     # -- Dapr OutputBinding API ---------------------------------------------------------------
 
@@ -252,21 +261,21 @@ class BindingCore:
             known = self._shapes.get(shape)
             if known is None:
                 known = self._learn_shape(shape)
-            key: Tuple[object, ...] = (known[0], known[1](metadata))
+            key: Tuple[object, ...] = (known.id, known.getter(metadata))
             route = self._routes.get(key)
         except (TypeError, AttributeError):  # unhashable values, non-str keys: validation names them
             options = parse_options(metadata, self._defaults)
             return options, self._client(options)
-        if route is not None and not route[1].retired:
+        if route is not None and not route.client.retired:
             try:
-                self._clients.move_to_end(route[2])  # LRU touch; one C call, atomic under the GIL
+                self._clients.move_to_end(route.client_key)  # LRU touch; one C call, atomic
             except KeyError:
                 pass  # evicted meanwhile: retired, handled on the next call
             self._lru_changed()
-            return route[0], route[1]
+            return route.options, route.client
         options = parse_options(metadata, self._defaults)
         client = self._client(options)
-        route = (
+        route = self._route_type(
             options, client, options.client_key, getattr(client, "_path", None),
             options.method_name, options.rpc_timeout, options.headers,
         )
@@ -276,7 +285,7 @@ class BindingCore:
                 self._routes.popitem(last=False)
         return options, client
 
-    def _learn_shape(self, shape: Tuple[str, ...]) -> "_Shape":
+    def _learn_shape(self, shape: Tuple[str, ...]) -> Any:
         # Values that matter: known keys, header keys, and mis-cased known keys (parse_options
         # rejects those). Everything else (traceparent, baggage, ...) is ignored by the binding.
         relevant = tuple(
@@ -296,8 +305,9 @@ class BindingCore:
                 self._shapes.clear()
             # (names and positions: the compiled BindingPath reads values by position)
             positions = tuple(i for i, k in enumerate(shape) if k in relevant)
-            known: _Shape = (next(self._shape_ids), getter, relevant, positions)
-            known = self._shapes.setdefault(shape, known)
+            known = self._shapes.setdefault(
+                shape, self._shape_type(next(self._shape_ids), getter, relevant, positions)
+            )
         return known
 
     def _client(self, options: CallOptions) -> Any:
@@ -355,9 +365,15 @@ class KitexOutputBinding(BindingCore):
     def __init__(self, *, max_clients: int = 64, implementation: Optional[str] = None) -> None:
         super().__init__(max_clients=max_clients, implementation=implementation)
         transport = _transport_dispatch.implementation(implementation)
+        # The binding decides what the fast path may take: requests of these operations whose
+        # metadata has a route, answered by this response factory.
         self._path = transport.BindingPath(
-            self, InvokeRequest, InvokeResponse, self._shapes, self._routes, self._clients
+            self, InvokeRequest, OPERATIONS, InvokeResponse.from_reply, self._shapes,
+            self._routes, self._clients,
         )
+
+    def _records_implementation(self) -> Optional[str]:
+        return self.implementation  # the BindingPath's own transport reads them
 
     def init(self, metadata: Optional[Mapping[str, str]] = None) -> None:
         """Component-level metadata: defaults for every request; all optional, all validated.
