@@ -2,26 +2,32 @@
 
 Selected by the same switch as the codec (``KITEX_FAST_NO_EXTENSIONS``). Only this module imports
 ``_transport`` / ``_transport_py``.
+
+Exported: the connection (``Connection``, ``open_connection``) and its idle pool (``IdlePool``).
+The drivers' internals (``CallPath``, ``BindingPath`` and the ``Shape``/``Route`` records the
+binding hands them) live in both implementations too, reached through :func:`implementation`.
 """
 
 from __future__ import annotations
 
 from types import ModuleType
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from . import _transport_py
 from ._dispatch import choose, load_compiled
 
-PUBLIC_API = ("Connection", "open_connection", "IdlePool", "CallPath", "BindingPath")
+# The names both implementations export, with the same behaviour and error texts: the twin's
+# __all__ is the source list (the compiled driver and _transport.pyi repeat it, held to it by
+# tests/unit/test_codec_exports.py and stubtest).
+PUBLIC_API: Tuple[str, ...] = tuple(_transport_py.__all__)
 
 _compiled: Optional[ModuleType] = load_compiled("_transport")
 
 USING_EXTENSION = _compiled is not None
 
 if TYPE_CHECKING:
-    from ._transport_py import BindingPath as BindingPath, CallPath as CallPath
-    from ._transport_py import Connection as Connection, IdlePool as IdlePool
-    from ._transport_py import open_connection as open_connection
+    # Type checkers read the twin's real source; a star import re-exports exactly its __all__.
+    from ._transport_py import *  # noqa: F401,F403
 else:
     _active = _compiled if _compiled is not None else _transport_py
     globals().update({name: getattr(_active, name) for name in PUBLIC_API})

@@ -1,9 +1,9 @@
-"""The codec's public names have one source: the twin's ``__all__``.
+"""Each accelerated module pair's public names have one source: the twin's ``__all__``.
 
-``kitex_fast.codec.PUBLIC_API`` is derived from it. The compiled core (which imports nothing of the
-package but ``errors``) and the ``.pyi`` (a stub needs a literal) repeat it, so these tests hold
-both to the twin's list; stubtest, run by tests/run.sh, also holds the ``.pyi`` to the compiled
-module.
+``kitex_fast.codec.PUBLIC_API`` (and ``transport``'s, ``aio.protocol``'s) is derived from it. The
+compiled module (which imports nothing of the package but ``errors``, so cannot import the list)
+and the ``.pyi`` (a stub needs a literal) repeat it, so these tests hold both to the twin's list;
+stubtest, run by tests/run.sh, also holds the ``.pyi`` to the compiled module.
 """
 
 from __future__ import annotations
@@ -11,16 +11,30 @@ from __future__ import annotations
 import ast
 import inspect
 from pathlib import Path
+from types import ModuleType
 from typing import List
 
-from kitex_fast import codec
+import pytest
+
+from kitex_fast import codec, transport
+from kitex_fast.aio import protocol
 
 TWIN = codec.implementation("py")
 
+# dispatcher -> the stub next to it
+PAIRS = {"codec": (codec, "_codec.pyi"), "transport": (transport, "_transport.pyi"),
+         "aio.protocol": (protocol, "_protocol.pyi")}
 
-def _stub_tree() -> ast.Module:
+
+@pytest.fixture(params=sorted(PAIRS))
+def pair(request: pytest.FixtureRequest) -> tuple:
+    return PAIRS[request.param]
+
+
+def _stub_tree(dispatcher: ModuleType = codec, stub: str = "_codec.pyi") -> ast.Module:
     # The .pyi ships in the wheel (pyproject package-data), next to the dispatcher.
-    return ast.parse(Path(codec.__file__).with_name("_codec.pyi").read_text(encoding="utf-8"))
+    path = Path(dispatcher.__file__ or "").with_name(stub)
+    return ast.parse(path.read_text(encoding="utf-8"))
 
 
 def _stub_all(tree: ast.Module) -> List[str]:
@@ -30,16 +44,24 @@ def _stub_all(tree: ast.Module) -> List[str]:
             value = ast.literal_eval(node.value)
             assert isinstance(value, list)
             return value
-    raise AssertionError("_codec.pyi has no literal __all__")
+    raise AssertionError("the stub has no literal __all__")
 
 
-def test_the_twin_list_is_the_source() -> None:
-    names = TWIN.__all__
+def _compiled(dispatcher: ModuleType) -> ModuleType:
+    try:
+        return dispatcher.implementation("c")
+    except ImportError as exc:
+        pytest.skip(str(exc))
+
+
+def test_the_twin_list_is_the_source(pair) -> None:
+    dispatcher, _ = pair
+    names = dispatcher.implementation("py").__all__
     assert isinstance(names, list) and names
     assert all(isinstance(name, str) and not name.startswith("_") for name in names)
     assert len(set(names)) == len(names), "a name is listed twice"
-    assert codec.PUBLIC_API == tuple(names)
-    assert [name for name in codec.__all__ if name in names] == names
+    assert dispatcher.PUBLIC_API == tuple(names)
+    assert [name for name in dispatcher.__all__ if name in names] == names
 
 
 def test_each_implementation_exports_the_list(impl) -> None:
@@ -48,22 +70,40 @@ def test_each_implementation_exports_the_list(impl) -> None:
     assert not missing
 
 
-def test_the_dispatcher_exposes_every_name() -> None:
-    live = codec.implementation()
-    for name in codec.PUBLIC_API:
-        assert getattr(codec, name) is getattr(live, name), name
+def test_the_compiled_module_exports_the_twin_list(pair) -> None:
+    dispatcher, _ = pair
+    twin, compiled = dispatcher.implementation("py"), _compiled(dispatcher)
+    assert list(compiled.__all__) == twin.__all__
+    assert [name for name in twin.__all__ if not hasattr(compiled, name)] == []
 
 
-def test_the_stub_repeats_the_list_and_declares_each_name() -> None:
-    tree = _stub_tree()
-    assert _stub_all(tree) == TWIN.__all__
+def test_the_dispatcher_exposes_every_name(pair) -> None:
+    dispatcher, _ = pair
+    live = dispatcher.implementation()
+    for name in dispatcher.PUBLIC_API:
+        assert getattr(dispatcher, name) is getattr(live, name), name
+
+
+def test_the_stub_repeats_the_list_and_declares_each_name(pair) -> None:
+    dispatcher, stub = pair
+    twin = dispatcher.implementation("py")
+    tree = _stub_tree(dispatcher, stub)
+    assert _stub_all(tree) == twin.__all__
     declared = set()
     for node in tree.body:
         if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
             declared.add(node.name)
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             declared.add(node.target.id)
-    assert [name for name in TWIN.__all__ if name not in declared] == []
+    assert [name for name in twin.__all__ if name not in declared] == []
+
+
+def test_the_drivers_internals_are_in_both_transports_but_not_exported() -> None:
+    internals = ("CallPath", "BindingPath", "Shape", "Route")
+    for module in (transport.implementation("py"), _compiled(transport)):
+        assert [name for name in internals if not hasattr(module, name)] == [], module.__name__
+        assert [name for name in internals if name in module.__all__] == []
+    assert [name for name in internals if hasattr(transport, name)] == []
 
 
 def test_constants_are_equal_on_both(impl) -> None:

@@ -4,20 +4,22 @@
 from __future__ import annotations
 
 from types import ModuleType
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from .._dispatch import choose, load_compiled
 from . import _protocol_py
 
-PUBLIC_API = ("Protocol", "pick", "seq_id_of")
-
+# The names both implementations export: the twin's __all__ is the source list (the compiled
+# protocol and _protocol.pyi repeat it, held to it by tests/unit/test_codec_exports.py and stubtest).
+PUBLIC_API: Tuple[str, ...] = tuple(_protocol_py.__all__)
 
 _compiled: Optional[ModuleType] = load_compiled("aio._protocol")
 
 USING_EXTENSION = _compiled is not None
 
 if TYPE_CHECKING:
-    from ._protocol_py import Protocol as Protocol, pick as pick, seq_id_of as seq_id_of
+    # Type checkers read the twin's real source; a star import re-exports exactly its __all__.
+    from ._protocol_py import *  # noqa: F401,F403
 else:
     _active = _compiled if _compiled is not None else _protocol_py
     globals().update({name: getattr(_active, name) for name in PUBLIC_API})
