@@ -15,8 +15,6 @@ import base64
 import binascii
 import importlib
 import math
-import os
-import signal
 import sys
 import threading
 import time
@@ -27,6 +25,7 @@ from .binding import InvokeRequest, KitexOutputBinding
 from .codec import PERSISTENT_PREFIX, TRANSIENT_PREFIX
 from .errors import ApplicationError, BizStatusError, KitexError, MetadataError
 from .metadata import INT_HEADER_PREFIX, STR_HEADER_PREFIX
+from .testing import add_serve_arguments
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -91,58 +90,13 @@ def _demo(args: argparse.Namespace) -> int:
 # -- serve ----------------------------------------------------------------------------------------
 
 
-def _resolve(spec: str) -> Any:
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise UsageError("--handler takes module:name, got %r" % spec)
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like `python -m`: the user's modules where they stand
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError("--handler %s: cannot import %s: %s" % (spec, module_name, exc)) from None
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise UsageError("--handler %s: %s has no attribute %r" % (spec, module_name, attr)) from None
-    if isinstance(target, type):
-        target = target()  # a handler class: one instance serves every call
-    return target
-
-
 def _serve(args: argparse.Namespace) -> int:
-    from .testing import KitexTestServer, echo_handler
+    from .testing import ServeOptionError, serve
 
-    if args.idl:
-        from .idl import IdlService
-
-        service = IdlService(args.idl, args.service)
-        if not args.handler:
-            raise UsageError("--idl needs --handler module:name (the object that implements %s)" % service.name)
-        handlers = service.handlers(_resolve(args.handler))
-        name, what = service.name, "%s from %s, handler %s" % (service.name, args.idl, args.handler)
-    else:
-        if args.handler:
-            raise UsageError("--handler needs --idl FILE (without them, serve answers echo)")
-        handlers, name, what = {"echo": echo_handler}, args.service or "echo", "echo (Dapr's test scenario: the reply appends ',hi Kitex')"
-    server = KitexTestServer(handlers, host=args.host, port=args.port, service=name, implementation=args.implementation)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    with server:
-        # One line a script can wait for; the address is the last word.
-        print("kitex-fast serve: %s, listening on %s" % (what, server.address), flush=True)
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
-            pass
-    print("kitex-fast serve: stopped after %d calls" % server.calls, file=sys.stderr)
-    return EXIT_OK
+    try:
+        return serve(args)
+    except ServeOptionError as exc:
+        raise UsageError(str(exc)) from None
 
 
 # -- call -----------------------------------------------------------------------------------------
@@ -545,11 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", parents=[common], help="run the Kitex-compatible test server (echo, or your IDL and handler)",
         description="Run the Kitex-compatible Python test server until Ctrl-C or SIGTERM. It answers Buffered, Framed and TTHeader in kind and prints its address once listening.",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", "-p", type=int, default=8888, help="port (default 8888, Kitex's; 0 picks a free one)")
-    serve.add_argument("--idl", metavar="FILE", help="serve this IDL's service (needs thriftpy2) with --handler")
-    serve.add_argument("--handler", metavar="MODULE:NAME", help="the implementation: an object or class with a method per IDL method (thriftpy2's convention), or a function f(method, **arguments)")
-    serve.add_argument("--service", metavar="NAME", help="the service, when the IDL declares several")
+    add_serve_arguments(serve)
     serve.set_defaults(run=_serve)
 
     demo = sub.add_parser("demo", parents=[common], help="one call through the Dapr binding against the embedded echo server")

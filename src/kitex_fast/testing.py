@@ -20,11 +20,16 @@ From the shell: ``kitex-fast serve`` or ``python -m kitex_fast.testing`` (echo o
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
+import os
+import signal
 import socket
 import struct
+import sys
 import threading
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Set
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set
 
 from . import codec as _codec_dispatch
 from .errors import ApplicationError, BizStatusError, KitexError, ProtocolError
@@ -38,6 +43,9 @@ __all__ = [
     "echo_result",
     "read_echo_args",
     "read_echo_reply",
+    "serve",
+    "add_serve_arguments",
+    "ServeOptionError",
 ]
 
 
@@ -270,9 +278,95 @@ def echo_handler(request: ServerRequest) -> bytes:
     return echo_result(read_echo_args(request.body) + ",hi Kitex")
 
 
-if __name__ == "__main__":  # python -m kitex_fast.testing [options]: the same as kitex-fast serve
-    import sys
+# -- from the shell: kitex-fast serve, python -m kitex_fast.testing --------------------------------
 
-    from .cli import main
 
-    raise SystemExit(main(["serve", *sys.argv[1:]]))
+class ServeOptionError(ValueError):
+    """A bad option of :func:`serve` (the command line reports it as a usage error)."""
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of :func:`serve`, on ``parser``."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", "-p", type=int, default=8888, help="port (default 8888, Kitex's; 0 picks a free one)")
+    parser.add_argument("--idl", metavar="FILE", help="serve this IDL's service (needs thriftpy2) with --handler")
+    parser.add_argument("--handler", metavar="MODULE:NAME", help="the implementation: an object or class with a method per IDL method (thriftpy2's convention), or a function f(method, **arguments)")
+    parser.add_argument("--service", metavar="NAME", help="the service, when the IDL declares several")
+
+
+def _resolve(spec: str) -> Any:
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ServeOptionError("--handler takes module:name, got %r" % spec)
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: the user's modules where they stand
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ServeOptionError("--handler %s: cannot import %s: %s" % (spec, module_name, exc)) from None
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ServeOptionError("--handler %s: %s has no attribute %r" % (spec, module_name, attr)) from None
+    if isinstance(target, type):
+        target = target()  # a handler class: one instance serves every call
+    return target
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server ``args`` describe (:func:`add_serve_arguments`) until SIGINT or SIGTERM;
+    ``kitex-fast serve`` and ``python -m kitex_fast.testing``. Bad options: ServeOptionError."""
+    if args.idl:
+        from .idl import IdlService
+
+        service = IdlService(args.idl, args.service)
+        if not args.handler:
+            raise ServeOptionError("--idl needs --handler module:name (the object that implements %s)" % service.name)
+        handlers = service.handlers(_resolve(args.handler))
+        name, what = service.name, "%s from %s, handler %s" % (service.name, args.idl, args.handler)
+    else:
+        if args.handler:
+            raise ServeOptionError("--handler needs --idl FILE (without them, serve answers echo)")
+        handlers, name, what = {"echo": echo_handler}, args.service or "echo", "echo (Dapr's test scenario: the reply appends ',hi Kitex')"
+    server = KitexTestServer(handlers, host=args.host, port=args.port, service=name, implementation=args.implementation)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    with server:
+        # One line a script can wait for; the address is the last word.
+        print("kitex-fast serve: %s, listening on %s" % (what, server.address), flush=True)
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    print("kitex-fast serve: stopped after %d calls" % server.calls, file=sys.stderr)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m kitex_fast.testing [options]``: ``kitex-fast serve`` without the rest of the
+    command line (this module does not import it: the command line imports this one)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m kitex_fast.testing",
+        description="Run the Kitex-compatible Python test server until Ctrl-C or SIGTERM (as kitex-fast serve).",
+    )
+    parser.add_argument(
+        "--implementation", choices=["c", "py"], default=None,
+        help="force the compiled core (c) or the pure-Python twin (py); default: compiled when installed",
+    )
+    add_serve_arguments(parser)
+    args = parser.parse_args(argv)  # exits 2 on bad options
+    try:
+        return serve(args)
+    except (ServeOptionError, KitexError, ImportError) as exc:
+        parser.exit(2, "%s: error: %s\n" % (parser.prog, exc))
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
