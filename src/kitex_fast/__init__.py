@@ -5,7 +5,7 @@ server in :mod:`kitex_fast.testing`.
 """
 
 from .binding import CONTENT_TYPE, OPERATIONS, InvokeRequest, InvokeResponse, KitexOutputBinding
-from .client import Client, Reply
+from .client import Client, Headers, Reply
 from .codec import USING_EXTENSION
 from .errors import (
     ApplicationError,
@@ -37,6 +37,7 @@ __all__ = [
     "CONTENT_TYPE",
     "Client",
     "Reply",
+    "Headers",
     "USING_EXTENSION",
     "KitexError",
     "ProtocolError",

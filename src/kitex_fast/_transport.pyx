@@ -750,9 +750,10 @@ cdef class IdlePool:
 @cython.final
 cdef class CallPath:
     """The common path of one Client's calls. ``CallPath(client, pools, encoders, rpc_timeout,
-    unset)``: ``pools`` are the client's IdlePools (one per endpoint, in round-robin order),
-    ``encoders`` its request-encoder cache (shared: the client fills it), ``unset`` its "no
-    per-call timeout given" marker. The client's Python methods ``_exchange`` (the full call),
+    unset, headers_type)``: ``pools`` are the client's IdlePools (one per endpoint, in round-robin
+    order), ``encoders`` its request-encoder cache (shared: the client fills it, keyed by method
+    or ``(method, headers)``), ``unset`` its "no per-call timeout given" marker,
+    ``headers_type`` the type of the per-call headers it takes (hashed and compared in C). The client's Python methods ``_exchange`` (the full call),
     ``_retry_fresh`` and ``_finish`` take every case this does not."""
 
     cdef object _client
@@ -762,24 +763,26 @@ cdef class CallPath:
     cdef dict _encoders
     cdef object _timeout         # the client's rpc timeout: None or float seconds
     cdef object _unset
+    cdef type _headers_type
     cdef public bint closed      # set by Client.close(): calls take the full path, which refuses
     cdef public bint retired     # set by Client.retire()
 
-    def __init__(self, client, pools, dict encoders, rpc_timeout, unset):
+    def __init__(self, client, pools, dict encoders, rpc_timeout, unset, type headers_type):
         self._client = client
         self.set_pools(pools)
         self._next = 0
         self._encoders = encoders
         self._timeout = rpc_timeout
         self._unset = unset
+        self._headers_type = headers_type
 
     def exchange(self, method, message, rpc_timeout, headers):
-        """``Client.exchange``: ``(reply frame, seq id, endpoint text)``."""
+        """``Client.invoke``'s round trip: ``(reply frame, seq id, endpoint text)``."""
         return self._exchange(method, message, rpc_timeout, headers)
 
-    def call(self, method, message):
+    def call(self, method, message, rpc_timeout, headers):
         """``Client.call``: the REPLY message."""
-        return (<object>self._exchange(method, message, self._unset, None)[0]).payload
+        return (<object>self._exchange(method, message, rpc_timeout, headers)[0]).payload
 
     def set_pools(self, pools):
         """Swap in a new round-robin cycle (a registry update); empty: every call takes the full
@@ -830,7 +833,7 @@ cdef class CallPath:
             return self._client._exchange(method, message, rpc_timeout, headers)
         if headers is None:
             key = method
-        elif type(headers) is tuple:
+        elif type(headers) is self._headers_type:
             key = (method, headers)
         else:
             return self._client._exchange(method, message, rpc_timeout, headers)

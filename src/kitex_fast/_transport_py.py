@@ -491,11 +491,11 @@ class IdlePool:
 class CallPath:
     """The common path of one Client's calls (see the compiled twin for the contract)."""
 
-    __slots__ = ("_client", "_pools", "_next", "_encoders", "_timeout", "_unset",
+    __slots__ = ("_client", "_pools", "_next", "_encoders", "_timeout", "_unset", "_headers_type",
                  "closed", "retired")
 
     def __init__(self, client: Any, pools: Sequence[IdlePool], encoders: Dict[Any, Any],
-                 rpc_timeout: Optional[float], unset: object) -> None:
+                 rpc_timeout: Optional[float], unset: object, headers_type: type) -> None:
         self._client = client
         self._pools: List[IdlePool] = []
         self.set_pools(pools)
@@ -505,12 +505,16 @@ class CallPath:
         self._encoders = encoders
         self._timeout = rpc_timeout
         self._unset = unset
+        if type(headers_type) is not type:
+            raise TypeError("Argument 'headers_type' has incorrect type (expected type, got %s)"
+                            % type(headers_type).__name__)
+        self._headers_type = headers_type
         self.closed = False
         self.retired = False
 
-    def call(self, method: str, message: Any) -> Any:
+    def call(self, method: str, message: Any, rpc_timeout: Any, headers: Any) -> Any:
         """``Client.call``: the REPLY message."""
-        return self.exchange(method, message, self._unset, None)[0].payload
+        return self.exchange(method, message, rpc_timeout, headers)[0].payload
 
     def set_pools(self, pools: Sequence[IdlePool]) -> None:
         """Swap in a new round-robin cycle (a registry update); empty: every call takes the full
@@ -547,7 +551,7 @@ class CallPath:
             return client._exchange(method, message, rpc_timeout, headers)  # type: ignore[no-any-return]
         if headers is None:
             key: Any = method
-        elif type(headers) is tuple:
+        elif type(headers) is self._headers_type:
             key = (method, headers)
         else:
             return client._exchange(method, message, rpc_timeout, headers)  # type: ignore[no-any-return]

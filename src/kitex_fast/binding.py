@@ -391,11 +391,8 @@ class KitexOutputBinding(BindingCore):
         """The full rules of :meth:`invoke`, for every case the binding path does not take."""
         options, client = self._prepare(request)
         try:
-            result = client.exchange(
-                options.method_name,
-                request.data,
-                rpc_timeout=options.rpc_timeout,
-                headers=options.headers,
+            result = client._path.exchange(
+                options.method_name, request.data, options.rpc_timeout, options.headers
             )
         except KitexError as exc:
             self._failed(options, exc)

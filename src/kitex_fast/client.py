@@ -35,18 +35,18 @@ from .codec import (
     STR_KEY_BIZ_STATUS,
     STR_KEY_CONN_RESET,
 )
-from .metadata import MAX_DURATION, check_seconds, check_text
+from .metadata import MAX_DURATION, Headers, check_seconds, check_text
 from .pool import Endpoint, EndpointPool, parse_host_ports
 from .resolver import Instance, Resolver, describe, open_resolver, parse_registry, wrr_schedule
 
-__all__ = ["Client", "ClientCore", "Reply"]
+__all__ = ["Client", "ClientCore", "Reply", "Headers"]
 
 BytesLike = Union[bytes, bytearray, memoryview]
 
 _MESSAGE_TYPE_NAMES = {1: "call", 2: "reply", 3: "exception", 4: "oneway"}
 
-# Per-call TTHeader headers: (string headers, integer-key headers), each a tuple of pairs.
-PerCallHeaders = Tuple[Tuple[Tuple[str, str], ...], Tuple[Tuple[int, str], ...]]
+# What exchange() took before Headers (remove with it in 0.2): (str pairs, int pairs).
+_LegacyHeaders = Tuple[Tuple[Tuple[str, str], ...], Tuple[Tuple[int, str], ...]]
 
 
 _MAX_FRAME_FIELD = MAX_I32  # a frame length is a 32-bit field every peer reads as positive
@@ -77,7 +77,9 @@ _KEEP_AFTER_EXCEPTION = frozenset({6})
 
 
 class Reply(NamedTuple):
-    """A successful call: the complete REPLY message and what came with it."""
+    """A successful call (:meth:`Client.invoke`): the complete REPLY message and what came with
+    it: the seq id, the method, the reply's framing, the endpoint that answered and the reply's
+    TTHeader headers (empty mappings for framed/buffered)."""
 
     data: bytes
     seq_id: int
@@ -337,7 +339,7 @@ class ClientCore:
 
     # -- encoding -----------------------------------------------------------------------------
 
-    def _encoder(self, key: Hashable, method: str, headers: Optional[PerCallHeaders]) -> Any:
+    def _encoder(self, key: Hashable, method: str, headers: Optional[Headers]) -> Any:
         """The request encoder for a method (and per-call headers): TTHeader blocks are encoded
         once, not per call."""
         if not isinstance(method, str) or not method:
@@ -356,10 +358,10 @@ class ClientCore:
             int_headers.update(self._int_headers)
             str_headers = dict(self._str_headers)
             if headers is not None:
-                str_headers.update(headers[0])
-                int_headers.update(headers[1])
+                str_headers.update(headers.str_headers)
+                int_headers.update(headers.int_headers)
             str_headers = str_headers or None
-        elif headers is not None and (headers[0] or headers[1]):
+        elif headers is not None and (headers.str_headers or headers.int_headers):
             raise MetadataError("headers need transport ttheader or ttheader-framed, not %s" % self.transport)
         try:
             # max_frame_size: a request the server would refuse (or reset halfway through) is
@@ -376,10 +378,11 @@ class ClientCore:
         return encoder
 
     def request_bytes(
-        self, method: str, message: BytesLike, seq_id: int = 1, headers: Optional[PerCallHeaders] = None
+        self, method: str, message: BytesLike, seq_id: int = 1, headers: Optional[Headers] = None
     ) -> bytes:
         """The exact frame this client would send for ``message`` as ``method`` with ``seq_id``
         (validated like a call, nothing sent): for debugging, captures and benchmarks."""
+        _check_headers(headers)
         key: Hashable = method if headers is None else (method, headers)
         encoder = self._encoders.get(key) or self._encoder(key, method, headers)
         return b"".join(bytes(part) for part in encoder.encode(message, seq_id))
@@ -469,7 +472,7 @@ class Client(ClientCore):
             max_idle_time=max_idle_time,
         )
         self._path = self._transport_mod.CallPath(
-            self, pool._pools, self._encoders, self.rpc_timeout, _UNSET
+            self, pool._pools, self._encoders, self.rpc_timeout, _UNSET, Headers
         )
         return pool
 
@@ -481,20 +484,39 @@ class Client(ClientCore):
 
     # -- calling ------------------------------------------------------------------------------
 
-    def call(self, method: str, message: BytesLike) -> bytes:
+    def call(
+        self,
+        method: str,
+        message: BytesLike,
+        *,
+        rpc_timeout: Union[float, None, _Unset] = _UNSET,
+        headers: Optional[Headers] = None,
+    ) -> bytes:
         """Send ``message`` (a complete strict-binary CALL) as ``method``; return the REPLY message.
 
-        Raises (all :class:`KitexError`): MetadataError for a bad method name; ProtocolError for a
-        request that is not a contiguous strict-binary CALL, FrameTooLargeError over
-        max_frame_size (nothing sent); TransportError subclasses for the connection; ProtocolError
-        subclasses for a malformed or mismatched reply; ApplicationError / BizStatusError for
-        error answers."""
-        payload: bytes = self._path.call(method, message)
+        ``rpc_timeout`` overrides the client's for this call (None: no limit); ``headers``
+        (:class:`Headers`) are added to the client's TTHeader headers for this call. Neither needs
+        another client or connection.
+
+        Raises (all :class:`KitexError`): MetadataError for a bad method name, timeout or headers;
+        ProtocolError for a request that is not a contiguous strict-binary CALL,
+        FrameTooLargeError over max_frame_size (nothing sent); TransportError subclasses for the
+        connection; ProtocolError subclasses for a malformed or mismatched reply;
+        ApplicationError / BizStatusError for error answers."""
+        payload: bytes = self._path.call(method, message, rpc_timeout, headers)
         return payload
 
-    def invoke(self, method: str, message: BytesLike) -> Reply:
-        """Like :meth:`call`, with the reply's seq id, transport, endpoint and TTHeader headers."""
-        frame, seq_id, peer = self._path.exchange(method, message, _UNSET, None)
+    def invoke(
+        self,
+        method: str,
+        message: BytesLike,
+        *,
+        rpc_timeout: Union[float, None, _Unset] = _UNSET,
+        headers: Optional[Headers] = None,
+    ) -> Reply:
+        """:meth:`call`, answered with the :class:`Reply`: the REPLY message with its seq id,
+        transport, endpoint and TTHeader headers."""
+        frame, seq_id, peer = self._path.exchange(method, message, rpc_timeout, headers)
         return Reply(
             frame.payload, seq_id, method, frame.transport, peer, frame.str_headers, frame.int_headers
         )
@@ -505,16 +527,14 @@ class Client(ClientCore):
         message: BytesLike,
         *,
         rpc_timeout: Union[float, None, _Unset] = _UNSET,
-        headers: Optional[PerCallHeaders] = None,
+        headers: Union[Headers, _LegacyHeaders, None] = None,
     ) -> Tuple[Any, int, str]:
-        """One checked round trip: ``(reply frame, seq id, endpoint text)``. The frame is a REPLY
-        to this request (seq id and method name checked); errors are raised as typed exceptions.
-        :meth:`call` and :meth:`invoke` are the friendly faces of this.
-
-        ``rpc_timeout`` overrides the client's for this call (None: no limit); ``headers`` is
-        ``(str_headers, int_headers)`` as tuples of pairs, added to the client's TTHeader headers
-        for this call. Neither needs another client or connection."""
-        result: Tuple[Any, int, str] = self._path.exchange(method, message, rpc_timeout, headers)
+        """Deprecated, remove in 0.2: use :meth:`invoke` (a typed :class:`Reply`). Returns
+        ``(reply frame, seq id, endpoint text)``; ``headers`` may also be the old
+        ``(str pairs, int pairs)`` tuple."""
+        result: Tuple[Any, int, str] = self._path.exchange(
+            method, message, rpc_timeout, _legacy_headers(headers)
+        )
         return result
 
     def _exchange(
@@ -522,12 +542,13 @@ class Client(ClientCore):
         method: str,
         message: BytesLike,
         rpc_timeout: Union[float, None, _Unset],
-        headers: Optional[PerCallHeaders],
+        headers: Optional[Headers],
         start: Optional[int] = None,
     ) -> Tuple[Any, int, str]:
-        """The full rules of :meth:`exchange`, for every case the call path does not take (the
-        first call of a method, a connect, anything unusual). ``start``: the endpoint the call
-        path picked."""
+        """The full rules of a call, for every case the call path does not take (the first call
+        of a method, a connect, anything unusual): ``(reply frame, seq id, endpoint text)``, the
+        frame a REPLY to this request (seq id and method name checked). ``start``: the endpoint
+        the call path picked."""
         if self._closed:
             raise TransportError("the client is closed")
         if not isinstance(message, (bytes, bytearray, memoryview)):
@@ -541,6 +562,7 @@ class Client(ClientCore):
                 "pass bytes(view) or a contiguous view"
             )
         timeout = self._call_timeout(rpc_timeout)
+        _check_headers(headers)
         key: Hashable = method if headers is None else (method, headers)
         encoder = self._encoders.get(key) or self._encoder(key, method, headers)
         deadline = time.monotonic() + timeout if timeout else None
@@ -623,6 +645,26 @@ class Client(ClientCore):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _check_headers(headers: object) -> None:
+    if headers is not None and type(headers) is not Headers:
+        raise MetadataError(
+            "headers must be a kitex_fast.Headers (or None), not %s" % type(headers).__name__
+        )
+
+
+def _legacy_headers(headers: Union[Headers, _LegacyHeaders, None]) -> Optional[Headers]:
+    """exchange()'s old ``(str pairs, int pairs)`` as :class:`Headers` (remove in 0.2)."""
+    if headers is None or type(headers) is Headers:
+        return headers
+    try:
+        str_pairs, int_pairs = headers  # type: ignore[misc]
+        return Headers(dict(str_pairs), dict(int_pairs))
+    except (TypeError, ValueError):
+        raise MetadataError(
+            "headers must be a kitex_fast.Headers (or None), not %r" % (headers,)
+        ) from None
 
 
 def _biz_error(status: str, headers: Mapping[str, str]) -> BizStatusError:

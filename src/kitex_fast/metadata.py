@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Dict, Mapping, NamedTuple, Optional, Tuple
+from types import MappingProxyType
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from .codec import (
     DEFAULT_MAX_FRAME_SIZE,
@@ -25,6 +26,7 @@ from .pool import Endpoint, parse_host_ports
 from .resolver import RegistrySpec, parse_registry
 
 __all__ = [
+    "Headers",
     "CallOptions",
     "REQUIRED_KEYS",
     "OPTIONAL_KEYS",
@@ -193,6 +195,57 @@ def _parse_int(field: str, value: str, low: int, high: int) -> int:
     return int(text)
 
 
+def _pairs(headers: Mapping[Any, str]) -> Tuple[Tuple[Any, str], ...]:
+    try:
+        return tuple(sorted(headers.items()))
+    except TypeError:  # keys of mixed types: the codec names what is wrong when it encodes them
+        return tuple(headers.items())
+
+
+class Headers(Tuple[Tuple[Tuple[str, str], ...], Tuple[Tuple[int, str], ...]]):
+    """Per-call TTHeader headers: ``Headers(str_headers=None, int_headers=None)``, added to the
+    client's own headers for one call (``client.call(method, message, headers=...)``).
+
+    ``str_headers`` maps names to values, ``int_headers`` Kitex's integer keys (0-65535) to
+    values (the keys: ``kitex_fast.codec.INT_KEY_*``). Immutable and hashable: a client encodes a
+    method's TTHeader block once per distinct ``Headers``, so make one and reuse it. The codec
+    checks the keys and values when the first call encodes them (MetadataError).
+
+    (A tuple of its sorted ``(str pairs, int pairs)`` underneath, so that hashing and comparing
+    it, once per call, run in C.)"""
+
+    __slots__ = ()
+
+    def __new__(
+        cls, str_headers: Optional[Mapping[str, str]] = None, int_headers: Optional[Mapping[int, str]] = None
+    ) -> "Headers":
+        for name, given in (("str_headers", str_headers), ("int_headers", int_headers)):
+            if given is not None and not isinstance(given, Mapping):
+                raise MetadataError("%s must be a mapping, not %s" % (name, type(given).__name__))
+        return tuple.__new__(cls, (_pairs(str_headers or {}), _pairs(int_headers or {})))
+
+    @classmethod
+    def _of(cls, str_pairs: Tuple[Tuple[str, str], ...], int_pairs: Tuple[Tuple[int, str], ...]) -> "Headers":
+        """From validated, sorted pairs (the metadata parser's)."""
+        return tuple.__new__(cls, (str_pairs, int_pairs))
+
+    @property
+    def str_headers(self) -> Mapping[str, str]:
+        """The string headers (read-only)."""
+        return MappingProxyType(dict(self[0]))
+
+    @property
+    def int_headers(self) -> Mapping[int, str]:
+        """The integer-key headers (read-only)."""
+        return MappingProxyType(dict(self[1]))
+
+    def __getnewargs__(self) -> Tuple[Dict[str, str], Dict[int, str]]:  # type: ignore[override]
+        return dict(self[0]), dict(self[1])  # (copy and pickle call __new__ with these)
+
+    def __repr__(self) -> str:
+        return "Headers(str_headers=%r, int_headers=%r)" % (dict(self[0]), dict(self[1]))
+
+
 class CallOptions(NamedTuple):
     """Validated options of one call. ``client_key`` is the part that needs its own client and
     connections (destination, transport, connect options); methods, versions, rpc timeouts and
@@ -216,6 +269,8 @@ class CallOptions(NamedTuple):
     int_headers: Tuple[Tuple[int, str], ...]
     # metadata registry (+ registryPrefix): resolve dest_service there; endpoints is then ()
     registry: Optional[RegistrySpec] = None
+    # str_headers + int_headers as the client takes them per call (None: neither has any)
+    headers: Optional[Headers] = None
 
     @property
     def client_key(self) -> Tuple[object, ...]:
@@ -234,13 +289,6 @@ class CallOptions(NamedTuple):
             self.pipelining,
             self.registry,
         )
-
-    @property
-    def headers(self) -> Optional[Tuple[Tuple[Tuple[str, str], ...], Tuple[Tuple[int, str], ...]]]:
-        """Per-call TTHeader headers for Client.exchange, or None."""
-        if self.str_headers or self.int_headers:
-            return (self.str_headers, self.int_headers)
-        return None
 
 
 def _check_unknown_keys(metadata: Mapping[str, str]) -> None:
@@ -406,6 +454,7 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
             raise MetadataError("%sheader %s: value %r is not a string" % (PREFIX, name, value))
         if check_text(PREFIX + "header " + name, value) > 65535 or check_text(PREFIX + "header name", name) > 65535:
             raise MetadataError("%sheader %s is longer than 65535 bytes" % (PREFIX, name))
+    str_pairs, int_pairs = tuple(sorted(str_headers.items())), tuple(sorted(int_headers.items()))
     return CallOptions(
         dest_service=dest_service,
         endpoints=endpoints,
@@ -421,7 +470,8 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
         max_connections=max_connections,
         mux_connection=mux_connection,
         pipelining=pipelining,
-        str_headers=tuple(sorted(str_headers.items())),
-        int_headers=tuple(sorted(int_headers.items())),
+        str_headers=str_pairs,
+        int_headers=int_pairs,
         registry=registry,
+        headers=Headers._of(str_pairs, int_pairs) if str_pairs or int_pairs else None,
     )

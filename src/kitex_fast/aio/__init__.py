@@ -5,13 +5,24 @@ flight per connection, matched by seq id. Runs on asyncio's default loop and on 
     from kitex_fast.aio import Client
     async with Client("echo", "127.0.0.1:8888") as client:
         reply = await client.call("echo", request_bytes)
+
+The names are the sync package's: ``Client``, ``KitexOutputBinding`` (``AsyncKitexOutputBinding``
+is its old name, kept until 0.2), ``Reply``, ``Headers``, ``InvokeRequest``, ``InvokeResponse``.
 """
 
 from __future__ import annotations
 
 from ..binding import InvokeRequest, InvokeResponse
-from ..client import Reply
-from .binding import AsyncKitexOutputBinding
+from ..client import Headers, Reply
+from .binding import AsyncKitexOutputBinding, KitexOutputBinding
 from .client import Client
 
-__all__ = ["Client", "AsyncKitexOutputBinding", "InvokeRequest", "InvokeResponse", "Reply"]
+__all__ = [
+    "Client",
+    "KitexOutputBinding",
+    "InvokeRequest",
+    "InvokeResponse",
+    "Reply",
+    "Headers",
+    "AsyncKitexOutputBinding",  # the old name of KitexOutputBinding; remove in 0.2
+]

@@ -10,13 +10,14 @@ from ..binding import BindingCore, InvokeRequest, InvokeResponse
 from ..errors import KitexError
 from .client import Client
 
-__all__ = ["AsyncKitexOutputBinding"]
+__all__ = ["KitexOutputBinding", "AsyncKitexOutputBinding"]
 
 log = logging.getLogger(__name__)  # follows the package wherever it is vendored
 
 
-class AsyncKitexOutputBinding(BindingCore):
-    """Dapr's ``bindings.kitex`` output binding on asyncio. Safe to use from many tasks at once
+class KitexOutputBinding(BindingCore):
+    """Dapr's ``bindings.kitex`` output binding on asyncio (the sync
+    :class:`kitex_fast.KitexOutputBinding`'s name and API, with coroutines). Safe to use from many tasks at once
     on one event loop; use as an async context manager. Options: :class:`BindingCore`."""
 
     client_class = Client
@@ -32,11 +33,8 @@ class AsyncKitexOutputBinding(BindingCore):
         strict-binary Thrift CALL message); the response's data is the REPLY message."""
         options, client = self._prepare(request)
         try:
-            result = await client.exchange(
-                options.method_name,
-                request.data,
-                rpc_timeout=options.rpc_timeout,
-                headers=options.headers,
+            result = await client._exchange(
+                options.method_name, request.data, options.rpc_timeout, options.headers
             )
         except KitexError as exc:
             log.debug("kitex call %s.%s failed: %s", options.dest_service, options.method_name, exc)
@@ -48,9 +46,13 @@ class AsyncKitexOutputBinding(BindingCore):
         for client in self._shut():
             await client.close()
 
-    async def __aenter__(self) -> "AsyncKitexOutputBinding":
+    async def __aenter__(self) -> "KitexOutputBinding":
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+
+# The name the README taught before the asyncio names matched the sync ones (dapr/core.py uses it
+# too). Remove in 0.2.
+AsyncKitexOutputBinding = KitexOutputBinding

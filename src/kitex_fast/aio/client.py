@@ -13,7 +13,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Hashable, Optional, Tuple, Union
 
-from ..client import _UNSET, BytesLike, ClientCore, PerCallHeaders, Reply, _Unset
+from ..client import (
+    _UNSET,
+    BytesLike,
+    ClientCore,
+    Headers,
+    Reply,
+    _check_headers,
+    _legacy_headers,
+    _LegacyHeaders,
+    _Unset,
+)
 from ..errors import KitexError, MetadataError, ProtocolError, TransportError
 from ..pool import Endpoint
 from . import protocol as _protocol_dispatch
@@ -79,14 +89,30 @@ class Client(ClientCore):
 
     # -- calling ------------------------------------------------------------------------------
 
-    async def call(self, method: str, message: BytesLike) -> bytes:
-        """Send ``message`` (a complete strict-binary CALL) as ``method``; return the REPLY message."""
-        payload: bytes = (await self.exchange(method, message))[0].payload
+    async def call(
+        self,
+        method: str,
+        message: BytesLike,
+        *,
+        rpc_timeout: Union[float, None, _Unset] = _UNSET,
+        headers: Optional[Headers] = None,
+    ) -> bytes:
+        """Send ``message`` (a complete strict-binary CALL) as ``method``; return the REPLY
+        message. ``rpc_timeout`` and ``headers`` as the sync :meth:`kitex_fast.Client.call`."""
+        payload: bytes = (await self._exchange(method, message, rpc_timeout, headers))[0].payload
         return payload
 
-    async def invoke(self, method: str, message: BytesLike) -> Reply:
-        """Like :meth:`call`, with the reply's seq id, transport, endpoint and TTHeader headers."""
-        frame, seq_id, peer = await self.exchange(method, message)
+    async def invoke(
+        self,
+        method: str,
+        message: BytesLike,
+        *,
+        rpc_timeout: Union[float, None, _Unset] = _UNSET,
+        headers: Optional[Headers] = None,
+    ) -> Reply:
+        """:meth:`call`, answered with the :class:`~kitex_fast.Reply`: the REPLY message with its
+        seq id, transport, endpoint and TTHeader headers."""
+        frame, seq_id, peer = await self._exchange(method, message, rpc_timeout, headers)
         return Reply(
             frame.payload, seq_id, method, frame.transport, peer, frame.str_headers, frame.int_headers
         )
@@ -97,10 +123,22 @@ class Client(ClientCore):
         message: BytesLike,
         *,
         rpc_timeout: Union[float, None, _Unset] = _UNSET,
-        headers: Optional[PerCallHeaders] = None,
+        headers: Union[Headers, _LegacyHeaders, None] = None,
     ) -> Tuple[Any, int, str]:
-        """One checked round trip: ``(reply frame, seq id, endpoint text)``, as the sync
-        :meth:`kitex_fast.Client.exchange` (same checks, same errors)."""
+        """Deprecated, remove in 0.2: use :meth:`invoke` (a typed :class:`~kitex_fast.Reply`).
+        Returns ``(reply frame, seq id, endpoint text)``, as the sync one."""
+        return await self._exchange(method, message, rpc_timeout, _legacy_headers(headers))
+
+    async def _exchange(
+        self,
+        method: str,
+        message: BytesLike,
+        rpc_timeout: Union[float, None, _Unset] = _UNSET,
+        headers: Optional[Headers] = None,
+    ) -> Tuple[Any, int, str]:
+        """One checked round trip: ``(reply frame, seq id, endpoint text)``, the frame a REPLY to
+        this request (seq id and method name checked), as the sync client's (same checks, same
+        errors)."""
         if self._closed:
             raise TransportError("the client is closed")
         if not isinstance(message, (bytes, bytearray, memoryview)):
@@ -108,9 +146,10 @@ class Client(ClientCore):
                 "the request must be a complete Thrift binary CALL message as bytes, not %s"
                 % type(message).__name__
             )
+        _check_headers(headers)
         key: Hashable = method if headers is None else (method, headers)
         encoder = self._encoders.get(key) or self._encoder(key, method, headers)
-        timeout = self.rpc_timeout if isinstance(rpc_timeout, _Unset) else rpc_timeout
+        timeout = self._call_timeout(rpc_timeout)
         pool = self._pool
         loop = pool.loop
         if loop is None or not loop.is_running():

@@ -1,0 +1,90 @@
+"""The public way to call (issue 20): ``call`` (bytes) and ``invoke`` (a typed Reply), each with a
+per-call ``rpc_timeout`` and typed ``headers``, the same on the sync and asyncio clients; the old
+``exchange`` (untyped tuple, nested-tuple headers) and ``aio.AsyncKitexOutputBinding`` stay as
+aliases until 0.2."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import pickle
+
+import pytest
+
+import kitex_fast
+from kitex_fast import Client, Headers, MetadataError, Reply, aio
+from kitex_fast.testing import KitexTestServer, echo_handler, echo_request, read_echo_reply
+
+
+@pytest.fixture
+def server(impl):
+    seen = []
+
+    def echo(request):
+        seen.append(dict(request.str_headers))
+        return echo_handler(request)
+
+    with KitexTestServer({"echo": echo}, service="echo", implementation=impl.name) as srv:
+        srv.seen = seen
+        yield srv
+
+
+def test_headers_are_an_immutable_hashable_value() -> None:
+    h = Headers({"b": "2", "a": "1"}, {6: "svc"})
+    assert h == Headers({"a": "1", "b": "2"}, {6: "svc"}) and hash(h) == hash(Headers({"a": "1", "b": "2"}, {6: "svc"}))
+    assert dict(h.str_headers) == {"a": "1", "b": "2"} and dict(h.int_headers) == {6: "svc"}
+    assert Headers() == Headers(None, None) and not Headers().str_headers
+    assert repr(h) == "Headers(str_headers={'a': '1', 'b': '2'}, int_headers={6: 'svc'})"
+    assert copy.copy(h) == h == pickle.loads(pickle.dumps(h))
+    with pytest.raises(TypeError):
+        h.str_headers["c"] = "3"  # type: ignore[index]
+    with pytest.raises(MetadataError, match="str_headers must be a mapping, not list"):
+        Headers([("a", "1")])  # type: ignore[arg-type]
+    assert kitex_fast.Headers is aio.Headers is Headers
+
+
+def test_call_and_invoke_take_a_timeout_and_headers_per_call(impl, server) -> None:
+    h = Headers({"RPC_TRANSIT_tenant": "acme"})
+    with Client("echo", server.address, transport="ttheader", implementation=impl.name, connect_timeout=5) as client:
+        assert read_echo_reply(client.call("echo", echo_request("a"), headers=h, rpc_timeout=5.0)) == "a,hi Kitex"
+        reply = client.invoke("echo", echo_request("b"), headers=h)
+        assert isinstance(reply, Reply) and read_echo_reply(reply.data) == "b,hi Kitex"
+        assert reply.method == "echo" and reply.transport == "ttheader" and reply.endpoint == server.address
+        assert read_echo_reply(client.call("echo", echo_request("c"))) == "c,hi Kitex"
+        assert [s.get("RPC_TRANSIT_tenant") for s in server.seen] == ["acme", "acme", None]
+        assert b"RPC_TRANSIT_tenant" in client.request_bytes("echo", echo_request("d"), headers=h)
+        # Headers must be Headers: the nested tuples of old are refused (before any I/O) ...
+        for bad in ((("RPC_TRANSIT_tenant", "acme"),), ()), {"k": "v"}:
+            with pytest.raises(MetadataError, match="headers must be a kitex_fast.Headers"):
+                client.call("echo", echo_request("e"), headers=bad)  # type: ignore[arg-type]
+        with pytest.raises(MetadataError, match="rpc_timeout"):
+            client.invoke("echo", echo_request("f"), rpc_timeout=-1.0)
+        # ... except by exchange(), the alias kept until 0.2, which still returns the tuple.
+        frame, seq_id, endpoint = client.exchange(
+            "echo", echo_request("g"), rpc_timeout=5.0, headers=((("RPC_TRANSIT_tenant", "old"),), ()))
+        assert read_echo_reply(frame.payload) == "g,hi Kitex" and endpoint == server.address
+        assert server.seen[-1]["RPC_TRANSIT_tenant"] == "old"
+
+
+def test_the_asyncio_client_has_the_same_faces(impl, server) -> None:
+    h = Headers({"RPC_TRANSIT_tenant": "acme"})
+
+    async def main() -> None:
+        async with aio.Client("echo", server.address, transport="ttheader", implementation=impl.name,
+                              connect_timeout=5) as client:
+            assert read_echo_reply(await client.call("echo", echo_request("a"), headers=h, rpc_timeout=5.0)) == "a,hi Kitex"
+            reply = await client.invoke("echo", echo_request("b"), headers=h)
+            assert isinstance(reply, Reply) and read_echo_reply(reply.data) == "b,hi Kitex"
+            with pytest.raises(MetadataError, match="headers must be a kitex_fast.Headers"):
+                await client.call("echo", echo_request("c"), headers=((), ()))  # type: ignore[arg-type]
+            frame, _, _ = await client.exchange("echo", echo_request("d"), headers=((("RPC_TRANSIT_tenant", "old"),), ()))
+            assert read_echo_reply(frame.payload) == "d,hi Kitex"
+
+    asyncio.run(main())
+    assert [s.get("RPC_TRANSIT_tenant") for s in server.seen] == ["acme", "acme", "old"]
+
+
+def test_the_asyncio_binding_has_the_sync_name() -> None:
+    assert aio.KitexOutputBinding is aio.AsyncKitexOutputBinding
+    assert aio.KitexOutputBinding.__name__ == "KitexOutputBinding"
+    assert "KitexOutputBinding" in aio.__all__
