@@ -60,6 +60,9 @@ class InvokeRequest:
     metadata: Dict[str, str] = field(default_factory=dict)
 
 
+_new_object = object.__new__
+
+
 class _ReplyMetadata:
     """``InvokeResponse.metadata`` of a response from a call: a non-data descriptor whose first
     read builds the dict and stores it in the instance, where every later read (and any
@@ -73,8 +76,8 @@ class _ReplyMetadata:
         if reply is None:
             metadata: Dict[str, str] = {}
         else:
-            (frame, seq_id, endpoint), options = reply
-            metadata = response_metadata(frame, seq_id, endpoint, options)
+            frame, seq_id, endpoint = reply
+            metadata = response_metadata(frame, seq_id, endpoint, fields["_options"])
         fields["metadata"] = metadata
         return metadata
 
@@ -88,10 +91,12 @@ class InvokeResponse:
     ``methodName``, ``transport``, ``endpoint``, and the reply's TTHeader headers).
     """
 
-    # Class-level defaults: from_reply makes a response with only ``data`` and ``_reply`` set.
+    # Class-level defaults: from_reply makes a response with only ``data``, ``_reply`` and
+    # ``_options`` set.
     content_type: str = CONTENT_TYPE
     # ((reply frame, seq id, endpoint), CallOptions) until the metadata is first read
-    _reply: Optional[Tuple[Tuple[Any, int, str], CallOptions]] = None
+    _reply: Optional[Tuple[Any, int, str]] = None  # (reply frame, seq id, endpoint) ...
+    _options: Optional[CallOptions] = None  # ... and the call's options, until metadata is read
     if TYPE_CHECKING:
         metadata: Dict[str, str]
     else:
@@ -111,9 +116,10 @@ class InvokeResponse:
     def from_reply(cls, result: Tuple[Any, int, str], options: CallOptions) -> "InvokeResponse":
         """The response to a call: ``result`` is the call path's ``(reply frame, seq id,
         endpoint)``, ``options`` the call's; the metadata is built from them when first read."""
-        response = cls.__new__(cls)
+        response = _new_object(cls)  # (no __init__: nothing to default)
         response.data = result[0].payload
-        response._reply = (result, options)
+        response._reply = result
+        response._options = options
         return response
 
     def __eq__(self, other: object) -> bool:
