@@ -1,11 +1,12 @@
 """The compiled server's Invoke path (``Connection._fast_invoke``) against the general one.
 
-A gRPC call without a deadline (what daprd sends unless a resiliency timeout is set) on a route
-the component has seen runs on the compiled path; the same call with a deadline runs on the
-general path (a coroutine through the binding). Each case below is made both ways, through
-grpcio to the component's socket and real Kitex servers, and must get the same answer: reply
-bytes, metadata, status code and text. The component's stop line counts the calls of each path,
-so a path that is never taken fails the test. Then the same through a real daprd and the Dapr SDK.
+A call on a route the compiled server has seen, with an idle connection, runs on the compiled path
+(no coroutine); everything else, and every call on the grpcio server, runs on the general path (a
+coroutine through the binding). Each case below is made on both servers, through grpcio to their
+sockets and real Kitex servers, with and without a gRPC deadline, and must get the same answer:
+reply bytes, metadata, status code and text. The compiled server's stop line counts the calls of
+each path, so a path that is never taken fails the test. Then the same through a real daprd and
+the Dapr SDK.
 """
 
 from __future__ import annotations
@@ -96,25 +97,62 @@ def _cases(servers):
 def test_every_case_answers_the_same_on_both_paths(compiled, kitex_servers) -> None:
     cases = _cases(kitex_servers)
     with tempfile.TemporaryDirectory(prefix="kf-fast-") as d:
+        fast = stack.Component(os.path.join(d, "fast"), implementation=compiled.name, server="compiled").start()
+        general = stack.Component(os.path.join(d, "general"), implementation=compiled.name, server="grpcio").start()
+        try:
+            with grpc.insecure_channel("unix:" + fast.socket) as fch, \
+                    grpc.insecure_channel("unix:" + general.socket) as gch:
+                fstub, gstub = pb.OutputBindingStub(fch), pb.OutputBindingStub(gch)
+                for name, data, meta in cases:
+                    for timeout in (None, 60):
+                        expected = _invoke(gstub, data, meta, timeout)
+                        for _ in range(3):  # the first may open the connection (general path), then idle ones
+                            _same(expected, _invoke(fstub, data, meta, timeout)), (name, timeout)
+                # A run on one route: all but the first take the compiled path.
+                meta = echo_meta(kitex_servers["default"].address)
+                for i in range(50):
+                    assert read_echo_reply(_invoke(fstub, echo_request("n%d" % i), meta)[0]) == "n%d,hi Kitex" % i
+        finally:
+            assert general.stop() == 0
+            assert fast.stop() == 0
+        compiled_calls, general_calls = _counts(fast)
+        # Of the 12 cases x 2 deadlines x 3 calls + 50, the ones on the compiled path: those with a
+        # route (not the bad metadata, not TTHeader with a trace context) and an idle connection.
+        assert compiled_calls >= 50 + 2 * 2 * 9, (compiled_calls, general_calls)
+        assert general_calls >= 2 * 2, (compiled_calls, general_calls)
+
+
+def test_the_deadline_cap_is_the_general_paths(compiled) -> None:
+    from kitex_fast.dapr import core, h2server
+
+    ext = h2server._load()
+    for seconds in [0, 0.0004, 0.001, 0.0999, 0.1, 0.1234, 1, 29.987, 30, 99.99, 1234.5, 86400.25]:
+        assert ext.cap_ms(seconds) == core._cap_ms(seconds), seconds
+    for i in range(20000):
+        seconds = i * 0.00731
+        assert ext.cap_ms(seconds) == core._cap_ms(seconds), seconds
+
+
+def test_a_deadline_shorter_than_rpc_timeout_bounds_the_kitex_call(compiled, kitex_servers) -> None:
+    meta = echo_meta(kitex_servers["rich"].address, destService="rich", methodName="sleep", rpcTimeout="20s")
+    with tempfile.TemporaryDirectory(prefix="kf-fast-") as d:
         c = stack.Component(os.path.join(d, "sockets"), implementation=compiled.name, server="compiled").start()
         try:
             with grpc.insecure_channel("unix:" + c.socket) as ch:
                 stub = pb.OutputBindingStub(ch)
-                for name, data, meta in cases:
-                    general = _invoke(stub, data, meta, timeout=60)
-                    for _ in range(3):  # the first may open the connection (general path), then idle ones
-                        _same(general, _invoke(stub, data, meta)), name
-                # A run on one route: all but the first take the compiled path.
-                meta = echo_meta(kitex_servers["default"].address)
-                for i in range(50):
-                    assert read_echo_reply(_invoke(stub, echo_request("n%d" % i), meta)[0]) == "n%d,hi Kitex" % i
+                assert len(_invoke(stub, rich_call("sleep", millis=1), meta)) == 3  # opens the connection
+                out = _invoke(stub, rich_call("sleep", millis=3000), meta, timeout=1.0)
+                assert out[0] == grpc.StatusCode.DEADLINE_EXCEEDED, out
+                # Whichever came first, the Kitex call's timeout capped at the deadline (≤ 1 s)
+                # or the client's reset: the call ended then, not after 3 s or 20 s.
+                deadline = time.monotonic() + 10
+                while not ("abandoned" in c.log() or "RPCTimeoutError" in c.log()) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                budgets = [int(ms) for ms in re.findall(r"RPCTimeoutError: no reply from \S+ within (\d+) ms", c.log())]
+                assert budgets and max(budgets) <= 1000 or "abandoned by daprd" in c.log(), c.log()[-2000:]
         finally:
             assert c.stop() == 0
-        compiled_calls, general_calls = _counts(c)
-        # Of the 12 cases x 3 calls + 50, the ones on the compiled path: those with a route
-        # (not the bad metadata, not TTHeader with a trace context) and an idle connection.
-        assert compiled_calls >= 50 + 2 * 9, (compiled_calls, general_calls)
-        assert general_calls >= len(cases), (compiled_calls, general_calls)
+        assert _counts(c)[0] >= 1
 
 
 def test_a_reset_stream_abandons_its_call_and_the_connection_recovers(compiled, kitex_servers) -> None:

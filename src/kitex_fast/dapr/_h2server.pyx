@@ -757,6 +757,20 @@ cdef int KEY_GENERAL = _Component.KEY_GENERAL
 cdef int KEY_TRACE = _Component.KEY_TRACE
 
 
+cpdef long long cap_ms(double seconds):
+    """core._cap_ms: daprd's remaining deadline as the capped rpcTimeout in ms, rounded down to two
+    significant digits (a test holds the two to the same values)."""
+    cdef long long ms = <long long>(seconds * 1000)
+    cdef long long scale = 1
+    if ms < 1:
+        ms = 1
+    if ms >= 100:
+        while ms // scale >= 100:
+            scale *= 10
+        ms -= ms % scale
+    return ms
+
+
 cdef class InstanceRoutes:
     """The compiled path's cache for one component instance: what each metadata key name means,
     and the routes by the set of (key, value) pairs that choose them (daprd sends a map's keys in
@@ -1094,7 +1108,7 @@ cdef class Connection:
         try:
             if method == M_INVOKE:
                 data, metadata, operation = _decode_invoke_request(p, n)
-                if s.timeout < 0 and self.fast is not None and self._fast_invoke(s, operation, data, metadata):
+                if self.fast is not None and self._fast_invoke(s, operation, data, metadata):
                     return
                 self.calls += 1
                 s.task = self.app.invoke(self, s.id, s.instance, operation, data, metadata,
@@ -1133,6 +1147,7 @@ cdef class Connection:
         cdef FastRoute route
         cdef list pairs = []
         cdef bint traced = False
+        cdef double budget
         found = PyDict_GetItem(self.fast, s.instance)
         table = <InstanceRoutes>(<object>found if found != NULL else self.app.fast_instance(s.instance))
         kinds = table.kinds
@@ -1178,6 +1193,9 @@ cdef class Connection:
                 touch(item)  # the LRU order of instances and clients, as the general path keeps it
             except KeyError:
                 pass
+        budget = route.timeout
+        if s.timeout >= 0 and (budget <= 0 or budget > s.timeout):
+            budget = cap_ms(s.timeout) / 1000.0  # daprd's deadline bounds the call (core._within_deadline)
         route.instance.in_flight += 1
         self.calls += 1
         self.compiled_calls += 1
@@ -1187,8 +1205,8 @@ cdef class Connection:
         s.fut = fut
         s.seq = seq
         s.metadata = metadata
-        if route.timeout > 0:
-            s.handle = route.loop.call_at(route.loop.time() + route.timeout, proto.expire, fut, route.timeout)
+        if budget > 0:
+            s.handle = route.loop.call_at(route.loop.time() + budget, proto.expire, fut, budget)
         fut.add_done_callback(s)
         return True
 

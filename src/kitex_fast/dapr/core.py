@@ -284,8 +284,9 @@ class Component:
     # -- the rules a server's compiled Invoke path asks once per key name or route ----------------
     # A route is an instance and the (key, value) pairs of the metadata keys its binding reads.
     # A call on a route that these rules vet does what invoke() would do with nothing added per
-    # call (no base64 data to decode, no trace context to forward, no daprd deadline: the server
-    # checks those per call), so the server may send it straight on the route's client.
+    # call but daprd's deadline (no base64 data to decode, no trace context to forward: the server
+    # checks those per call, and caps the call's timeout with _cap_ms as _within_deadline does),
+    # so the server may send it straight on the route's client.
 
     KEY_IGNORED, KEY_ROUTE, KEY_GENERAL, KEY_TRACE = range(4)
 

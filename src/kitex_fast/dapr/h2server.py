@@ -8,9 +8,10 @@ grpc nor protobuf.
 Per call, the byte layer (HTTP/2 frames, gRPC framing, the protobuf messages) runs in C. The common
 Invoke runs in C too (``Connection._fast_invoke``): on a route this module has vetted once with the
 component's rules (:meth:`App.fast_route`), it takes an idle connection of the route's client, sends,
-and answers from the reply future's callback, with no coroutine or task. Everything else (Init, a
-new route, no idle connection, a daprd deadline, a failure, a reply whose status needs checking)
-runs here, one coroutine per call where it awaits, with the component rules (:mod:`.core`).
+and answers from the reply future's callback, with no coroutine or task (daprd's deadline caps the
+call's timeout, as in :func:`core._within_deadline`). Everything else (Init, a new route, no idle
+connection, base64 data, a trace context for TTHeader, a failure, a reply whose status needs
+checking) runs here, one coroutine per call where it awaits, with the component rules (:mod:`.core`).
 Reflection v1alpha (what daprd asks at discovery) is answered from replies built once at start.
 """
 
