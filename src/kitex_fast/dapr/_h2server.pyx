@@ -478,8 +478,8 @@ def percent_encode(text):
 
 cdef double _parse_timeout(const uint8_t* v, size_t n):
     """``grpc-timeout`` (TimeoutValue TimeoutUnit: 1-8 digits, one of H M S m u n) in seconds;
-    -1 when malformed (then ignored, as grpc-go ignores a header it cannot parse... it refuses it;
-    we serve the call without a deadline and the rpcTimeout still bounds it)."""
+    -1 when malformed (the call is then refused with INTERNAL, as grpc-go's server does:
+    grpc-go internal/transport/http2_server.go, "malformed grpc-timeout")."""
     cdef size_t i
     cdef double value = 0
     if n < 2 or n > 9:
@@ -534,6 +534,7 @@ cdef class _Stream:
     cdef bytes encoding
     cdef str instance
     cdef double timeout
+    cdef bytes bad_timeout  # a grpc-timeout that does not parse (the call is refused), or None
     cdef bytearray inbuf
     cdef bint replied      # response HEADERS submitted
     cdef bint finished     # nothing more to read from the request (refused, or processed)
@@ -621,6 +622,8 @@ cdef int _on_header(nghttp2_session* session, const nghttp2_frame* frame, const 
             s.content_type = PyBytes_FromStringAndSize(<const char*>value, valuelen)
         elif _is(name, namelen, "grpc-timeout", 12):
             s.timeout = _parse_timeout(value, valuelen)
+            if s.timeout < 0:
+                s.bad_timeout = PyBytes_FromStringAndSize(<const char*>value, valuelen)
         elif _is(name, namelen, "grpc-encoding", 13):
             s.encoding = PyBytes_FromStringAndSize(<const char*>value, valuelen)
         elif _is(name, namelen, "x-component-instance", 20):
@@ -999,8 +1002,8 @@ cdef class Connection:
         cdef _Stream s = self.streams.get(stream_id)
         if s is None or s.finished or s.inbuf is None:
             return
-        if not s.content_type.startswith(b"application/grpc") or s.path not in _METHODS:
-            return  # answered at END_STREAM (415 / UNIMPLEMENTED); the body is not kept
+        if not s.content_type.startswith(b"application/grpc") or s.path not in _METHODS or s.bad_timeout is not None:
+            return  # answered at END_STREAM (415 / UNIMPLEMENTED / INTERNAL); the body is not kept
         if self.buffered + <Py_ssize_t>length > self.max_buffer:
             self._refuse(s, ST_RESOURCE_EXHAUSTED,
                          "this connection holds %d request bytes already (limit %d)" % (self.buffered, self.max_buffer))
@@ -1066,6 +1069,11 @@ cdef class Connection:
             self._respond_http(s, b"415")
             return
         method = _METHODS.get(s.path, M_UNKNOWN)
+        if s.bad_timeout is not None:
+            s.finished = True
+            self.reply_status(s.id, ST_INTERNAL, "malformed grpc-timeout %r: 1-8 digits and a unit, one of H M S m u n"
+                              % s.bad_timeout.decode("latin-1"))
+            return
         if method == M_UNKNOWN or s.method != b"POST":
             s.finished = True
             self.reply_status(s.id, ST_UNIMPLEMENTED,

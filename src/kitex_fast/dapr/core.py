@@ -55,6 +55,7 @@ __all__ = [
     "TRACE_KEYS",
     "TRANSIENT_PREFIX",
     "DEFAULT_MAX_INSTANCES",
+    "DEFAULT_MAX_SOCKET_CONNECTIONS",
 ]
 
 log = logging.getLogger(__name__.rpartition(".")[0])  # the subpackage, wherever it is vendored
@@ -81,6 +82,9 @@ UNTRACED = "00-00000000000000000000000000000000-0000000000000000-00"
 # daprd inits each YAML once; more names than this come from a misbehaving caller (every unknown
 # x-component-instance would otherwise keep a binding and its connections for good).
 DEFAULT_MAX_INSTANCES = 1024
+# Connections on the socket at once (compiled server): daprd keeps one; a local client that opens
+# many more would otherwise cost a session (and its buffers) each, without bound.
+DEFAULT_MAX_SOCKET_CONNECTIONS = 256
 
 
 class SocketInUseError(RuntimeError):

@@ -118,12 +118,22 @@ def reflection_reply(request: bytes) -> bytes:
     return _Reflection(ext).reply(request)
 
 
+class _Refused(asyncio.Protocol):
+    """A connection past the bound: closed as soon as it is made."""
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        transport.abort()
+
+
 class App:
     """The Python side of the compiled server's connections: the calls, on the component."""
 
-    def __init__(self, component: Component, ext: ModuleType) -> None:
+    def __init__(self, component: Component, ext: ModuleType,
+                 max_connections: int = core.DEFAULT_MAX_SOCKET_CONNECTIONS) -> None:
         self.component = component
         self.ext = ext
+        self.max_connections = max_connections
+        self.refused = 0
         self.codes: Dict[str, int] = ext.STATUS_CODES
         self.reflection = _Reflection(ext)
         self.connections: Set[Any] = set()
@@ -143,6 +153,12 @@ class App:
     MAX_ROUTES = 1024
 
     def protocol(self) -> Any:  # an asyncio protocol factory
+        if len(self.connections) >= self.max_connections:
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:
+                log.warning("%d connections are open on the socket already (--max-connections): "
+                            "closing a new one (%d so far)", len(self.connections), self.refused)
+            return _Refused()
         conn = self.ext.Connection(self)
         self.connections.add(conn)
         return conn
@@ -344,7 +360,7 @@ async def serve(args: argparse.Namespace, component: Component, implementation_n
     if ext is None:
         raise RuntimeError(unavailable())
     loop = asyncio.get_running_loop()
-    app = App(component, ext)
+    app = App(component, ext, getattr(args, "max_connections", core.DEFAULT_MAX_SOCKET_CONNECTIONS))
     servers: List[Any] = []
 
     async def start(path: str) -> None:
