@@ -41,6 +41,28 @@ assert not (why_not and os.environ["KITEX_FAST_EXPECT_H2SERVER"] == "1"), why_no
 print("compiled component server:", why_not or "built")
 PY
 
+echo "== docs site (mkdocs build --strict)"
+# The docs extra (MkDocs Material); strict fails on any warning, and mkdocs.yml's `validation`
+# makes broken internal links, missing anchors and pages outside the nav warnings. External links
+# are not fetched. The site is built outside the tree and removed. The docs extra's requirements
+# are read from the metadata of the kitex_fast just installed (pyproject.toml stays their one
+# home): `pip install ".[docs]"` would build and reinstall the package itself a second time (~1 min).
+docs_requirements=$("$py" -c '
+from importlib.metadata import requires
+print(" ".join(r.split(";")[0].replace(" ", "") for r in requires("kitex_fast") or () if "extra == \"docs\"" in r))')
+[ -n "$docs_requirements" ] || { echo "the installed kitex_fast has no docs extra" >&2; exit 1; }
+# shellcheck disable=SC2086  # one word per requirement
+"$py" -m pip install -q --disable-pip-version-check $docs_requirements
+docs_site=$(mktemp -d)
+# (no --quiet: it hides the warnings from strict's count, and the broken build passes)
+if ! NO_MKDOCS_2_WARNING=1 "$venv/bin/mkdocs" build --strict -f mkdocs.yml -d "$docs_site"; then
+  rm -rf "$docs_site"
+  echo "the docs site does not build (mkdocs build --strict): see the warnings above" >&2
+  exit 1
+fi
+rm -rf "$docs_site"
+echo "docs site built"
+
 echo "== type check (mypy --strict), and the compiled modules against their .pyi stubs"
 "$py" -m mypy --config-file pyproject.toml
 stubs="kitex_fast._codec kitex_fast._transport kitex_fast.aio._protocol"

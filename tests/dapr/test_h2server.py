@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -282,11 +283,11 @@ class RawClient:
         if data:
             self.sock.sendall(data)
 
-    def open(self, path: str = INVOKE, data: bytes = b"", end: bool = False) -> int:
+    def open(self, path: str = INVOKE, data: bytes = b"", end: bool = False, extra=()) -> int:
         sid = self.conn.get_next_available_stream_id()
         self.conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", path),
                                      (":authority", "kitex"), ("content-type", "application/grpc"),
-                                     ("te", "trailers"), ("x-component-instance", "hostile")],
+                                     ("te", "trailers"), ("x-component-instance", "hostile"), *extra],
                                end_stream=end and not data)
         if data:
             self.conn.send_data(sid, data, end_stream=end)
@@ -423,6 +424,65 @@ def test_hostile_input_gets_errors_and_leaves_nothing_behind(compiled_component)
     print("component RSS %d -> %d KiB, fds %d -> %d" % (before[0], after[0], before[1], after[1]))
     assert c.proc.poll() is None
     assert "not HTTP/2" in c.log()
+
+
+def test_a_malformed_grpc_timeout_is_refused_with_internal(compiled_component) -> None:
+    import h2.events
+
+    client = RawClient(compiled_component.socket)
+    try:
+        for value in ("", "5", "123456789S", "1x", "-1S", "1.5S", "éS"):
+            sid = client.open("/dapr.proto.components.v1.OutputBinding/ListOperations", data=b"\x00" * 5,
+                              end=True, extra=[("grpc-timeout", value)])
+            client.flush()
+            events = client.until(_ended(sid))
+            assert _status(events, sid) == "13", (value, events)
+            trailers = [dict(e.headers) for e in events
+                        if isinstance(e, (h2.events.TrailersReceived, h2.events.ResponseReceived)) and e.stream_id == sid]
+            assert any("malformed grpc-timeout" in t.get("grpc-message", "") for t in trailers), (value, trailers)
+        # A well-formed one is served.
+        sid = client.open("/dapr.proto.components.v1.OutputBinding/ListOperations", data=b"\x00" * 5,
+                          end=True, extra=[("grpc-timeout", "99999999n")])
+        client.flush()
+        assert _status(client.until(_ended(sid)), sid) == "0"
+    finally:
+        client.close()
+
+
+def test_connections_past_the_bound_are_closed_and_the_first_ones_served(compiled) -> None:
+    import socket
+
+    with tempfile.TemporaryDirectory(prefix="kf-h2-") as d:
+        c = stack.Component(os.path.join(d, "sockets"), server="compiled", extra=["--max-connections", "3"]).start()
+        try:
+            held = [RawClient(c.socket) for _ in range(3)]
+            extra = socket.socket(socket.AF_UNIX)
+            extra.connect(c.socket)
+            extra.settimeout(30)
+            assert extra.recv(100) == b""  # closed at once, before the server's preface
+            extra.close()
+            for client in held:  # the first three are served
+                sid = client.open("/dapr.proto.components.v1.OutputBinding/ListOperations", data=b"\x00" * 5, end=True)
+                client.flush()
+                assert _status(client.until(_ended(sid)), sid) == "0"
+            held.pop().close()
+            deadline = time.monotonic() + 10
+            while True:  # once one closes, a new one is served
+                client = RawClient(c.socket)
+                sid = client.open("/dapr.proto.components.v1.OutputBinding/ListOperations", data=b"\x00" * 5, end=True)
+                client.flush()
+                events = client.until(_ended(sid))
+                if _status(events, sid) == "0" or time.monotonic() > deadline:
+                    break
+                client.close()
+                time.sleep(0.05)
+            assert _status(events, sid) == "0", events
+            held.append(client)
+            for client in held:
+                client.close()
+        finally:
+            assert c.stop() == 0
+        assert "connections are open on the socket already" in c.log()
 
 
 def test_the_compiled_server_runs_on_uvloop_when_installed(compiled_component) -> None:

@@ -1,5 +1,5 @@
 """daprd -> the component -> a Kitex service found by name in etcd: ``registry`` as a component
-YAML default (the README's example), real etcd, real Kitex servers registered by registry-etcd."""
+YAML default (the example in docs/registry.md), real etcd, real Kitex servers registered by registry-etcd."""
 
 from __future__ import annotations
 

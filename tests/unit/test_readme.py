@@ -1,7 +1,10 @@
-"""Every code block of README.md runs as written.
+"""Every code block of README.md and of each page under docs/ runs as written.
 
-The blocks run in README order in one scratch directory whose ``tests`` links to this checkout's
-(so the README's relative paths work), the way a reader pastes them into a shell:
+Each page's blocks run in page order in a scratch directory of its own (one test per page) whose
+``tests`` links to this checkout's (so the pages' relative paths work), the way a reader pastes
+them into a shell. A block lives in one place: README.md holds the short examples, docs/ the rest,
+and every page runs on its own (a page that calls a server starts it in a block of its own).
+The rules, for README.md and docs/ alike:
 
 - ```` ```python ```` blocks run with this interpreter, ```` ```sh ```` / ```` ```bash ```` blocks
   with ``bash -e`` (this interpreter's directory first on PATH, so ``kitex-fast`` and ``python``
@@ -12,14 +15,14 @@ The blocks run in README order in one scratch directory whose ``tests`` links to
   ``<!-- readme-test: skip (reason) -->``    not run; the reason is required (installs, the suite)
   ``<!-- readme-test: background -->``       a server: started, waited for until it prints
                                              "listening on" (``background TEXT``: until TEXT),
-                                             stopped when the README is done
+                                             stopped when the page is done
   ``<!-- readme-test: file NAME -->``        written to NAME instead of run
   ``<!-- readme-test: expect -->``           (a text block) its lines appear in the stdout of the
                                              block before it
   ``<!-- readme-test: needs MODULE -->``     run only where MODULE imports (an optional extra);
                                              ``needs cmd:NAME``: where the command NAME is on PATH
 
-- Ports: the README shows fixed ports (8888, Kitex's default and ``kitex-fast serve``'s). Each port
+- Ports: the pages show fixed ports (8888, Kitex's default and ``kitex-fast serve``'s). Each port
   number written as ``127.0.0.1:N`` or ``--port N`` is mapped to a free port for the run (and a
   ``kitex-fast serve`` without ``--port`` gets the one 8888 maps to), so that the test never talks
   to, or collides with, a server that happens to run on the machine.
@@ -44,6 +47,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+# README.md first, then every page of the docs site, each run on its own
+PAGES = [README] + sorted(DOCS.rglob("*.md"))
 RUNNABLE = {"python": "python", "py": "python", "sh": "sh", "bash": "sh", "shell": "sh"}
 SERVE_DEFAULT_PORT = 8888
 _MARKER = re.compile(r"<!--\s*readme-test:\s*(\w+)\s*(.*?)\s*-->")
@@ -59,7 +65,11 @@ class Block(NamedTuple):
     argument: str
 
 
-def readme_blocks(text: str) -> List[Block]:
+def _name(page: Path) -> str:
+    return page.relative_to(ROOT).as_posix()
+
+
+def readme_blocks(text: str, name: str = "README.md") -> List[Block]:
     """The fenced code blocks of a Markdown text, with the marker comment right above each."""
     blocks: List[Block] = []
     lines = text.splitlines()
@@ -76,7 +86,7 @@ def readme_blocks(text: str) -> List[Block]:
             body.append(lines[i])
             i += 1
         if i == len(lines):
-            raise AssertionError("README.md line %d: the code block is never closed" % (start + 1))
+            raise AssertionError("%s line %d: the code block is never closed" % (name, start + 1))
         above = lines[start - 1] if start > 0 else ""
         marker = _MARKER.search(above)
         blocks.append(Block(start + 1, language, "\n".join(body) + "\n",
@@ -109,8 +119,9 @@ def _with_ports(block: Block, ports: Dict[str, str]) -> str:
 class ReadmeRun:
     """Runs the blocks in one directory; remembers servers to stop and the last stdout."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, name: str = "README.md") -> None:
         self.workdir = workdir
+        self.name = name
         bindir = str(Path(sys.executable).parent)
         self.env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""),
                         PYTHONUNBUFFERED="1")
@@ -118,7 +129,7 @@ class ReadmeRun:
         self.last_stdout = ""
 
     def run(self, block: Block, code: str) -> None:
-        where = "README.md line %d (```%s)" % (block.line, block.language)
+        where = "%s line %d (```%s)" % (self.name, block.line, block.language)
         if block.marker == "file":
             (self.workdir / block.argument).write_text(code)
             return
@@ -171,10 +182,20 @@ def _missing(need: str) -> Optional[str]:
     return None if importlib.util.find_spec(need) is not None else need
 
 
-def test_readme_blocks_are_marked_sensibly() -> None:
-    blocks = readme_blocks(README.read_text(encoding="utf-8"))
+def test_there_are_docs_pages_to_run() -> None:
+    """Guards the runner itself: the pages are found and hold the examples moved out of README.md."""
+    assert len(PAGES) > 5 and (DOCS / "index.md") in PAGES
+    runnable = [b for page in PAGES for b in readme_blocks(page.read_text(encoding="utf-8"), _name(page))
+                if b.language in RUNNABLE and b.marker != "skip"]
+    assert len(runnable) >= 20
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_name)
+def test_readme_blocks_are_marked_sensibly(page: Path) -> None:
+    name = _name(page)
+    blocks = readme_blocks(page.read_text(encoding="utf-8"), name)
     for block in blocks:
-        where = "README.md line %d" % block.line
+        where = "%s line %d" % (name, block.line)
         assert block.marker in ("", "skip", "background", "file", "expect", "needs"), where
         if block.marker == "skip":
             assert block.argument, "%s: a skipped block must say why" % where
@@ -182,14 +203,21 @@ def test_readme_blocks_are_marked_sensibly() -> None:
             assert block.language == "text", "%s: expected output goes in a ```text block" % where
         if block.marker in ("background", "needs") or (not block.marker and block.language in RUNNABLE):
             assert block.language in RUNNABLE, "%s: cannot run a ```%s block" % (where, block.language)
-    assert sum(1 for b in blocks if b.language in RUNNABLE and b.marker != "skip") >= 8
+        if block.marker == "expect":
+            previous = [b for b in blocks if b.line < block.line and b.marker != "expect"]
+            assert previous and previous[-1].language in RUNNABLE and previous[-1].marker in ("", "needs"), (
+                "%s: an expect block follows a block that runs" % where)
+    if page == README:  # the binding, the client, asyncio, the command line (a server and a call)
+        assert sum(1 for b in blocks if b.language in RUNNABLE and b.marker != "skip") >= 5
 
 
-def test_every_readme_code_block_runs_as_written(tmp_path) -> None:
-    blocks = readme_blocks(README.read_text(encoding="utf-8"))
+@pytest.mark.parametrize("page", PAGES, ids=_name)
+def test_every_readme_code_block_runs_as_written(page: Path, tmp_path) -> None:
+    name = _name(page)
+    blocks = readme_blocks(page.read_text(encoding="utf-8"), name)
     (tmp_path / "tests").symlink_to(ROOT / "tests", target_is_directory=True)
     ports = _map_ports(blocks)
-    run = ReadmeRun(tmp_path)
+    run = ReadmeRun(tmp_path, name)
     skipped: List[str] = []
     ran = 0
     previous_ran = False
@@ -199,8 +227,8 @@ def test_every_readme_code_block_runs_as_written(tmp_path) -> None:
                 if previous_ran:
                     for line in block.code.strip().splitlines():
                         assert line.strip() in run.last_stdout, (
-                            "README.md line %d: %r is not in the output of the block above:\n%s"
-                            % (block.line, line, run.last_stdout))
+                            "%s line %d: %r is not in the output of the block above:\n%s"
+                            % (name, block.line, line, run.last_stdout))
                 continue
             previous_ran = False
             if block.marker == "skip" or (block.language not in RUNNABLE and block.marker != "file"):
@@ -213,9 +241,10 @@ def test_every_readme_code_block_runs_as_written(tmp_path) -> None:
             ran += 1
     finally:
         run.stop()
-    assert ran >= 8
+    if page == README:
+        assert ran >= 5
     if skipped:
-        pytest.skip("README blocks not run here: %s" % "; ".join(skipped))
+        pytest.skip("%s blocks not run here: %s" % (name, "; ".join(skipped)))
 
 
 def test_the_runner_itself_fails_on_a_broken_block(tmp_path) -> None:

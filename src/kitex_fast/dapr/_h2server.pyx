@@ -22,6 +22,10 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.dict cimport PyDict_GetItem, PyDict_Next
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 
 cdef extern from "nghttp2/nghttp2.h":
     ctypedef struct nghttp2_session:
@@ -145,6 +149,11 @@ cdef enum:
 LINGER_SECONDS = 2.0
 
 from asyncio import get_running_loop as _get_running_loop
+# Package modules through importlib, not `from ..x import` (see _codec.pyx: Cython >= 3.2 resolves
+# a relative import to the build-time name, which in a vendored copy is another copy's).
+from importlib import import_module as _import_module
+_response_metadata = _import_module("..binding", __package__).response_metadata
+_TransportError = _import_module("..errors", __package__).TransportError
 
 
 class ProtobufError(ValueError):
@@ -469,8 +478,8 @@ def percent_encode(text):
 
 cdef double _parse_timeout(const uint8_t* v, size_t n):
     """``grpc-timeout`` (TimeoutValue TimeoutUnit: 1-8 digits, one of H M S m u n) in seconds;
-    -1 when malformed (then ignored, as grpc-go ignores a header it cannot parse... it refuses it;
-    we serve the call without a deadline and the rpcTimeout still bounds it)."""
+    -1 when malformed (the call is then refused with INTERNAL, as grpc-go's server does:
+    grpc-go internal/transport/http2_server.go, "malformed grpc-timeout")."""
     cdef size_t i
     cdef double value = 0
     if n < 2 or n > 9:
@@ -525,6 +534,7 @@ cdef class _Stream:
     cdef bytes encoding
     cdef str instance
     cdef double timeout
+    cdef bytes bad_timeout  # a grpc-timeout that does not parse (the call is refused), or None
     cdef bytearray inbuf
     cdef bint replied      # response HEADERS submitted
     cdef bint finished     # nothing more to read from the request (refused, or processed)
@@ -538,6 +548,20 @@ cdef class _Stream:
     cdef int status
     cdef bytes message
     cdef public object task
+    # An Invoke on the compiled path (Connection._fast_invoke): the Kitex call's future, its
+    # connection and seq id, the route, the timer, and the request metadata (for errors and logs).
+    cdef Connection conn
+    cdef FastRoute route
+    cdef object proto
+    cdef object fut
+    cdef object handle
+    cdef object seq
+    cdef dict metadata
+
+    def __call__(self, fut):
+        """The Kitex reply (or error) of this stream's call: a done callback of its future."""
+        if self.fut is fut and self.conn is not None and not fut.cancelled():
+            self.conn._fast_done(self)
 
     def __cinit__(self):
         self.inbuf = bytearray()
@@ -598,6 +622,8 @@ cdef int _on_header(nghttp2_session* session, const nghttp2_frame* frame, const 
             s.content_type = PyBytes_FromStringAndSize(<const char*>value, valuelen)
         elif _is(name, namelen, "grpc-timeout", 12):
             s.timeout = _parse_timeout(value, valuelen)
+            if s.timeout < 0:
+                s.bad_timeout = PyBytes_FromStringAndSize(<const char*>value, valuelen)
         elif _is(name, namelen, "grpc-encoding", 13):
             s.encoding = PyBytes_FromStringAndSize(<const char*>value, valuelen)
         elif _is(name, namelen, "x-component-instance", 20):
@@ -697,6 +723,117 @@ cdef ssize_t _read_data(nghttp2_session* session, int32_t stream_id, uint8_t* bu
         return NGHTTP2_ERR_CALLBACK_FAILURE
 
 
+cdef class FastRoute:
+    """What the compiled Invoke path needs of one route (an instance and the values of the
+    metadata keys its binding reads), built once by the Python side (``h2server.App``), which
+    decides that a call on it may skip the general path: the client's pool and encoder, the
+    call's timeout, and the response fields that do not change from call to call."""
+
+    cdef public object client          # retired (evicted from its binding's cache): route dropped
+    cdef public object pool
+    cdef public object encoder
+    cdef public object loop
+    cdef public double timeout         # seconds; 0: none
+    cdef public tuple operations       # the operations the binding serves
+    cdef public object instance        # core._Instance: in_flight, evicted
+    cdef public object touch           # LRU touches: (callable, argument) pairs, per call
+    cdef public bytes entries          # the constant response metadata entries (messageType, methodName)
+    cdef public bytes content_type     # InvokeResponse.content_type, encoded as field 3
+    cdef public object options         # CallOptions, for the general response metadata
+    cdef public bint forwards_trace    # TTHeader: a call with a trace context takes the general path
+
+    def __cinit__(self):
+        self.timeout = 0.0
+        self.operations = ()
+        self.touch = ()
+        self.entries = b""
+        self.content_type = b""
+
+
+# How the compiled Invoke path treats a metadata key (InstanceRoutes.kinds): the component's rule
+# (core.Component.key_kind). ROUTE: the binding reads it, its value is part of the route; GENERAL:
+# a call with it needs the general path (base64 data); TRACE: trace context, forwarded as TTHeader
+# headers, so a traced call on a TTHeader route takes the general path; anything else is ignored.
+_Component = _import_module(".core", __package__).Component
+cdef int KEY_ROUTE = _Component.KEY_ROUTE
+cdef int KEY_GENERAL = _Component.KEY_GENERAL
+cdef int KEY_TRACE = _Component.KEY_TRACE
+
+
+cpdef long long cap_ms(double seconds):
+    """core._cap_ms: daprd's remaining deadline as the capped rpcTimeout in ms, rounded down to two
+    significant digits (a test holds the two to the same values)."""
+    cdef long long ms = <long long>(seconds * 1000)
+    cdef long long scale = 1
+    if ms < 1:
+        ms = 1
+    if ms >= 100:
+        while ms // scale >= 100:
+            scale *= 10
+        ms -= ms % scale
+    return ms
+
+
+cdef class InstanceRoutes:
+    """The compiled path's cache for one component instance: what each metadata key name means,
+    and the routes by the set of (key, value) pairs that choose them (daprd sends a map's keys in
+    any order, and keys such as traceparent that do not choose the route)."""
+
+    cdef public dict kinds             # key name -> KEY_*
+    cdef public dict routes            # frozenset of route (key, value) pairs -> FastRoute, or None
+    cdef public str untraced           # the traceparent of an untraced call: not a trace context
+    cdef public Py_ssize_t limit
+
+    def __init__(self, str untraced, Py_ssize_t limit=1024):
+        self.kinds = {}
+        self.routes = {}
+        self.untraced = untraced
+        self.limit = limit
+
+
+cdef inline void _put_entry(bytearray out, const char* key, Py_ssize_t klen, const char* value, Py_ssize_t vlen):
+    """One ``map<string, string>`` entry of InvokeResponse.metadata (field 2)."""
+    _put_varint(out, (2 << 3) | 2)
+    _put_varint(out, <uint64_t>(_varint_size(klen) + klen + _varint_size(vlen) + vlen + 2))
+    _put_bytes_field(out, 1, key, klen)
+    _put_bytes_field(out, 2, value, vlen)
+
+
+def map_entry(key, value):
+    """One encoded ``map<string, string>`` entry of InvokeResponse.metadata (FastRoute.entries)."""
+    cdef bytearray out = bytearray()
+    cdef bytes k = _as_utf8(key), v = _as_utf8(value)
+    _put_entry(out, PyBytes_AS_STRING(k), len(k), PyBytes_AS_STRING(v), len(v))
+    return bytes(out)
+
+
+cdef bytes _fast_response(FastRoute route, object frame, object seq, object endpoint):
+    """The framed InvokeResponse of a plain reply, byte for byte what encode_invoke_response
+    writes for the general path's response (map entries in key order)."""
+    cdef bytearray out = bytearray()
+    cdef const uint8_t[::1] view
+    cdef bytes b
+    if frame.str_headers or frame.int_headers:  # TTHeader headers: the general metadata
+        return encode_invoke_response(frame.payload, _response_metadata(frame, seq, endpoint, route.options),
+                                      route.content_type, True)
+    _grpc_prefix(out)
+    view = frame.payload
+    if view.shape[0]:
+        _put_bytes_field(out, 1, <const char*>&view[0], view.shape[0])
+    # keys in order: endpoint, messageType + methodName (route.entries), seqId, transport
+    b = _as_utf8(endpoint)
+    _put_entry(out, "endpoint", 8, PyBytes_AS_STRING(b), len(b))
+    out += route.entries
+    b = b"%d" % seq
+    _put_entry(out, "seqId", 5, PyBytes_AS_STRING(b), len(b))
+    b = _as_utf8(frame.transport)
+    _put_entry(out, "transport", 9, PyBytes_AS_STRING(b), len(b))
+    if route.content_type:
+        _put_bytes_field(out, 3, PyBytes_AS_STRING(route.content_type), len(route.content_type))
+    _patch_length(out)
+    return bytes(out)
+
+
 cdef class Connection:
     """One HTTP/2 connection of daprd (or any gRPC client): an asyncio protocol.
 
@@ -719,12 +856,17 @@ cdef class Connection:
     cdef bint shut                    # our side is done: write_eof sent, reading to the peer's EOF
     cdef object linger                # the hard close if the peer never closes its side
     cdef public int calls             # calls running (Invoke/Init) on this connection
+    cdef public long long compiled_calls  # Invokes sent on the compiled path (a count for tests and stats)
+    cdef dict fast                    # app.fast: instance name -> InstanceRoutes
+    cdef object loop
+    cdef bint flush_due               # a flush is scheduled for the end of this loop iteration
 
     def __init__(self, app, Py_ssize_t max_message=DEFAULT_MAX_MESSAGE,
                   Py_ssize_t max_buffer=DEFAULT_MAX_CONNECTION_BUFFER, int max_streams=DEFAULT_MAX_STREAMS):
         cdef nghttp2_session_callbacks* cbs
         cdef nghttp2_settings_entry iv[2]
         self.app = app
+        self.fast = getattr(app, "fast", None)
         self.streams = {}
         self.max_message = max_message
         self.max_buffer = max_buffer
@@ -755,6 +897,7 @@ cdef class Connection:
 
     def connection_made(self, transport):
         self.transport = transport
+        self.loop = _get_running_loop()
         self._flush()  # our SETTINGS go first (RFC 9113 3.4: the server preface)
 
     def data_received(self, data):
@@ -785,6 +928,7 @@ cdef class Connection:
             task = (<_Stream>s).task
             if task is not None and not task.done():
                 task.cancel()
+            self._fast_abandon(<_Stream>s)
         self.buffered = 0
         self.transport = None
         if self.linger is not None:
@@ -858,8 +1002,8 @@ cdef class Connection:
         cdef _Stream s = self.streams.get(stream_id)
         if s is None or s.finished or s.inbuf is None:
             return
-        if not s.content_type.startswith(b"application/grpc") or s.path not in _METHODS:
-            return  # answered at END_STREAM (415 / UNIMPLEMENTED); the body is not kept
+        if not s.content_type.startswith(b"application/grpc") or s.path not in _METHODS or s.bad_timeout is not None:
+            return  # answered at END_STREAM (415 / UNIMPLEMENTED / INTERNAL); the body is not kept
         if self.buffered + <Py_ssize_t>length > self.max_buffer:
             self._refuse(s, ST_RESOURCE_EXHAUSTED,
                          "this connection holds %d request bytes already (limit %d)" % (self.buffered, self.max_buffer))
@@ -925,6 +1069,11 @@ cdef class Connection:
             self._respond_http(s, b"415")
             return
         method = _METHODS.get(s.path, M_UNKNOWN)
+        if s.bad_timeout is not None:
+            s.finished = True
+            self.reply_status(s.id, ST_INTERNAL, "malformed grpc-timeout %r: 1-8 digits and a unit, one of H M S m u n"
+                              % s.bad_timeout.decode("latin-1"))
+            return
         if method == M_UNKNOWN or s.method != b"POST":
             s.finished = True
             self.reply_status(s.id, ST_UNIMPLEMENTED,
@@ -950,6 +1099,7 @@ cdef class Connection:
         s.inbuf = None
         if s.task is not None and not s.task.done():
             s.task.cancel()  # RST_STREAM from daprd: its deadline passed, or it went away
+        self._fast_abandon(s)
 
     cdef _refuse(self, _Stream s, int status, str text):
         """End a request we will not read further: the status, then RST_STREAM NO_ERROR so the
@@ -966,6 +1116,8 @@ cdef class Connection:
         try:
             if method == M_INVOKE:
                 data, metadata, operation = _decode_invoke_request(p, n)
+                if self.fast is not None and self._fast_invoke(s, operation, data, metadata):
+                    return
                 self.calls += 1
                 s.task = self.app.invoke(self, s.id, s.instance, operation, data, metadata,
                                          s.timeout if s.timeout >= 0 else None)
@@ -987,6 +1139,147 @@ cdef class Connection:
         self._headers(s)
         (<bytearray>s.out).extend(reply)
         self._resume(s)
+
+    # -- the compiled Invoke path ---------------------------------------------------------------
+    # The common Invoke (a route the app has vetted, a free connection, no grpc-timeout) runs here
+    # with no coroutine, task or protobuf object: take a connection, send, and answer from the
+    # reply future's done callback. Anything else (a new route, no idle connection, a failure, a
+    # reply with a status to check) goes to the app, which holds the component's rules.
+
+    cdef bint _fast_invoke(self, _Stream s, str operation, bytes data, dict metadata) except -1:
+        cdef PyObject* found
+        cdef PyObject* key
+        cdef PyObject* value
+        cdef Py_ssize_t pos = 0
+        cdef InstanceRoutes table
+        cdef FastRoute route
+        cdef list pairs = []
+        cdef bint traced = False
+        cdef double budget
+        found = PyDict_GetItem(self.fast, s.instance)
+        table = <InstanceRoutes>(<object>found if found != NULL else self.app.fast_instance(s.instance))
+        kinds = table.kinds
+        while PyDict_Next(metadata, &pos, &key, &value):
+            found = PyDict_GetItem(kinds, <object>key)
+            kind = <object>found if found != NULL else self.app.fast_key(s.instance, <object>key)
+            if kind == KEY_ROUTE:
+                pairs.append((<object>key, <object>value))
+            elif kind == KEY_TRACE:
+                if <object>value and not (<object>key == "traceparent" and <object>value == table.untraced):
+                    traced = True
+            elif kind == KEY_GENERAL:
+                return False
+        route_key = frozenset(pairs)
+        found = PyDict_GetItem(table.routes, route_key)
+        route_obj = <object>found if found != NULL else self.app.fast_route(s.instance, metadata, route_key)
+        if route_obj is None:
+            return False
+        route = <FastRoute>route_obj
+        if traced and route.forwards_trace:
+            return False  # the trace context goes out as TTHeader headers: the general path
+        if route.client.retired:  # evicted from the binding's client cache: build it anew
+            table.routes.pop(route_key, None)
+            return False
+        if operation not in route.operations:
+            return False  # the general path answers with the binding's error
+        pool = route.pool
+        proto = pool.take()
+        if proto is None:
+            return False  # no idle connection: the general path opens one or waits
+        try:
+            seq = proto.next_seq_id()
+            buffers = route.encoder.encode(data, seq)
+        except BaseException:
+            pool.release(proto)  # nothing was written; the general path reports the error
+            return False
+        try:
+            fut = proto.send(buffers, seq)
+        except _TransportError:
+            return False  # the connection died before taking a byte: the general path retries
+        for touch, item in route.touch:
+            try:
+                touch(item)  # the LRU order of instances and clients, as the general path keeps it
+            except KeyError:
+                pass
+        budget = route.timeout
+        if s.timeout >= 0 and (budget <= 0 or budget > s.timeout):
+            budget = cap_ms(s.timeout) / 1000.0  # daprd's deadline bounds the call (core._within_deadline)
+        route.instance.in_flight += 1
+        self.calls += 1
+        self.compiled_calls += 1
+        s.conn = self
+        s.route = route
+        s.proto = proto
+        s.fut = fut
+        s.seq = seq
+        s.metadata = metadata
+        if budget > 0:
+            s.handle = route.loop.call_at(route.loop.time() + budget, proto.expire, fut, budget)
+        fut.add_done_callback(s)
+        return True
+
+    cdef _fast_end(self, _Stream s):
+        """The call on ``s`` is over (answered or abandoned): drop its references."""
+        route = s.route
+        if s.handle is not None:
+            s.handle.cancel()
+        s.conn = None
+        s.route = None
+        s.proto = None
+        s.fut = None
+        s.handle = None
+        self.calls -= 1
+        inst = route.instance
+        inst.in_flight -= 1
+        if inst.evicted and inst.in_flight == 0:
+            self.app.instance_idle(inst)
+
+    cdef _fast_done(self, _Stream s):
+        fut = s.fut
+        route = s.route
+        proto = s.proto
+        seq = s.seq
+        self._fast_end(s)
+        exc = fut.exception()
+        if exc is not None:
+            outcome = self.app.fast_failed(s.instance, s.metadata, exc)
+        else:
+            frame = fut.result()
+            if route.encoder.is_plain_reply(frame, seq):
+                route.pool.release(proto)
+                outcome = None
+            else:
+                outcome = self.app.fast_settle(s.instance, s.metadata, route, proto, frame, seq)
+        if self.streams.get(s.id) is not s:
+            return  # (the connection is gone)
+        if outcome is None:
+            self._reply(s, _fast_response(route, frame, seq, proto.peer))
+        else:
+            self.reply_status(s.id, outcome[0], outcome[1])
+        self._flush_soon()
+
+    cdef _fast_abandon(self, _Stream s):
+        """daprd reset the stream (its deadline, or it went away) while the call runs: the
+        connection's entry stays, so the late reply is read and dropped."""
+        fut = s.fut
+        if fut is None or fut.done():
+            return
+        proto = s.proto
+        metadata = s.metadata
+        self._fast_end(s)
+        fut.cancel()
+        proto.abandoned()
+        self.app.fast_abandoned(s.instance, metadata)
+
+    cdef _flush_soon(self):
+        """Replies that complete in one loop iteration leave in one write."""
+        if not self.flush_due and self.loop is not None:
+            self.flush_due = True
+            self.loop.call_soon(self._scheduled_flush)  # (not kept: a bound method would be a cycle)
+
+    def _scheduled_flush(self):
+        self.flush_due = False
+        self._flush()
 
     # -- replies --------------------------------------------------------------------------------
 
@@ -1059,6 +1352,11 @@ cdef class Connection:
 
     def call_cancelled(self):
         self.calls -= 1
+
+    def cancel_calls(self):
+        """Give up the calls on the compiled path (a drain that ran out of time)."""
+        for s in list(self.streams.values()):
+            self._fast_abandon(<_Stream>s)
 
     def reply_status(self, int32_t stream_id, int status, text):
         """End ``stream_id`` with a non-OK status: trailers-only when nothing was sent yet."""

@@ -202,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
                         help="the compiled server's event loop (default auto: uvloop when installed; "
                         "the grpcio server always runs on asyncio's)")
+    parser.add_argument("--max-connections", type=int, default=core.DEFAULT_MAX_SOCKET_CONNECTIONS,
+                        help="connections the compiled server keeps open on its socket at once; more "
+                        "are closed at once with a warning (default %d; daprd opens one)"
+                        % core.DEFAULT_MAX_SOCKET_CONNECTIONS)
     # tests only: also serve plaintext HTTP/2 on a TCP address (h2spec), compiled server only
     parser.add_argument("--listen-tcp", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--drain-timeout", type=float, default=10.0,
@@ -218,6 +222,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     if args.max_instances < 1:
         print("kitex-fast component: --max-instances must be at least 1", file=sys.stderr)
+        return 2
+    if args.max_connections < 1:
+        print("kitex-fast component: --max-connections must be at least 1", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),

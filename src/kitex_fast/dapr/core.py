@@ -55,6 +55,7 @@ __all__ = [
     "TRACE_KEYS",
     "TRANSIENT_PREFIX",
     "DEFAULT_MAX_INSTANCES",
+    "DEFAULT_MAX_SOCKET_CONNECTIONS",
 ]
 
 log = logging.getLogger(__name__.rpartition(".")[0])  # the subpackage, wherever it is vendored
@@ -77,10 +78,13 @@ DATA_ENCODING_BASE64 = "base64"
 # and the server's ServerMiddleware extracts them again with metainfo.GetAllValues.
 TRACE_KEYS = ("traceparent", "tracestate", "baggage")
 TRANSIENT_PREFIX = "RPC_TRANSIT_"
-_UNTRACED = "00-00000000000000000000000000000000-0000000000000000-00"
+UNTRACED = "00-00000000000000000000000000000000-0000000000000000-00"
 # daprd inits each YAML once; more names than this come from a misbehaving caller (every unknown
 # x-component-instance would otherwise keep a binding and its connections for good).
 DEFAULT_MAX_INSTANCES = 1024
+# Connections on the socket at once (compiled server): daprd keeps one; a local client that opens
+# many more would otherwise cost a session (and its buffers) each, without bound.
+DEFAULT_MAX_SOCKET_CONNECTIONS = 256
 
 
 class SocketInUseError(RuntimeError):
@@ -162,6 +166,12 @@ class Component:
         self.max_instances = max_instances
         self._instances: "OrderedDict[str, _Instance]" = OrderedDict()  # least recently used first
         self._closing: Set["asyncio.Future[None]"] = set()
+        # Told the name of an instance that was replaced (re-Init) or dropped: a server that
+        # caches routes per instance (the compiled one) forgets them.
+        self._watchers: List[Callable[[str], None]] = []
+
+    def watch_instances(self, callback: Callable[[str], None]) -> None:
+        self._watchers.append(callback)
 
     def _new_binding(self) -> AsyncKitexOutputBinding:
         return AsyncKitexOutputBinding(max_clients=self.max_clients, implementation=self.implementation)
@@ -188,8 +198,14 @@ class Component:
     def _retire(self, inst: _Instance) -> None:
         # Calls still running on it finish first (the last one closes it, see invoke()).
         inst.evicted = True
+        for watcher in self._watchers:
+            watcher(inst.name)
         if inst.in_flight == 0:
             self._close_later(inst)
+
+    def instance_idle(self, inst: _Instance) -> None:
+        """The last call on a dropped instance ended (a server that counts ``in_flight`` itself)."""
+        self._close_later(inst)
 
     def _close_later(self, inst: _Instance) -> None:
         task = asyncio.ensure_future(self._close_instance(inst))
@@ -269,6 +285,37 @@ class Component:
             if inst.evicted and inst.in_flight == 0:
                 self._close_later(inst)
 
+    # -- the rules a server's compiled Invoke path asks once per key name or route ----------------
+    # A route is an instance and the (key, value) pairs of the metadata keys its binding reads.
+    # A call on a route that these rules vet does what invoke() would do with nothing added per
+    # call but daprd's deadline (no base64 data to decode, no trace context to forward: the server
+    # checks those per call, and caps the call's timeout with _cap_ms as _within_deadline does),
+    # so the server may send it straight on the route's client.
+
+    KEY_IGNORED, KEY_ROUTE, KEY_GENERAL, KEY_TRACE = range(4)
+
+    def key_kind(self, name: str, key: str) -> int:
+        """What metadata key ``key`` means to calls of instance ``name`` (KEY_*)."""
+        if key == DATA_ENCODING_KEY:
+            return self.KEY_GENERAL
+        if key in TRACE_KEYS:
+            return self.KEY_TRACE
+        if self.instance(name).binding._learn_shape((key,))[2]:
+            return self.KEY_ROUTE
+        return self.KEY_IGNORED
+
+    def route_call(self, name: str, metadata: Dict[str, str]) -> Optional[Tuple[_Instance, Any, Any, bool]]:
+        """``(instance, call options, client, forwards trace context)`` for calls with this
+        metadata's route keys, or None when they need invoke() (bad metadata: it reports it)."""
+        inst = self.instance(name)
+        operations = inst.binding.operations()
+        try:
+            options, client = inst.binding._prepare(InvokeRequest(operations[0], b"", metadata))
+        except KitexError:
+            return None
+        transport_name = metadata.get("transport") or inst.defaults.get("transport") or ""
+        return inst, options, client, transport_name.strip().lower().startswith("ttheader")
+
     def failed(self, name: str, metadata: Mapping[str, str], exc: BaseException) -> Tuple[str, str]:
         """A failed Invoke: log it, and the (code, text) status to answer with."""
         code, text = status_of(exc)
@@ -338,7 +385,7 @@ def _with_trace_headers(metadata: Dict[str, str], defaults: Mapping[str, str]) -
     out = None
     for key in TRACE_KEYS:
         value = metadata.get(key)
-        if not value or (key == "traceparent" and value == _UNTRACED):
+        if not value or (key == "traceparent" and value == UNTRACED):
             continue  # daprd sends an all-zero traceparent for untraced calls: not a context
         header = "header." + TRANSIENT_PREFIX + key
         if header in metadata:

@@ -5,8 +5,13 @@ The extension is built only where libnghttp2's headers were found (setup.py); :f
 says why it is not here otherwise, and the CLI falls back to grpcio. This module imports neither
 grpc nor protobuf.
 
-Per call, the byte layer (HTTP/2 frames, gRPC framing, the protobuf messages) runs in C; Python runs
-one coroutine per Invoke/Init (the Kitex call on the asyncio driver) and the component rules.
+Per call, the byte layer (HTTP/2 frames, gRPC framing, the protobuf messages) runs in C. The common
+Invoke runs in C too (``Connection._fast_invoke``): on a route this module has vetted once with the
+component's rules (:meth:`App.fast_route`), it takes an idle connection of the route's client, sends,
+and answers from the reply future's callback, with no coroutine or task (daprd's deadline caps the
+call's timeout, as in :func:`core._within_deadline`). Everything else (Init, a new route, no idle
+connection, base64 data, a trace context for TTHeader, a failure, a reply whose status needs
+checking) runs here, one coroutine per call where it awaits, with the component rules (:mod:`.core`).
 Reflection v1alpha (what daprd asks at discovery) is answered from replies built once at start.
 """
 
@@ -16,9 +21,11 @@ import argparse
 import asyncio
 import logging
 from types import ModuleType
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .. import _dispatch
+from ..binding import CONTENT_TYPE
+from ..errors import KitexError
 from . import core
 from .core import REFLECTION_SERVICE_NAME, SERVICE_NAME, Component
 from .proto.descriptor import SERIALIZED as OUTPUT_BINDING_FILE
@@ -111,20 +118,47 @@ def reflection_reply(request: bytes) -> bytes:
     return _Reflection(ext).reply(request)
 
 
+class _Refused(asyncio.Protocol):
+    """A connection past the bound: closed as soon as it is made."""
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        transport.abort()
+
+
 class App:
     """The Python side of the compiled server's connections: the calls, on the component."""
 
-    def __init__(self, component: Component, ext: ModuleType) -> None:
+    def __init__(self, component: Component, ext: ModuleType,
+                 max_connections: int = core.DEFAULT_MAX_SOCKET_CONNECTIONS) -> None:
         self.component = component
         self.ext = ext
+        self.max_connections = max_connections
+        self.refused = 0
         self.codes: Dict[str, int] = ext.STATUS_CODES
         self.reflection = _Reflection(ext)
         self.connections: Set[Any] = set()
         self.tasks: Set["asyncio.Task[None]"] = set()
         self.idle = asyncio.Event()
         self.idle.set()
+        # The compiled Invoke path's routes: instance name -> InstanceRoutes (what each metadata
+        # key means, and the routes by their (key, value) pairs).
+        self.fast: Dict[str, Any] = {}
+        component.watch_instances(self._forget)
+        self._content_type = CONTENT_TYPE.encode()
+        self.general_calls = 0  # Invokes that ran as a coroutine (the compiled path's count is per connection)
+        self._closed_compiled = 0
+
+    # Bounds of the route cache, per instance: key names (they come from callers) and routes.
+    MAX_KEYS = 1024
+    MAX_ROUTES = 1024
 
     def protocol(self) -> Any:  # an asyncio protocol factory
+        if len(self.connections) >= self.max_connections:
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:
+                log.warning("%d connections are open on the socket already (--max-connections): "
+                            "closing a new one (%d so far)", len(self.connections), self.refused)
+            return _Refused()
         conn = self.ext.Connection(self)
         self.connections.add(conn)
         return conn
@@ -145,6 +179,7 @@ class App:
 
     def invoke(self, conn: Any, stream_id: int, name: str, operation: str, data: bytes,
                metadata: Dict[str, str], timeout: Optional[float]) -> "asyncio.Task[None]":
+        self.general_calls += 1
         return self._start(self._invoke(conn, stream_id, name, operation, data, metadata, timeout))
 
     async def _invoke(self, conn: Any, stream_id: int, name: str, operation: str, data: bytes,
@@ -160,6 +195,87 @@ class App:
             conn.call_failed(stream_id, self.codes[code], text)
             return
         conn.reply_invoke(stream_id, response.data, response.metadata, response.content_type)
+
+    # -- the compiled Invoke path's questions (once per instance, key order or route) -----------
+
+    def _forget(self, name: str) -> None:
+        self.fast.pop(name, None)  # replaced or dropped: its routes hold its old binding
+
+    def fast_instance(self, name: str) -> Any:
+        if len(self.fast) >= self.component.max_instances:
+            self.fast.clear()
+        table = self.fast[name] = self.ext.InstanceRoutes(core.UNTRACED, self.MAX_ROUTES)
+        return table
+
+    def fast_key(self, name: str, key: str) -> int:
+        kind = self.component.key_kind(name, key)
+        table = self.fast.get(name)
+        if table is not None:
+            if len(table.kinds) >= self.MAX_KEYS:
+                table.kinds.clear()
+            table.kinds[key] = kind
+        return kind
+
+    def fast_route(self, name: str, metadata: Dict[str, str], key: Any) -> Any:
+        found = self.component.route_call(name, metadata)
+        route = None
+        if found is not None:
+            inst, options, client, forwards_trace = found
+            if client._pool.loop is None:
+                client._bind()  # what the client's first call does
+            method, headers = options.method_name, options.headers
+            encoder_key = method if headers is None else (method, headers)
+            route = self.ext.FastRoute()
+            route.client = client
+            route.pool = client._pool
+            route.encoder = client._encoders.get(encoder_key) or client._encoder(encoder_key, method, headers)
+            route.loop = client._pool.loop
+            route.timeout = options.rpc_timeout or 0.0
+            route.operations = tuple(inst.binding.operations())
+            route.instance = inst
+            route.touch = (
+                (self.component._instances.move_to_end, name),
+                (inst.binding._clients.move_to_end, options.client_key),
+            )
+            route.entries = self.ext.map_entry("messageType", "reply") + self.ext.map_entry("methodName", method)
+            route.content_type = self._content_type
+            route.options = options
+            route.forwards_trace = forwards_trace
+        table = self.fast.get(name)
+        if table is not None:
+            if len(table.routes) >= table.limit:
+                table.routes.clear()
+            table.routes[key] = route
+        return route
+
+    def fast_failed(self, name: str, metadata: Dict[str, str], exc: BaseException) -> Tuple[int, str]:
+        """A call on the compiled path failed: the status to answer with (logged as invoke's)."""
+        code, text = self.component.failed(name, metadata, exc)
+        return self.codes[code], text
+
+    def fast_settle(self, name: str, metadata: Dict[str, str], route: Any, proto: Any, frame: Any,
+                    seq_id: int) -> Optional[Tuple[int, str]]:
+        """A reply the compiled path's quick check did not pass: the client's full check (an
+        exception, a business status, a connection reset...), as its exchange() does; None when
+        the reply stands, else the status to answer with."""
+        try:
+            error, keep = route.client._check(proto, frame, route.options.method_name, seq_id)
+        except BaseException as exc:  # noqa: BLE001 - a reply that does not answer: the stream is suspect
+            proto.close(exc if isinstance(exc, KitexError) else None)
+            return self.fast_failed(name, metadata, exc)
+        if keep:
+            route.pool.release(proto)
+        else:
+            proto.retire()  # the server closes this connection: start nothing new on it
+        if error is not None:
+            return self.fast_failed(name, metadata, error)
+        return None
+
+    def fast_abandoned(self, name: str, metadata: Dict[str, str]) -> None:
+        self.component.abandoned(name, metadata)
+
+    def instance_idle(self, inst: Any) -> None:
+        self.component.instance_idle(inst)
 
     def init(self, conn: Any, stream_id: int, name: str, properties: Dict[str, str]) -> "asyncio.Task[None]":
         return self._start(self._init(conn, stream_id, name, properties))
@@ -187,6 +303,12 @@ class App:
 
     def connection_done(self, conn: Any) -> None:
         self.connections.discard(conn)
+        self._closed_compiled += conn.compiled_calls
+
+    @property
+    def compiled_calls(self) -> int:
+        """Invokes served on the compiled path so far."""
+        return self._closed_compiled + sum(int(conn.compiled_calls) for conn in self.connections)
 
     def connection_error(self, conn: Any, exc: BaseException) -> None:
         log.error("connection dropped after an internal error", exc_info=exc)
@@ -197,16 +319,27 @@ class App:
 
     # -- stopping ---------------------------------------------------------------------------
 
+    def _running(self) -> int:
+        return sum(conn.calls for conn in self.connections)
+
     async def drain(self, seconds: float) -> None:
         """GOAWAY to every connection, wait (bounded) for the calls in flight, then close."""
         for conn in list(self.connections):
             conn.shutdown_notice()
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
         try:
             await asyncio.wait_for(self.idle.wait(), seconds)
+            while self._running() and loop.time() < until:  # calls on the compiled path
+                await asyncio.sleep(0.01)
         except asyncio.TimeoutError:
-            log.warning("%d calls still running after %.0f s: cancelled", len(self.tasks), seconds)
+            pass
+        running = self._running()
+        if running:
+            log.warning("%d calls still running after %.0f s: cancelled", running, seconds)
         for conn in list(self.connections):
             conn.goaway()
+            conn.cancel_calls()
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:
@@ -227,7 +360,7 @@ async def serve(args: argparse.Namespace, component: Component, implementation_n
     if ext is None:
         raise RuntimeError(unavailable())
     loop = asyncio.get_running_loop()
-    app = App(component, ext)
+    app = App(component, ext, getattr(args, "max_connections", core.DEFAULT_MAX_SOCKET_CONNECTIONS))
     servers: List[Any] = []
 
     async def start(path: str) -> None:
@@ -244,6 +377,8 @@ async def serve(args: argparse.Namespace, component: Component, implementation_n
         for server in servers:
             server.close()
         await app.drain(drain)
+        log.info("served %d Invoke calls on the compiled path and %d on the general path",
+                 app.compiled_calls, app.general_calls)
 
     name = "compiled (libnghttp2, %s loop)" % getattr(args, "loop", "asyncio")
     return await core.run(args, component, start, stop, name, implementation_name)

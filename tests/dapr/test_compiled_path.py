@@ -1,0 +1,237 @@
+"""The compiled server's Invoke path (``Connection._fast_invoke``) against the general one.
+
+A call on a route the compiled server has seen, with an idle connection, runs on the compiled path
+(no coroutine); everything else, and every call on the grpcio server, runs on the general path (a
+coroutine through the binding). Each case below is made on both servers, through grpcio to their
+sockets and real Kitex servers, with and without a gRPC deadline, and must get the same answer:
+reply bytes, metadata, status code and text. The compiled server's stop line counts the calls of
+each path, so a path that is never taken fails the test. Then the same through a real daprd and
+the Dapr SDK.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+import stack
+from kitex_fast import codec
+from kitex_fast.dapr.proto import contract as pb
+from kitex_fast.testing import KitexTestServer, echo_handler, echo_request, read_echo_reply
+
+from test_e2e import echo_meta, rich_call
+
+STOP_LINE = re.compile(r"served (\d+) Invoke calls on the compiled path and (\d+) on the general path")
+
+
+@pytest.fixture
+def compiled(impl):
+    if impl.server != "compiled":
+        pytest.skip("the compiled path belongs to the compiled server")
+    return impl
+
+
+def _counts(component: stack.Component):
+    found = STOP_LINE.findall(component.log())
+    assert found, "no stop line in the component log:\n" + component.log()[-3000:]
+    return int(found[-1][0]), int(found[-1][1])
+
+
+def _invoke(stub, data: bytes, metadata: dict, timeout=None, instance: str = "inst"):
+    """(data, metadata, content_type) or (grpc code, details)."""
+    try:
+        r = stub.Invoke(pb.InvokeRequest(operation="get", data=data, metadata=metadata),
+                        metadata=(("x-component-instance", instance),), timeout=timeout)
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details()
+    return r.data, dict(r.metadata), r.content_type
+
+
+def _same(general, compiled_result) -> None:
+    if len(general) == 2:
+        assert compiled_result == general
+        return
+    g_data, g_meta, g_type = general
+    c_data, c_meta, c_type = compiled_result
+    g_meta, c_meta = dict(g_meta), dict(c_meta)
+    assert c_type == g_type
+    # The seq id counts per connection (in the reply message and in seqId); all else is the same.
+    g_head, c_head = codec.parse_message(g_data), codec.parse_message(c_data)
+    assert (c_head.name, c_head.type, c_data[c_head.body_offset:]) == (g_head.name, g_head.type, g_data[g_head.body_offset:])
+    assert set(c_meta) == set(g_meta)
+    assert int(c_meta.pop("seqId")) == c_head.seq_id and int(g_meta.pop("seqId")) == g_head.seq_id
+    assert c_meta == g_meta
+
+
+def _cases(servers):
+    default, mux, rich = servers["default"].address, servers["mux"].address, servers["rich"].address
+    return [
+        ("framed echo", echo_request("framed"), echo_meta(default)),
+        ("ttheader echo (reply headers)", echo_request("tth"), echo_meta(default, transport="ttheader")),
+        ("mux connection", echo_request("mux"), echo_meta(mux, transport="ttheader", muxConnection="true")),
+        ("buffered", echo_request("buf"), echo_meta(default, transport="buffered")),
+        ("unknown method: exception type 20", echo_request("x"), echo_meta(default, methodName="nope")),
+        ("handler error: exception type 6", rich_call("fail", message="boom"),
+         echo_meta(rich, destService="rich", methodName="fail")),
+        ("biz status", rich_call("biz", code=404, message="no such user", extra={"user": "ann"}),
+         echo_meta(rich, destService="rich", methodName="biz", transport="ttheader")),
+        ("rpc timeout", rich_call("sleep", millis=600),
+         echo_meta(rich, destService="rich", methodName="sleep", rpcTimeout="100ms")),
+        ("not a CALL message", b"\x80\x01\x00\x02junk", echo_meta(default)),
+        ("missing metadata", echo_request("x"), {"hostPorts": default}),
+        ("trace context on ttheader", echo_request("tr"), echo_meta(
+            default, transport="ttheader", traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")),
+        ("trace context on framed", echo_request("tr2"), echo_meta(
+            default, traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")),
+    ]
+
+
+def test_every_case_answers_the_same_on_both_paths(compiled, kitex_servers) -> None:
+    cases = _cases(kitex_servers)
+    with tempfile.TemporaryDirectory(prefix="kf-fast-") as d:
+        fast = stack.Component(os.path.join(d, "fast"), implementation=compiled.name, server="compiled").start()
+        general = stack.Component(os.path.join(d, "general"), implementation=compiled.name, server="grpcio").start()
+        try:
+            with grpc.insecure_channel("unix:" + fast.socket) as fch, \
+                    grpc.insecure_channel("unix:" + general.socket) as gch:
+                fstub, gstub = pb.OutputBindingStub(fch), pb.OutputBindingStub(gch)
+                for name, data, meta in cases:
+                    for timeout in (None, 60):
+                        expected = _invoke(gstub, data, meta, timeout)
+                        for _ in range(3):  # the first may open the connection (general path), then idle ones
+                            _same(expected, _invoke(fstub, data, meta, timeout)), (name, timeout)
+                # A run on one route: all but the first take the compiled path.
+                meta = echo_meta(kitex_servers["default"].address)
+                for i in range(50):
+                    assert read_echo_reply(_invoke(fstub, echo_request("n%d" % i), meta)[0]) == "n%d,hi Kitex" % i
+        finally:
+            assert general.stop() == 0
+            assert fast.stop() == 0
+        compiled_calls, general_calls = _counts(fast)
+        # Of the 12 cases x 2 deadlines x 3 calls + 50, the ones on the compiled path: those with a
+        # route (not the bad metadata, not TTHeader with a trace context) and an idle connection.
+        assert compiled_calls >= 50 + 2 * 2 * 9, (compiled_calls, general_calls)
+        assert general_calls >= 2 * 2, (compiled_calls, general_calls)
+
+
+def test_the_deadline_cap_is_the_general_paths(compiled) -> None:
+    from kitex_fast.dapr import core, h2server
+
+    ext = h2server._load()
+    for seconds in [0, 0.0004, 0.001, 0.0999, 0.1, 0.1234, 1, 29.987, 30, 99.99, 1234.5, 86400.25]:
+        assert ext.cap_ms(seconds) == core._cap_ms(seconds), seconds
+    for i in range(20000):
+        seconds = i * 0.00731
+        assert ext.cap_ms(seconds) == core._cap_ms(seconds), seconds
+
+
+def test_a_deadline_shorter_than_rpc_timeout_bounds_the_kitex_call(compiled, kitex_servers) -> None:
+    meta = echo_meta(kitex_servers["rich"].address, destService="rich", methodName="sleep", rpcTimeout="20s")
+    with tempfile.TemporaryDirectory(prefix="kf-fast-") as d:
+        c = stack.Component(os.path.join(d, "sockets"), implementation=compiled.name, server="compiled").start()
+        try:
+            with grpc.insecure_channel("unix:" + c.socket) as ch:
+                stub = pb.OutputBindingStub(ch)
+                assert len(_invoke(stub, rich_call("sleep", millis=1), meta)) == 3  # opens the connection
+                out = _invoke(stub, rich_call("sleep", millis=3000), meta, timeout=1.0)
+                assert out[0] == grpc.StatusCode.DEADLINE_EXCEEDED, out
+                # Whichever came first, the Kitex call's timeout capped at the deadline (≤ 1 s)
+                # or the client's reset: the call ended then, not after 3 s or 20 s.
+                deadline = time.monotonic() + 10
+                while not ("abandoned" in c.log() or "RPCTimeoutError" in c.log()) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                budgets = [int(ms) for ms in re.findall(r"RPCTimeoutError: no reply from \S+ within (\d+) ms", c.log())]
+                assert budgets and max(budgets) <= 1000 or "abandoned by daprd" in c.log(), c.log()[-2000:]
+        finally:
+            assert c.stop() == 0
+        assert _counts(c)[0] >= 1
+
+
+def test_a_reset_stream_abandons_its_call_and_the_connection_recovers(compiled, kitex_servers) -> None:
+    meta = echo_meta(kitex_servers["rich"].address, destService="rich", methodName="sleep")
+    with tempfile.TemporaryDirectory(prefix="kf-fast-") as d:
+        c = stack.Component(os.path.join(d, "sockets"), implementation=compiled.name, server="compiled").start()
+        try:
+            with grpc.insecure_channel("unix:" + c.socket) as ch:
+                stub = pb.OutputBindingStub(ch)
+                assert _invoke(stub, rich_call("sleep", millis=1), meta)[0]  # opens the connection
+                fut = stub.Invoke.future(pb.InvokeRequest(operation="get", data=rich_call("sleep", millis=800),
+                                                          metadata=meta),
+                                         metadata=(("x-component-instance", "inst"),))
+                time.sleep(0.2)
+                assert fut.cancel()  # RST_STREAM CANCEL
+                deadline = time.monotonic() + 10
+                while "abandoned" not in c.log() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert "abandoned by daprd" in c.log()
+                for i in range(5):  # later calls get their own replies, on new or idle connections
+                    out = _invoke(stub, rich_call("sleep", millis=i), meta)
+                    assert len(out) == 3, out
+        finally:
+            assert c.stop() == 0
+        assert _counts(c)[0] >= 2
+
+
+def test_drain_waits_for_calls_on_the_compiled_path(compiled) -> None:
+    release, entered = threading.Event(), threading.Event()
+
+    def slow(request):
+        if b"hold" in bytes(request.body):
+            entered.set()
+            release.wait(30)
+        return echo_handler(request)
+
+    with tempfile.TemporaryDirectory(prefix="kf-fast-") as d:
+        c = stack.Component(os.path.join(d, "sockets"), implementation=compiled.name, server="compiled").start()
+        try:
+            with KitexTestServer({"echo": slow}, service="echo", implementation=compiled.name) as server, \
+                    grpc.insecure_channel("unix:" + c.socket) as ch:
+                stub = pb.OutputBindingStub(ch)
+                meta = echo_meta(server.address)
+                assert read_echo_reply(_invoke(stub, echo_request("warm"), meta)[0]) == "warm,hi Kitex"
+                with ThreadPoolExecutor(1) as pool:
+                    held = pool.submit(_invoke, stub, echo_request("hold"), meta)
+                    assert entered.wait(30), "the call never reached the server"
+                    c.proc.send_signal(signal.SIGTERM)
+                    time.sleep(0.5)
+                    assert not held.done() and c.proc.poll() is None
+                    release.set()
+                    assert read_echo_reply(held.result(30)[0]) == "hold,hi Kitex"
+                assert c.proc.wait(20) == 0
+        finally:
+            release.set()
+            c.stop()
+        assert _counts(c)[0] >= 1
+
+
+def test_daprd_calls_take_the_compiled_path(compiled, daprd_binary, kitex_servers) -> None:
+    address = kitex_servers["default"].address
+    with stack.DaprStack(daprd_binary, {"kitex": {}}, implementation=compiled.name, server="compiled") as s:
+        def caller(n: int) -> int:
+            ok = 0
+            with s.daprd.client() as client:
+                for i in range(20):
+                    message = "caller %d call %d" % (n, i)
+                    response = client.invoke_binding(
+                        "kitex", "get", data=echo_request(message),
+                        binding_metadata=echo_meta(address, transport="ttheader" if n % 2 else "framed"))
+                    ok += read_echo_reply(response.data) == message + ",hi Kitex"
+            return ok
+
+        with ThreadPoolExecutor(8) as pool:
+            assert sum(pool.map(caller, range(8))) == 160
+        s.daprd.stop()
+        assert s.component.stop() == 0
+        compiled_calls, general_calls = _counts(s.component)
+    # daprd sets no deadline without a resiliency policy: every call with an idle connection
+    # (all but the few that opened one) is on the compiled path.
+    assert compiled_calls + general_calls == 160
+    assert compiled_calls >= 100, (compiled_calls, general_calls)
