@@ -46,7 +46,7 @@ def load_compiled(name: str) -> Optional[ModuleType]:
             warnings.warn(
                 "kitex_fast: the compiled core failed to build when this package was installed "
                 "(%s); the pure-Python twin is in use: the same results, at a higher latency and "
-                "CPU cost per call (README, Benchmarks, has the measured ratios). Reinstall with "
+                "CPU cost per call (docs/benchmarks.md has the measured ratios). Reinstall with "
                 "a C compiler, or set KITEX_FAST_NO_EXTENSIONS=1 to choose the twin knowingly."
                 % reason,
                 RuntimeWarning,

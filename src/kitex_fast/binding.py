@@ -2,7 +2,7 @@
 
 It mirrors Dapr's Go binding (dapr/components-contrib ``bindings/kitex``): the request ``data`` is a
 complete strict-binary Thrift CALL message, the response ``data`` the complete REPLY message. It
-differs where the Go binding has gaps (see the README): component metadata gives defaults, the
+differs where the Go binding has gaps (see docs/binding.md): component metadata gives defaults, the
 ``methodName`` metadata is authoritative (the method name inside ``data`` is rewritten to it), the
 client cache is bounded and ``close()`` closes every connection, replies carry metadata.
 """
@@ -291,14 +291,15 @@ class BindingCore:
                 self._routes.popitem(last=False)
         return options, client
 
+    @staticmethod
+    def reads_key(key: str) -> bool:
+        """Whether the value of metadata key ``key`` matters to a call (it chooses the route):
+        known keys, header keys, and mis-cased known keys (parse_options rejects those).
+        Everything else (traceparent, baggage, ...) is ignored by the binding."""
+        return key in _KNOWN_SET or key.startswith(_HEADER_PREFIXES) or key.lower() in _KNOWN_LOWER
+
     def _learn_shape(self, shape: Tuple[str, ...]) -> Any:
-        # Values that matter: known keys, header keys, and mis-cased known keys (parse_options
-        # rejects those). Everything else (traceparent, baggage, ...) is ignored by the binding.
-        relevant = tuple(
-            k
-            for k in shape
-            if k in _KNOWN_SET or k.startswith(_HEADER_PREFIXES) or k.lower() in _KNOWN_LOWER
-        )
+        relevant = tuple(k for k in shape if self.reads_key(k))
         if len(relevant) == 1:
             only = relevant[0]
             getter: Callable[[Mapping[str, str]], Tuple[object, ...]] = lambda m: (m[only],)

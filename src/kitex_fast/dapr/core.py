@@ -38,7 +38,9 @@ from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Set,
 from ..binding import InvokeRequest
 from ..errors import KitexError, MetadataError
 from ..metadata import DEFAULTS, parse_duration
-from ..aio import AsyncKitexOutputBinding
+from ..aio import KitexOutputBinding
+from ..codec import TRANSIENT_PREFIX
+from .proto import SERVICE_NAME
 from .status import status_of
 
 __all__ = [
@@ -60,7 +62,6 @@ __all__ = [
 
 log = logging.getLogger(__name__.rpartition(".")[0])  # the subpackage, wherever it is vendored
 
-SERVICE_NAME = "dapr.proto.components.v1.OutputBinding"
 # daprd discovers components through reflection v1alpha (docs/dapr.md "Discovery").
 REFLECTION_SERVICE_NAME = "grpc.reflection.v1alpha.ServerReflection"
 DEFAULT_SOCKET_FOLDER = "/tmp/dapr-components-sockets"
@@ -77,7 +78,6 @@ DATA_ENCODING_BASE64 = "base64"
 # TTHeader string headers prefixed RPC_TRANSIT_ (bytedance/gopkg cloud/metainfo PrefixTransient),
 # and the server's ServerMiddleware extracts them again with metainfo.GetAllValues.
 TRACE_KEYS = ("traceparent", "tracestate", "baggage")
-TRANSIENT_PREFIX = "RPC_TRANSIT_"
 UNTRACED = "00-00000000000000000000000000000000-0000000000000000-00"
 # daprd inits each YAML once; more names than this come from a misbehaving caller (every unknown
 # x-component-instance would otherwise keep a binding and its connections for good).
@@ -173,8 +173,8 @@ class Component:
     def watch_instances(self, callback: Callable[[str], None]) -> None:
         self._watchers.append(callback)
 
-    def _new_binding(self) -> AsyncKitexOutputBinding:
-        return AsyncKitexOutputBinding(max_clients=self.max_clients, implementation=self.implementation)
+    def _new_binding(self) -> KitexOutputBinding:
+        return KitexOutputBinding(max_clients=self.max_clients, implementation=self.implementation)
 
     @property
     def instance_names(self) -> List[str]:
@@ -271,6 +271,10 @@ class Component:
         """One call for instance ``name``; ``deadline``: seconds daprd still waits (its gRPC deadline,
         set by a Dapr resiliency timeout), which then also bounds the Kitex call."""
         inst = self.instance(name)
+        # daprd sends a map's keys in any order (Go randomises map iteration, and protobuf-go
+        # writes maps in that order); in one order, the binding's route cache finds its routes
+        # (it is keyed by the order of the keys) instead of validating the metadata anew.
+        metadata = dict(sorted(metadata.items()))
         encoding = metadata.get(DATA_ENCODING_KEY)
         if encoding is not None:
             data = _decode_data(encoding, data)
@@ -300,7 +304,7 @@ class Component:
             return self.KEY_GENERAL
         if key in TRACE_KEYS:
             return self.KEY_TRACE
-        if self.instance(name).binding._learn_shape((key,))[2]:
+        if self.instance(name).binding.reads_key(key):
             return self.KEY_ROUTE
         return self.KEY_IGNORED
 
