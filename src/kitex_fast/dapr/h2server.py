@@ -118,6 +118,13 @@ def reflection_reply(request: bytes) -> bytes:
     return _Reflection(ext).reply(request)
 
 
+def _put_bounded(cache: Dict[Any, Any], key: Any, value: Any, limit: int) -> None:
+    """A cache whose keys come from callers: emptied when full (what was hot is learned again)."""
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = value
+
+
 class _Refused(asyncio.Protocol):
     """A connection past the bound: closed as soon as it is made."""
 
@@ -211,9 +218,7 @@ class App:
         kind = self.component.key_kind(name, key)
         table = self.fast.get(name)
         if table is not None:
-            if len(table.kinds) >= self.MAX_KEYS:
-                table.kinds.clear()
-            table.kinds[key] = kind
+            _put_bounded(table.kinds, key, kind, self.MAX_KEYS)
         return kind
 
     def fast_route(self, name: str, metadata: Dict[str, str], key: Any) -> Any:
@@ -243,9 +248,7 @@ class App:
             route.forwards_trace = forwards_trace
         table = self.fast.get(name)
         if table is not None:
-            if len(table.routes) >= table.limit:
-                table.routes.clear()
-            table.routes[key] = route
+            _put_bounded(table.routes, key, route, table.limit)
         return route
 
     def fast_failed(self, name: str, metadata: Dict[str, str], exc: BaseException) -> Tuple[int, str]:
