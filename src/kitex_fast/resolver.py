@@ -17,7 +17,6 @@ trip and no extra syscall. The same thread serves the sync and the asyncio drive
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import logging
 import math
@@ -27,8 +26,11 @@ import threading
 import time
 from functools import reduce
 from typing import (
-    Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple, Union,
+    TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple, Union,
 )
+
+if TYPE_CHECKING:  # (imported where used: http.client and its email package cost ~2 MiB of RSS,
+    import http.client  # which a process that never asks etcd should not pay)
 
 try:  # 3.8+: typing.Protocol
     from typing import Protocol
@@ -328,6 +330,8 @@ class _Watch:
                 backoff = min(backoff * 2, 2.0)
 
     def _request(self, endpoint: Endpoint, path: str, body: Dict[str, Any], timeout: float) -> http.client.HTTPResponse:
+        import http.client
+
         conn = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
         self._conn = conn
         if self.closed:
@@ -345,6 +349,8 @@ class _Watch:
         return resp
 
     def _range(self, endpoint: Endpoint) -> int:
+        import http.client
+
         resp = self._request(endpoint, "/v3/kv/range", {
             "key": _b64(self.key), "range_end": _b64(_prefix_end(self.key))}, 5.0)
         try:
@@ -362,6 +368,8 @@ class _Watch:
         return int(answer["header"]["revision"])
 
     def _watch(self, endpoint: Endpoint, revision: int) -> None:
+        import http.client
+
         # (a read timeout: a silent stream is re-established, which also re-reads the prefix)
         resp = self._request(endpoint, "/v3/watch", {"create_request": {
             "key": _b64(self.key), "range_end": _b64(_prefix_end(self.key)),
