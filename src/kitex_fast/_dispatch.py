@@ -9,7 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import Optional
+from typing import Callable, Optional
 
 def env_flag(value: Optional[str]) -> bool:
     """An on/off environment switch: on only for 1, true or yes (any case); 0, false, no or
@@ -87,13 +87,14 @@ def _extension_file_exists(name: str) -> bool:
 
 
 def choose(
-    name: Optional[str], compiled: Optional[ModuleType], twin: ModuleType, what: str
+    name: Optional[str], compiled: Optional[ModuleType], twin: Callable[[], ModuleType], what: str
 ) -> ModuleType:
-    """The module for ``name``: ``"c"`` (compiled), ``"py"`` (twin) or None (the live one)."""
+    """The module for ``name``: ``"c"`` (compiled), ``"py"`` (twin, imported by ``twin()``) or
+    None (the live one)."""
     if name is None:
-        return compiled if compiled is not None else twin
+        return compiled if compiled is not None else twin()
     if name == "py":
-        return twin
+        return twin()
     if name == "c":
         if compiled is None:
             raise ImportError(
