@@ -38,7 +38,25 @@ __all__ = [
     "ApplicationError",
     "BizStatusError",
     "APPLICATION_EXCEPTION_NAMES",
+    "QUOTE_LIMIT",
+    "quoted",
 ]
+
+# How many characters of a caller's value an error text or a log line quotes: enough to recognise
+# it, never enough to fill a log or a gRPC status (a value may be megabytes long).
+QUOTE_LIMIT = 64
+
+
+def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``value`` as an error text or a log line may quote it: ``repr`` of at most ``limit``
+    characters (so control characters, newlines and NULs are escaped, and no value can forge a
+    log line), followed by how long the whole value was when it was cut."""
+    if isinstance(value, (str, bytes, bytearray)) and len(value) > limit:
+        return "%r... (%d %s)" % (
+            value[:limit], len(value), "characters" if isinstance(value, str) else "bytes"
+        )
+    text = repr(value)
+    return text if len(text) <= 4 * limit else text[: 4 * limit] + "..."
 
 
 class KitexError(Exception):
