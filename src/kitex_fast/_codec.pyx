@@ -950,14 +950,17 @@ cdef inline unsigned char* _write_string(unsigned char* w, object item) except N
     return w + 2 + n
 
 
-cdef bytes _header_block(object str_headers, object int_headers, object acl_token):
+cdef bytes _header_block(object str_headers, object int_headers, object acl_token,
+                         bint prefix=True):
     """PROTOCOL ID .. padding of a TTHeader, in Kitex's block order (docs/protocol.md §3, §4).
+    With ``prefix`` False: only the info blocks and their padding (a call's own headers, which
+    follow the encoder's block: padding may stand anywhere and blocks may repeat, §3.2).
 
     Pass 1 validates every string into ``keep``; pass 2 writes one bytes object from ``keep``
     alone, and sizes are re-checked, so nothing can be written past the allocation.
     """
     cdef list keep = []
-    cdef Py_ssize_t size = 2  # protocol 0 (binary), 0 transforms
+    cdef Py_ssize_t size = 2 if prefix else 0  # protocol 0 (binary), 0 transforms
     cdef Py_ssize_t n_acl = 0, n_str = 0, n_int = 0, i, j, pad, total
     cdef bytes out
     cdef unsigned char* w
@@ -996,9 +999,10 @@ cdef bytes _header_block(object str_headers, object int_headers, object acl_toke
     out = PyBytes_FromStringAndSize(NULL, total)
     w = <unsigned char*>PyBytes_AS_STRING(out)
     wend = w + total
-    w[0] = 0
-    w[1] = 0
-    w += 2
+    if prefix:
+        w[0] = 0
+        w[1] = 0
+        w += 2
     i = 0
     if n_acl:
         w[0] = 0x11  # InfoIDACLToken: one u16-length string, no key (docs/protocol.md §3.2)
@@ -1131,6 +1135,7 @@ cdef struct _HeadPlan:
     int64_t length
     Py_ssize_t mpos
     Py_ssize_t total
+    Py_ssize_t xlen  # the call's own header blocks (encode's str_headers/int_headers)
 
 
 cdef class RequestEncoder:
@@ -1168,22 +1173,41 @@ cdef class RequestEncoder:
     def transport(self):
         return self._transport
 
-    def encode(self, message, seq_id):
-        """encode(message, seq_id) -> list
+    def encode(self, message, seq_id, str_headers=None, int_headers=None):
+        """encode(message, seq_id, str_headers=None, int_headers=None) -> list
 
         ``[head, memoryview(args body)]`` for one CALL message (``[head]`` for an empty body).
+        ``str_headers``/``int_headers`` are this call's own TTHeader headers (a trace context, a
+        deadline's RPCTimeout), sent after the encoder's own in a second block: Kitex reads
+        repeated blocks into one map, later keys winning (docs/protocol.md §3.2), so a call's
+        value replaces the encoder's for the same key. Framed and Buffered carry none.
         """
         cdef int32_t seq = _check_seq_id(seq_id)
         cdef Py_buffer view
         cdef Py_ssize_t size
-        cdef const unsigned char* p = _acquire(message, &view, &size)
+        cdef const unsigned char* p
         cdef _HeadPlan plan
         cdef bytes head
+        cdef bytes extra = None
+        if str_headers or int_headers:
+            if self._code == T_FRAMED or self._code == T_BUFFERED:
+                _check_no_headers(self._transport, str_headers, int_headers, None)
+            extra = _header_block(str_headers, int_headers, None, False)
+            if PyBytes_GET_SIZE(self._block) + PyBytes_GET_SIZE(extra) > MAX_HEADER_BLOCK:
+                raise ValueError(
+                    "TTHeader header block of %d bytes exceeds the %d-byte limit"
+                    % (PyBytes_GET_SIZE(self._block) + PyBytes_GET_SIZE(extra), MAX_HEADER_BLOCK)
+                )
+        p = _acquire(message, &view, &size)
         try:
+            plan.xlen = 0 if extra is None else PyBytes_GET_SIZE(extra)
             self._plan(p, size, &plan)
             # One allocation, filled in place: framing prefix + TTHeader + message header.
             head = PyBytes_FromStringAndSize(NULL, plan.total)
             self._write(<unsigned char*>PyBytes_AS_STRING(head), p, &plan, seq)
+            if plan.xlen:
+                memcpy(<unsigned char*>PyBytes_AS_STRING(head) + 14 + PyBytes_GET_SIZE(self._block),
+                       PyBytes_AS_STRING(extra), plan.xlen)
         finally:
             _release(&view)
         if plan.hend == size:
@@ -1228,7 +1252,7 @@ cdef class RequestEncoder:
                 raise _request_too_large(msg_len, self._max)
             mpos = 4
         else:
-            hlen = PyBytes_GET_SIZE(self._block)
+            hlen = PyBytes_GET_SIZE(self._block) + plan.xlen
             inner = 4 if code == T_TTHEADER_FRAMED else 0
             length = 10 + hlen + inner + msg_len
             if length > MAX_FRAME_FIELD:
@@ -1253,10 +1277,10 @@ cdef class RequestEncoder:
             _put32(w, <uint32_t>plan.msg_len)
         elif code != T_BUFFERED:
             hlen = PyBytes_GET_SIZE(self._block)
-            _write_tt_fixed(w, plan.length, seq, hlen)
-            memcpy(w + 14, PyBytes_AS_STRING(self._block), hlen)
+            _write_tt_fixed(w, plan.length, seq, hlen + plan.xlen)
+            memcpy(w + 14, PyBytes_AS_STRING(self._block), hlen)  # (the call's blocks follow: encode)
             if code == T_TTHEADER_FRAMED:
-                _put32(w + 14 + hlen, <uint32_t>plan.msg_len)
+                _put32(w + 14 + hlen + plan.xlen, <uint32_t>plan.msg_len)
         if self._name is None:
             memcpy(w + mpos, p, plan.hend - 4)
         else:

@@ -681,9 +681,12 @@ def _header_block(
     str_headers: Optional[Dict[str, str]],
     int_headers: Optional[Dict[int, str]],
     acl_token: Optional[str],
+    prefix: bool = True,
 ) -> bytes:
-    """PROTOCOL ID .. padding of a TTHeader, in Kitex's block order (docs/protocol.md §3, §4)."""
-    out: List[bytes] = [b"\x00\x00"]  # protocol 0 (binary), 0 transforms
+    """PROTOCOL ID .. padding of a TTHeader, in Kitex's block order (docs/protocol.md §3, §4).
+    With ``prefix`` False: only the info blocks and their padding (a call's own headers, which
+    follow the encoder's block: padding may stand anywhere and blocks may repeat, §3.2)."""
+    out: List[bytes] = [b"\x00\x00" if prefix else b""]  # protocol 0 (binary), 0 transforms
     if acl_token is not None:
         token = _encode_str(acl_token, "acl_token")
         if token:
@@ -821,9 +824,28 @@ class RequestEncoder:
     def transport(self) -> str:
         return self._transport
 
-    def encode(self, message: BytesLike, seq_id: int) -> List[BytesLike]:
-        """``[head, memoryview(args body)]`` for one CALL message (``[head]`` for an empty body)."""
+    def encode(
+        self,
+        message: BytesLike,
+        seq_id: int,
+        str_headers: Optional[Dict[str, str]] = None,
+        int_headers: Optional[Dict[int, str]] = None,
+    ) -> List[BytesLike]:
+        """``[head, memoryview(args body)]`` for one CALL message (``[head]`` for an empty body).
+        ``str_headers``/``int_headers`` are this call's own TTHeader headers, sent after the
+        encoder's own in a second block: Kitex reads repeated blocks into one map, later keys
+        winning (docs/protocol.md §3.2). Framed and Buffered carry none."""
         _check_seq_id(seq_id)
+        extra = b""
+        if str_headers or int_headers:
+            if self._code == _T_FRAMED or self._code == _T_BUFFERED:
+                _check_no_headers(self._transport, str_headers, int_headers, None)
+            extra = _header_block(str_headers, int_headers, None, False)
+            if len(self._block) + len(extra) > _MAX_HEADER_BLOCK:
+                raise ValueError(
+                    "TTHeader header block of %d bytes exceeds the %d-byte limit"
+                    % (len(self._block) + len(extra), _MAX_HEADER_BLOCK)
+                )
         b = _as_bytes_view(message)
         end = len(b)
         hend = _header_end(b, 0, end, -1)
@@ -863,7 +885,7 @@ class RequestEncoder:
                 raise _request_too_large(msg_len, self._max)
             head = _U32.pack(msg_len) + mhead
         else:
-            block = self._block
+            block = self._block + extra
             inner = 4 if code == _T_TTHEADER_FRAMED else 0
             length = 10 + len(block) + inner + msg_len
             if length > _MAX_FRAME_FIELD:

@@ -503,6 +503,39 @@ def test_request_encoder_headers_and_name(impl):
     assert f.payload[37:] == ECHO_BODY
 
 
+@pytest.mark.parametrize("transport", ["ttheader", "ttheader-framed"])
+def test_request_encoder_per_call_headers(impl, transport):
+    """A call's own headers follow the encoder's in a second block; a decoder (ours, and Kitex's:
+    docs/protocol.md §3.2) reads both into one map, the call's value winning for a repeated key.
+    Calls without them are the encoder's bytes unchanged."""
+    enc = impl.codec.RequestEncoder(transport, str_headers={"isn": "EchoService", "k": "old"},
+                                    int_headers={12: "30000"})
+    plain = join(enc.encode(ECHO, 5))
+    assert join(enc.encode(ECHO, 5, None, None)) == plain == join(enc.encode(ECHO, 5, {}, {}))
+    for trace in ("x", "ab", "abc", "abcd", "t" * 1000):  # every padding length
+        out = join(enc.encode(ECHO, 6, {"RPC_TRANSIT_traceparent": trace, "k": "new"}, {12: "250"}))
+        at = 14 + struct.unpack(">H", out[12:14])[0] * 4 + (4 if transport == "ttheader-framed" else 0)
+        assert out[at:at + 2] == b"\x80\x01"  # HEADER SIZE counts the call's block and its padding
+        f = impl.codec.FrameDecoder(transport).feed(out)[0]
+        assert f.str_headers == {"isn": "EchoService", "k": "new", "RPC_TRANSIT_traceparent": trace}
+        assert f.int_headers[12] == "250"
+        assert f.seq_id == 6 and f.payload == ECHO[:-len(ECHO_BODY) - 4] + b"\x00\x00\x00\x06" + ECHO_BODY
+        assert struct.unpack(">I", out[:4])[0] == len(out) - 4
+    # the encoder is unchanged by a call's headers
+    assert join(enc.encode(ECHO, 5)) == plain
+
+
+def test_request_encoder_per_call_headers_errors(impl):
+    framed = impl.codec.RequestEncoder("framed")
+    assert "need a ttheader transport" in err(impl, ValueError, framed.encode, ECHO, 1, {"a": "b"})
+    assert "need a ttheader transport" in err(impl, ValueError, framed.encode, ECHO, 1, None, {12: "1"})
+    enc = impl.codec.RequestEncoder("ttheader", str_headers={"a": "x" * 65000})
+    big = {"k%d" % i: "v" * 65000 for i in range(4)}
+    assert "exceeds the 262140-byte limit" in err(impl, ValueError, enc.encode, ECHO, 1, big)
+    assert "int_headers key 70000 is not in 0..65535" in err(impl, ValueError, enc.encode, ECHO, 1, None, {70000: "1"})
+    assert "too long" in err(impl, ValueError, enc.encode, ECHO, 1, {"a": "y" * 70000})
+
+
 def test_request_encoder_body_not_copied(impl):
     buf = bytearray(ECHO)
     parts = impl.codec.RequestEncoder("framed").encode(buf, 3)
