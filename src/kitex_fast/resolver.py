@@ -460,7 +460,7 @@ class _Watch:
             raise _Lost("etcd at %s: malformed range answer: no header.revision (not an etcd v3 "
                         "JSON gateway?): %s" % (endpoint, quoted(answer)))
         kvs: Dict[bytes, Instance] = {}
-        listed = answer.get("kvs") or ()
+        listed = answer.get("kvs") or []
         if not isinstance(listed, list):
             raise _Lost("etcd at %s: malformed range answer: kvs is %s" % (endpoint, quoted(listed)))
         for kv in listed:

@@ -527,3 +527,44 @@ def test_asyncio_driver_refuses_the_same_hosts(aio_default: Any, impl: Any, host
                                    "bücher.example:80", "example.com.:1", "localhost:1"])
 def test_ordinary_hosts_are_still_accepted(impl: Any, entry: str) -> None:
     Client("echo", entry, implementation=impl.name).close()
+
+
+# -- issue 24, item 14: a caller's value cannot forge a log line or fill one -------------------
+
+
+def test_a_newline_in_dest_service_is_escaped_in_error_texts(impl: Any) -> None:
+    from kitex_fast.errors import NoInstanceError
+    from kitex_fast.resolver import StaticResolver
+
+    class Empty(StaticResolver):
+        def resolve(self, service: str, timeout: Any) -> Any:
+            return ()
+
+    forged = "echo\n2026-01-01 ERROR forged line"
+    with Client(forged, registry=Empty("127.0.0.1:1"), implementation=impl.name) as client:
+        with pytest.raises(NoInstanceError) as info:
+            client.call("echo", echo_request("x"))
+    assert "\n" not in str(info.value) and "'echo\\n2026" in str(info.value)
+    with pytest.raises(MetadataError) as bad:
+        Client(forged, "127.0.0.1:1", transport="grpc\n" + "x" * 5000, implementation=impl.name)
+    assert "\n" not in str(bad.value) and "(5005 characters)" in str(bad.value)
+
+
+@pytest.mark.parametrize("meta", [
+    {"poolSize": "x\ny" * 2000},
+    {"transport": "ttheader", "header.a\nb": 5},
+    {"transport": "ttheader", "intHeader.\n" + "1" * 3000: "v"},
+    {"hostPorts": "h\nost:1"},
+    {"registry": "etcd://a:1/\n" + "p" * 1000},
+    {"transport": "grpc\nx"},
+])
+def test_metadata_errors_quote_values_escaped_and_bounded(impl: Any, meta: dict) -> None:
+    with KitexOutputBinding(implementation=impl.name) as binding:
+        full = _meta("127.0.0.1:1")
+        if "registry" in meta:
+            del full["hostPorts"]
+        full.update(meta)
+        with pytest.raises(MetadataError) as info:
+            binding.invoke(InvokeRequest("get", echo_request("x"), full))
+    text = str(info.value)
+    assert "\n" not in text and len(text) < 700, text

@@ -159,3 +159,10 @@ def test_a_range_answer_without_a_revision_is_a_resolve_error(
         resolver.resolve("echo", 5.0)
     assert type(info.value) is ResolveError  # not NoInstanceError: etcd's answer was malformed
     assert "header.revision" in str(info.value) or "bad range answer" in str(info.value)
+
+
+def test_an_empty_prefix_is_no_instance_not_a_malformed_answer(etcd: FakeEtcd, resolver: EtcdResolver) -> None:
+    # etcd's gateway leaves "kvs" out of an empty answer (proto3 JSON omits empty fields)
+    etcd.range_mode = "raw"
+    etcd.range_body = {"header": {"revision": "3"}}
+    assert resolver.resolve("echo", 5.0) == ()
