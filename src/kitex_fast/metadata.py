@@ -143,7 +143,7 @@ def parse_duration(field: str, value: str) -> Optional[float]:
     millis = ascii_int(text)
     if millis is not None:
         seconds = millis / 1000.0
-    elif text.isascii() and text.isdigit() and len(text) <= _MAX_DURATION_TEXT:  # over 19 digits
+    elif text.isascii() and text.isdigit():  # more than 19 digits: longer than any Duration
         seconds = math.inf
     else:
         pos, seconds = 0, 0.0
