@@ -23,8 +23,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 from . import __version__, codec, transport
 from .binding import InvokeRequest, KitexOutputBinding
 from .codec import PERSISTENT_PREFIX, TRANSIENT_PREFIX
-from .errors import ApplicationError, BizStatusError, KitexError, MetadataError
-from .metadata import INT_HEADER_PREFIX, STR_HEADER_PREFIX
+from .errors import ApplicationError, BizStatusError, KitexError, MetadataError, quoted
+from .metadata import INT_HEADER_PREFIX, STR_HEADER_PREFIX, parse_options
+from .pool import ascii_int
 from .testing import add_serve_arguments
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -48,12 +49,20 @@ def _hex(data: bytes) -> str:
     return bytes(data).hex(" ")
 
 
+def _count(text: str) -> int:
+    """An argparse type: a count in ASCII digits (``int`` would also take ``+5``, `` 5``, ``٣``)."""
+    number = ascii_int(text)
+    if number is None:
+        raise argparse.ArgumentTypeError("%s is not a whole number" % quoted(text))
+    return number
+
+
 def _pairs(items: Optional[Sequence[str]], flag: str) -> List[Tuple[str, str]]:
     pairs = []
     for item in items or ():
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UsageError("%s takes KEY=VALUE, got %r" % (flag, item))
+            raise UsageError("%s takes KEY=VALUE, got %s" % (flag, quoted(item)))
         pairs.append((key, value))
     return pairs
 
@@ -231,7 +240,7 @@ class _Call:
             if not dest:
                 raise UsageError("raw calls need --dest-service (or --method Service/method)")
         if not method_name:
-            raise UsageError("--method names no method: %r" % args.method)
+            raise UsageError("--method names no method: %s" % quoted(args.method))
         self.metadata = _call_metadata(args, method_name, dest)
 
     def show_reply(self, data: bytes, metadata: Dict[str, str], out: TextIO) -> None:
@@ -295,15 +304,16 @@ def _call(args: argparse.Namespace) -> int:
     if args.repeat < 1 or args.concurrency < 1:
         raise UsageError("--repeat and --concurrency must be at least 1")
     call = _Call(args, sys.stdin)
+    # Bad metadata is found before any I/O, for one call or many: the options were wrong, not
+    # the call (main prints it as one line and exits 2).
+    parse_options(call.metadata, {})
     with KitexOutputBinding(implementation=args.implementation) as binding:
         request = InvokeRequest("get", call.message, call.metadata)
         if args.repeat == 1:
             try:
                 response = binding.invoke(request)
-            except MetadataError as exc:
-                # found before any I/O: the options were wrong, not the call
-                print("error: %s: %s" % (type(exc).__name__, exc), file=sys.stderr)
-                return EXIT_USAGE
+            except MetadataError:
+                raise  # (main: one line, exit 2)
             except KitexError as exc:
                 call.show_error(exc, sys.stdout)
                 return EXIT_FAILED
@@ -490,8 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--output", "-o", choices=["hex", "base64", "raw"], default="hex", help="raw mode: how to print the REPLY message (default hex)")
     out.add_argument("--verbose", "-v", action="store_true", help="print the response metadata on stderr")
     load = call.add_argument_group("load")
-    load.add_argument("--repeat", "-n", type=int, default=1, metavar="N", help="make N calls; prints the first reply and a latency summary (p50/p90/p99, calls/s)")
-    load.add_argument("--concurrency", "-c", type=int, default=1, metavar="C", help="from C threads sharing one connection pool")
+    load.add_argument("--repeat", "-n", type=_count, default=1, metavar="N", help="make N calls; prints the first reply and a latency summary (p50/p90/p99, calls/s)")
+    load.add_argument("--concurrency", "-c", type=_count, default=1, metavar="C", help="from C threads sharing one connection pool")
     load.add_argument("--no-progress", action="store_true", help="no progress bar")
     call.set_defaults(run=_call)
 

@@ -23,6 +23,7 @@ from .errors import (
     ProtocolError,
     ResponseMismatchError,
     TransportError,
+    quoted,
 )
 from .codec import (
     INT_KEY_MSG_TYPE,
@@ -152,7 +153,7 @@ class ClientCore:
         # Every argument is checked here, before any I/O, and a bad one is a MetadataError that
         # names it: a driver that subclasses ClientCore gets the same checks.
         if not isinstance(dest_service, str) or not dest_service:
-            raise MetadataError("destService must be a non-empty string, not %r" % (dest_service,))
+            raise MetadataError("destService must be a non-empty string, not %s" % quoted(dest_service))
         check_text("destService", dest_service)
         try:
             self._codec: ModuleType = _codec_dispatch.implementation(implementation)
@@ -161,7 +162,7 @@ class ClientCore:
             raise MetadataError(str(exc)) from None
         if not isinstance(transport, str) or transport not in self._codec.TRANSPORTS:
             raise MetadataError(
-                "transport %r is not one of %s" % (transport, ", ".join(self._codec.TRANSPORTS))
+                "transport %s is not one of %s" % (quoted(transport), ", ".join(self._codec.TRANSPORTS))
             )
         ttheader = transport.startswith("ttheader")
         for name, headers in (("str_headers", str_headers), ("int_headers", int_headers)):
@@ -186,8 +187,8 @@ class ClientCore:
                 raise MetadataError("registry_prefix goes with an etcd:// registry URL, not a Resolver object")
             elif not all(callable(getattr(registry, m, None)) for m in ("resolve", "subscribe", "close")):
                 raise MetadataError(
-                    "registry must be an etcd:// URL or a Resolver (resolve, subscribe, close), not %r"
-                    % (registry,)
+                    "registry must be an etcd:// URL or a Resolver (resolve, subscribe, close), not %s"
+                    % quoted(registry)
                 )
             endpoints = ()
         elif isinstance(host_ports, (list, tuple)) and host_ports and all(
@@ -207,8 +208,8 @@ class ClientCore:
             max_frame_size = self._codec.DEFAULT_MAX_FRAME_SIZE
         elif not _is_int(max_frame_size) or not 1 <= max_frame_size <= _MAX_FRAME_FIELD:
             raise MetadataError(
-                "max_frame_size must be an int in 1-%d (bytes; None: the default %d), not %r"
-                % (_MAX_FRAME_FIELD, self._codec.DEFAULT_MAX_FRAME_SIZE, max_frame_size)
+                "max_frame_size must be an int in 1-%d (bytes; None: the default %d), not %s"
+                % (_MAX_FRAME_FIELD, self._codec.DEFAULT_MAX_FRAME_SIZE, quoted(max_frame_size))
             )
         self.max_frame_size = max_frame_size
         if isinstance(registry, str):
@@ -217,18 +218,18 @@ class ClientCore:
             self._resolver = registry
         if not _is_int(pool_size) or not 0 <= pool_size <= _MAX_POOL_SIZE:
             raise MetadataError(
-                "pool_size must be an int in 0-%d (idle connections kept per endpoint), not %r"
-                % (_MAX_POOL_SIZE, pool_size)
+                "pool_size must be an int in 0-%d (idle connections kept per endpoint), not %s"
+                % (_MAX_POOL_SIZE, quoted(pool_size))
             )
         max_idle_time = check_seconds("max_idle_time", max_idle_time) or 0.0
         if not _is_int(max_connections) or not 1 <= max_connections <= MAX_CONNECTIONS_LIMIT:
             raise MetadataError(
-                "max_connections must be an int in 1-%d (open connections per endpoint), not %r"
-                % (MAX_CONNECTIONS_LIMIT, max_connections)
+                "max_connections must be an int in 1-%d (open connections per endpoint), not %s"
+                % (MAX_CONNECTIONS_LIMIT, quoted(max_connections))
             )
         for name, flag in (("mux_connection", mux_connection), ("pipelining", pipelining)):
             if type(flag) is not bool:
-                raise MetadataError("%s must be True or False, not %r" % (name, flag))
+                raise MetadataError("%s must be True or False, not %s" % (name, quoted(flag)))
         if mux_connection and not ttheader:
             raise MetadataError(
                 "mux_connection needs transport ttheader or ttheader-framed (a Kitex mux server "

@@ -21,8 +21,8 @@ from .codec import (
     STR_KEY_IDL_SERVICE,
     TRANSPORTS,
 )
-from .errors import MetadataError
-from .pool import Endpoint, parse_host_ports
+from .errors import MetadataError, quoted
+from .pool import MAX_DIGITS, Endpoint, ascii_int, parse_host_ports, parse_int
 from .resolver import RegistrySpec, parse_registry
 
 __all__ = [
@@ -83,8 +83,11 @@ DEFAULTS: Dict[str, str] = {
 }
 
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_SIZE = re.compile(r"^(\d+)\s*(|b|kb|kib|mb|mib|gb|gib)$", re.IGNORECASE)
+# ASCII digits only ([0-9], not \d, which matches any Unicode digit: "٣s" is not Go's 3s).
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
+# The longest duration text read at all: "2562047h47m16s854ms775us807ns" (Go's longest) is 29.
+_MAX_DURATION_TEXT = 64
+_SIZE = re.compile(r"([0-9]{1,%d})(?: *(b|kb|kib|mb|mib|gb|gib))?" % MAX_DIGITS, re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
 
 
@@ -102,7 +105,7 @@ def check_seconds(name: str, value: object) -> Optional[float]:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise MetadataError(
-            "%s must be a number of seconds or None (no limit), not %r" % (name, value)
+            "%s must be a number of seconds or None (no limit), not %s" % (name, quoted(value))
         )
     try:
         seconds = float(value)
@@ -111,7 +114,7 @@ def check_seconds(name: str, value: object) -> Optional[float]:
     if not 0.0 <= seconds <= MAX_DURATION:  # also false for NaN
         raise MetadataError(
             "%s must be between 0 and %d seconds (Go's longest time.Duration; None or 0 means "
-            "no limit), not %r" % (name, MAX_DURATION, value)
+            "no limit), not %s" % (name, MAX_DURATION, quoted(value))
         )
     return seconds if seconds > 0.0 else None
 
@@ -123,52 +126,58 @@ def check_text(name: str, value: str) -> int:
         return len(value.encode("utf-8", "surrogateescape"))
     except UnicodeEncodeError as exc:
         raise MetadataError(
-            "%s %r cannot be sent: %s at index %d is not encodable as UTF-8"
-            % (name, value if len(value) <= 64 else value[:64] + "...", ascii(value[exc.start]), exc.start)
+            "%s %s cannot be sent: %s at index %d is not encodable as UTF-8"
+            % (name, quoted(value), ascii(value[exc.start]), exc.start)
         ) from None
 
 
 def parse_duration(field: str, value: str) -> Optional[float]:
     """Seconds from a Go-style duration (``500ms``, ``1.5s``, ``1m30s``) or plain milliseconds.
-    0 means no limit (None). Longer than Go's longest Duration (about 292 years) is an error."""
-    text = value.strip()
-    if text.isdigit():
-        try:
-            seconds = int(text) / 1000.0
-        except OverflowError:  # hundreds of digits: too large for a float
-            seconds = math.inf
+    0 means no limit (None). Longer than Go's longest Duration (about 292 years) is an error.
+
+    As Go's time.ParseDuration and strconv.Atoi read them: ASCII digits only, no white space or
+    sign. A text over 64 characters is refused before it is read (Go's longest duration is 29)."""
+    if not isinstance(value, str):
+        raise MetadataError("%smetadata field %s: value %s is not a string" % (PREFIX, field, quoted(value)))
+    text = value
+    millis = ascii_int(text)
+    if millis is not None:
+        seconds = millis / 1000.0
+    elif text.isascii() and text.isdigit():  # more than 19 digits: longer than any Duration
+        seconds = math.inf
     else:
         pos, seconds = 0, 0.0
-        for match in _DURATION_PART.finditer(text):
-            if match.start() != pos:
-                break
-            seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-            pos = match.end()
+        if len(text) <= _MAX_DURATION_TEXT:
+            for match in _DURATION_PART.finditer(text):
+                if match.start() != pos:
+                    break
+                seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+                pos = match.end()
         if pos != len(text) or not text:
             raise MetadataError(
-                "%smetadata field %s: %r is not a duration (use e.g. 500ms, 2s, 1m30s, or plain "
-                "milliseconds)" % (PREFIX, field, value)
+                "%smetadata field %s: %s is not a duration (use e.g. 500ms, 2s, 1m30s, or plain "
+                "milliseconds)" % (PREFIX, field, quoted(value))
             )
-    if not seconds <= MAX_DURATION:  # inf (a float of hundreds of digits) or merely huge
+    if not seconds <= MAX_DURATION:  # inf (20 digits or more) or merely huge
         raise MetadataError(
-            "%smetadata field %s: %r is longer than Go's longest duration (about 292 years)"
-            % (PREFIX, field, value if len(value) <= 40 else value[:40] + "...")
+            "%smetadata field %s: %s is longer than Go's longest duration (about 292 years)"
+            % (PREFIX, field, quoted(value))
         )
     return seconds if seconds > 0 else None
 
 
 def parse_size(field: str, value: str) -> int:
     """A size in bytes from ``1048576``, ``64KiB``, ``16MiB``, ... (1KiB to 2GiB); ``field`` names it in errors."""
-    match = _SIZE.match(value.strip())
+    match = _SIZE.fullmatch(value) if isinstance(value, str) and value.isascii() else None
     if not match:
         raise MetadataError(
-            "%smetadata field %s: %r is not a size in bytes (use e.g. 1048576, 64KiB, 16MiB)"
-            % (PREFIX, field, value)
+            "%smetadata field %s: %s is not a size in bytes (use e.g. 1048576, 64KiB, 16MiB)"
+            % (PREFIX, field, quoted(value))
         )
-    size = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    size = int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()]
     if not 1024 <= size <= 0x80000000:
         raise MetadataError(
-            "%smetadata field %s: %r is outside 1KiB-2GiB" % (PREFIX, field, value)
+            "%smetadata field %s: %s is outside 1KiB-2GiB" % (PREFIX, field, quoted(value))
         )
     # A frame length is a signed 32-bit field: no frame exceeds 2GiB-1, so a 2GiB limit (the
     # natural way to write "the largest") means exactly that.
@@ -182,17 +191,21 @@ _BOOLS = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": F
 def _parse_bool(field: str, value: str) -> bool:
     flag = _BOOLS.get(value.strip().lower())
     if flag is None:
-        raise MetadataError("%smetadata field %s: %r is not true or false" % (PREFIX, field, value))
+        raise MetadataError("%smetadata field %s: %s is not true or false" % (PREFIX, field, quoted(value)))
     return flag
 
 
 def _parse_int(field: str, value: str, low: int, high: int) -> int:
-    text = value.strip()
-    if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
-        raise MetadataError(
-            "%smetadata field %s: %r is not a whole number in %d-%d" % (PREFIX, field, value, low, high)
-        )
-    return int(text)
+    try:
+        return parse_int(field, value, low, high)
+    except MetadataError as exc:
+        raise MetadataError(PREFIX + str(exc)) from None
+
+
+def _shown(name: str) -> str:
+    """A metadata key (a caller's text) as an error text names it: as it is when it is short and
+    printable, else quoted (escaped and cut), so that no key can forge a log line."""
+    return name if len(name) <= 64 and name.isprintable() else quoted(name)
 
 
 def _pairs(headers: Mapping[Any, str]) -> Tuple[Tuple[Any, str], ...]:
@@ -294,7 +307,7 @@ class CallOptions(NamedTuple):
 def _check_unknown_keys(metadata: Mapping[str, str]) -> None:
     for key in metadata:
         if not isinstance(key, str):
-            raise MetadataError("%smetadata key %r is not a string" % (PREFIX, key))
+            raise MetadataError("%smetadata key %s is not a string" % (PREFIX, quoted(key)))
         if key in _KNOWN_LOWER.values() or key.startswith((STR_HEADER_PREFIX, INT_HEADER_PREFIX)):
             continue
         # Other keys are ignored on purpose (daprd adds traceparent, baggage, gRPC headers), but a
@@ -302,7 +315,7 @@ def _check_unknown_keys(metadata: Mapping[str, str]) -> None:
         known = _KNOWN_LOWER.get(key.lower())
         if known is not None:
             raise MetadataError(
-                "%sunknown metadata field %r: did you mean %r?" % (PREFIX, key, known)
+                "%sunknown metadata field %s: did you mean %r?" % (PREFIX, quoted(key), known)
             )
 
 
@@ -312,7 +325,7 @@ def _lookup(request: Mapping[str, str], defaults: Mapping[str, str], key: str) -
         value = defaults.get(key)
     if value is not None and not isinstance(value, str):
         raise MetadataError(
-            "%smetadata field %s: value %r is not a string" % (PREFIX, key, value)
+            "%smetadata field %s: value %s is not a string" % (PREFIX, key, quoted(value))
         )
     return value
 
@@ -362,7 +375,7 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
             raise MetadataError("%smetadata field %s is empty" % (PREFIX, key))
         if value != value.strip():
             raise MetadataError(
-                "%smetadata field %s: %r has leading or trailing white space" % (PREFIX, key, value)
+                "%smetadata field %s: %s has leading or trailing white space" % (PREFIX, key, quoted(value))
             )
         required.append(value)
     dest_service, host_ports, method_name, version = required
@@ -386,8 +399,8 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
     transport = opt("transport").strip().lower()
     if transport not in TRANSPORTS:
         raise MetadataError(
-            "%smetadata field transport: %r is not one of %s"
-            % (PREFIX, opt("transport"), ", ".join(TRANSPORTS))
+            "%smetadata field transport: %s is not one of %s"
+            % (PREFIX, quoted(opt("transport")), ", ".join(TRANSPORTS))
         )
     ttheader = transport.startswith("ttheader")
     connect_timeout = parse_duration("connectTimeout", opt("connectTimeout"))
@@ -434,26 +447,26 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
                 if not ttheader:
                     raise MetadataError(
                         "%smetadata field %s needs transport ttheader or ttheader-framed"
-                        % (PREFIX, key)
+                        % (PREFIX, _shown(key))
                     )
                 if not name:
-                    raise MetadataError("%smetadata field %r names no header" % (PREFIX, key))
+                    raise MetadataError("%smetadata field %s names no header" % (PREFIX, quoted(key)))
                 str_headers[name] = value
             elif key.startswith(INT_HEADER_PREFIX):
                 if not ttheader:
                     raise MetadataError(
                         "%smetadata field %s needs transport ttheader or ttheader-framed"
-                        % (PREFIX, key)
+                        % (PREFIX, _shown(key))
                     )
-                int_headers[_parse_int(key, key[len(INT_HEADER_PREFIX):], 0, 65535)] = value
+                int_headers[_parse_int(_shown(key), key[len(INT_HEADER_PREFIX):], 0, 65535)] = value
     if ttheader and explicit_rpc_timeout and rpc_timeout is not None:
         # Kitex's ClientTTHeaderHandler sends RPCTimeout (ms) only when it was set explicitly.
         int_headers.setdefault(INT_KEY_RPC_TIMEOUT, str(max(1, int(round(rpc_timeout * 1000)))))
     for name, value in list(str_headers.items()) + [(str(k), v) for k, v in int_headers.items()]:
         if not isinstance(value, str):
-            raise MetadataError("%sheader %s: value %r is not a string" % (PREFIX, name, value))
-        if check_text(PREFIX + "header " + name, value) > 65535 or check_text(PREFIX + "header name", name) > 65535:
-            raise MetadataError("%sheader %s is longer than 65535 bytes" % (PREFIX, name))
+            raise MetadataError("%sheader %s: value %s is not a string" % (PREFIX, _shown(name), quoted(value)))
+        if check_text(PREFIX + "header " + _shown(name), value) > 65535 or check_text(PREFIX + "header name", name) > 65535:
+            raise MetadataError("%sheader %s is longer than 65535 bytes" % (PREFIX, _shown(name)))
     str_pairs, int_pairs = tuple(sorted(str_headers.items())), tuple(sorted(int_headers.items()))
     return CallOptions(
         dest_service=dest_service,

@@ -15,10 +15,10 @@ import itertools
 import socket
 import time
 from types import ModuleType
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 from ._transport_errors import format_ms
-from .errors import ConnectError, ConnectTimeoutError, MetadataError
+from .errors import ConnectError, ConnectTimeoutError, MetadataError, quoted
 
 __all__ = ["Endpoint", "parse_host_ports", "EndpointPool"]
 
@@ -39,17 +39,89 @@ class Endpoint(NamedTuple):
         return [(family, sockaddr) for family, _, _, _, sockaddr in infos]
 
 
-def _parse_port(text: str, entry: str, field: str) -> int:
-    if not text.isdigit():
+# -- caller text: numbers and host:port entries -------------------------------------------------
+
+# The most digits a number in caller text may have (without leading zeros): 19 holds every int64,
+# so nothing valid is refused, and a 5,000-digit value is refused before int() ever sees it
+# (int() would spend time on it, or raise ValueError past sys.int_info.str_digits_check_threshold).
+MAX_DIGITS = 19
+# The longest number text at all (leading zeros included): a bound on the work per value.
+_MAX_NUMBER_TEXT = 64
+
+
+def ascii_int(text: object, negative: bool = False) -> Optional[int]:
+    """The value of ``text`` when it is a whole number written in ASCII digits (with one leading
+    ``-`` if ``negative``), at most :data:`MAX_DIGITS` significant digits; otherwise None.
+
+    The one check for numbers in caller text. ``str.isdigit()`` alone accepts ``²`` (which
+    ``int()`` then refuses) and fullwidth or Arabic-Indic digits (which ``int()`` reads:
+    ``"４０８３１"`` would be port 40831); ``int()`` alone also accepts ``+5``, `` 5`` and ``5_0``.
+    Go's strconv.Atoi, which Kitex and Dapr parse these values with, accepts none of them."""
+    if not isinstance(text, str) or not 0 < len(text) <= _MAX_NUMBER_TEXT or not text.isascii():
+        return None
+    digits = text[1:] if negative and text.startswith("-") else text
+    if not digits.isdigit() or len(digits.lstrip("0")) > MAX_DIGITS:
+        return None  # (isdigit() on an ASCII str: 0-9 only)
+    return int(text)
+
+
+def parse_int(field: str, text: object, low: int, high: int) -> int:
+    """``text`` as a whole number in ``low``-``high`` (see :func:`ascii_int`), or a MetadataError
+    that names ``field`` and quotes the value."""
+    number = ascii_int(text, negative=low < 0)
+    if number is None or not low <= number <= high:
         raise MetadataError(
-            "metadata field %s: entry %r has a port %r that is not a number" % (field, entry, text)
+            "metadata field %s: %s is not a whole number in %d-%d" % (field, quoted(text), low, high)
         )
-    port = int(text)
+    return number
+
+
+def _parse_port(text: str, entry: str, field: str) -> int:
+    port = ascii_int(text)
+    if port is None:
+        raise MetadataError(
+            "metadata field %s: entry %s has a port %s that is not a number"
+            % (field, quoted(entry), quoted(text))
+        )
     if not 1 <= port <= 65535:
         raise MetadataError(
-            "metadata field %s: entry %r has port %d outside 1-65535" % (field, entry, port)
+            "metadata field %s: entry %s has port %d outside 1-65535" % (field, quoted(entry), port)
         )
     return port
+
+
+# What a host name may hold besides letters and digits (RFC 952/1123 use '-' and '.'; '_' appears
+# in container and SRV names, and getaddrinfo resolves it). Anything else (NUL, which the C
+# resolver reads as the end of the name, control characters, white space, '/', '@', ...) can
+# never name a host: refused here rather than truncated or misread at connect time.
+_HOST_PUNCTUATION = frozenset("-._")
+# An IPv6 zone (scope) id is an interface name or number: fe80::1%eth0.
+_ZONE_PUNCTUATION = frozenset("-._")
+_MAX_HOST = 253  # DNS: the longest name in text form (RFC 1035 section 2.3.4, without the final dot)
+
+
+def _name_ok(name: str, punctuation: FrozenSet[str]) -> bool:
+    for ch in name:
+        if ch.isascii():
+            if not (ch.isalnum() or ch in punctuation):
+                return False
+        elif not ch.isalnum():  # an internationalised name: letters and digits only
+            return False
+    return True
+
+
+def _check_host(host: str, entry: str, field: str) -> None:
+    bad = len(host) > _MAX_HOST + 1 or not _name_ok(host, _HOST_PUNCTUATION)
+    if not bad:
+        try:  # what getaddrinfo does with a str host: label lengths, empty labels ("a..b")
+            host.encode("idna")
+        except UnicodeError:
+            bad = True
+    if bad:
+        raise MetadataError(
+            "metadata field %s: entry %s: %s is not a host name or address"
+            % (field, quoted(entry), quoted(host))
+        )
 
 
 def _parse_entry(entry: str, field: str) -> Endpoint:
@@ -57,28 +129,29 @@ def _parse_entry(entry: str, field: str) -> Endpoint:
         close = entry.find("]")
         if close < 0 or entry[close + 1 : close + 2] != ":":
             raise MetadataError(
-                "metadata field %s: entry %r is not [ipv6]:port" % (field, entry)
+                "metadata field %s: entry %s is not [ipv6]:port" % (field, quoted(entry))
             )
         host, port_text = entry[1:close], entry[close + 2 :]
+        address, has_zone, zone = host.partition("%")
         try:
-            ipaddress.IPv6Address(host.split("%", 1)[0])
+            if has_zone and not (zone and zone.isascii() and _name_ok(zone, _ZONE_PUNCTUATION)):
+                raise ValueError("bad zone")
+            ipaddress.IPv6Address(address)
         except ValueError:
             raise MetadataError(
-                "metadata field %s: entry %r: %r is not an IPv6 address" % (field, entry, host)
+                "metadata field %s: entry %s: %s is not an IPv6 address"
+                % (field, quoted(entry), quoted(host))
             ) from None
         return Endpoint(host, _parse_port(port_text, entry, field))
     if entry.count(":") != 1:
         hint = " (put IPv6 addresses in brackets: [::1]:8888)" if entry.count(":") > 1 else ""
         raise MetadataError(
-            "metadata field %s: entry %r is not host:port%s" % (field, entry, hint)
+            "metadata field %s: entry %s is not host:port%s" % (field, quoted(entry), hint)
         )
     host, port_text = entry.split(":")
     if not host:
-        raise MetadataError("metadata field %s: entry %r has no host" % (field, entry))
-    if any(ch.isspace() for ch in host) or "/" in host:
-        raise MetadataError(
-            "metadata field %s: entry %r: %r is not a host name or address" % (field, entry, host)
-        )
+        raise MetadataError("metadata field %s: entry %s has no host" % (field, quoted(entry)))
+    _check_host(host, entry, field)
     return Endpoint(host, _parse_port(port_text, entry, field))
 
 
@@ -86,7 +159,8 @@ def parse_host_ports(value: Union[str, Sequence[str]], field: str = "hostPorts")
     """Parse ``"a:1,b:2"``, ``"[::1]:8888"`` or a list of such entries into endpoints.
 
     Every entry is validated; duplicates are kept (they weight the round robin, as a user who lists
-    a host twice would expect).
+    a host twice would expect). White space around an entry is ignored; inside a host or a port
+    it is an error.
     """
     if isinstance(value, str):
         entries = value.split(",")
@@ -100,15 +174,15 @@ def parse_host_ports(value: Union[str, Sequence[str]], field: str = "hostPorts")
     endpoints = []
     for raw in entries:
         if not isinstance(raw, str):
-            raise MetadataError("metadata field %s: entry %r is not a string" % (field, raw))
+            raise MetadataError("metadata field %s: entry %s is not a string" % (field, quoted(raw)))
         entry = raw.strip()
         if not entry:
             raise MetadataError(
-                "metadata field %s: empty entry in %r" % (field, value)
+                "metadata field %s: empty entry in %s" % (field, quoted(value))
             )
         endpoints.append(_parse_entry(entry, field))
     if not endpoints:
-        raise MetadataError("metadata field %s: no endpoints in %r" % (field, value))
+        raise MetadataError("metadata field %s: no endpoints in %s" % (field, quoted(value)))
     return tuple(endpoints)
 
 

@@ -133,6 +133,23 @@ def test_malformed_value_is_skipped_with_a_warning(impl, etcd, fleet, caplog) ->
     assert PREFIX + "10.0.0.1:1" in text
 
 
+def test_hostile_values_in_a_real_etcd_skip_only_themselves(impl, etcd, fleet, caplog) -> None:
+    # issue 24 items 9, 11: a weight beyond int64 (was an untyped OverflowError in the schedule),
+    # a NUL in an address (was connected to 127.0.0.1), and a host with a newline
+    etcd.put(PREFIX + "10.0.0.2:1", b'{"network":"tcp","address":"10.0.0.2:1","weight":1%s}' % (b"0" * 400))
+    etcd.put(PREFIX + "nul", b'{"network":"tcp","address":"127.0.0.1\\u0000.example.com:1","weight":10}')
+    etcd.put(PREFIX + "newline", b'{"network":"tcp","address":"a\\nb:1","weight":10}')
+    server = fleet(weight=20)
+    caplog.set_level(logging.WARNING, logger="kitex_fast.resolver")
+    with KitexOutputBinding(implementation=impl.name) as binding:
+        for _ in range(4):
+            data = binding.invoke(InvokeRequest("get", echo_request("x"), meta(etcd))).data
+            assert served_by(data) == server.address
+    text = caplog.text
+    assert "does not fit Go's int64" in text and "is not a host name or address" in text
+    assert all("\n" not in r.getMessage() for r in caplog.records)
+
+
 def _counts(binding: KitexOutputBinding, metadata: dict, n: int) -> Counter[str]:
     counts: Counter[str] = collections.Counter()
     for _ in range(n):

@@ -404,3 +404,167 @@ def test_no_extensions_zero_keeps_the_extension() -> None:
 def test_binding_constructor_validates_its_arguments(kwargs: dict) -> None:
     with pytest.raises(MetadataError, match=next(iter(kwargs))):
         KitexOutputBinding(**kwargs)
+
+
+# -- issue 24, item 8: numbers in caller text are ASCII digits, bounded, and a MetadataError -----
+
+# Each was accepted (or raised an untyped ValueError) before: str.isdigit() takes "²" (which int()
+# then refuses), int() reads fullwidth and Arabic-Indic digits, "+5" and " 5", and "--5" passed
+# lstrip("-").isdigit(); 5,000 digits passed isdigit() and int() refused them (max_str_digits).
+HOSTILE_NUMBERS = ["²", "４０８３１", "٣", "--5", "+5", " 5", "5_0", "9" * 5000]
+
+
+def _bad_number_fields(value: str) -> List[Any]:
+    return [
+        ("poolSize", {"poolSize": value}),
+        ("maxConnections", {"maxConnections": value}),
+        ("rpcTimeout", {"rpcTimeout": value}),
+        ("connectTimeout", {"connectTimeout": value}),
+        ("maxIdleTime", {"maxIdleTime": value}),
+        ("rpcTimeout", {"rpcTimeout": value + "ms"}),  # Go-style durations too
+        ("maxFrameSize", {"maxFrameSize": value}),
+        ("maxFrameSize", {"maxFrameSize": value + "KiB"}),
+        ("intHeader.", {"transport": "ttheader", "intHeader." + value: "v"}),
+    ] + ([("hostPorts", {"hostPorts": "127.0.0.1:" + value})] if value == value.rstrip() else [])
+    # (white space around a hostPorts entry is allowed: "a:1, b:2")
+
+
+@pytest.mark.parametrize("value", HOSTILE_NUMBERS, ids=lambda v: ascii(v)[:20])
+def test_numbers_in_metadata_are_ascii_digits_only(impl: Any, value: str) -> None:
+    with KitexOutputBinding(implementation=impl.name) as binding:
+        for field, extra in _bad_number_fields(value):
+            meta = _meta("127.0.0.1:1", **extra)
+            with pytest.raises(MetadataError) as info:
+                binding.invoke(InvokeRequest("get", echo_request("x"), meta))
+            text = str(info.value)
+            assert field in text, (field, text)
+            if len(value) > 64:  # quoted: cut, with the whole length
+                assert "characters)" in text and len(text) < 600, text
+            assert "\n" not in text
+
+
+def test_ascii_numbers_still_work_at_their_bounds() -> None:
+    from kitex_fast.metadata import parse_options
+
+    options = parse_options(_meta("127.0.0.1:65535", poolSize="10000", maxConnections="1",
+                                  rpcTimeout="0009223372036854", maxFrameSize="2GiB",
+                                  transport="ttheader", **{"intHeader.65535": "v"}), {})
+    assert options.pool_size == 10000 and options.max_connections == 1
+    assert options.endpoints[0].port == 65535 and options.rpc_timeout == pytest.approx(9223372036.854)
+    assert dict(options.int_headers)[65535] == "v"
+    with pytest.raises(MetadataError, match="longer than Go's longest duration"):
+        parse_options(_meta("127.0.0.1:1", rpcTimeout="9" * 20), {})
+
+
+def test_fullwidth_port_does_not_connect(impl: Any) -> None:
+    with ScriptedServer(lambda sock: None) as server:
+        fullwidth = "".join(chr(0xFF10 + int(d)) for d in str(server.port))
+        with pytest.raises(MetadataError, match="port '%s' that is not a number" % fullwidth):
+            Client("echo", "127.0.0.1:" + fullwidth, implementation=impl.name)
+        assert server.accepted == 0
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["--pool-size", "²"], "poolSize: '²' is not a whole number"),
+    (["--rpc-timeout", "9" * 5000], "rpcTimeout: '999"),
+    (["--meta", "maxConnections=--5"], "maxConnections: '--5' is not a whole number"),
+    (["--repeat", "2", "--pool-size", "٣"], "poolSize: '٣' is not a whole number"),
+])
+def test_cli_bad_numbers_are_one_line_and_exit_2(impl: Any, argv: List[str], text: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "kitex_fast", "call", "--implementation", impl.name, "-e", "127.0.0.1:1",
+         "-s", "echo", "-m", "echo", "--data-hex", "00"] + argv,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and text in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("kitex-fast call: error: MetadataError: ") and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("value", ["٣", "+5", " 5", "²"])
+def test_cli_counts_are_ascii_digits(impl: Any, value: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "kitex_fast", "call", "-e", "127.0.0.1:1", "-s", "echo", "-m", "echo",
+         "--data-hex", "00", "--repeat", value], capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2 and "is not a whole number" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- issue 24, item 9: a host is a host name or an address, nothing the resolver would truncate --
+
+BAD_HOSTS = [
+    "127.0.0.1\x00.example.com", "127.0.0.1\x00", "a\tb", "a\nb", "a\rb", "a\x7fb", "a b", "a/b",
+    "a@b", "a..b", "a" * 64 + ".example", "x." * 200 + "com", "é\u200bx", "[::1%\x00x]", "[::1%]",
+    "[::1%a b]",
+]
+
+
+@pytest.mark.parametrize("host", BAD_HOSTS, ids=ascii)
+def test_hosts_with_nul_control_or_odd_characters_are_refused(impl: Any, host: str) -> None:
+    with ScriptedServer(lambda sock: None) as server:
+        entry = "%s:%d" % (host, server.port)
+        with pytest.raises(MetadataError, match="hostPorts") as info:
+            Client("echo", entry, implementation=impl.name)
+        assert "\n" not in str(info.value) and "\x00" not in str(info.value)
+        with KitexOutputBinding(implementation=impl.name) as binding:
+            with pytest.raises(MetadataError, match="hostPorts"):
+                binding.invoke(InvokeRequest("get", echo_request("x"), _meta(entry)))
+        assert server.accepted == 0
+
+
+@pytest.mark.parametrize("host", BAD_HOSTS[:4], ids=ascii)
+def test_asyncio_driver_refuses_the_same_hosts(aio_default: Any, impl: Any, host: str) -> None:
+    from kitex_fast.aio import Client as AioClient
+
+    async def main() -> None:
+        with pytest.raises(MetadataError, match="hostPorts"):
+            AioClient("echo", "%s:1" % host, implementation=impl.name)
+
+    aio_default(main)
+
+
+@pytest.mark.parametrize("entry", ["[::1]:1", "[fe80::1%eth0]:9", "my_host-1.example:80",
+                                   "bücher.example:80", "example.com.:1", "localhost:1"])
+def test_ordinary_hosts_are_still_accepted(impl: Any, entry: str) -> None:
+    Client("echo", entry, implementation=impl.name).close()
+
+
+# -- issue 24, item 14: a caller's value cannot forge a log line or fill one -------------------
+
+
+def test_a_newline_in_dest_service_is_escaped_in_error_texts(impl: Any) -> None:
+    from kitex_fast.errors import NoInstanceError
+    from kitex_fast.resolver import StaticResolver
+
+    class Empty(StaticResolver):
+        def resolve(self, service: str, timeout: Any) -> Any:
+            return ()
+
+    forged = "echo\n2026-01-01 ERROR forged line"
+    with Client(forged, registry=Empty("127.0.0.1:1"), implementation=impl.name) as client:
+        with pytest.raises(NoInstanceError) as info:
+            client.call("echo", echo_request("x"))
+    assert "\n" not in str(info.value) and "'echo\\n2026" in str(info.value)
+    with pytest.raises(MetadataError) as bad:
+        Client(forged, "127.0.0.1:1", transport="grpc\n" + "x" * 5000, implementation=impl.name)
+    assert "\n" not in str(bad.value) and "(5005 characters)" in str(bad.value)
+
+
+@pytest.mark.parametrize("meta", [
+    {"poolSize": "x\ny" * 2000},
+    {"transport": "ttheader", "header.a\nb": 5},
+    {"transport": "ttheader", "intHeader.\n" + "1" * 3000: "v"},
+    {"hostPorts": "h\nost:1"},
+    {"registry": "etcd://a:1/\n" + "p" * 1000},
+    {"transport": "grpc\nx"},
+])
+def test_metadata_errors_quote_values_escaped_and_bounded(impl: Any, meta: dict) -> None:
+    with KitexOutputBinding(implementation=impl.name) as binding:
+        full = _meta("127.0.0.1:1")
+        if "registry" in meta:
+            del full["hostPorts"]
+        full.update(meta)
+        with pytest.raises(MetadataError) as info:
+            binding.invoke(InvokeRequest("get", echo_request("x"), full))
+    text = str(info.value)
+    assert "\n" not in text and len(text) < 700, text

@@ -48,6 +48,35 @@ def test_wrr_cycle_is_bounded() -> None:
     assert len(cycle) <= MAX_SCHEDULE + 3 and 0 in cycle
 
 
+def test_wrr_for_8000_instances_keeps_kitexs_proportions_in_bounded_length() -> None:
+    # Issue 24 item 12: the smooth WRR loop was O(length x instances) (2.75 s for the first
+    # call), and its 4,096-entry cap scaled 8,000 instances of weights 10 and 20 to weight 1 each.
+    instances = [ins(1 + i % 60000, 10 if i % 2 else 20) for i in range(8000)]
+    cycle = wrr_schedule(instances, random.Random(3))
+    assert len(cycle) == 12000 <= max(MAX_SCHEDULE, 4 * len(instances)) + len(instances)
+    counts = collections.Counter(cycle)
+    assert all(counts[i] == (1 if i % 2 else 2) for i in range(8000))
+    # spread: no instance waits much longer than total/weight picks for its next turn
+    last: Dict[int, int] = {}
+    for pos, i in enumerate(cycle + cycle):
+        if i in last:
+            assert pos - last[i] <= 2 * 12000 // counts[i], (i, pos - last[i])
+        last[i] = pos
+
+
+def test_wrr_past_the_cap_keeps_every_instance_and_roughly_its_share() -> None:
+    instances = [ins(i + 1, w) for i, w in enumerate([1, 7, 1000, 1001, 5000])]
+    cycle = wrr_schedule(instances, random.Random(0))
+    counts = collections.Counter(cycle)
+    assert len(cycle) <= MAX_SCHEDULE + len(instances) and set(counts) == {0, 1, 2, 3, 4}
+    assert counts[4] / len(cycle) == pytest.approx(5000 / 7009, rel=0.01)
+
+
+def test_wrr_huge_weights_from_a_users_resolver_do_not_overflow() -> None:
+    cycle = wrr_schedule([ins(1, 10**400), ins(2, 1), ins(3, True)])  # (True is no weight)
+    assert set(cycle) == {0, 1} and len(cycle) <= MAX_SCHEDULE + 2
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:2379", "consul://a:1", "etcd://", "etcd://a",
                                  "etcd://a:1/path", "etcd://user@a:1", "", 5])
 def test_registry_url_must_be_etcd(url: object) -> None:
