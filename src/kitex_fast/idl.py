@@ -31,7 +31,7 @@ import re
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import codec as _codec
-from .errors import KitexError
+from .errors import KitexError, quoted
 
 __all__ = ["IdlError", "IdlService", "IdlMethod", "Outcome", "load_service"]
 
@@ -99,7 +99,10 @@ def _bad(path: str, expected: str, value: Any) -> IdlError:
 
 def _to_int(ttype: int, value: Any, path: str) -> int:
     if isinstance(value, str) and _INTEGER_TEXT.match(value.strip()):
-        number = int(value.strip())  # Kitex accepts i64 as a string (JS clients cannot send 2^53+)
+        text = value.strip()
+        if len(text.lstrip("-").lstrip("0")) > 19:  # past any i64; int() refuses > 4,300 digits
+            raise IdlError("%s: %s does not fit a %s" % (path or "value", quoted(text), _TYPE_NAMES[ttype]))
+        number = int(text)  # Kitex accepts i64 as a string (JS clients cannot send 2^53+)
     elif isinstance(value, int) and not isinstance(value, bool):
         number = value
     elif isinstance(value, float) and value.is_integer():

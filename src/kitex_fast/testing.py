@@ -285,10 +285,20 @@ class ServeOptionError(ValueError):
     """A bad option of :func:`serve` (the command line reports it as a usage error)."""
 
 
+def _port(text: str) -> int:
+    """A --port value: ASCII digits in 0-65535 (``int`` alone takes ``+5`` and other scripts' digits)."""
+    from .pool import ascii_int
+
+    port = ascii_int(text)
+    if port is None or port > 65535:
+        raise argparse.ArgumentTypeError("%r is not a port number in 0-65535" % text)
+    return port
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of :func:`serve`, on ``parser``."""
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", "-p", type=int, default=8888, help="port (default 8888, Kitex's; 0 picks a free one)")
+    parser.add_argument("--port", "-p", type=_port, default=8888, help="port (default 8888, Kitex's; 0 picks a free one)")
     parser.add_argument("--idl", metavar="FILE", help="serve this IDL's service (needs thriftpy2) with --handler")
     parser.add_argument("--handler", metavar="MODULE:NAME", help="the implementation: an object or class with a method per IDL method (thriftpy2's convention), or a function f(method, **arguments)")
     parser.add_argument("--service", metavar="NAME", help="the service, when the IDL declares several")

@@ -372,3 +372,15 @@ def test_header_flags_pick_ttheader(capsys, impl) -> None:
                              "--data-hex", echo_request("h").hex(), "--from-service", "cli-test")
     assert status == 0, err
     assert seen["transport"] == "ttheader" and seen["int3"] == "cli-test"  # FromService, int key 3
+
+
+@pytest.mark.parametrize("port", ["+5", "\u0663", "\uff18\uff18", "70000", "-1"])
+def test_serve_port_is_ascii_digits_in_range(port) -> None:
+    """kitex-fast serve --port: a usage error, never another script's digits or a traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "kitex_fast", "serve", "--port", port],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "is not a port number in 0-65535" in proc.stderr and "Traceback" not in proc.stderr

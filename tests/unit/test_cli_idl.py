@@ -86,6 +86,8 @@ def test_several_arguments_by_name_and_void(odds) -> None:
     ({"ids": {"a": 1}}, "value.ids: expected set<i64> as an array"),
     ({"must": True}, "value.must: expected i32, got True"),
     ({"must": 2 ** 31}, "value.must: 2147483648 does not fit a i32"),
+    ({"must": "9" * 5000}, "value.must: '9999"),  # (int() itself refuses over 4,300 digits)
+    ({"must": "-" + "9" * 20}, "does not fit a i32"),
     ({"name": 5}, "value.name: expected string, got 5"),
     ({"key": []}, "value.key: expected Key as an object"),
 ])
