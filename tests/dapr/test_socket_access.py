@@ -107,6 +107,11 @@ def _need_root() -> None:
         pytest.skip("connecting as another UID needs root (setpriv), as CI runs")
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is not installed")
+    ran = subprocess.run(["setpriv", "--reuid", str(OTHER_UID), "--regid", str(OTHER_UID), "--clear-groups",
+                          sys.executable, "-I", "-c", "pass"], capture_output=True, timeout=30)
+    if ran.returncode != 0:
+        pytest.skip("this interpreter cannot run as another UID here (its folders are closed to "
+                    "others): %s" % ran.stderr.decode(errors="replace")[-300:])
 
 
 def probe(path: str, uid: int, gid: int) -> str:

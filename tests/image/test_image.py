@@ -125,11 +125,15 @@ def test_daprd_as_65532_calls_kitex_through_the_image(podman) -> None:
     os.mkdir(sockets)
     os.chown(sockets, 0, DAPR_UID)
     os.chmod(sockets, 0o770)
-    # daprd as UID/GID 65532 with no other groups (setpriv keeps the environment stack.Daprd sets).
+    # daprd as UID/GID 65532 with no other groups (setpriv keeps the environment stack.Daprd sets),
+    # from a copy beside the test's files: the checkout's folders need not be open to that UID.
+    daprd_copy = os.path.join(base, "daprd")
+    shutil.copy2(daprd_binary, daprd_copy)
+    os.chmod(daprd_copy, 0o755)
     as_dapr = os.path.join(base, "daprd-as-65532")
     with open(as_dapr, "w") as f:
         f.write("#!/bin/sh\nexec setpriv --reuid %d --regid %d --clear-groups env HOME=/tmp %s \"$@\"\n"
-                % (DAPR_UID, DAPR_UID, daprd_binary))
+                % (DAPR_UID, DAPR_UID, daprd_copy))
     os.chmod(as_dapr, 0o755)
 
     container = "kitex-fast-test-%s" % uuid.uuid4().hex[:8]
