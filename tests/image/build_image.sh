@@ -70,8 +70,10 @@ if ! "${podman[@]}" image exists "$image"; then
   "${podman[@]}" build --network host "${mounts[@]}" --build-arg PYTHON_IMAGE="$base_image" \
     -t "$image" -f "$root/Dockerfile" "$root" >&2
   echo "build_image.sh: built $image in $(( $(date +%s) - started )) s" >&2
-  # keep only this image of ours (and the base): old trees' images are dead weight
+  # keep only this image of ours (and the base): old trees' images are dead weight; so are build
+  # layers a day old (newer ones are the next build's cache)
   "${podman[@]}" images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/kitex-fast-test:' \
     | grep -vx "$image" | xargs -r "${podman[@]}" rmi -f >/dev/null 2>&1 || true
+  "${podman[@]}" image prune -f --filter until=24h >/dev/null 2>&1 || true
 fi
 printf '%s\t%s\n' "--runtime runc --cgroup-manager cgroupfs" "$image"
