@@ -76,6 +76,9 @@ def test_unknown_socket_group_is_a_usage_error(capsys: pytest.CaptureFixture[str
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "--socket-group" in err and "'no-such-group-\\x01'" in err
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["--socket-group", "4294967295"])  # (gid_t)-1: "no change"
+    assert info.value.code == 2 and "is not a GID" in capsys.readouterr().err
 
 
 # -- a real component, reached from another UID --------------------------------------------------

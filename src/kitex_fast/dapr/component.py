@@ -180,7 +180,9 @@ def _group(text: str) -> int:
     """A group name or a numeric GID (``--socket-group``)."""
     from ..errors import quoted  # (here: the option's own code stays in one place)
 
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
+        if int(text) >= 0xFFFFFFFF:  # (gid_t is 32 bits, and (gid_t)-1 means "no change")
+            raise argparse.ArgumentTypeError("%s is not a GID" % quoted(text))
         return int(text)
     try:
         import grp
