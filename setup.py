@@ -2,7 +2,11 @@
 
 KITEX_FAST_NO_EXTENSIONS=1 (or a non-CPython interpreter) installs the pure-Python twin only.
 A failed compile falls back to a pure install with a loud warning, except under cibuildwheel
-(CIBUILDWHEEL=1), where a wheel must never ship without its extension.
+(CIBUILDWHEEL=1), where a wheel must never ship without its extension: there, missing
+libnghttp2 (the compiled component server's library) fails the build too, and the modules are
+built without debug info (release wheels; docs/install.md).
+
+The version has one home, ``__version__`` in src/kitex_fast/__init__.py (pyproject.toml reads it).
 """
 
 import os
@@ -89,9 +93,31 @@ def find_nghttp2():
     return None
 
 
+NGHTTP2_MISSING = (
+    "libnghttp2's headers were not found (pkg-config libnghttp2, or nghttp2/nghttp2.h under /usr, "
+    "/usr/local, /opt/homebrew)"
+)
+
+
+def release_flags():
+    """Compiler and linker flags of release wheels: no debug info (CIBUILDWHEEL=1 only)."""
+    if not IN_CIBUILDWHEEL or sys.platform == "win32":
+        return {}
+    link = ["-Wl,-S"] if sys.platform == "darwin" else ["-Wl,--strip-debug"]
+    return {"extra_compile_args": ["-g0"], "extra_link_args": link}
+
+
 def extensions():
     if NO_EXTENSIONS:
         return []
+    # (before Cython: this is the release build's most likely failure, and it names the fix)
+    nghttp2 = find_nghttp2()
+    if nghttp2 is None and IN_CIBUILDWHEEL:
+        raise SystemExit(
+            "ERROR: %s. CIBUILDWHEEL=1: a release wheel must carry the compiled component server "
+            "(kitex_fast.dapr._h2server), so libnghttp2 is required: install it in cibuildwheel's "
+            "before-all (pyproject.toml [tool.cibuildwheel])." % NGHTTP2_MISSING
+        )
     try:
         from Cython.Build import cythonize
     except ImportError as exc:
@@ -99,21 +125,20 @@ def extensions():
             raise
         sys.stderr.write("WARNING: Cython is not available (%s); pure-Python install.\n" % exc)
         return []
+    flags = release_flags()
     exts = [
-        Extension("kitex_fast." + name.replace("/", "."), ["src/kitex_fast/%s.pyx" % name])
+        Extension("kitex_fast." + name.replace("/", "."), ["src/kitex_fast/%s.pyx" % name], **flags)
         for name in MODULES
     ]
-    nghttp2 = find_nghttp2()
     if nghttp2 is None:
         sys.stderr.write(
-            "NOTE: libnghttp2's headers were not found (pkg-config libnghttp2, or nghttp2/nghttp2.h): "
-            "kitex_fast.dapr._h2server is not built, and `kitex-fast component` will serve with "
+            "NOTE: %s: kitex_fast.dapr._h2server is not built, and `kitex-fast component` will serve with "
             "grpcio. Install libnghttp2-dev (Debian) or libnghttp2-devel and reinstall for the "
-            "compiled server.\n"
+            "compiled server.\n" % NGHTTP2_MISSING
         )
     else:
         exts.append(Extension("kitex_fast." + H2SERVER.replace("/", "."),
-                              ["src/kitex_fast/%s.pyx" % H2SERVER], **nghttp2))
+                              ["src/kitex_fast/%s.pyx" % H2SERVER], **nghttp2, **flags))
     try:
         return cythonize(
             exts,
@@ -127,4 +152,5 @@ def extensions():
         return []
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
+if __name__ == "__main__":  # (setuptools' build backend runs this file as __main__)
+    setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

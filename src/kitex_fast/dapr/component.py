@@ -176,18 +176,41 @@ def _mode(text: str) -> int:
     return value
 
 
+def _group(text: str) -> int:
+    """A group name or a numeric GID (``--socket-group``)."""
+    from ..errors import quoted  # (here: the option's own code stays in one place)
+
+    if text.isascii() and text.isdigit():
+        if int(text) >= 0xFFFFFFFF:  # (gid_t is 32 bits, and (gid_t)-1 means "no change")
+            raise argparse.ArgumentTypeError("%s is not a GID" % quoted(text))
+        return int(text)
+    try:
+        import grp
+
+        return int(grp.getgrnam(text).gr_gid)
+    except (ImportError, KeyError):
+        raise argparse.ArgumentTypeError("%s is not a known group name; give a numeric GID" % quoted(text)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kitex-fast component",
         description="Serve Dapr's bindings.<name> (Kitex output binding) as a pluggable component "
-        "on $%s/<name>.sock (default folder %s). Start it before daprd."
-        % (SOCKET_FOLDER_ENV, DEFAULT_SOCKET_FOLDER),
+        "on $%s/<name>.sock (or $%s, as the Kubernetes sidecar injector sets it; default folder "
+        "%s). Start it before daprd." % (SOCKET_FOLDER_ENV, core.SOCKET_FOLDER_ENV_INJECTOR, DEFAULT_SOCKET_FOLDER),
     )
     parser.add_argument("--name", default="kitex",
                         help="socket file name without .sock; daprd registers it as bindings.NAME (default kitex)")
     parser.add_argument("--socket-folder", default=None,
-                        help="folder of the socket (default $%s or %s)" % (SOCKET_FOLDER_ENV, DEFAULT_SOCKET_FOLDER))
-    parser.add_argument("--socket-mode", type=_mode, default=0o660, help="socket file mode, octal (default 0660)")
+                        help="folder of the socket (default $%s, else $%s, else %s)"
+                        % (SOCKET_FOLDER_ENV, core.SOCKET_FOLDER_ENV_INJECTOR, DEFAULT_SOCKET_FOLDER))
+    parser.add_argument("--socket-mode", type=_mode, default=0o660,
+                        help="socket file mode, octal (default 0660: daprd connects as the owner or "
+                        "through the socket's group)")
+    parser.add_argument("--socket-group", type=_group, default=None,
+                        help="group (name or GID) of the socket file, for a daprd that runs as another "
+                        "UID in that group (default: the socket folder's group, where this process may "
+                        "set it; Kubernetes: the pod's fsGroup)")
     parser.add_argument("--implementation", choices=["c", "py"], default=None,
                         help="compiled core or pure-Python twin (default: compiled when installed)")
     parser.add_argument("--max-clients", type=int, default=64,

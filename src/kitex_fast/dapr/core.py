@@ -65,7 +65,15 @@ log = logging.getLogger(__name__.rpartition(".")[0])  # the subpackage, wherever
 # daprd discovers components through reflection v1alpha (docs/dapr.md "Discovery").
 REFLECTION_SERVICE_NAME = "grpc.reflection.v1alpha.ServerReflection"
 DEFAULT_SOCKET_FOLDER = "/tmp/dapr-components-sockets"
-SOCKET_FOLDER_ENV = "DAPR_COMPONENTS_SOCKETS_FOLDER"  # what daprd reads (not the Go SDK's name)
+# The socket folder has two spellings in dapr's own source (the same at v1.16.0 and v1.18.0):
+# - SOCKET_FOLDER_ENV is what daprd reads to find components (pkg/components/pluggable/discovery.go,
+#   SocketFolderEnvVar; the default is /tmp/dapr-components-sockets);
+# - SOCKET_FOLDER_ENV_INJECTOR is what the Kubernetes sidecar injector sets on pluggable-component
+#   containers and on daprd (pkg/injector/consts/consts.go, ComponentsUDSMountPathEnvVar, used by
+#   pkg/injector/patcher/sidecar_components.go and sidecar_container.go); daprd never reads it.
+# daprd's spelling wins when both are set.
+SOCKET_FOLDER_ENV = "DAPR_COMPONENTS_SOCKETS_FOLDER"
+SOCKET_FOLDER_ENV_INJECTOR = "DAPR_COMPONENT_SOCKETS_FOLDER"
 # daprd names the component instance (the YAML's metadata.name) on every call with this header.
 INSTANCE_HEADER = "x-component-instance"
 # Opt-in for HTTP callers: daprd JSON-encodes `data` before it reaches us (dapr pkg/api/http/http.go
@@ -91,9 +99,46 @@ class SocketInUseError(RuntimeError):
     """Another live process serves the socket (or the path is not a socket we may replace)."""
 
 
+class SocketAccessError(SocketInUseError):
+    """The socket was bound but cannot be given the group asked for (``--socket-group``); a
+    SocketInUseError so that the command line reports it the same way (exit status 1)."""
+
+
 def socket_path(folder: Optional[str], name: str) -> str:
-    folder = folder or os.environ.get(SOCKET_FOLDER_ENV) or DEFAULT_SOCKET_FOLDER
+    """``folder/name.sock``; without a folder, daprd's variable, then the injector's, then the
+    default (the folder daprd itself falls back to)."""
+    if not folder:
+        daprd_folder = os.environ.get(SOCKET_FOLDER_ENV)
+        injector_folder = os.environ.get(SOCKET_FOLDER_ENV_INJECTOR)
+        if daprd_folder and injector_folder and os.path.normpath(daprd_folder) != os.path.normpath(injector_folder):
+            log.warning("$%s (%s) and $%s (%s) differ: using the first, the one daprd reads",
+                        SOCKET_FOLDER_ENV, daprd_folder, SOCKET_FOLDER_ENV_INJECTOR, injector_folder)
+        folder = daprd_folder or injector_folder or DEFAULT_SOCKET_FOLDER
     return os.path.join(folder, name + ".sock")
+
+
+def set_socket_access(path: str, mode: int, group: Optional[int]) -> None:
+    """Give the bound socket its group and mode, so that daprd (another UID) may connect.
+
+    daprd needs write permission on the socket file. With ``group`` None the socket takes its
+    folder's group, as a set-group-ID folder would give it: sharing the folder's group with daprd
+    (Kubernetes ``fsGroup``, or ``chgrp`` on a host folder) is then all it takes, whatever UIDs the
+    two run as. That is done only where we may (root, or a member of that group); an explicit
+    ``group`` that cannot be set is an error (SocketAccessError).
+    """
+    st = os.lstat(path)
+    gid = group if group is not None else os.stat(os.path.dirname(path) or ".").st_gid
+    if st.st_gid != gid:
+        may = os.geteuid() == 0 or gid == os.getegid() or gid in os.getgroups()
+        if may or group is not None:
+            try:
+                os.chown(path, -1, gid)
+            except OSError as exc:
+                if group is not None:
+                    raise SocketAccessError("cannot give %s to group %d (--socket-group): %s"
+                                            % (path, gid, exc)) from None
+                log.warning("could not give %s its folder's group %d: %s", path, gid, exc)
+    os.chmod(path, mode)
 
 
 def claim_socket(path: str) -> None:
@@ -458,7 +503,7 @@ async def run(
     bound_inode: Optional[int] = None
     try:
         await start(path)
-        os.chmod(path, args.socket_mode)
+        set_socket_access(path, args.socket_mode, getattr(args, "socket_group", None))
         bound_inode = os.lstat(path).st_ino
         log.info(
             "kitex_fast component: serving bindings.%s on %s (pid %d, implementation %s, server %s)",
