@@ -502,7 +502,13 @@ async def run(
         loop.add_signal_handler(sig, stopping.set)
     bound_inode: Optional[int] = None
     try:
-        await start(path)
+        # The socket is born with its mode (the umask), not chmod-ed after: a daprd or a test that
+        # connects the moment it appears must not find it with the process's default mode.
+        umask = os.umask(0o777 & ~args.socket_mode)
+        try:
+            await start(path)
+        finally:
+            os.umask(umask)
         set_socket_access(path, args.socket_mode, getattr(args, "socket_group", None))
         bound_inode = os.lstat(path).st_ino
         log.info(
