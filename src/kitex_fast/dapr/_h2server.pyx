@@ -155,7 +155,7 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 # GOAWAY is out, as grpc-go's MaxConnectionIdle does (grpc-go internal/transport/http2_server.go
 # keepalive): a gRPC client such as daprd reconnects on its next call. 0 disables it.
 DEFAULT_IDLE_TIMEOUT = 300.0
-# grpc-message: at most this many characters of a status text, then a note that it was cut. gRPC
+# grpc-message: at most this many bytes of a status text, then a note that it was cut. gRPC
 # over HTTP/2 suggests clients limit trailers to 8 KiB (grpc/grpc doc/PROTOCOL-HTTP2.md), and
 # percent-encoding may triple the text; grpcio's server cuts the same way (component.py).
 MAX_STATUS_TEXT = 1024
@@ -495,11 +495,13 @@ cdef bytes _UNRESERVED = b"".join(bytes([c]) for c in range(0x20, 0x7F) if c != 
 
 
 def status_text(text):
-    """A status text as it goes out in grpc-message: at most MAX_STATUS_TEXT characters, then
-    how long it was when cut (the rule component._status_text applies on the grpcio server)."""
-    if len(text) <= MAX_STATUS_TEXT:
-        return text
-    return "%s... (cut: %d characters)" % (text[:MAX_STATUS_TEXT], len(text))
+    """A status text as it goes out in grpc-message: at most MAX_STATUS_TEXT bytes of UTF-8 (lone
+    surrogates escaped), then how long it was when cut; the rule component._status_text applies
+    on the grpcio server."""
+    cdef bytes raw = (<str>text).encode("utf-8", "backslashreplace")
+    if len(raw) <= MAX_STATUS_TEXT:
+        return raw.decode("utf-8")
+    return "%s... (cut: %d bytes)" % (raw[:MAX_STATUS_TEXT].decode("utf-8", "ignore"), len(raw))
 
 
 def percent_encode(text):

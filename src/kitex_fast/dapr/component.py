@@ -66,15 +66,16 @@ def _instance_name(context: Any) -> str:
 
 
 # The grpc-message bound of both servers (_h2server.MAX_STATUS_TEXT, status_text): at most this
-# many characters of a status text, then how long it was. gRPC over HTTP/2 suggests clients limit
-# trailers to 8 KiB (grpc/grpc doc/PROTOCOL-HTTP2.md), and percent-encoding may triple a text.
+# many bytes of UTF-8 of a status text, then how long it was. gRPC over HTTP/2 suggests clients
+# limit trailers to 8 KiB (grpc/grpc doc/PROTOCOL-HTTP2.md), and percent-encoding may triple a text.
 MAX_STATUS_TEXT = 1024
 
 
 def _status_text(text: str) -> str:
-    if len(text) <= MAX_STATUS_TEXT:
-        return text
-    return "%s... (cut: %d characters)" % (text[:MAX_STATUS_TEXT], len(text))
+    raw = text.encode("utf-8", "backslashreplace")  # (a lone surrogate would fail grpcio's encoding)
+    if len(raw) <= MAX_STATUS_TEXT:
+        return raw.decode("utf-8")
+    return "%s... (cut: %d bytes)" % (raw[:MAX_STATUS_TEXT].decode("utf-8", "ignore"), len(raw))
 
 
 def _make_servicer(component: Component) -> Any:
