@@ -5,6 +5,7 @@ generous margins, never timings."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import socket
@@ -405,3 +406,25 @@ def test_per_call_exceptions_end_one_stream_on_a_hand_driven_connection(compiled
     assert _status(events, again) == "13", events
     assert conn.open_streams == 0 and conn.buffered_bytes == 0 and conn.queued_bytes == 0
     conn.connection_lost(None)
+
+
+# -- item 7 with daprd: its idle connection ends with GOAWAY, and its next call reconnects --------
+
+def test_daprd_reconnects_after_an_idle_close(impl, daprd_binary, kitex_servers) -> None:
+    from kitex_fast.testing import echo_request, read_echo_reply
+
+    body = {"operation": "get", "data": base64.b64encode(echo_request("idle", implementation=impl.name)).decode(),
+            "metadata": _echo_metadata(kitex_servers["default"].address, dataEncoding="base64")}
+    with stack.DaprStack(daprd_binary, {"kitex": {}}, implementation=impl.name,
+                         server=impl.server, component_args=["--idle-timeout", "2"]) as dapr:
+        for _ in range(2):
+            status, _, reply = dapr.daprd.http_invoke("kitex", body)
+            assert status == 200, reply
+            assert read_echo_reply(reply, implementation=impl.name) == "idle,hi Kitex"
+            deadline = time.monotonic() + 30
+            while impl.server == "compiled" and "--idle-timeout" not in dapr.component.log():
+                assert time.monotonic() < deadline, "no idle close:\n" + dapr.component.log()[-3000:]
+                time.sleep(0.2)  # daprd's connection had no stream for 2 s: GOAWAY, closed
+            if impl.server == "grpcio":
+                time.sleep(3)
+        assert "ERROR" not in dapr.component.log()
