@@ -201,10 +201,12 @@ def test_request_bytes_are_bounded_for_the_process_not_per_connection(compiled) 
 
 # -- item 7: silent connections do not hold their slot forever ----------------------------------
 
-def test_silent_and_idle_connections_are_closed(compiled) -> None:
+@pytest.mark.parametrize("server", ["compiled", "grpcio"])
+def test_silent_and_idle_connections_are_closed(server) -> None:
     import h2.events
 
-    with _component(extra=["--handshake-timeout", "1", "--idle-timeout", "3"]) as c:
+    _server_available(server)
+    with _component(server, extra=["--handshake-timeout", "1", "--idle-timeout", "3"]) as c:
         # A squatter that sends nothing, and one that stops after the preface's first line: both
         # are closed (before, each held a --max-connections slot for good).
         for first in (b"", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"):
@@ -227,7 +229,10 @@ def test_silent_and_idle_connections_are_closed(compiled) -> None:
         assert _status(events, sid) == "0"
         events = client.until(lambda ev: None in ev)
         goaway = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
-        assert goaway and goaway[0].error_code == 0 and goaway[0].last_stream_id == sid, events
+        assert goaway, events
+        if server == "compiled":
+            assert goaway[-1].error_code == 0 and goaway[-1].last_stream_id == sid, events
+        # (grpcio's GOAWAY says INTERNAL_ERROR "connection idle": grpc-core's own choice)
         client.close()
         # A connection with a stream open is not idle, however long the stream takes.
         client = RawClient(c.socket)
@@ -239,7 +244,8 @@ def test_silent_and_idle_connections_are_closed(compiled) -> None:
         assert _status(client.until(_ended(sid)), sid) == "0"
         client.close()
         log = c.log()
-    assert "--handshake-timeout" in log and "--idle-timeout" in log
+    if server == "compiled":
+        assert "--handshake-timeout" in log and "--idle-timeout" in log
 
 
 # -- the advertised MAX_HEADER_LIST_SIZE holds ----------------------------------------------------
