@@ -710,7 +710,7 @@ cdef int _on_frame_recv(nghttp2_session* session, const nghttp2_frame* frame, vo
     cdef Connection conn = <Connection>user_data
     cdef _Stream s
     if frame.hd.type == NGHTTP2_SETTINGS:
-        if not frame.hd.flags & NGHTTP2_FLAG_ACK and conn.handshake is not None:
+        if not frame.hd.flags & NGHTTP2_FLAG_ACK and not conn.settled:
             try:
                 conn._handshake_done()
             except BaseException as exc:
@@ -976,6 +976,7 @@ cdef class Connection:
     cdef object handshake             # the timer that closes a connection still without its preface
     cdef object idle_timer            # the timer that ends a connection idle for idle_timeout
     cdef double idle_since            # loop time the last stream closed (0: a stream is open)
+    cdef bint settled                 # the client's preface and first SETTINGS are in
 
     def __init__(self, app, Py_ssize_t max_message=DEFAULT_MAX_MESSAGE,
                   Py_ssize_t max_buffer=DEFAULT_MAX_BUFFERED, int max_streams=DEFAULT_MAX_STREAMS,
@@ -1033,8 +1034,10 @@ cdef class Connection:
 
     cdef _handshake_done(self):
         """The client's preface and first SETTINGS are in."""
-        self.handshake.cancel()
-        self.handshake = None
+        self.settled = True
+        if self.handshake is not None:
+            self.handshake.cancel()
+            self.handshake = None
         if self.loop is not None and self.idle_timeout > 0:
             self.idle_since = self.loop.time()
             self.idle_timer = self.loop.call_later(self.idle_timeout, self._idle_check)
