@@ -1096,8 +1096,8 @@ cdef class Connection:
                 task.cancel()
             try:
                 self._fast_abandon(<_Stream>s)
-            except Exception as exc:  # per-call code: the other streams are still to be let go
-                self.app.call_crashed(self, (<_Stream>s).instance, exc)
+            except Exception as err:  # per-call code: the other streams are still to be let go
+                self.app.call_crashed(self, (<_Stream>s).instance, err)
         _held -= self.buffered
         self.buffered = 0
         self.queued = 0
