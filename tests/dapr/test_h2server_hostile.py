@@ -162,8 +162,30 @@ def test_a_zero_window_client_cannot_pile_up_replies(compiled) -> None:
         # Past 16 MiB of replies queued the stream is reset, and new ones are refused until it drains.
         assert resets and set(resets) <= {2, 7}, resets
         _list_ok(healthy)  # other connections are served meanwhile
-        healthy.close()
         client.close()
+        # Exactly past the budget on one stream: a new stream is refused (REFUSED_STREAM, never
+        # processed); once the full stream is reset, new streams are served again.
+        client = RawClient(c.socket)
+        client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        client.flush()
+        full = client.open(REFLECT)
+        count = ext.DEFAULT_MAX_QUEUED // reply + 1
+        for start in range(0, count, 1000):
+            _send(client, full, request * min(1000, count - start))
+        _sync(client, b"full0001")
+        refused = client.open(LIST, data=b"\x00" * 5, end=True)
+        client.flush()
+        events = client.until(_ended(refused))
+        assert [e.error_code for e in events if isinstance(e, h2.events.StreamReset) and e.stream_id == refused] == [7]
+        events = _send(client, full, request)
+        if not _ended(full)(events):
+            events += client.until(_ended(full))
+        assert any(isinstance(e, h2.events.StreamReset) and e.stream_id == full for e in events), events
+        sid = client.open("/dapr.proto.components.v1.OutputBinding/Nope", data=b"\x00" * 5, end=True)
+        client.flush()
+        assert _status(client.until(_ended(sid)), sid) == "12"  # (trailers only: no DATA to wait for)
+        client.close()
+        healthy.close()
         assert c.proc.poll() is None
 
 
