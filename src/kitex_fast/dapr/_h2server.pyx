@@ -74,9 +74,14 @@ cdef extern from "nghttp2/nghttp2.h":
     ctypedef int (*nghttp2_on_data_chunk_recv_callback)(nghttp2_session*, uint8_t, int32_t,
                                                         const uint8_t*, size_t, void*)
     ctypedef int (*nghttp2_on_stream_close_callback)(nghttp2_session*, int32_t, uint32_t, void*)
+    ctypedef int (*nghttp2_on_frame_not_send_callback)(nghttp2_session*, const nghttp2_frame*, int, void*)
 
     int NGHTTP2_DATA
     int NGHTTP2_HEADERS
+    int NGHTTP2_SETTINGS
+    int NGHTTP2_FLAG_ACK
+    int NGHTTP2_INTERNAL_ERROR
+    int NGHTTP2_REFUSED_STREAM
     int NGHTTP2_FLAG_NONE
     int NGHTTP2_FLAG_END_STREAM
     int NGHTTP2_NV_FLAG_NONE
@@ -100,6 +105,7 @@ cdef extern from "nghttp2/nghttp2.h":
     void nghttp2_session_callbacks_set_on_frame_send_callback(nghttp2_session_callbacks*, nghttp2_on_frame_send_callback)
     void nghttp2_session_callbacks_set_on_data_chunk_recv_callback(nghttp2_session_callbacks*, nghttp2_on_data_chunk_recv_callback)
     void nghttp2_session_callbacks_set_on_stream_close_callback(nghttp2_session_callbacks*, nghttp2_on_stream_close_callback)
+    void nghttp2_session_callbacks_set_on_frame_not_send_callback(nghttp2_session_callbacks*, nghttp2_on_frame_not_send_callback)
     int nghttp2_session_server_new(nghttp2_session **session_ptr, const nghttp2_session_callbacks *callbacks, void *user_data)
     void nghttp2_session_del(nghttp2_session *session)
     ssize_t nghttp2_session_mem_recv(nghttp2_session *session, const uint8_t *data, size_t inlen)
@@ -125,9 +131,34 @@ cdef extern from "nghttp2/nghttp2.h":
 # "Limits"): no larger request reaches us through daprd; a longer one is refused with
 # RESOURCE_EXHAUSTED, as grpc-go's default receive limit does.
 DEFAULT_MAX_MESSAGE = 4 * 1024 * 1024
-# Request bytes buffered at once on one connection, across its streams; past it a stream is
-# refused with RESOURCE_EXHAUSTED (1024 streams x 4 MiB would otherwise be 4 GiB).
-DEFAULT_MAX_CONNECTION_BUFFER = 64 * 1024 * 1024
+# Request bytes buffered at once in the whole process, across every connection and stream (one
+# counter, _held); past it a stream is refused with RESOURCE_EXHAUSTED and its connection lives.
+# Per connection, --max-connections (256) x 64 MiB could have held 16 GiB.
+DEFAULT_MAX_BUFFERED = 64 * 1024 * 1024
+DEFAULT_MAX_CONNECTION_BUFFER = DEFAULT_MAX_BUFFERED  # (its former name)
+# Reply bytes queued on one connection that the peer has not let us send (its flow-control window
+# is shut, or it does not read). Past it, new streams are refused with RST_STREAM REFUSED_STREAM
+# (RFC 9113 8.7: never processed, safe to retry; grpc-go retries such a stream transparently) and
+# the reflection stream is reset, until it drains. Reading goes on: the WINDOW_UPDATE that lets the
+# queue drain arrives on the same socket, so pausing reads would deadlock an honest slow reader.
+DEFAULT_MAX_QUEUED = 16 * 1024 * 1024
+# The header list size we advertise (SETTINGS_MAX_HEADER_LIST_SIZE) and hold a request to, counted
+# as RFC 9113 6.5.2 defines it (name + value + 32 per field). libnghttp2 only advertises it; a
+# larger list gets RESOURCE_EXHAUSTED (the gRPC form of HTTP 431, RFC 9113 10.5.1).
+MAX_HEADER_LIST = 64 * 1024
+# A connection must finish the HTTP/2 preface and its first SETTINGS within this many seconds, or
+# it is closed (it holds a --max-connections slot). grpc-go's server allows 120 s for its
+# handshake (grpc-go server.go, ConnectionTimeout / defaultServerOptions connectionTimeout); daprd
+# sends its preface at once on a Unix socket, so 10 s is plenty.
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+# A connection with no stream for this many seconds gets GOAWAY (NO_ERROR) and is closed once the
+# GOAWAY is out, as grpc-go's MaxConnectionIdle does (grpc-go internal/transport/http2_server.go
+# keepalive): a gRPC client such as daprd reconnects on its next call. 0 disables it.
+DEFAULT_IDLE_TIMEOUT = 300.0
+# grpc-message: at most this many bytes of a status text, then a note that it was cut. gRPC
+# over HTTP/2 suggests clients limit trailers to 8 KiB (grpc/grpc doc/PROTOCOL-HTTP2.md), and
+# percent-encoding may triple the text; grpcio's server cuts the same way (component.py).
+MAX_STATUS_TEXT = 1024
 # Streams open at once per connection (SETTINGS_MAX_CONCURRENT_STREAMS; nghttp2 refuses more with
 # RST_STREAM REFUSED_STREAM). daprd multiplexes every call on one connection.
 DEFAULT_MAX_STREAMS = 1024
@@ -463,6 +494,16 @@ def encode_fields(fields, bint framed=False):
 cdef bytes _UNRESERVED = b"".join(bytes([c]) for c in range(0x20, 0x7F) if c != 0x25)
 
 
+def status_text(text):
+    """A status text as it goes out in grpc-message: at most MAX_STATUS_TEXT bytes of UTF-8 (lone
+    surrogates escaped), then how long it was when cut; the rule component._status_text applies
+    on the grpcio server."""
+    cdef bytes raw = (<str>text).encode("utf-8", "backslashreplace")
+    if len(raw) <= MAX_STATUS_TEXT:
+        return raw.decode("utf-8")
+    return "%s... (cut: %d bytes)" % (raw[:MAX_STATUS_TEXT].decode("utf-8", "ignore"), len(raw))
+
+
 def percent_encode(text):
     """``grpc-message``'s encoding: UTF-8, then every byte outside 0x20-0x7E and ``%`` as %XX."""
     cdef bytes raw = _as_utf8(text)
@@ -545,6 +586,7 @@ cdef class _Stream:
     cdef bint deferred
     cdef bint plain        # a plain HTTP reply (not gRPC): the body ends the stream, no trailers
     cdef bint reset_after  # RST_STREAM NO_ERROR once our last frame is out (the client still sends)
+    cdef Py_ssize_t header_bytes  # the request's header list size so far (RFC 9113 6.5.2)
     cdef int status
     cdef bytes message
     cdef public object task
@@ -560,8 +602,13 @@ cdef class _Stream:
 
     def __call__(self, fut):
         """The Kitex reply (or error) of this stream's call: a done callback of its future."""
-        if self.fut is fut and self.conn is not None and not fut.cancelled():
-            self.conn._fast_done(self)
+        cdef Connection conn = self.conn
+        if self.fut is fut and conn is not None and not fut.cancelled():
+            try:
+                conn._fast_done(self)
+            except Exception as exc:  # per-call code: this stream ends, the connection lives
+                conn._stream_crashed(self.id, exc)
+                conn._flush()
 
     def __cinit__(self):
         self.inbuf = bytearray()
@@ -590,9 +637,17 @@ cdef int _on_begin_headers(nghttp2_session* session, const nghttp2_frame* frame,
     if frame.hd.type != NGHTTP2_HEADERS or frame.headers.cat != NGHTTP2_HCAT_REQUEST:
         return 0
     try:
+        if conn.queued > conn.max_queued:
+            # Replies the peer has not taken fill this connection's budget (DEFAULT_MAX_QUEUED):
+            # refuse the new stream unread; nghttp2 ignores the rest of its frames.
+            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame.hd.stream_id, NGHTTP2_REFUSED_STREAM)
+            conn.refused_streams += 1
+            return 0
         s = _Stream()
         s.id = frame.hd.stream_id
         conn.streams[s.id] = s
+        if conn.idle_since:
+            conn.idle_since = 0  # (a stream is open: not idle)
     except BaseException as exc:
         conn.error = exc
         return NGHTTP2_ERR_CALLBACK_FAILURE
@@ -614,6 +669,9 @@ cdef int _on_header(nghttp2_session* session, const nghttp2_frame* frame, const 
         s = conn.streams.get(frame.hd.stream_id)
         if s is None:
             return 0
+        s.header_bytes += namelen + valuelen + 32
+        if s.header_bytes > MAX_HEADER_LIST:
+            return 0  # refused once the block is in (_on_frame_recv); nothing more is kept
         if _is(name, namelen, ":path", 5):
             s.path = PyBytes_FromStringAndSize(<const char*>value, valuelen)
         elif _is(name, namelen, ":method", 7):
@@ -638,7 +696,10 @@ cdef int _on_data_chunk(nghttp2_session* session, uint8_t flags, int32_t stream_
                         const uint8_t* data, size_t length, void* user_data) noexcept:
     cdef Connection conn = <Connection>user_data
     try:
-        conn._data(stream_id, data, length)
+        try:
+            conn._data(stream_id, data, length)
+        except Exception as exc:  # per-call code: this stream ends, the connection lives
+            conn._stream_crashed(stream_id, exc)
     except BaseException as exc:
         conn.error = exc
         return NGHTTP2_ERR_CALLBACK_FAILURE
@@ -647,10 +708,32 @@ cdef int _on_data_chunk(nghttp2_session* session, uint8_t flags, int32_t stream_
 
 cdef int _on_frame_recv(nghttp2_session* session, const nghttp2_frame* frame, void* user_data) noexcept:
     cdef Connection conn = <Connection>user_data
+    cdef _Stream s
+    if frame.hd.type == NGHTTP2_SETTINGS:
+        if not frame.hd.flags & NGHTTP2_FLAG_ACK and not conn.settled:
+            try:
+                conn._handshake_done()
+            except BaseException as exc:
+                conn.error = exc
+                return NGHTTP2_ERR_CALLBACK_FAILURE
+        return 0
+    if frame.hd.type == NGHTTP2_HEADERS and frame.headers.cat == NGHTTP2_HCAT_REQUEST:
+        s = conn.streams.get(frame.hd.stream_id)
+        if s is not None and s.header_bytes > MAX_HEADER_LIST and not s.finished:
+            try:
+                conn._refuse(s, ST_RESOURCE_EXHAUSTED,
+                             "request header list is larger than the advertised SETTINGS_MAX_HEADER_LIST_SIZE "
+                             "%d (counted as RFC 9113 6.5.2 does)" % MAX_HEADER_LIST)
+            except BaseException as exc:
+                conn.error = exc
+                return NGHTTP2_ERR_CALLBACK_FAILURE
     if (frame.hd.type == NGHTTP2_DATA or frame.hd.type == NGHTTP2_HEADERS) and \
             frame.hd.flags & NGHTTP2_FLAG_END_STREAM:
         try:
-            conn._end_stream(frame.hd.stream_id)
+            try:
+                conn._end_stream(frame.hd.stream_id)
+            except Exception as exc:  # per-call code: this stream ends, the connection lives
+                conn._stream_crashed(frame.hd.stream_id, exc)
         except BaseException as exc:
             conn.error = exc
             return NGHTTP2_ERR_CALLBACK_FAILURE
@@ -669,11 +752,24 @@ cdef int _on_frame_send(nghttp2_session* session, const nghttp2_frame* frame, vo
     return 0
 
 
+cdef int _on_frame_not_send(nghttp2_session* session, const nghttp2_frame* frame, int lib_error_code,
+                            void* user_data) noexcept:
+    # A reply or trailers nghttp2 could not send (a header block over its limit, the stream
+    # already closing...): end the stream with RST_STREAM INTERNAL_ERROR, never leave it open
+    # holding a MAX_CONCURRENT_STREAMS slot (nghttp2 closes a stream only for a request it sent).
+    if frame.hd.type == NGHTTP2_HEADERS or frame.hd.type == NGHTTP2_DATA:
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame.hd.stream_id, NGHTTP2_INTERNAL_ERROR)
+    return 0
+
+
 cdef int _on_stream_close(nghttp2_session* session, int32_t stream_id, uint32_t error_code,
                           void* user_data) noexcept:
     cdef Connection conn = <Connection>user_data
     try:
-        conn._closed(stream_id)
+        try:
+            conn._closed(stream_id)
+        except Exception as exc:  # per-call code (abandoning its call): the stream is gone anyway
+            conn.app.call_crashed(conn, "", exc)
     except BaseException as exc:
         conn.error = exc
         return NGHTTP2_ERR_CALLBACK_FAILURE
@@ -689,7 +785,7 @@ cdef ssize_t _read_data(nghttp2_session* session, int32_t stream_id, uint8_t* bu
     try:
         s = conn.streams.get(stream_id)
         if s is None:
-            return NGHTTP2_ERR_CALLBACK_FAILURE
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE  # (resets this stream only)
         out = <bytearray>s.out
         n = len(out) - s.out_pos
         if n > <Py_ssize_t>length:
@@ -697,6 +793,7 @@ cdef ssize_t _read_data(nghttp2_session* session, int32_t stream_id, uint8_t* bu
         if n > 0:
             memcpy(buf, <char*>out + s.out_pos, n)
             s.out_pos += n
+            conn.queued -= n
             if s.out_pos == len(out):
                 del out[:]
                 s.out_pos = 0
@@ -712,7 +809,9 @@ cdef ssize_t _read_data(nghttp2_session* session, int32_t stream_id, uint8_t* bu
             if s.message:
                 nva[1] = _nv(b"grpc-message", s.message)
             if nghttp2_submit_trailer(session, stream_id, nva, 2 if s.message else 1) != 0:
-                return NGHTTP2_ERR_CALLBACK_FAILURE
+                # nghttp2.h, nghttp2_data_source_read_callback: this resets the stream with
+                # INTERNAL_ERROR (CALLBACK_FAILURE would end the whole session)
+                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
             return n
         if n == 0:
             s.deferred = True
@@ -834,6 +933,15 @@ cdef bytes _fast_response(FastRoute route, object frame, object seq, object endp
     return bytes(out)
 
 
+# Request bytes buffered by every connection of the process (DEFAULT_MAX_BUFFERED).
+cdef Py_ssize_t _held = 0
+
+
+def buffered_total():
+    """Request bytes buffered right now across every connection of the process."""
+    return _held
+
+
 cdef class Connection:
     """One HTTP/2 connection of daprd (or any gRPC client): an asyncio protocol.
 
@@ -860,9 +968,22 @@ cdef class Connection:
     cdef dict fast                    # app.fast: instance name -> InstanceRoutes
     cdef object loop
     cdef bint flush_due               # a flush is scheduled for the end of this loop iteration
+    cdef Py_ssize_t queued            # reply bytes in the streams' out buffers, not yet taken by nghttp2
+    cdef Py_ssize_t max_queued
+    cdef public long long refused_streams  # streams refused past max_queued (a count for tests and logs)
+    cdef double handshake_timeout
+    cdef double idle_timeout
+    cdef object handshake             # the timer that closes a connection still without its preface
+    cdef object idle_timer            # the timer that ends a connection idle for idle_timeout
+    cdef double idle_since            # loop time the last stream closed (0: a stream is open)
+    cdef bint settled                 # the client's preface and first SETTINGS are in
 
     def __init__(self, app, Py_ssize_t max_message=DEFAULT_MAX_MESSAGE,
-                  Py_ssize_t max_buffer=DEFAULT_MAX_CONNECTION_BUFFER, int max_streams=DEFAULT_MAX_STREAMS):
+                  Py_ssize_t max_buffer=DEFAULT_MAX_BUFFERED, int max_streams=DEFAULT_MAX_STREAMS,
+                  Py_ssize_t max_queued=DEFAULT_MAX_QUEUED, double handshake_timeout=DEFAULT_HANDSHAKE_TIMEOUT,
+                  double idle_timeout=DEFAULT_IDLE_TIMEOUT):
+        """``max_buffer`` bounds the request bytes of the whole process (shared by every
+        connection); the others hold for this connection (the DEFAULT_* above say what each is)."""
         cdef nghttp2_session_callbacks* cbs
         cdef nghttp2_settings_entry iv[2]
         self.app = app
@@ -870,6 +991,9 @@ cdef class Connection:
         self.streams = {}
         self.max_message = max_message
         self.max_buffer = max_buffer
+        self.max_queued = max_queued
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
         if nghttp2_session_callbacks_new(&cbs) != 0:
             raise MemoryError()
         nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, _on_begin_headers)
@@ -878,6 +1002,7 @@ cdef class Connection:
         nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, _on_frame_recv)
         nghttp2_session_callbacks_set_on_frame_send_callback(cbs, _on_frame_send)
         nghttp2_session_callbacks_set_on_stream_close_callback(cbs, _on_stream_close)
+        nghttp2_session_callbacks_set_on_frame_not_send_callback(cbs, _on_frame_not_send)
         rv = nghttp2_session_server_new(&self.session, cbs, <void*>self)
         nghttp2_session_callbacks_del(cbs)
         if rv != 0:
@@ -885,7 +1010,7 @@ cdef class Connection:
         iv[0].settings_id = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS
         iv[0].value = max_streams
         iv[1].settings_id = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE
-        iv[1].value = 64 * 1024
+        iv[1].value = MAX_HEADER_LIST
         nghttp2_submit_settings(self.session, NGHTTP2_FLAG_NONE, iv, 2)
 
     def __dealloc__(self):
@@ -901,7 +1026,44 @@ cdef class Connection:
             self.loop = _get_running_loop()
         except RuntimeError:  # driven by hand (the fuzz targets): replies are written at once
             self.loop = None
+        if self.loop is not None and self.handshake_timeout > 0:
+            self.handshake = self.loop.call_later(self.handshake_timeout, self._handshake_expired)
         self._flush()  # our SETTINGS go first (RFC 9113 3.4: the server preface)
+
+    # -- bounded time without a handshake, or without a stream -----------------------------------
+
+    cdef _handshake_done(self):
+        """The client's preface and first SETTINGS are in."""
+        self.settled = True
+        if self.handshake is not None:
+            self.handshake.cancel()
+            self.handshake = None
+        if self.loop is not None and self.idle_timeout > 0:
+            self.idle_since = self.loop.time()
+            self.idle_timer = self.loop.call_later(self.idle_timeout, self._idle_check)
+
+    def _handshake_expired(self):
+        self.handshake = None
+        if self.transport is not None:
+            self.app.handshake_expired(self, self.handshake_timeout)
+            self._abort()  # it never spoke HTTP/2: nothing to say GOAWAY to
+
+    def _idle_check(self):
+        self.idle_timer = None
+        if self.transport is None or self.closing or self.shut:
+            return
+        now = self.loop.time()
+        if self.streams or self.calls or not self.idle_since:
+            wake = now + self.idle_timeout
+        elif now - self.idle_since >= self.idle_timeout:
+            # GOAWAY NO_ERROR naming the last stream, then close once it is out (_flush): the
+            # client reconnects on its next call, as after grpc-go's MaxConnectionIdle.
+            self.app.idle_closed(self, self.idle_timeout)
+            self.goaway()
+            return
+        else:
+            wake = self.idle_since + self.idle_timeout
+        self.idle_timer = self.loop.call_at(wake, self._idle_check)
 
     def data_received(self, data):
         cdef const uint8_t[::1] view = data
@@ -926,14 +1088,26 @@ cdef class Connection:
         return False  # close our side too
 
     def connection_lost(self, exc):
+        global _held
         streams, self.streams = self.streams, {}
         for s in streams.values():
             task = (<_Stream>s).task
             if task is not None and not task.done():
                 task.cancel()
-            self._fast_abandon(<_Stream>s)
+            try:
+                self._fast_abandon(<_Stream>s)
+            except Exception as err:  # per-call code: the other streams are still to be let go
+                self.app.call_crashed(self, (<_Stream>s).instance, err)
+        _held -= self.buffered
         self.buffered = 0
+        self.queued = 0
         self.transport = None
+        if self.handshake is not None:
+            self.handshake.cancel()
+            self.handshake = None
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
         if self.linger is not None:
             self.linger.cancel()
             self.linger = None
@@ -1002,17 +1176,20 @@ cdef class Connection:
     # -- the receive side (called from nghttp2's callbacks) -------------------------------------
 
     cdef _data(self, int32_t stream_id, const uint8_t* data, size_t length):
+        global _held
         cdef _Stream s = self.streams.get(stream_id)
         if s is None or s.finished or s.inbuf is None:
             return
         if not s.content_type.startswith(b"application/grpc") or s.path not in _METHODS or s.bad_timeout is not None:
             return  # answered at END_STREAM (415 / UNIMPLEMENTED / INTERNAL); the body is not kept
-        if self.buffered + <Py_ssize_t>length > self.max_buffer:
+        if _held + <Py_ssize_t>length > self.max_buffer:
             self._refuse(s, ST_RESOURCE_EXHAUSTED,
-                         "this connection holds %d request bytes already (limit %d)" % (self.buffered, self.max_buffer))
+                         "the server holds %d request bytes already across its connections (limit %d): "
+                         "try again later" % (_held, self.max_buffer))
             return
         s.inbuf += (<const char*>data)[:length]
         self.buffered += length
+        _held += length
         self._messages(s, False)
 
     cdef _messages(self, _Stream s, bint at_end):
@@ -1050,8 +1227,12 @@ cdef class Connection:
                     return  # a unary request is one message, then END_STREAM
             message = bytes(s.inbuf[5:5 + n])
             del s.inbuf[:5 + n]
-            self.buffered -= 5 + n
+            self._release(5 + n)
             if method == M_REFLECT:
+                if self.queued > self.max_queued:
+                    # The peer takes none of the replies: answer no more on this stream.
+                    self._reset(s, NGHTTP2_REFUSED_STREAM if not s.replied else NGHTTP2_INTERNAL_ERROR)
+                    return
                 self._reflect(s, message)
             else:
                 s.finished = True
@@ -1094,12 +1275,46 @@ cdef class Connection:
             s.finished = True
             self.reply_status(s.id, ST_INTERNAL, "no request message for a unary method")
 
+    cdef _release(self, Py_ssize_t n):
+        """``n`` request bytes are no longer held."""
+        global _held
+        self.buffered -= n
+        _held -= n
+
+    cdef _reset(self, _Stream s, uint32_t code):
+        """End ``s`` with RST_STREAM ``code``, dropping what it holds (its replies included)."""
+        s.finished = True
+        self._release(len(s.inbuf))
+        s.inbuf = bytearray()
+        if s.out is not None:
+            self.queued -= len(<bytearray>s.out) - s.out_pos
+            s.out = bytearray()
+            s.out_pos = 0
+        nghttp2_submit_rst_stream(self.session, NGHTTP2_FLAG_NONE, s.id, code)
+
+    cdef _stream_crashed(self, int32_t stream_id, exc):
+        """Per-call code raised for ``stream_id``: that stream ends with the status the error maps
+        to (the app logs one line), every other stream and the connection go on."""
+        cdef _Stream s = self.streams.get(stream_id)
+        instance = s.instance if s is not None else ""
+        code, text = self.app.call_crashed(self, instance, exc)
+        if s is None:
+            return
+        if s.replied:
+            self._reset(s, NGHTTP2_INTERNAL_ERROR)  # a reply is under way: no status can follow it cleanly
+        else:
+            self._refuse(s, code, text)
+
     cdef _closed(self, int32_t stream_id):
         cdef _Stream s = self.streams.pop(stream_id, None)
         if s is None:
             return
-        self.buffered -= len(s.inbuf)
+        self._release(len(s.inbuf))
         s.inbuf = None
+        if s.out is not None:
+            self.queued -= len(<bytearray>s.out) - s.out_pos
+        if not self.streams and self.idle_timer is not None:
+            self.idle_since = self.loop.time()
         if s.task is not None and not s.task.done():
             s.task.cancel()  # RST_STREAM from daprd: its deadline passed, or it went away
         self._fast_abandon(s)
@@ -1108,7 +1323,7 @@ cdef class Connection:
         """End a request we will not read further: the status, then RST_STREAM NO_ERROR so the
         client stops sending (gRPC over HTTP/2: a server may end a stream before the client)."""
         s.finished = True
-        self.buffered -= len(s.inbuf)
+        self._release(len(s.inbuf))
         s.inbuf = bytearray()
         s.reset_after = True
         self.reply_status(s.id, status, text)
@@ -1141,6 +1356,7 @@ cdef class Connection:
         reply = self.app.reflect(message)
         self._headers(s)
         (<bytearray>s.out).extend(reply)
+        self.queued += len(reply)
         self._resume(s)
 
     # -- the compiled Invoke path ---------------------------------------------------------------
@@ -1302,7 +1518,8 @@ cdef class Connection:
         nva[1] = _nv(b"content-type", b"application/grpc")
         prd.source.ptr = NULL
         prd.read_callback = _read_data
-        nghttp2_submit_response(self.session, s.id, nva, 2, &prd)
+        if nghttp2_submit_response(self.session, s.id, nva, 2, &prd) != 0:
+            self._reset(s, NGHTTP2_INTERNAL_ERROR)  # never leave a stream without an end
 
     cdef _resume(self, _Stream s):
         if s.deferred:
@@ -1319,6 +1536,7 @@ cdef class Connection:
     cdef _reply(self, _Stream s, bytes framed):
         self._headers(s)
         (<bytearray>s.out).extend(framed)
+        self.queued += len(framed)
         self._finish(s, 0, b"")
 
     cdef _respond_http(self, _Stream s, bytes status):
@@ -1328,11 +1546,13 @@ cdef class Connection:
         s.replied = True
         s.plain = True
         s.out = bytearray(_NOT_GRPC)
+        self.queued += len(_NOT_GRPC)
         nva[0] = _nv(b":status", status)
         nva[1] = _nv(b"content-type", b"text/plain")
         prd.source.ptr = NULL
         prd.read_callback = _read_data
-        nghttp2_submit_response(self.session, s.id, nva, 2, &prd)
+        if nghttp2_submit_response(self.session, s.id, nva, 2, &prd) != 0:
+            self._reset(s, NGHTTP2_INTERNAL_ERROR)
 
     def reply_invoke(self, int32_t stream_id, data, metadata, content_type):
         """The call on ``stream_id`` succeeded: its InvokeResponse, then grpc-status 0."""
@@ -1340,7 +1560,12 @@ cdef class Connection:
         self.calls -= 1
         if s is None:
             return  # reset by the client meanwhile
-        self._reply(s, encode_invoke_response(data, metadata, content_type, True))
+        try:
+            framed = encode_invoke_response(data, metadata, content_type, True)
+        except Exception as exc:  # a response that cannot be encoded: this call's status
+            self._stream_crashed(stream_id, exc)
+        else:
+            self._reply(s, framed)
         self._flush()
 
     def reply_empty(self, int32_t stream_id):
@@ -1373,7 +1598,9 @@ cdef class Connection:
         cdef bytes code, message
         if s is None:
             return
-        message = percent_encode(text)
+        # The one place trailers get their text (the trailers writer, _read_data, sends
+        # s.message): bounded, so that no status can outgrow a header block.
+        message = percent_encode(status_text(text))
         if s.replied:
             self._finish(s, status, message)
             return
@@ -1383,7 +1610,8 @@ cdef class Connection:
         nva[1] = _nv(b"content-type", b"application/grpc")
         nva[2] = _nv(b"grpc-status", code)
         nva[3] = _nv(b"grpc-message", message)
-        nghttp2_submit_response(self.session, s.id, nva, 4 if message else 3, NULL)
+        if nghttp2_submit_response(self.session, s.id, nva, 4 if message else 3, NULL) != 0:
+            self._reset(s, NGHTTP2_INTERNAL_ERROR)  # never leave a stream without an end
 
     def shutdown_notice(self):
         """Start a graceful shutdown (GOAWAY with the last stream id 2^31-1: RFC 9113 6.8)."""
@@ -1412,3 +1640,7 @@ cdef class Connection:
     @property
     def buffered_bytes(self):
         return self.buffered
+
+    @property
+    def queued_bytes(self):
+        return self.queued

@@ -65,6 +65,19 @@ def _instance_name(context: Any) -> str:
     return ""
 
 
+# The grpc-message bound of both servers (_h2server.MAX_STATUS_TEXT, status_text): at most this
+# many bytes of UTF-8 of a status text, then how long it was. gRPC over HTTP/2 suggests clients
+# limit trailers to 8 KiB (grpc/grpc doc/PROTOCOL-HTTP2.md), and percent-encoding may triple a text.
+MAX_STATUS_TEXT = 1024
+
+
+def _status_text(text: str) -> str:
+    raw = text.encode("utf-8", "backslashreplace")  # (a lone surrogate would fail grpcio's encoding)
+    if len(raw) <= MAX_STATUS_TEXT:
+        return raw.decode("utf-8")
+    return "%s... (cut: %d bytes)" % (raw[:MAX_STATUS_TEXT].decode("utf-8", "ignore"), len(raw))
+
+
 def _make_servicer(component: Component) -> Any:
     import grpc
 
@@ -74,7 +87,7 @@ def _make_servicer(component: Component) -> Any:
         async def Init(self, request: Any, context: Any) -> Any:
             refused = await component.init_status(_instance_name(context), request.metadata.properties)
             if refused is not None:
-                await context.abort(grpc.StatusCode[refused[0]], refused[1])
+                await context.abort(grpc.StatusCode[refused[0]], _status_text(refused[1]))
             return pb.OutputBindingInitResponse()
 
         async def ListOperations(self, request: Any, context: Any) -> Any:
@@ -92,7 +105,7 @@ def _make_servicer(component: Component) -> Any:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a hang
                 code, text = component.failed(name, metadata, exc)
-                await context.abort(grpc.StatusCode[code], text)
+                await context.abort(grpc.StatusCode[code], _status_text(text))
             return pb.InvokeResponse(
                 data=response.data, metadata=response.metadata, content_type=response.content_type
             )
@@ -110,7 +123,14 @@ async def serve_grpcio(args: argparse.Namespace, component: Component) -> int:
 
     from .proto.contract import add_output_binding_to_server
 
-    server = grpc.aio.server()
+    # The compiled server's connection time bounds, in grpcio's channel arguments (grpc/grpc
+    # include/grpc/impl/channel_arg_names.h: GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+    # GRPC_ARG_MAX_CONNECTION_IDLE_MS; the idle one also ends with GOAWAY).
+    options = [("grpc.server_handshake_timeout_ms", int(_seconds(args, "handshake_timeout", 10.0) * 1000))]
+    idle = _seconds(args, "idle_timeout", 300.0)
+    if idle > 0:
+        options.append(("grpc.max_connection_idle_ms", int(idle * 1000)))
+    server = grpc.aio.server(options=options)
     add_output_binding_to_server(_make_servicer(component), server)
     # daprd discovers the service through reflection v1alpha, the version grpcio-reflection serves.
     reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -123,6 +143,11 @@ async def serve_grpcio(args: argparse.Namespace, component: Component) -> int:
         await server.stop(drain)
 
     return await core.run(args, component, start, stop, "grpcio", _implementation_name(args))
+
+
+def _seconds(args: argparse.Namespace, name: str, default: float) -> float:
+    value = getattr(args, name, None)
+    return default if value is None else float(value)
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -229,6 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="connections the compiled server keeps open on its socket at once; more "
                         "are closed at once with a warning (default %d; daprd opens one)"
                         % core.DEFAULT_MAX_SOCKET_CONNECTIONS)
+    parser.add_argument("--handshake-timeout", type=float, default=10.0,
+                        help="seconds a new connection has to send the HTTP/2 preface and SETTINGS "
+                        "before it is closed (default 10; grpc-go allows 120)")
+    parser.add_argument("--idle-timeout", type=float, default=300.0,
+                        help="seconds a connection may stay without a call before it gets GOAWAY and "
+                        "is closed; its client reconnects on its next call (default 300; 0: never)")
+    parser.add_argument("--max-request-buffer", type=int, default=64 * 1024 * 1024,
+                        help="request bytes the compiled server buffers at once across all its "
+                        "connections; a call past it gets RESOURCE_EXHAUSTED (default 64 MiB)")
     # tests only: also serve plaintext HTTP/2 on a TCP address (h2spec), compiled server only
     parser.add_argument("--listen-tcp", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--drain-timeout", type=float, default=10.0,
@@ -248,6 +282,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     if args.max_connections < 1:
         print("kitex-fast component: --max-connections must be at least 1", file=sys.stderr)
+        return 2
+    if not (0 < args.handshake_timeout < 1e6 and 0 <= args.idle_timeout < 1e6) or args.max_request_buffer < 1:
+        print("kitex-fast component: --handshake-timeout must be above 0, --idle-timeout at least 0 "
+              "(both under 10^6 s) and --max-request-buffer at least 1", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),

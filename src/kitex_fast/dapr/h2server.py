@@ -25,8 +25,9 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .. import _dispatch
 from ..binding import CONTENT_TYPE
-from ..errors import KitexError
+from ..errors import KitexError, quoted
 from . import core
+from .status import status_of
 from .core import REFLECTION_SERVICE_NAME, SERVICE_NAME, Component
 from .proto.descriptor import SERIALIZED as OUTPUT_BINDING_FILE
 
@@ -136,11 +137,18 @@ class App:
     """The Python side of the compiled server's connections: the calls, on the component."""
 
     def __init__(self, component: Component, ext: ModuleType,
-                 max_connections: int = core.DEFAULT_MAX_SOCKET_CONNECTIONS) -> None:
+                 max_connections: int = core.DEFAULT_MAX_SOCKET_CONNECTIONS,
+                 limits: Optional[Dict[str, Any]] = None) -> None:
         self.component = component
         self.ext = ext
         self.max_connections = max_connections
+        # Connection(...) keyword arguments: max_buffer (process-wide request bytes), max_queued,
+        # handshake_timeout, idle_timeout (the CLI's --max-request-buffer, --handshake-timeout,
+        # --idle-timeout; _h2server's DEFAULT_* when absent).
+        self.limits: Dict[str, Any] = dict(limits or {})
         self.refused = 0
+        self.expired = 0  # connections closed without a handshake
+        self.crashed = 0  # calls ended by an exception in per-call code
         self.codes: Dict[str, int] = ext.STATUS_CODES
         self.reflection = _Reflection(ext)
         self.connections: Set[Any] = set()
@@ -166,9 +174,32 @@ class App:
                 log.warning("%d connections are open on the socket already (--max-connections): "
                             "closing a new one (%d so far)", len(self.connections), self.refused)
             return _Refused()
-        conn = self.ext.Connection(self)
+        conn = self.ext.Connection(self, **self.limits)
         self.connections.add(conn)
         return conn
+
+    def call_crashed(self, conn: Any, name: str, exc: BaseException) -> Tuple[int, str]:
+        """Per-call code raised on a connection: the status that call ends with, and one log line
+        (the traceback at debug level). The connection and its other calls go on."""
+        self.crashed += 1
+        code, text = status_of(exc)
+        if code not in self.codes:
+            code = "INTERNAL"
+        log.error("instance %s: a call ended with %s after an internal error (%s: %s); the "
+                  "connection and its other calls go on", quoted(name), code, type(exc).__name__,
+                  quoted(str(exc)))
+        log.debug("the internal error", exc_info=exc)
+        return self.codes[code], text
+
+    def handshake_expired(self, conn: Any, seconds: float) -> None:
+        self.expired += 1
+        if self.expired == 1 or self.expired % 1000 == 0:
+            log.warning("a connection sent no HTTP/2 preface and SETTINGS within %g s "
+                        "(--handshake-timeout): closed (%d so far)", seconds, self.expired)
+
+    def idle_closed(self, conn: Any, seconds: float) -> None:
+        log.info("a connection had no stream for %g s (--idle-timeout): GOAWAY, then closed; "
+                 "its client reconnects on its next call", seconds)
 
     # -- called by the connections -----------------------------------------------------------
 
@@ -363,7 +394,10 @@ async def serve(args: argparse.Namespace, component: Component, implementation_n
     if ext is None:
         raise RuntimeError(unavailable())
     loop = asyncio.get_running_loop()
-    app = App(component, ext, getattr(args, "max_connections", core.DEFAULT_MAX_SOCKET_CONNECTIONS))
+    limits = {key: getattr(args, name) for key, name in (
+        ("max_buffer", "max_request_buffer"), ("handshake_timeout", "handshake_timeout"),
+        ("idle_timeout", "idle_timeout")) if getattr(args, name, None) is not None}
+    app = App(component, ext, getattr(args, "max_connections", core.DEFAULT_MAX_SOCKET_CONNECTIONS), limits)
     servers: List[Any] = []
 
     async def start(path: str) -> None:
