@@ -236,7 +236,12 @@ cdef Py_ssize_t _skip(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, uint32_t
 
 cdef inline Py_ssize_t _tag(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, uint32_t* field, uint32_t* wire) except -1:
     cdef uint64_t t
+    cdef Py_ssize_t start = pos
     pos = _varint(p, pos, end, &t)
+    if pos - start > 5:
+        # A tag is a 32-bit varint: upb (Python's protobuf) refuses a longer, zero-padded one;
+        # protobuf-go reads it. No encoder writes one, so refusing it is the stricter of the two.
+        raise ProtobufError("tag varint longer than 5 bytes at byte %d" % start)
     if t >> 3 == 0 or t >> 3 > 0x1FFFFFFF:
         raise ProtobufError("field number 0 or out of range at byte %d" % pos)
     field[0] = <uint32_t>(t >> 3)
