@@ -28,13 +28,15 @@ class Counting:
         self.gate = threading.Event()
         self.gate.set()
         self.barrier = None
+        self.seen = []  # every request's argument, in arrival order
 
     def __call__(self, request):
+        delay = read_echo_args(request.body)
         with self.lock:
             self.now += 1
             self.most = max(self.most, self.now)
+            self.seen.append(delay)
         try:
-            delay = read_echo_args(request.body)
             if delay.startswith("wait"):
                 self.gate.wait(30)
             elif delay == "together":  # answered once this many are in the handler at once
@@ -111,6 +113,45 @@ def test_the_cap_gives_a_typed_error_at_the_deadline_and_a_cancelled_waiter_pass
             with pytest.raises(asyncio.CancelledError):
                 await cancelled
             assert len(c._pool._all) == 1
+
+    aio_loop(main)
+
+
+async def _until(predicate, what, limit=10.0):
+    """Wait (bounded) until ``predicate()`` holds: a count, never a timing assertion."""
+    for _ in range(int(limit / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def test_a_waiter_handed_a_connection_after_its_deadline_sends_nothing(impl, aio_loop, counting):
+    # Issue 24 item 13. The only connection (max_connections=1) is released while two calls wait
+    # for it: the first with a deadline that passes while the loop is busy (the release wakes it
+    # in time, but it runs only after its deadline), the second with none. Before: the first sent
+    # its request anyway and failed RPCTimeoutError(sent=True), the request on the wire. Now it
+    # fails ConnectionLimitError(sent=False) with nothing written, and the connection goes on to
+    # the next live waiter.
+    async def main():
+        async with Client("echo", counting.server.address, max_connections=1, rpc_timeout=None,
+                          connect_timeout=CONNECT, implementation=impl.name) as c:
+            assert read_echo_reply(await c.call("echo", echo_request("warm"))) == "warm,hi Kitex"
+            pool = c._pool
+            held = pool.take()  # this test holds the only connection, as a call in flight would
+            assert held is not None
+            late = asyncio.ensure_future(c.exchange("echo", echo_request("late"), rpc_timeout=0.2))
+            await _until(lambda: len(pool.waiters) == 1, "the first waiter")
+            patient = asyncio.ensure_future(c.call("echo", echo_request("patient")))
+            await _until(lambda: len(pool.waiters) == 2, "the second waiter")
+            pool.release(held)  # hands the connection to the oldest waiter, in time...
+            time.sleep(0.4)  # ...which runs only after its deadline: this step blocks the loop
+            with pytest.raises(ConnectionLimitError) as limit:
+                await late
+            assert not limit.value.sent
+            assert read_echo_reply(await asyncio.wait_for(patient, 10)) == "patient,hi Kitex"
+            assert len(pool._all) == 1 and pool.idle_count == 1
+        assert counting.seen == ["warm", "patient"]  # "late" never reached the server
 
     aio_loop(main)
 

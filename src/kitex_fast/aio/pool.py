@@ -268,10 +268,12 @@ class _Connector:
         fut = loop.create_future()
         self.waiters.append(fut)
         handle = None
+        budget = 0.0
         if deadline is not None:
-            handle = loop.call_at(deadline, self._give_up, fut, deadline - loop.time())
+            budget = deadline - loop.time()
+            handle = loop.call_at(deadline, self._give_up, fut, budget)
         try:
-            return await fut
+            handed = await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self._pass_on(fut.result())  # woken as we left: the turn goes to the next one
@@ -279,6 +281,14 @@ class _Connector:
         finally:
             if handle is not None:
                 handle.cancel()
+        if deadline is not None and loop.time() >= deadline:
+            # Woken in time, but this task ran only after its deadline (a busy loop runs the
+            # wakeup late, or the release and the timer fell due in the same loop iteration).
+            # Sending now could only end in RPCTimeoutError(sent=True) with the request on the
+            # wire: give up unsent instead, and the turn goes to the next waiter.
+            self._pass_on(handed)
+            raise self._wait_error(budget)
+        return handed
 
     def _give_up(self, fut: Any, budget: float) -> None:
         if not fut.done():
