@@ -73,7 +73,7 @@ def test_each_concurrent_call_gets_a_connection_of_its_own(impl, aio_loop, count
                 assert read_echo_reply(await c.call("echo", echo_request("s%d" % i))) == "s%d,hi Kitex" % i
             return c._pool.idle_count
 
-    assert aio_loop(main) == 10  # pool_size: idle connections kept per endpoint
+    assert aio_loop(main) == 32  # no pool_size: every connection the burst used stays idle
     assert counting.most == 32
 
 
@@ -154,6 +154,71 @@ def test_a_waiter_handed_a_connection_after_its_deadline_sends_nothing(impl, aio
         assert counting.seen == ["warm", "patient"]  # "late" never reached the server
 
     aio_loop(main)
+
+
+DEFAULT_METADATA = {"destService": "echo", "methodName": "echo", "version": "v1"}  # + hostPorts
+
+
+def test_steady_concurrency_above_ten_opens_no_connection_after_warm_up(impl, aio_loop, counting):
+    # Issue 26: with Kitex's 10 idle per endpoint, 32 callers would connect and close 22
+    # connections every round. At defaults (the Go binding's four metadata keys) the connections
+    # of the warm-up round stay idle and serve every later round: the same 32, none opened or
+    # closed. Each round holds all 32 calls in the handler at once (a barrier), so each needs a
+    # connection of its own.
+    counting.barrier = threading.Barrier(32)
+    meta = dict(DEFAULT_METADATA, hostPorts=counting.server.address)
+
+    async def main():
+        async with AsyncKitexOutputBinding(implementation=impl.name) as binding:
+            async def one_round():
+                responses = await asyncio.gather(
+                    *(binding.invoke(InvokeRequest("get", echo_request("together"), meta)) for _ in range(32))
+                )
+                assert all(read_echo_reply(r.data) == "together,hi Kitex" for r in responses)
+
+            await one_round()
+            (client,) = binding._clients.values()
+            pool = client._pool
+            warm = set(pool._all)
+            assert len(warm) == 32 and pool.idle_count == 32
+            for _ in range(3):
+                await one_round()
+                assert set(pool._all) == warm  # no connection opened, none closed
+            assert pool.idle_count == 32
+
+    aio_loop(main)
+    assert counting.seen.count("together") == 4 * 32
+
+
+def test_an_explicit_pool_size_still_caps_the_idle_connections(impl, aio_default, counting):
+    counting.barrier = threading.Barrier(8)
+    meta = dict(DEFAULT_METADATA, hostPorts=counting.server.address, poolSize="2")
+
+    async def main():
+        async with AsyncKitexOutputBinding(implementation=impl.name) as binding:
+            await asyncio.gather(
+                *(binding.invoke(InvokeRequest("get", echo_request("together"), meta)) for _ in range(8))
+            )
+            (client,) = binding._clients.values()
+            await _until(lambda: len(client._pool._all) == 2, "the 6 connections over poolSize to close")
+            assert client._pool.idle_count == 2
+
+    aio_default(main)
+
+
+def test_at_defaults_the_idle_connections_of_a_burst_close_after_max_idle_time(impl, aio_default, counting):
+    counting.barrier = threading.Barrier(16)
+
+    async def main():
+        async with Client("echo", counting.server.address, max_idle_time=0.3, rpc_timeout=60.0,
+                          connect_timeout=CONNECT, implementation=impl.name) as c:
+            await asyncio.gather(*(c.call("echo", echo_request("together")) for _ in range(16)))
+            assert c._pool.idle_count == 16
+            await _until(lambda: not c._pool._all, "the idle connections to close")
+            assert c._pool.idle_count == 0
+            assert read_echo_reply(await c.call("echo", echo_request("again"))) == "again,hi Kitex"
+
+    aio_default(main)
 
 
 def test_idle_connections_close_after_max_idle_time(impl, aio_loop, counting):
