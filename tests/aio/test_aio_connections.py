@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from kitex_fast import ConnectionLimitError, InvokeRequest, MetadataError
+from kitex_fast import ConnectionLimitError, InvokeRequest, MetadataError, RPCTimeoutError
 from kitex_fast.aio import AsyncKitexOutputBinding, Client
 from kitex_fast.testing import KitexTestServer, echo_handler, echo_request, read_echo_args, read_echo_reply
 
@@ -154,6 +154,33 @@ def test_a_waiter_handed_a_connection_after_its_deadline_sends_nothing(impl, aio
         assert counting.seen == ["warm", "patient"]  # "late" never reached the server
 
     aio_loop(main)
+
+
+def test_a_pipelining_waiter_woken_after_its_deadline_sends_nothing(impl, aio_default, counting):
+    # The same for SharedPool: one connection with room for one call. The held call's reply and
+    # the waiter's deadline fall due in one loop iteration (the loop is blocked past both);
+    # asyncio runs the reply's callback first, and the protocol wakes the waiter from there, in
+    # time. Before, the waiter then wrote its request after its deadline.
+    counting.gate.clear()
+
+    async def main():
+        async with Client("echo", counting.server.address, pipelining=True, max_in_flight=1,
+                          max_connections=1, rpc_timeout=None, connect_timeout=CONNECT,
+                          implementation=impl.name) as c:
+            held = asyncio.ensure_future(c.call("echo", echo_request("wait")))
+            await _until(lambda: counting.now == 1, "the held call in the handler")
+            late = asyncio.ensure_future(c.exchange("echo", echo_request("late"), rpc_timeout=0.2))
+            await _until(lambda: len(c._pool.waiters) == 1, "the waiter")
+            counting.gate.set()
+            time.sleep(0.4)  # the reply arrives and the waiter's deadline passes: the loop is blocked
+            with pytest.raises(RPCTimeoutError) as timeout:
+                await late
+            assert not timeout.value.sent and "nothing was sent" in str(timeout.value)
+            assert read_echo_reply(await held) == "wait,hi Kitex"
+            assert read_echo_reply(await c.call("echo", echo_request("next"))) == "next,hi Kitex"
+        assert counting.seen == ["wait", "next"]
+
+    aio_default(main)
 
 
 DEFAULT_METADATA = {"destService": "echo", "methodName": "echo", "version": "v1"}  # + hostPorts
