@@ -396,7 +396,8 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
     rpc_timeout = parse_duration("rpcTimeout", opt("rpcTimeout"))
     explicit_rpc_timeout = _lookup(request, defaults, "rpcTimeout") is not None
     max_frame_size = parse_size("maxFrameSize", opt("maxFrameSize"))
-    pool_size = None if _lookup(request, defaults, "poolSize") is None else _parse_int("poolSize", opt("poolSize"), 0, 10000)
+    pool_size = (None if _lookup(request, defaults, "poolSize") is None  # unset: the client's default
+                 else _parse_int("poolSize", opt("poolSize"), 0, 10000))
     max_idle_time = parse_duration("maxIdleTime", opt("maxIdleTime"))
     max_connections = _parse_int("maxConnections", opt("maxConnections"), 1, 65535)
     mux_connection = _parse_bool("muxConnection", opt("muxConnection"))
