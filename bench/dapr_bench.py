@@ -82,6 +82,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 T0 = time.monotonic()
 
 GO_BINDING = "gobinding"
+# What the compiled component server logs when it stops (as tests/dapr/test_compiled_path.py reads it).
+STOP_LINE = re.compile(r"served (\d+) Invoke calls on the compiled path and (\d+) on the general path")
 SDK_GO_BINDING = "sdk-gobinding"
 
 
@@ -298,8 +300,26 @@ class Bench:
         self.stack = contextlib.ExitStack()
         self.work = tempfile.mkdtemp(prefix="kitex-fast-daprbench-")
         self.stack.callback(shutil.rmtree, self.work, True)
+        # Runs after the components stopped (callbacks run last-in first-out), before the rmtree.
+        self.stack.callback(self._read_stop_lines)
+        self.stop_lines: List[str] = []
         self.loads: List[Tuple[float, float, float]] = []
         self.notes: List[str] = []
+        self.components: Dict[str, Any] = {}
+
+    def _read_stop_lines(self) -> None:
+        """The compiled server's stop line per component: how many Invoke calls took the compiled
+        path (the whole run: every row of that process, the memory run's new routes included)."""
+        for name, comp in self.components.items():
+            if not name.startswith("kitexfast-"):
+                continue
+            found = STOP_LINE.findall(comp.log())
+            if found:
+                fast, general = int(found[-1][0]), int(found[-1][1])
+                share = 100.0 * fast / (fast + general) if fast + general else float("nan")
+                self.stop_lines.append("- Stop line of `%s`: %s Invoke calls on the compiled path, %s on the "
+                                       "general path (%.1f%% compiled, over the whole run)."
+                                       % (name, format(fast, ","), format(general, ","), share))
 
     def close(self) -> None:
         self.stack.close()
@@ -338,7 +358,6 @@ class Bench:
             self.rows.append(Row(GO_BINDING, "Dapr's Go `bindings.kitex`, in daprd 1.16.0 (kitex v0.5.0)",
                                  "1.16", "kitex"))
         # Components first: daprd discovers sockets only when it starts.
-        self.components: Dict[str, Any] = {}
         for server in servers:
             name = "kitexfast-%s" % (server or "default")
             extra = ["--server", server] if server else []
@@ -808,6 +827,7 @@ def main() -> None:
         md = slow_table(b) if args.slow_method else main_table(b)
     finally:
         b.close()
+    md += "".join(line + "\n" for line in b.stop_lines)
     md += "- Run time: %.0f s (`python bench/dapr_bench.py%s`).\n" % (
         time.monotonic() - started, "".join(" " + x for x in sys.argv[1:]))
     out = Path(args.out)
