@@ -17,7 +17,15 @@ row. Rows, side by side:
   client per metadata key as the Go binding did (bench/go/cmd/kitexpeer), in the same daprd 1.18;
 - the Go null component: grpc-go, answers with the request's data, calls nothing
   (bench/go/cmd/nullcomp): the floor of any pluggable component;
-- the Python SDK calling the Go binding and the component.
+- the Python SDK calling the Go binding and the component;
+- the compiled component row (else the first) again with tuning metadata (its label names the keys it adds);
+- daprd with tracing on (a second daprd 1.18, ``samplingRate: "1"``, so every call carries a fresh
+  ``traceparent``) over TTHeader, for that component row and the Go null control, beside the
+  same component row over TTHeader untraced.
+
+Every row sends the same metadata, the Go binding's four keys (``hostPorts``, ``destService``,
+``methodName``, ``version``): what a user who moves an existing ``bindings.kitex`` YAML over sets.
+A row that adds keys (the tuned row, ``transport`` on the TTHeader rows) says so in its label.
 
 All pluggable components sit in one socket folder served by one daprd 1.18; rows take turns, in a
 rotating order, round after round. Per row and caller count (1, 16, 64): calls/s, p50/p99, and the
@@ -74,6 +82,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 T0 = time.monotonic()
 
 GO_BINDING = "gobinding"
+# What the compiled component server logs when it stops (as tests/dapr/test_compiled_path.py reads it).
+STOP_LINE = re.compile(r"served (\d+) Invoke calls on the compiled path and (\d+) on the general path")
 SDK_GO_BINDING = "sdk-gobinding"
 
 
@@ -88,6 +98,8 @@ class Row:
     expect: str = "hi Kitex"
     note: str = ""
     ratio_to: str = GO_BINDING
+    meta_extra: Dict[str, str] = field(default_factory=dict)  # keys added to the four common ones
+    base: bool = True  # False: a variant of a base row (same process): no memory run of its own
 
 
 @dataclass
@@ -137,13 +149,19 @@ class GoComponent:
 
 
 class Daprd(stack.Daprd):
-    """stack.Daprd at log level info: debug logging is not what a bench should pay for."""
+    """stack.Daprd at log level info: debug logging is not what a bench should pay for.
+    ``config``: a daprd Configuration file (``--config``), e.g. to turn tracing on."""
+
+    def __init__(self, *args: Any, config: Optional[str] = None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.config = config
 
     def start(self, timeout: float = 60.0) -> "Daprd":
         real = self.binary
         wrapper = os.path.join(os.path.dirname(os.path.abspath(self.resources)), "daprd-%d.sh" % self.grpc_port)
+        extra = ' --config "%s"' % self.config if self.config else ""
         with open(wrapper, "w") as f:  # stack.Daprd passes --log-level debug last: override it after
-            f.write('#!/bin/sh\nexec "%s" "$@" --log-level info\n' % real)
+            f.write('#!/bin/sh\nexec "%s" "$@" --log-level info%s\n' % (real, extra))
         os.chmod(wrapper, 0o755)
         self.binary = wrapper
         try:
@@ -282,8 +300,26 @@ class Bench:
         self.stack = contextlib.ExitStack()
         self.work = tempfile.mkdtemp(prefix="kitex-fast-daprbench-")
         self.stack.callback(shutil.rmtree, self.work, True)
+        # Runs after the components stopped (callbacks run last-in first-out), before the rmtree.
+        self.stack.callback(self._read_stop_lines)
+        self.stop_lines: List[str] = []
         self.loads: List[Tuple[float, float, float]] = []
         self.notes: List[str] = []
+        self.components: Dict[str, Any] = {}
+
+    def _read_stop_lines(self) -> None:
+        """The compiled server's stop line per component: how many Invoke calls took the compiled
+        path (the whole run: every row of that process, the memory run's new routes included)."""
+        for name, comp in self.components.items():
+            if not name.startswith("kitexfast-"):
+                continue
+            found = STOP_LINE.findall(comp.log())
+            if found:
+                fast, general = int(found[-1][0]), int(found[-1][1])
+                share = 100.0 * fast / (fast + general) if fast + general else float("nan")
+                self.stop_lines.append("- Stop line of `%s`: %s Invoke calls on the compiled path, %s on the "
+                                       "general path (%.1f%% compiled, over the whole run)."
+                                       % (name, format(fast, ","), format(general, ","), share))
 
     def close(self) -> None:
         self.stack.close()
@@ -291,7 +327,7 @@ class Bench:
     def sample_load(self) -> None:
         self.loads.append(os.getloadavg())
 
-    def setup(self, service: str) -> None:
+    def setup(self, service: str, variants: bool = True) -> None:
         a = self.args
         print("building: daprd 1.18, bench/go, Kitex peers%s ..." % ("" if a.no_go_binding else ", daprd 1.16 with the Go binding"), flush=True)
         self.daprd_bin = stack.build_daprd()
@@ -322,7 +358,6 @@ class Bench:
             self.rows.append(Row(GO_BINDING, "Dapr's Go `bindings.kitex`, in daprd 1.16.0 (kitex v0.5.0)",
                                  "1.16", "kitex"))
         # Components first: daprd discovers sockets only when it starts.
-        self.components: Dict[str, Any] = {}
         for server in servers:
             name = "kitexfast-%s" % (server or "default")
             extra = ["--server", server] if server else []
@@ -354,6 +389,9 @@ class Bench:
         self.daprd = Daprd(self.daprd_bin, resources, sockets)
         self.daprd.start()
         self.stack.callback(self.daprd.stop)
+        self.daprd_traced: Optional[Daprd] = None
+        if variants:
+            self.add_variants(sockets)
         self.daprd116: Optional[Daprd] = None
         if self.go116:
             res116 = os.path.join(self.work, "resources116")
@@ -368,8 +406,46 @@ class Bench:
         self.rss_start = {row.key: rss_kib(self.component_rss_pid(row)) for row in self.rows}
         print("  all up at %.0f s" % (time.monotonic() - T0), flush=True)
 
+    def add_variants(self, sockets: str) -> None:
+        """The tuned row and the tracing rows (after the base rows, each beside what it varies)."""
+        comps = [r for r in self.rows if r.key.startswith("kitexfast-")]
+        # The compiled server when offered: the one a user runs by default.
+        comp = next((r for r in comps if r.key == "kitexfast-compiled"), comps[0] if comps else None)
+        null = next((r for r in self.rows if r.key == "nullgo"), None)
+        if comp is None or null is None:
+            return
+        # Tuned: what the README's table used to show as the component's figure.
+        tuned = {"poolSize": "64", "connectTimeout": "1s"}
+        at = self.rows.index(comp) + 1
+        self.rows.insert(at, Row(comp.key + "-tuned", "%s + %s" % (comp.label, _keys(tuned)), "1.18",
+                                 comp.binding, component_pid=comp.component_pid, meta_extra=tuned, base=False))
+        # Tracing on: a second daprd on the same component sockets with a Configuration that samples
+        # every call; daprd then adds a fresh traceparent to each call's metadata. TTHeader, where the
+        # component turns trace keys into TTHeader headers (RPC_TRANSIT_traceparent, ...).
+        tt = {"transport": "ttheader"}
+        res = os.path.join(self.work, "resources-traced")
+        os.makedirs(res)
+        for row in (comp, null):
+            with open(os.path.join(res, row.binding + ".yaml"), "w") as f:
+                f.write(stack.component_yaml(row.binding, {}, "bindings.%s" % row.binding))
+        config = os.path.join(self.work, "tracing.yaml")
+        with open(config, "w") as f:
+            f.write("apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: tracing\n"
+                    "spec:\n  tracing:\n    samplingRate: \"1\"\n")
+        self.daprd_traced = Daprd(self.daprd_bin, res, sockets, app_id="kitexfast-traced", config=config)
+        self.daprd_traced.start()
+        self.stack.callback(self.daprd_traced.stop)
+        self.rows += [
+            Row(comp.key + "-tt", "%s + %s" % (comp.label, _keys(tt)), "1.18", comp.binding,
+                component_pid=comp.component_pid, meta_extra=tt, base=False),
+            Row(comp.key + "-tt-traced", "%s + %s, **tracing on**" % (comp.label, _keys(tt)), "1.18-traced",
+                comp.binding, component_pid=comp.component_pid, meta_extra=tt, base=False),
+            Row(null.key + "-traced", "%s + %s, **tracing on**" % (null.label, _keys(tt)), "1.18-traced",
+                null.binding, component_pid=null.component_pid, meta_extra=tt, base=False, expect=null.expect),
+        ]
+
     def daprd_of(self, row: Row) -> stack.Daprd:
-        d = self.daprd116 if row.daprd == "1.16" else self.daprd
+        d = {"1.16": self.daprd116, "1.18-traced": self.daprd_traced}.get(row.daprd, self.daprd)
         assert d is not None
         return d
 
@@ -392,10 +468,13 @@ class Bench:
 
 
 def meta(address: str, service: str, method: str) -> Dict[str, str]:
-    # poolSize/connectTimeout: kitex_fast's knobs (64 connections kept for 64 callers; 1 s to connect
-    # on a loaded machine instead of Kitex's 50 ms); the Go binding and the Go peer ignore them.
-    return {"hostPorts": address, "destService": service, "methodName": method, "version": "v1",
-            "poolSize": "64", "connectTimeout": "1s"}
+    """The Go binding's four keys, and nothing else: every row's metadata (a row's ``meta_extra``
+    adds to it, and its label says so)."""
+    return {"hostPorts": address, "destService": service, "methodName": method, "version": "v1"}
+
+
+def _keys(extra: Dict[str, str]) -> str:
+    return ", ".join("`%s: \"%s\"`" % kv for kv in extra.items())
 
 
 def median(xs: Sequence[float]) -> float:
@@ -458,11 +537,12 @@ def main_table(b: Bench) -> str:
             k = (rnd * len(CALLERS) + callers) % len(every)
             for row in every[k:] + every[:k]:
                 b.sample_load()
+                rm = dict(m, **row.meta_extra)
                 if row.caller == "go":
-                    s = go_load(b.go["daprload"], b.daprd_of(row), row, data_file, m, callers, b.pids(row),
+                    s = go_load(b.go["daprload"], b.daprd_of(row), row, data_file, rm, callers, b.pids(row),
                                 seconds=a.duration, warmup=a.warmup)
                 else:
-                    s = sdk_load(b.daprd_of(row), row, data, m, callers, b.pids(row), a.duration, a.warmup)
+                    s = sdk_load(b.daprd_of(row), row, data, rm, callers, b.pids(row), a.duration, a.warmup)
                 res[(row.key, callers)].append(s)
                 print("  round %d, %2d callers, %-60s %7.0f calls/s  p50 %7.0f µs  p99 %7.0f µs  errors %d%s"
                       % (rnd + 1, callers, row.label[:60], s.calls_per_s, s.p50_us, s.p99_us, s.errors,
@@ -472,6 +552,8 @@ def main_table(b: Bench) -> str:
     print("memory: %d calls cycling %d metadata sets per row ..." % (a.rss_calls, a.rss_keys), flush=True)
     rss: Dict[str, Tuple[int, int, Sample]] = {}
     for row in rows:
+        if not row.base:
+            continue
         pid = b.component_rss_pid(row)
         before = rss_kib(pid)
         b.sample_load()
@@ -548,6 +630,8 @@ def main_table(b: Bench) -> str:
     md.append("| path | component RSS MiB: idle | before cycling | after | growth KiB per key | calls/s while cycling | errors |")
     md.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
+        if row.key not in rss:
+            continue
         before, after, s = rss[row.key]
         md.append("| %s%s | %.1f | %.1f | %.1f | %+.1f | %s | %d |"
                   % (row.label, " (daprd's RSS: the binding is in-process)" if row.key == GO_BINDING else "",
@@ -558,10 +642,16 @@ def main_table(b: Bench) -> str:
               "above (one metadata set). daprd 1.18 (hosting every pluggable row) at the end: %.1f MiB."
               % (daprd_rss / 1024))
     for row in rows:
+        if row.key not in rss:
+            continue
         s = rss[row.key][2]
         if s.errors:
             md.append("")
             md.append("First error while cycling, %s: `%s`" % (row.label, s.first_error[:300]))
+    traced = tracing(rows, res)
+    if traced:
+        md.append("")
+        md.append(traced)
     if GO_BINDING in {r.key for r in rows}:
         md.append("")
         md.append(targets(b, rows, res, rss))
@@ -583,11 +673,32 @@ def targets(b: Bench, rows: List[Row], res: Dict[Tuple[str, int], List[Sample]],
         r64 = median([s.calls_per_s for s in res[(row.key, 64)]]) / go64
         p1 = median([s.p50_us for s in res[(row.key, 1)]]) / go1
         cpu = cpu_per_call(res[(row.key, 64)], "component")
-        mib = rss[row.key][1] / 1024
-        lines.append("| %s | %.2f× %s | %.2f× %s | %s | %.1f MiB %s |" % (
+        mib = rss[row.key][1] / 1024 if row.key in rss else None
+        lines.append("| %s | %.2f× %s | %.2f× %s | %s | %s |" % (
             row.label, r64, "met" if r64 >= 0.9 else "missed", p1, "met" if p1 <= 1.25 else "missed",
             "—" if cpu is None else "%.0f µs %s" % (cpu, "met" if cpu <= 40 else "missed"),
-            mib, "met" if mib <= 20 else "missed"))
+            "—" if mib is None else "%.1f MiB %s" % (mib, "met" if mib <= 20 else "missed")))
+    return "\n".join(lines)
+
+
+def tracing(rows: List[Row], res: Dict[Tuple[str, int], List[Sample]]) -> str:
+    """What tracing on costs at 64 callers: each traced row against its untraced twin."""
+    keys = {r.key: r for r in rows}
+    pairs = [(keys[k], keys[k[: -len("-traced")]]) for k in keys if k.endswith("-traced") and k[: -len("-traced")] in keys]
+    if not pairs:
+        return ""
+
+    def cps(key: str) -> float:
+        return median([s.calls_per_s for s in res[(key, 64)]])
+
+    lines = ["## Tracing on (daprd `samplingRate: \"1\"`), TTHeader: calls/s at 64 callers", "",
+             "| path | untraced | traced | traced ÷ untraced |", "| --- | ---: | ---: | ---: |"]
+    for traced, plain in pairs:
+        lines.append("| %s | %s | %s | %.2f× |" % (plain.label, format(round(cps(plain.key)), ","),
+                                                  format(round(cps(traced.key)), ","), cps(traced.key) / cps(plain.key)))
+    lines += ["", "The Go null row's untraced twin is the Framed one: a null component ignores `transport`. "
+              "Issue 26's target (reported, not asserted): the component loses at most 5% more than the Go "
+              "null control does."]
     return "\n".join(lines)
 
 
@@ -602,6 +713,10 @@ def notes(b: Bench, null_row: bool = True) -> List[str]:
     if null_row:
         md.append("- The Go null component (bench/go/cmd/nullcomp): the same scaffolding, `Invoke` returns the "
                   "request's data; its Kitex server column is idle.")
+    md.append("- Metadata: every row sends the Go binding's four keys (`hostPorts`, `destService`, `methodName`, "
+              "`version`) and nothing else, unless its label names the keys it adds. The tracing rows run on a "
+              "second daprd v1.18.0 with a Configuration of `samplingRate: \"1\"` (no exporter), on the same "
+              "component processes.")
     md.append("- One daprd v1.18.0 discovers every pluggable row's socket in one folder; each row is its own "
               "component YAML (`bindings.<socket name>`). daprd runs at log level info.")
     for n in b.notes:
@@ -616,7 +731,7 @@ def slow_table(b: Bench) -> str:
     data_file = os.path.join(b.work, "sleep.bin")
     Path(data_file).write_bytes(data)
     m = meta(b.kitex.address, "rich", "sleep")
-    rows = [r for r in b.rows if r.key != "nullgo"]
+    rows = [r for r in b.rows if r.key != "nullgo" and r.base]
     for r in rows:
         r.expect = "slept %d" % SLOW_MS
     res: Dict[str, List[Sample]] = {r.key: [] for r in rows}
@@ -707,11 +822,12 @@ def main() -> None:
     started = time.monotonic()
     b = Bench(args)
     try:
-        b.setup("rich" if args.slow_method else "echo")
+        b.setup("rich" if args.slow_method else "echo", variants=not args.slow_method)
         print("rows: %s" % ", ".join(r.label for r in b.rows), flush=True)
         md = slow_table(b) if args.slow_method else main_table(b)
     finally:
         b.close()
+    md += "".join(line + "\n" for line in b.stop_lines)
     md += "- Run time: %.0f s (`python bench/dapr_bench.py%s`).\n" % (
         time.monotonic() - started, "".join(" " + x for x in sys.argv[1:]))
     out = Path(args.out)

@@ -343,7 +343,8 @@ def with_cpu(run: Callable[[], Tuple[float, List[int]]]) -> ThreadRun:
 def threads_bench(cfg: Config, address: str, refclient: str, work: Path
                   ) -> Dict[Tuple[int, str], Dict[str, Any]]:
     data = echo_request("x" * KIB)
-    # Default pool settings on both sides: 10 idle connections per address, as in Kitex.
+    # Default pool settings on both sides: Kitex keeps 10 idle connections per address, kitex_fast
+    # as many as the calls in flight used (up to maxConnections; docs/binding.md says why).
     request = InvokeRequest("get", data, _clients.binding_metadata(address, "framed"))
     out: Dict[Tuple[int, str], Dict[str, Any]] = {}
     bindings = {impl: KitexOutputBinding(implementation=impl) for impl in ("c", "py")}
@@ -533,7 +534,7 @@ def report(cfg: Config, info: Dict[str, str], seq: Dict[Tuple[str, int], Dict[st
     md.append("%d round(s) × %d calls per client and thread count, split evenly over the threads; "
               "the binding rows share one KitexOutputBinding, the Client row one `Client` "
               "(`client.call`); Go: `refclient load -c N` (goroutines). Default pools on both "
-              "sides (10 idle connections per address). p50/p99 are per call, µs. *Client CPU* "
+              "sides (Go: 10 idle connections per address; kitex_fast: as many as in use). p50/p99 are per call, µs. *Client CPU* "
               "(user + system) and *user CPU* per call: Python rows, this process's "
               "`process_time` and `getrusage(RUSAGE_SELF).ru_utime` over the run (every client "
               "thread; the server is another process); Go, the child's rusage minus that of runs "

@@ -43,7 +43,8 @@ def open_connection(
 
 @final
 class IdlePool:
-    """Idle connections to one endpoint, most recently used first, at most ``max_idle`` kept."""
+    """Idle connections to one endpoint, most recently used first, at most ``max_idle`` kept, each
+    for ``max_idle_time`` (closed by a later release)."""
 
     def __init__(self, endpoint: Any, max_idle: int, max_idle_time: float) -> None: ...
     @property

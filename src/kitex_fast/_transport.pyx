@@ -681,7 +681,10 @@ def open_connection(family, sockaddr, *, timeout, decoder):
 @cython.auto_pickle(False)
 @cython.final
 cdef class IdlePool:
-    """Idle connections to one endpoint, most recently used first, at most ``max_idle`` kept.
+    """Idle connections to one endpoint, most recently used first, at most ``max_idle`` kept, each
+    for ``max_idle_time``: a release closes the connections idle longer than that (the oldest are
+    at the bottom of the stack, which calls reach last), so after a burst the pool shrinks back to
+    what the calls since then used. A pool no call touches keeps its connections until the next.
 
     Its methods run with the GIL held from start to end (no Python code in between), so the hot
     path takes no lock; ``close()`` re-drains after a racing ``give_back``, so nothing is left idle
@@ -721,11 +724,24 @@ cdef class IdlePool:
         self._give_back(<Connection?>conn)
 
     cdef int _give_back(self, Connection conn) except -1:
-        if self._closed or len(self._idle) >= self.max_idle or conn._sock is None:
+        cdef double now
+        cdef list idle = self._idle
+        cdef list expired = None
+        if self._closed or len(idle) >= self.max_idle or conn._sock is None:
             conn.close()
             return 0
-        conn._idle_since = _now()
-        self._idle.append(conn)
+        now = _now()
+        conn._idle_since = now
+        idle.append(conn)
+        # The bottom of the stack is the oldest release: one comparison in the common case.
+        # Unlinked first, closed after, so that no other thread sees a half-closed one here.
+        while now - (<Connection>idle[0])._idle_since > self.max_idle_time:
+            if expired is None:
+                expired = []
+            expired.append(idle.pop(0))
+        if expired is not None:
+            for conn in expired:
+                conn.close()
         if self._closed:
             self._drain()
         return 0

@@ -428,7 +428,9 @@ def open_connection(
 
 
 class IdlePool:
-    """Idle connections to one endpoint, most recently used first, at most ``max_idle`` kept."""
+    """Idle connections to one endpoint, most recently used first, at most ``max_idle`` kept, each
+    for ``max_idle_time``: a release closes the connections idle longer than that (see the
+    compiled one)."""
 
     __slots__ = ("endpoint", "max_idle", "max_idle_time", "_idle", "_closed")
 
@@ -464,8 +466,21 @@ class IdlePool:
         if self._closed or len(self._idle) >= self.max_idle or conn._sock is None:
             conn.close()
             return
-        conn._idle_since = time.monotonic()
-        self._idle.append(conn)
+        now = conn._idle_since = time.monotonic()
+        idle = self._idle
+        idle.append(conn)
+        # The oldest release is at the left: one comparison in the common case. popleft and
+        # appendleft are atomic; a racing take may reorder two connections, which only delays a
+        # close until the next release.
+        while True:
+            try:
+                oldest = idle.popleft()
+            except IndexError:  # other threads took them all
+                break
+            if now - oldest._idle_since <= self.max_idle_time:
+                idle.appendleft(oldest)
+                break
+            oldest.close()
         if self._closed:
             self._drain()
 

@@ -119,7 +119,7 @@ _METADATA_FLAGS = (
     ("idlService", "TTHeader isn: the service on a multi-service server"),
     ("fromService", "TTHeader FromService (int key 3)"),
     ("logID", "TTHeader LogID (int key 2)"),
-    ("poolSize", "idle connections kept per endpoint (default 10)"),
+    ("poolSize", "idle connections kept per endpoint (default: as many as in use, up to maxConnections)"),
     ("maxIdleTime", "close idle connections older than this (default 60s)"),
 )
 

@@ -113,7 +113,8 @@ class ClientCore:
     :param rpc_timeout: seconds for the whole call, connect included (None or 0: no limit; at
         most about 292 years, Go's longest Duration).
     :param str_headers / int_headers: extra TTHeader headers sent with every call.
-    :param pool_size: idle connections kept per endpoint (Kitex's MaxIdlePerAddress, 10).
+    :param pool_size: idle connections kept per endpoint (None: as many as the calls in flight
+        need, up to ``max_connections``; see docs/binding.md for why not Kitex's 10).
     :param max_idle_time: seconds an idle connection is kept before it is closed.
     :param max_connections: open connections per endpoint at most (asyncio driver; default 512).
         The sync driver holds one connection per calling thread, so its threads are its cap.
@@ -143,7 +144,7 @@ class ClientCore:
         max_frame_size: Optional[int] = None,
         str_headers: Optional[Mapping[str, str]] = None,
         int_headers: Optional[Mapping[int, str]] = None,
-        pool_size: int = 10,
+        pool_size: Optional[int] = None,
         max_idle_time: float = 60.0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         mux_connection: bool = False,
@@ -216,7 +217,7 @@ class ClientCore:
             self._resolver, self._owns_resolver = open_resolver(spec), True
         elif registry is not None:
             self._resolver = registry
-        if not _is_int(pool_size) or not 0 <= pool_size <= _MAX_POOL_SIZE:
+        if pool_size is not None and (not _is_int(pool_size) or not 0 <= pool_size <= _MAX_POOL_SIZE):
             raise MetadataError(
                 "pool_size must be an int in 0-%d (idle connections kept per endpoint), not %s"
                 % (_MAX_POOL_SIZE, quoted(pool_size))
@@ -261,7 +262,11 @@ class ClientCore:
             endpoints,
             lambda: decoder_cls(transport, max_frame_size=max_frame),
             connect_timeout,
-            pool_size,
+            # No pool_size: keep as many idle connections as the calls in flight used, up to
+            # max_connections, each until max_idle_time. Kitex keeps 10 (MaxIdlePerAddress), but
+            # with more concurrent callers than that every call above the tenth would connect and
+            # close again: cheap in Go, about twice a pooled call's cost here (docs/binding.md).
+            max_connections if pool_size is None else pool_size,
             max_idle_time,
         )
         self._closed = False

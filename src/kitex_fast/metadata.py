@@ -75,7 +75,9 @@ DEFAULTS: Dict[str, str] = {
     "connectTimeout": "50ms",
     "rpcTimeout": "30s",
     "maxFrameSize": str(DEFAULT_MAX_FRAME_SIZE),
-    "poolSize": "10",  # Kitex: MaxIdlePerAddress 10 (internal/client/option.go)
+    # poolSize: none by default (kitex_fast.Client's pool_size=None): idle connections follow the
+    # concurrency, up to maxConnections, each closed after maxIdleTime. Kitex keeps 10
+    # (MaxIdlePerAddress, internal/client/option.go); why not here: docs/binding.md.
     "maxIdleTime": "60s",  # Kitex: MaxIdleTimeout 1 minute
     "maxConnections": "512",  # per endpoint (kitex_fast.client.DEFAULT_MAX_CONNECTIONS)
     "muxConnection": "false",
@@ -273,7 +275,7 @@ class CallOptions(NamedTuple):
     rpc_timeout: Optional[float]
     send_rpc_timeout: bool
     max_frame_size: int
-    pool_size: int
+    pool_size: Optional[int]  # None: not set (the client's default)
     max_idle_time: float
     max_connections: int
     mux_connection: bool
@@ -407,7 +409,8 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
     rpc_timeout = parse_duration("rpcTimeout", opt("rpcTimeout"))
     explicit_rpc_timeout = _lookup(request, defaults, "rpcTimeout") is not None
     max_frame_size = parse_size("maxFrameSize", opt("maxFrameSize"))
-    pool_size = _parse_int("poolSize", opt("poolSize"), 0, 10000)
+    pool_size = (None if _lookup(request, defaults, "poolSize") is None  # unset: the client's default
+                 else _parse_int("poolSize", opt("poolSize"), 0, 10000))
     max_idle_time = parse_duration("maxIdleTime", opt("maxIdleTime"))
     max_connections = _parse_int("maxConnections", opt("maxConnections"), 1, 65535)
     mux_connection = _parse_bool("muxConnection", opt("muxConnection"))

@@ -54,17 +54,23 @@ def test_concurrent_calls_to_a_slow_method_run_at_the_same_time_on_a_default_ser
 ):
     # 64 callers of a 1.5 s method (long enough for all 64 to connect on a loaded machine): the server holds all 64 in its handler at once, each on a
     # connection of its own (before: up to 100 pipelined on one connection, served one by one).
+    # Then a second round: at defaults the 64 connections stayed idle and serve it, so the server
+    # sees no new client address (issue 26; before, 10 were kept and 54 new ones connected).
     async def main():
         async with Client("rich", default_server.address, connect_timeout=2.0, implementation=impl.name) as c:
             replies = await asyncio.gather(*(c.call("sleep", sleep_call(1500 + i)) for i in range(CALLERS)))
-            return replies, c._pool.idle_count
+            first = default_server.stats()
+            idle = c._pool.idle_count
+            again = await asyncio.gather(*(c.call("sleep", sleep_call(100)) for _ in range(CALLERS)))
+            assert all(sleep_reply(r) == "slept 100" for r in again)
+            return replies, idle, first
 
-    replies, idle = aio_loop(main)
+    replies, idle, stats = aio_loop(main)
     assert [sleep_reply(r) for r in replies] == ["slept %d" % (1500 + i) for i in range(CALLERS)]
-    stats = default_server.stats()
     assert stats["max_in_flight"] == CALLERS, stats
     assert stats["peers"] == CALLERS, stats
-    assert idle == 10  # pool_size: the idle connections kept per endpoint; the others closed
+    assert idle == CALLERS  # no pool_size: as many idle as the calls in flight used
+    assert default_server.stats()["peers"] == CALLERS  # the second round opened none
 
 
 def test_the_sync_binding_on_threads_behaves_the_same(impl, default_server):
@@ -83,9 +89,20 @@ def test_the_sync_binding_on_threads_behaves_the_same(impl, default_server):
             t.start()
         for t in threads:
             t.join(60)
+        assert all(sleep_reply(r) == "slept 1500" for r in replies)
+        stats = default_server.stats()
+        assert stats["max_in_flight"] == CALLERS and stats["peers"] == CALLERS, stats
+        # A second round on the idle connections (the Go binding's four keys plus
+        # connectTimeout; no poolSize): no new connection (issue 26).
+        for i in range(CALLERS):
+            replies[i] = None
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(CALLERS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
     assert all(sleep_reply(r) == "slept 1500" for r in replies)
-    stats = default_server.stats()
-    assert stats["max_in_flight"] == CALLERS and stats["peers"] == CALLERS, stats
+    assert default_server.stats()["peers"] == CALLERS
 
 
 @pytest.mark.parametrize("transport", ["ttheader", "ttheader-framed"])

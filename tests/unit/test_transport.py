@@ -899,3 +899,163 @@ def test_both_implementations_give_the_same_error_texts(serve: Any, scenario: st
     assert type_c is type_py
     assert text_c == text_py
     assert sent_c == sent_py
+
+
+# -- the sync pool: idle connections follow the concurrency (issue 26) ---------------------------
+
+
+class CountingServer:
+    """An echo server that counts the connections it accepted and those the client closed. With
+    ``together=n`` each request is answered once ``n`` requests are in the handlers at once (a
+    barrier, not a timing): each of the ``n`` calls then holds a connection of its own."""
+
+    def __init__(self, codec: Any, together: int = 0) -> None:
+        self.codec = codec
+        self.barrier = threading.Barrier(together) if together else None
+        self.lock = threading.Lock()
+        self.accepted = 0
+        self.closed = 0
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.bind((LOOPBACK, 0))
+        self.lsock.listen(128)
+        self.address = "%s:%d" % (LOOPBACK, self.lsock.getsockname()[1])
+        self.threads: List[threading.Thread] = []
+        self.conns: List[socket.socket] = []
+        thread = threading.Thread(target=self._accept, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.lsock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+                self.conns.append(sock)
+            thread = threading.Thread(target=self._serve, args=(sock,), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def _serve(self, sock: socket.socket) -> None:
+        sock.settimeout(30.0)
+        decoder = self.codec.FrameDecoder("auto")
+        try:
+            while True:
+                frame = read_frame(sock, self.codec, decoder)
+                if self.barrier is not None:
+                    self.barrier.wait(30.0)
+                sock.sendall(reply_bytes(self.codec, frame))
+        except (OSError, EOFError, threading.BrokenBarrierError):
+            with self.lock:
+                self.closed += 1
+
+    def until(self, predicate: Callable[[], bool], what: str) -> None:
+        for _ in range(1000):  # bounded: 10 s
+            with self.lock:
+                if predicate():
+                    return
+            time.sleep(0.01)
+        raise AssertionError("timed out waiting for " + what)
+
+    def close(self) -> None:
+        try:
+            self.lsock.shutdown(socket.SHUT_RDWR)  # wakes the accept (close alone does not)
+        except OSError:
+            pass
+        self.lsock.close()
+        with self.lock:
+            for sock in self.conns:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        if self.barrier is not None:
+            self.barrier.abort()
+        for thread in self.threads:
+            thread.join(10.0)
+
+
+@pytest.fixture
+def counting_server(impl: Any) -> Iterator[Callable[..., CountingServer]]:
+    servers: List[CountingServer] = []
+
+    def start(together: int = 0) -> CountingServer:
+        server = CountingServer(impl.codec, together)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def _rounds(call: Callable[[int], None], threads: int, rounds: int = 1) -> None:
+    """``rounds`` times: ``threads`` threads each make one call at once."""
+    for _ in range(rounds):
+        workers = [threading.Thread(target=call, args=(i,)) for i in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(60.0)
+        assert not any(w.is_alive() for w in workers)
+
+
+def test_the_binding_at_defaults_opens_no_connection_after_warm_up(impl: Any, counting_server: Any) -> None:
+    # The Go binding's four metadata keys, 16 threads calling at once (the server answers only
+    # when all 16 are in): the warm-up round opens 16 connections; they stay idle (before: 10
+    # kept, so every later round opened and closed 6 more), and the next rounds reuse them.
+    from kitex_fast import InvokeRequest, KitexOutputBinding
+
+    server = counting_server(together=16)
+    meta = {"hostPorts": server.address, "destService": "echo", "methodName": "echo", "version": "v1"}
+    message = impl.codec.build_message(impl.codec.CALL, "echo", 0, args_struct(b"x"))
+    replies: List[bytes] = []
+    with KitexOutputBinding(implementation=impl.name) as binding:
+        def call(i: int) -> None:
+            replies.append(binding.invoke(InvokeRequest("get", message, meta)).data)
+
+        _rounds(call, 16)
+        assert server.accepted == 16
+        (client,) = binding._clients.values()
+        assert client._pool._pools[0].idle_count == 16
+        _rounds(call, 16, rounds=3)
+        assert server.accepted == 16 and server.closed == 0
+        assert client._pool._pools[0].idle_count == 16
+    assert len(replies) == 64
+
+
+def test_an_explicit_pool_size_caps_the_sync_idle_pool(impl: Any, counting_server: Any) -> None:
+    from kitex_fast import Client
+
+    server = counting_server(together=8)
+    message = impl.codec.build_message(impl.codec.CALL, "echo", 0, args_struct(b"x"))
+    with Client("echo", server.address, pool_size=2, implementation=impl.name) as client:
+        _rounds(lambda i: client.call("echo", message), 8)
+        assert client._pool._pools[0].idle_count == 2
+        server.until(lambda: server.closed == 6, "the 6 connections over pool_size to close")
+
+
+def test_sync_idle_connections_a_burst_left_close_after_max_idle_time(impl: Any, counting_server: Any) -> None:
+    # After a burst of 8 the calls come one at a time: they take the most recently used
+    # connection, so the other 7 sit at the bottom of the idle stack. A release closes the ones
+    # idle longer than max_idle_time (before: only a connection taken was checked, so the 7
+    # stayed open as long as calls kept coming).
+    from kitex_fast import Client
+
+    server = counting_server(together=8)
+    message = impl.codec.build_message(impl.codec.CALL, "echo", 0, args_struct(b"x"))
+    with Client("echo", server.address, max_idle_time=0.2, implementation=impl.name) as client:
+        _rounds(lambda i: client.call("echo", message), 8)
+        pool = client._pool._pools[0]
+        assert pool.idle_count == 8
+        server.barrier = None
+        for _ in range(200):  # bounded: one call every 50 ms for at most 10 s
+            client.call("echo", message)
+            if pool.idle_count == 1:
+                break
+            time.sleep(0.05)
+        assert pool.idle_count == 1
+        server.until(lambda: server.closed == 7, "the 7 idle connections to close")
+        assert server.accepted == 8

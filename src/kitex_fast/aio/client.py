@@ -38,8 +38,9 @@ class Client(ClientCore):
 
     Takes every option of the sync :class:`kitex_fast.Client` (:class:`ClientCore`): a call that
     finds no idle connection opens one, up to ``max_connections`` per endpoint, and past that waits
-    for one within its deadline (then :class:`~kitex_fast.errors.ConnectionLimitError`);
-    ``pool_size`` idle connections are kept per endpoint for ``max_idle_time``. With
+    for one within its deadline (then :class:`~kitex_fast.errors.ConnectionLimitError`).
+    Released connections are kept idle for ``max_idle_time``: by default as many as the calls in
+    flight used (up to ``max_connections``), or at most ``pool_size`` per endpoint. With
     ``mux_connection`` or ``pipelining``, ``max_in_flight`` (default 100) bounds the calls on one
     connection, and another connection opens when every open one carries half of it.
     """

@@ -6,7 +6,9 @@
   on a busy connection would wait for the first (head-of-line blocking). A call takes an idle
   connection (most recently used first, endpoints round robin), or opens one while its endpoint
   has fewer than ``max_connections``, or waits for one to be released within its own deadline.
-  Released connections are kept idle, at most ``max_idle`` per endpoint, for ``max_idle_time``.
+  Released connections are kept idle, at most ``max_idle`` per endpoint (by default
+  ``max_connections``: as many as the calls in flight used), each for ``max_idle_time``, so that
+  steady concurrency finds a connection idle instead of connecting and closing per call.
 - :class:`SharedPool`: many calls per connection, matched by seq id. For a Kitex mux server
   (``mux=True``: replies in any order; a call that gives up does not hold the connection), or as
   the explicit opt-in ``pipelining`` for servers known to answer in order and quickly.
@@ -268,10 +270,12 @@ class _Connector:
         fut = loop.create_future()
         self.waiters.append(fut)
         handle = None
+        budget = 0.0
         if deadline is not None:
-            handle = loop.call_at(deadline, self._give_up, fut, deadline - loop.time())
+            budget = deadline - loop.time()
+            handle = loop.call_at(deadline, self._give_up, fut, budget)
         try:
-            return await fut
+            handed = await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self._pass_on(fut.result())  # woken as we left: the turn goes to the next one
@@ -279,6 +283,14 @@ class _Connector:
         finally:
             if handle is not None:
                 handle.cancel()
+        if deadline is not None and loop.time() >= deadline:
+            # Woken in time, but this task ran only after its deadline (a busy loop runs the
+            # wakeup late, or the release and the timer fell due in the same loop iteration).
+            # Sending now could only end in RPCTimeoutError(sent=True) with the request on the
+            # wire: give up unsent instead, and the turn goes to the next waiter.
+            self._pass_on(handed)
+            raise self._wait_error(budget)
+        return handed
 
     def _give_up(self, fut: Any, budget: float) -> None:
         if not fut.done():
@@ -517,7 +529,9 @@ class SharedPool(_Connector):
         )
         self.max_in_flight = max_in_flight
         self.mux = mux
-        self.pool_size = max_connections * len(endpoints)
+        # Connections this pool opens at most, over all endpoints (not pool_size, which is the
+        # idle connections kept per endpoint in PingPongPool).
+        self.connection_cap = max_connections * len(endpoints)
         # A connection takes new calls up to half its bound before another one is opened: calls
         # sharing few connections share syscalls (one write, one read for many; measured in
         # bench/aio.py), while a second connection keeps one slow call on an in-order server
@@ -534,7 +548,7 @@ class SharedPool(_Connector):
         loaded, unless all are loaded past ``grow_at`` and another may be opened."""
         proto = self._pick(self.conns, self.max_in_flight)
         if proto is not None and (
-            proto.load < self.grow_at or len(self.conns) + self._connecting >= self.pool_size
+            proto.load < self.grow_at or len(self.conns) + self._connecting >= self.connection_cap
         ):
             return proto
         return None
@@ -550,16 +564,16 @@ class SharedPool(_Connector):
                 return proto
             if self._connecting * self.grow_at > self._awaiting_connect:
                 # A connection on its way has room for this call: a burst of calls on a cold
-                # client opens one connection per grow_at calls, not pool_size at once.
+                # client opens one connection per grow_at calls, not connection_cap at once.
                 self._awaiting_connect += 1
                 try:
                     await self._wait(deadline)
                 finally:
                     self._awaiting_connect -= 1
                 continue
-            if len(self.conns) + self._connecting < self.pool_size:
+            if len(self.conns) + self._connecting < self.connection_cap:
                 n = len(self.endpoints)
-                start = next(self._rotation) % n  # (pool_size is 0 when n is)
+                start = next(self._rotation) % n  # (connection_cap is 0 when n is)
                 self._connecting += 1
                 try:
                     proto = await self._open(
@@ -584,7 +598,7 @@ class SharedPool(_Connector):
         return self.conns
 
     def _renumber(self, remap: List[int], cycle: Tuple[Endpoint, ...]) -> None:
-        self.pool_size = self.max_connections * len(cycle)
+        self.connection_cap = self.max_connections * len(cycle)
 
     def _wait_error(self, budget: float) -> Exception:
         return RPCTimeoutError(
