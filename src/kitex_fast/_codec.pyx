@@ -1200,8 +1200,7 @@ cdef class RequestEncoder:
                 )
         p = _acquire(message, &view, &size)
         try:
-            plan.xlen = 0 if extra is None else PyBytes_GET_SIZE(extra)
-            self._plan(p, size, &plan)
+            self._plan(p, size, &plan, 0 if extra is None else PyBytes_GET_SIZE(extra))
             # One allocation, filled in place: framing prefix + TTHeader + message header.
             head = PyBytes_FromStringAndSize(NULL, plan.total)
             self._write(<unsigned char*>PyBytes_AS_STRING(head), p, &plan, seq)
@@ -1214,12 +1213,15 @@ cdef class RequestEncoder:
             return [head]
         return [head, _body_view(message, plan.hend)]
 
-    cdef int _plan(self, const unsigned char* p, Py_ssize_t size, _HeadPlan* plan) except -1:
-        """Validate a CALL message and size the head that frames it (nothing written)."""
+    cdef int _plan(self, const unsigned char* p, Py_ssize_t size, _HeadPlan* plan,
+                   Py_ssize_t xlen=0) except -1:
+        """Validate a CALL message and size the head that frames it (nothing written); ``xlen``
+        bytes of the call's own header blocks follow the encoder's."""
         cdef int64_t hend, r, msg_len, length = 0
         cdef Py_ssize_t nlen, mpos, hlen = 0, inner = 0
         cdef unsigned int mtype
         cdef int code = self._code
+        plan.xlen = xlen
         hend = _header_end(p, 0, size, -1)
         mtype = p[3]
         if mtype != CALL:
