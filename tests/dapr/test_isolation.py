@@ -86,6 +86,38 @@ def test_bad_metadata_ends_only_its_own_call(component, kitex_servers) -> None:
     assert "9" * 200 not in log  # no whole value in a log line
 
 
+def test_bad_metadata_through_daprd_ends_only_its_own_call(dapr, kitex_servers) -> None:
+    # The real case: daprd multiplexes every app's calls on its one connection to the component.
+    # Healthy calls (each SDK client its own caller) are in flight while another caller's bad
+    # metadata arrives; daprd wraps our status in its INTERNAL (docs/dapr.md "Errors").
+    rich = kitex_servers["rich"].address
+    slow = echo_meta(rich, destService="rich", methodName="sleep")
+    echo = echo_meta(kitex_servers["default"].address)
+
+    def healthy(_: int) -> str:
+        with dapr.daprd.client() as client:
+            r = client.invoke_binding("kitex", "get", data=rich_call("sleep", millis=500), binding_metadata=slow)
+            return str(rich_result("sleep", r.data).success)
+
+    def bad(meta: dict) -> str:
+        with dapr.daprd.client() as client:
+            with pytest.raises(grpc.RpcError) as info:
+                client.invoke_binding("kitex", "get", data=echo_request("bad"), binding_metadata=dict(echo, **meta))
+            return str(info.value.details())
+
+    with ThreadPoolExecutor(8) as pool:
+        calls = [pool.submit(healthy, i) for i in range(4)]
+        time.sleep(0.15)
+        texts = list(pool.map(bad, BAD))
+        assert [c.result(60) for c in calls] == ["slept 500"] * 4
+    for text in texts:
+        assert "code = InvalidArgument" in text or "code = Internal desc" in text, text
+        assert len(text) < 3000
+    with dapr.daprd.client() as client:
+        r = client.invoke_binding("kitex", "get", data=echo_request("after"), binding_metadata=echo)
+        assert read_echo_reply(r.data) == "after,hi Kitex"
+
+
 def _grpc_frame(message: bytes) -> bytes:
     return b"\x00" + len(message).to_bytes(4, "big") + message
 
