@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 from . import transport as _transport_dispatch
 from .client import Client, ClientCore
-from .errors import KitexError, MetadataError, UnsupportedOperationError
+from .errors import KitexError, MetadataError, UnsupportedOperationError, quoted
 from .resolver import RegistrySpec, open_resolver
 from .codec import INT_KEY_RPC_TIMEOUT
 from .metadata import (
@@ -473,7 +473,9 @@ class KitexOutputBinding(BindingCore):
         self._path.forget_tail()
 
     def _failed(self, options: CallOptions, exc: KitexError) -> None:
-        log.debug("kitex call %s.%s failed: %s", options.dest_service, options.method_name, exc)
+        if log.isEnabledFor(logging.DEBUG):  # (caller values: escaped and bounded, errors.quoted)
+            log.debug("kitex call %s.%s failed: %s", quoted(options.dest_service),
+                      quoted(options.method_name), quoted(str(exc), 1024))
 
     def close(self) -> None:
         """Refuse new calls and close every client's connections (calls under way finish)."""

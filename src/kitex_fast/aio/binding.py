@@ -7,7 +7,7 @@ import logging
 from typing import Mapping, Optional
 
 from ..binding import BindingCore, InvokeRequest, InvokeResponse
-from ..errors import KitexError
+from ..errors import KitexError, quoted
 from .client import Client
 
 __all__ = ["KitexOutputBinding", "AsyncKitexOutputBinding"]
@@ -41,7 +41,9 @@ class KitexOutputBinding(BindingCore):
                 options.method_name, request.data, timeout, headers, not fresh
             )
         except KitexError as exc:
-            log.debug("kitex call %s.%s failed: %s", options.dest_service, options.method_name, exc)
+            if log.isEnabledFor(logging.DEBUG):  # (caller values: escaped and bounded, errors.quoted)
+                log.debug("kitex call %s.%s failed: %s", quoted(options.dest_service),
+                          quoted(options.method_name), quoted(str(exc), 1024))
             raise
         return InvokeResponse.from_reply(result, options)
 
