@@ -19,13 +19,16 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 from . import transport as _transport_dispatch
 from .client import Client, ClientCore
-from .errors import KitexError, MetadataError, UnsupportedOperationError
+from .errors import KitexError, MetadataError, UnsupportedOperationError, quoted
 from .resolver import RegistrySpec, open_resolver
+from .codec import INT_KEY_RPC_TIMEOUT
 from .metadata import (
     INT_HEADER_PREFIX,
     KNOWN_KEYS,
+    MAX_DURATION,
     STR_HEADER_PREFIX,
     CallOptions,
+    Headers,
     parse_options,
     validate_defaults,
 )
@@ -47,6 +50,15 @@ CONTENT_TYPE = "application/vnd.apache.thrift.binary"
 log = logging.getLogger(__name__)  # follows the package wherever it is vendored
 
 _HEADER_PREFIXES = (STR_HEADER_PREFIX, INT_HEADER_PREFIX)
+# The caches' keys are built from callers' metadata: besides their entry counts, what they hold is
+# bounded in characters (key names and values, summed). A request whose metadata is larger than
+# one entry's share is validated anew each time instead of cached: such a map does not repeat.
+MAX_CACHED_SHAPE_CHARS = 16 * 1024  # key names of one shape
+MAX_CACHED_ROUTE_CHARS = 16 * 1024  # values of the keys that choose one route
+MAX_SHAPE_CACHE_CHARS = 4 * 1024 * 1024  # all shapes of a binding; emptied beyond
+MAX_ROUTE_CACHE_CHARS = 4 * 1024 * 1024  # all routes of a binding; the oldest go first
+# A deadline of (nearly) nothing left still makes a call with a timeout, never one without.
+_MIN_TIMEOUT = 1e-3
 _KNOWN_SET = frozenset(KNOWN_KEYS)
 _KNOWN_LOWER = frozenset(k.lower() for k in KNOWN_KEYS)
 
@@ -178,6 +190,9 @@ class BindingCore:
         # Shape ids are never reused: _shapes is cleared when it grows too big, while routes
         # keyed by an old id may still sit in _routes (a reused id could find another shape's).
         self._shape_ids = itertools.count(1)
+        self._shape_chars = 0  # characters of the key names in _shapes
+        self._route_chars = 0  # characters of the values in _routes' keys
+        self._route_sizes: Dict[Tuple[object, ...], int] = {}  # a route key -> its characters
         # RegistrySpec -> its resolver (one watch thread per service it resolves), least recently
         # used first; bounded like the clients, and closed with the binding.
         self._resolvers: "OrderedDict[RegistrySpec, Any]" = OrderedDict()
@@ -201,7 +216,7 @@ class BindingCore:
         defaults = validate_defaults(metadata or {})
         with self._lock:
             self._defaults = defaults
-            self._routes.clear()
+            self._clear_routes()
             old = list(self._clients.values())
             self._clients.clear()
             resolvers = list(self._resolvers.values())
@@ -216,7 +231,7 @@ class BindingCore:
             self._closed = True
             clients = list(self._clients.values())
             self._clients.clear()
-            self._routes.clear()
+            self._clear_routes()
             resolvers = list(self._resolvers.values())
             self._resolvers.clear()
         for resolver in resolvers:  # (their clients keep their last instance set until closed)
@@ -281,15 +296,55 @@ class BindingCore:
             return route.options, route.client
         options = parse_options(metadata, self._defaults)
         client = self._client(options)
+        size = _chars(key[1])
+        if size > MAX_CACHED_ROUTE_CHARS or self._shapes.get(shape) is not known:
+            return options, client  # (too large, or of a shape not kept: it does not repeat)
         route = self._route_type(
             options, client, options.client_key, getattr(client, "_path", None),
             options.method_name, options.rpc_timeout, options.headers,
         )
         with self._lock:
+            if key not in self._routes:
+                self._route_chars += size
+                self._route_sizes[key] = size
             self._routes[key] = route
-            if len(self._routes) > 4 * self.max_clients:
-                self._routes.popitem(last=False)
+            while self._routes and (len(self._routes) > 4 * self.max_clients
+                                    or self._route_chars > MAX_ROUTE_CACHE_CHARS):
+                old_key, _ = self._routes.popitem(last=False)
+                self._route_chars -= self._route_sizes.pop(old_key, 0)
         return options, client
+
+    def _clear_routes(self) -> None:
+        """Forget every route (under the lock)."""
+        self._routes.clear()
+        self._route_sizes.clear()
+        self._route_chars = 0
+
+    def deadline_call(
+        self, options: CallOptions, deadline: Optional[float]
+    ) -> Tuple[Optional[float], Optional[Headers], bool]:
+        """``(timeout, headers, fresh)`` of a call on ``options`` whose caller waits at most
+        ``deadline`` seconds (daprd's gRPC deadline; None: no deadline).
+
+        The shorter of the two bounds the call, as a number: ``timeout`` is the per-call
+        ``rpc_timeout`` the client takes. On TTHeader, the Kitex server learns it as RPCTimeout
+        (int key 12, in ms), which Kitex's ClientTTHeaderHandler sends from the call's timeout
+        (kitex pkg/transmeta/ttheader.go); a deadline that is not the shorter changes nothing.
+        ``fresh``: an encoder made for ``headers`` is not worth caching: they carry this call's
+        own RPCTimeout (deadlines do not repeat, and nothing is rounded to make them), or they
+        are too large to repeat (MAX_CACHED_ROUTE_CHARS)."""
+        rpc_timeout = options.rpc_timeout
+        if deadline is None or (rpc_timeout is not None and rpc_timeout <= deadline):
+            headers = options.headers
+            return rpc_timeout, headers, headers is not None and _header_chars(headers) > MAX_CACHED_ROUTE_CHARS
+        seconds = float(deadline)
+        seconds = min(seconds, MAX_DURATION) if seconds >= _MIN_TIMEOUT else _MIN_TIMEOUT  # (NaN too)
+        if not options.transport.startswith("ttheader"):
+            return seconds, options.headers, False
+        str_pairs, int_pairs = options.headers if options.headers is not None else ((), ())
+        ints = dict(int_pairs)
+        ints[INT_KEY_RPC_TIMEOUT] = str(max(1, int(seconds * 1000)))
+        return seconds, Headers._of(str_pairs, tuple(sorted(ints.items()))), True
 
     @staticmethod
     def reads_key(key: str) -> bool:
@@ -299,6 +354,7 @@ class BindingCore:
         return key in _KNOWN_SET or key.startswith(_HEADER_PREFIXES) or key.lower() in _KNOWN_LOWER
 
     def _learn_shape(self, shape: Tuple[str, ...]) -> Any:
+        size = _chars(shape)
         relevant = tuple(k for k in shape if self.reads_key(k))
         if len(relevant) == 1:
             only = relevant[0]
@@ -307,14 +363,21 @@ class BindingCore:
             getter = operator.itemgetter(*relevant)  # type: ignore[assignment]
         else:
             getter = lambda m: ()  # noqa: E731
+        # (names and positions: the compiled BindingPath reads values by position)
+        positions = tuple(i for i, k in enumerate(shape) if k in relevant)
+        if size > MAX_CACHED_SHAPE_CHARS:  # (e.g. thousands of ignored keys: never kept)
+            return self._shape_type(next(self._shape_ids), getter, relevant, positions)
         with self._lock:
-            if len(self._shapes) >= 1024:  # bounded: key names come from callers
+            # bounded in entries and characters: key names come from callers
+            if len(self._shapes) >= 1024 or self._shape_chars + size > MAX_SHAPE_CACHE_CHARS:
                 self._shapes.clear()
-            # (names and positions: the compiled BindingPath reads values by position)
-            positions = tuple(i for i, k in enumerate(shape) if k in relevant)
-            known = self._shapes.setdefault(
-                shape, self._shape_type(next(self._shape_ids), getter, relevant, positions)
-            )
+                self._shape_chars = 0
+            known = self._shapes.get(shape)
+            if known is None:
+                known = self._shapes[shape] = self._shape_type(
+                    next(self._shape_ids), getter, relevant, positions
+                )
+                self._shape_chars += size
         return known
 
     def _client(self, options: CallOptions) -> Any:
@@ -410,7 +473,9 @@ class KitexOutputBinding(BindingCore):
         self._path.forget_tail()
 
     def _failed(self, options: CallOptions, exc: KitexError) -> None:
-        log.debug("kitex call %s.%s failed: %s", options.dest_service, options.method_name, exc)
+        if log.isEnabledFor(logging.DEBUG):  # (caller values: escaped and bounded, errors.quoted)
+            log.debug("kitex call %s.%s failed: %s", quoted(options.dest_service),
+                      quoted(options.method_name), quoted(str(exc), 1024))
 
     def close(self) -> None:
         """Refuse new calls and close every client's connections (calls under way finish)."""
@@ -425,8 +490,33 @@ class KitexOutputBinding(BindingCore):
 
 
 
+def _chars(items: Any) -> int:
+    """The characters of a cache key's strings (what keeping the key costs, roughly)."""
+    return sum(len(item) if isinstance(item, str) else 8 for item in items)
+
+
+def _header_chars(headers: Headers) -> int:
+    return sum(len(name) + len(value) for name, value in headers[0]) + sum(
+        8 + len(value) for _, value in headers[1])
+
+
+def utf8_text(value: str) -> str:
+    """A reply header name or value as UTF-8 text can carry it: the codec decodes header bytes
+    with surrogateescape, so bytes that are not UTF-8 arrive as lone surrogates, which no UTF-8
+    encoder (protobuf's string fields, daprd's) accepts. Those bytes become backslash escapes
+    (``\\xff``); valid text is left as it is."""
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
+
+
 def response_metadata(frame: Any, seq_id: int, endpoint: str, options: CallOptions) -> Dict[str, str]:
-    """The metadata of a successful reply, as every driver's binding returns it."""
+    """The metadata of a successful reply, as every driver's binding returns it (reply headers
+    that are not UTF-8 backslash-escaped, see :func:`utf8_text`)."""
     metadata = {
         "seqId": str(seq_id),
         "messageType": "reply",
@@ -436,8 +526,8 @@ def response_metadata(frame: Any, seq_id: int, endpoint: str, options: CallOptio
     }
     if frame.str_headers:
         for name, value in frame.str_headers.items():
-            metadata[STR_HEADER_PREFIX + name] = value
+            metadata[STR_HEADER_PREFIX + utf8_text(name)] = utf8_text(value)
     if frame.int_headers:
         for key, value in frame.int_headers.items():
-            metadata["%s%d" % (INT_HEADER_PREFIX, key)] = value
+            metadata["%s%d" % (INT_HEADER_PREFIX, key)] = utf8_text(value)
     return metadata

@@ -345,9 +345,10 @@ class ClientCore:
 
     # -- encoding -----------------------------------------------------------------------------
 
-    def _encoder(self, key: Hashable, method: str, headers: Optional[Headers]) -> Any:
+    def _encoder(self, key: Hashable, method: str, headers: Optional[Headers], keep: bool = True) -> Any:
         """The request encoder for a method (and per-call headers): TTHeader blocks are encoded
-        once, not per call."""
+        once, not per call (``keep=False``: for headers that do not repeat, e.g. a deadline's
+        RPCTimeout, built for this call and not cached)."""
         if not isinstance(method, str) or not method:
             raise MetadataError("method name must be a non-empty string, not %r" % (method,))
         check_text("method name", method)
@@ -378,6 +379,8 @@ class ClientCore:
             )
         except (TypeError, ValueError) as exc:  # per-call headers the codec refuses
             raise MetadataError("bad TTHeader headers for %r: %s" % (method, exc)) from None
+        if not keep:
+            return encoder
         if len(self._encoders) >= 4096:  # bounded: method names and headers come from callers
             self._encoders.clear()
         self._encoders[key] = encoder

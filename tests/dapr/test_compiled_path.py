@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
+import peers
 import stack
 from kitex_fast import codec
 from kitex_fast.dapr.proto import contract as pb
@@ -122,15 +123,49 @@ def test_every_case_answers_the_same_on_both_paths(compiled, kitex_servers) -> N
         assert general_calls >= 2 * 2, (compiled_calls, general_calls)
 
 
-def test_the_deadline_cap_is_the_general_paths(compiled) -> None:
-    from kitex_fast.dapr import core, h2server
+def _received_ms(out) -> int:
+    """The RPCTimeout the "echometa" Kitex server says it received (0: none)."""
+    assert len(out) == 3, out
+    return int(out[1]["header.received-rpc-timeout-ms"])
 
-    ext = h2server._load()
-    for seconds in [0, 0.0004, 0.001, 0.0999, 0.1, 0.1234, 1, 29.987, 30, 99.99, 1234.5, 86400.25]:
-        assert ext.cap_ms(seconds) == core._cap_ms(seconds), seconds
-    for i in range(20000):
-        seconds = i * 0.00731
-        assert ext.cap_ms(seconds) == core._cap_ms(seconds), seconds
+
+def test_both_paths_send_the_kitex_server_the_same_rpc_timeout(impl, kitex_servers) -> None:
+    # daprd's deadline is a value: when it is shorter than rpcTimeout, it is the call's timeout and
+    # the TTHeader RPCTimeout (int key 12) the Kitex server receives, on the general path and on
+    # the compiled one alike (issue 25: the compiled path used to send none after the first call).
+    with peers.KitexServer("echometa", "echo") as server, tempfile.TemporaryDirectory(prefix="kf-fast-") as d:
+        c = stack.Component(os.path.join(d, "sockets"), implementation=impl.name).start()
+        try:
+            with grpc.insecure_channel("unix:" + c.socket) as ch:
+                stub = pb.OutputBindingStub(ch)
+                meta = echo_meta(server.address, transport="ttheader")
+                # No deadline, the default rpcTimeout: Kitex's rule, none sent.
+                for _ in range(3):
+                    assert _received_ms(_invoke(stub, echo_request("a"), meta)) == 0
+                # A 2 s deadline under the default 30 s: the deadline, in ms, on every call.
+                # (grpc-core rounds the grpc-timeout it sends up, to at most 8 digits of a coarser
+                # unit: what arrives may be a little over the client's value, never under ~1 s.)
+                for _ in range(8):
+                    ms = _received_ms(_invoke(stub, echo_request("b"), meta, timeout=2.0))
+                    assert 1000 < ms <= 2100, ms
+                # An explicit rpcTimeout shorter than the deadline: it, exactly.
+                short = dict(meta, rpcTimeout="1500ms")
+                for _ in range(3):
+                    assert _received_ms(_invoke(stub, echo_request("c"), short, timeout=20.0)) == 1500
+                # An explicit rpcTimeout longer than the deadline: the deadline.
+                long = dict(meta, rpcTimeout="1h")
+                for _ in range(3):
+                    ms = _received_ms(_invoke(stub, echo_request("d"), long, timeout=3.0))
+                    assert 2000 < ms <= 3100, ms
+                # No limit (rpcTimeout 0) and a deadline: the deadline.
+                none = dict(meta, rpcTimeout="0")
+                for _ in range(3):
+                    ms = _received_ms(_invoke(stub, echo_request("e"), none, timeout=4.0))
+                    assert 3000 < ms <= 4100, ms
+        finally:
+            assert c.stop() == 0
+        if impl.server == "compiled":
+            assert _counts(c)[0] >= 10  # most of these ran on the compiled path
 
 
 def test_a_deadline_shorter_than_rpc_timeout_bounds_the_kitex_call(compiled, kitex_servers) -> None:

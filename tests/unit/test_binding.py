@@ -509,3 +509,75 @@ def test_no_file_descriptor_leaks(impl, server) -> None:
             assert open_fds() <= before + 3
     time.sleep(0.05)
     assert open_fds() <= before
+
+
+# -- daprd's deadline as a value; reply headers that are not UTF-8; caches bounded in characters --
+
+
+def test_a_deadline_is_the_calls_timeout_when_it_is_the_shorter(binding) -> None:
+    from kitex_fast.metadata import MAX_DURATION, parse_options
+
+    framed = parse_options(meta("127.0.0.1:1"), {})
+    assert binding.deadline_call(framed, None) == (30.0, None, False)
+    assert binding.deadline_call(framed, 60.0) == (30.0, None, False)  # not the shorter: nothing changes
+    assert binding.deadline_call(framed, 2.5) == (2.5, None, False)  # framed: no header to carry it
+    tth = parse_options(meta("127.0.0.1:1", transport="ttheader"), {})
+    timeout, headers, fresh = binding.deadline_call(tth, 1.9876)
+    # The value itself (no rounding to make a cache hit): RPCTimeout in whole ms, never above it.
+    assert timeout == 1.9876 and fresh and dict(headers.int_headers)[codec.INT_KEY_RPC_TIMEOUT] == "1987"
+    explicit = parse_options(meta("127.0.0.1:1", transport="ttheader", rpcTimeout="1500ms",
+                                  fromService="me"), {})
+    assert binding.deadline_call(explicit, 60.0) == (1.5, explicit.headers, False)
+    timeout, headers, fresh = binding.deadline_call(explicit, 0.25)
+    assert timeout == 0.25 and fresh
+    assert dict(headers.int_headers) == {**explicit.headers.int_headers, codec.INT_KEY_RPC_TIMEOUT: "250"}
+    assert dict(headers.str_headers) == dict(explicit.headers.str_headers)
+    unlimited = parse_options(meta("127.0.0.1:1", transport="ttheader", rpcTimeout="0"), {})
+    # Every deadline gRPC can express (99999999H is 3.6e11 s) is a valid timeout, and none is 0.
+    for deadline in (99999999 * 3600.0, float("inf"), 0.0, -1.0, float("nan")):
+        timeout, headers, _ = binding.deadline_call(unlimited, deadline)
+        assert 0 < timeout <= MAX_DURATION, deadline
+        assert int(dict(headers.int_headers)[codec.INT_KEY_RPC_TIMEOUT]) >= 1
+
+
+def test_reply_headers_that_are_not_utf8_are_backslash_escaped() -> None:
+    from types import SimpleNamespace
+
+    from kitex_fast.binding import response_metadata
+    from kitex_fast.metadata import parse_options
+
+    options = parse_options(meta("127.0.0.1:1", transport="ttheader"), {})
+    # What the codec gives for header bytes ff fe (surrogateescape), beside valid UTF-8.
+    frame = SimpleNamespace(transport="ttheader", str_headers={"v": b"\xff\xfe".decode("utf-8", "surrogateescape"),
+                                                                b"n\xfe".decode("utf-8", "surrogateescape"): "x",
+                                                                "ok": "h\u00e9"},
+                            int_headers={22: b"\xff".decode("utf-8", "surrogateescape")})
+    out = response_metadata(frame, 7, "127.0.0.1:1", options)
+    assert out["header.v"] == "\\xff\\xfe" and out["header.n\\xfe"] == "x" and out["header.ok"] == "h\u00e9"
+    assert out["intHeader.22"] == "\\xff"
+    for key, value in out.items():
+        (key + value).encode("utf-8")  # everything is text a protobuf string can carry
+
+
+def test_the_shape_and_route_caches_are_bounded_in_characters(impl, server) -> None:
+    # Metadata that cannot repeat (thousands of distinct ignored keys, a 60 KB header value) is
+    # served but not kept; what is kept stays under the binding's character budgets.
+    from kitex_fast import binding as binding_module
+
+    with KitexOutputBinding(implementation=impl.name) as b:
+        base = meta(server.address, transport="ttheader")
+        for i in range(6):
+            ignored = {"k%d-%d" % (i, j): "v" for j in range(5000)}
+            r = b.invoke(InvokeRequest("get", echo_request("a%d" % i), dict(base, **ignored)))
+            assert read_echo_reply(r.data) == "a%d,hi Kitex" % i
+            big = dict(base, **{"header.big": "%d" % i * 60000})
+            r = b.invoke(InvokeRequest("get", echo_request("b%d" % i), big))
+            assert read_echo_reply(r.data) == "b%d,hi Kitex" % i
+        assert all(len(shape) < 100 for shape in b._shapes)
+        assert all(sum(len(v) for v in key[1] if isinstance(v, str)) < 20000 for key in b._routes)
+        assert b._shape_chars <= binding_module.MAX_SHAPE_CACHE_CHARS
+        assert b._route_chars <= binding_module.MAX_ROUTE_CACHE_CHARS
+        # A repeated small route is still cached: one route for many calls.
+        for _ in range(5):
+            b.invoke(InvokeRequest("get", echo_request("c"), base))
+        assert sum(1 for key in b._routes if base["hostPorts"] in key[1]) == 1

@@ -7,7 +7,7 @@ import logging
 from typing import Mapping, Optional
 
 from ..binding import BindingCore, InvokeRequest, InvokeResponse
-from ..errors import KitexError
+from ..errors import KitexError, quoted
 from .client import Client
 
 __all__ = ["KitexOutputBinding", "AsyncKitexOutputBinding"]
@@ -28,16 +28,22 @@ class KitexOutputBinding(BindingCore):
         for client in self._set_defaults(metadata):
             await client.close()
 
-    async def invoke(self, request: InvokeRequest) -> InvokeResponse:
+    async def invoke(self, request: InvokeRequest, deadline: Optional[float] = None) -> InvokeResponse:
         """Call the Kitex service that ``request.metadata`` names with ``request.data`` (a complete
-        strict-binary Thrift CALL message); the response's data is the REPLY message."""
+        strict-binary Thrift CALL message); the response's data is the REPLY message.
+
+        ``deadline``: seconds the caller still waits (daprd's gRPC deadline), which bounds the
+        call when it is shorter than ``rpcTimeout`` (:meth:`BindingCore.deadline_call`)."""
         options, client = self._prepare(request)
+        timeout, headers, fresh = self.deadline_call(options, deadline)
         try:
             result = await client._exchange(
-                options.method_name, request.data, options.rpc_timeout, options.headers
+                options.method_name, request.data, timeout, headers, not fresh
             )
         except KitexError as exc:
-            log.debug("kitex call %s.%s failed: %s", options.dest_service, options.method_name, exc)
+            if log.isEnabledFor(logging.DEBUG):  # (caller values: escaped and bounded, errors.quoted)
+                log.debug("kitex call %s.%s failed: %s", quoted(options.dest_service),
+                          quoted(options.method_name), quoted(str(exc), 1024))
             raise
         return InvokeResponse.from_reply(result, options)
 

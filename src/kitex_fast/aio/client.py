@@ -136,10 +136,11 @@ class Client(ClientCore):
         message: BytesLike,
         rpc_timeout: Union[float, None, _Unset] = _UNSET,
         headers: Optional[Headers] = None,
+        keep_encoder: bool = True,
     ) -> Tuple[Any, int, str]:
         """One checked round trip: ``(reply frame, seq id, endpoint text)``, the frame a REPLY to
         this request (seq id and method name checked), as the sync client's (same checks, same
-        errors)."""
+        errors). ``keep_encoder=False``: ``headers`` do not repeat (ClientCore._encoder)."""
         if self._closed:
             raise TransportError("the client is closed")
         if not isinstance(message, (bytes, bytearray, memoryview)):
@@ -149,7 +150,7 @@ class Client(ClientCore):
             )
         _check_headers(headers)
         key: Hashable = method if headers is None else (method, headers)
-        encoder = self._encoders.get(key) or self._encoder(key, method, headers)
+        encoder = self._encoders.get(key) or self._encoder(key, method, headers, keep_encoder)
         timeout = self._call_timeout(rpc_timeout)
         pool = self._pool
         loop = pool.loop

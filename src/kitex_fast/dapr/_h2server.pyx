@@ -864,20 +864,6 @@ cdef int KEY_GENERAL = _Component.KEY_GENERAL
 cdef int KEY_TRACE = _Component.KEY_TRACE
 
 
-cpdef long long cap_ms(double seconds):
-    """core._cap_ms: daprd's remaining deadline as the capped rpcTimeout in ms, rounded down to two
-    significant digits (a test holds the two to the same values)."""
-    cdef long long ms = <long long>(seconds * 1000)
-    cdef long long scale = 1
-    if ms < 1:
-        ms = 1
-    if ms >= 100:
-        while ms // scale >= 100:
-            scale *= 10
-        ms -= ms % scale
-    return ms
-
-
 cdef class InstanceRoutes:
     """The compiled path's cache for one component instance: what each metadata key name means,
     and the routes by the set of (key, value) pairs that choose them (daprd sends a map's keys in
@@ -1339,11 +1325,19 @@ cdef class Connection:
         try:
             if method == M_INVOKE:
                 data, metadata, operation = _decode_invoke_request(p, n)
-                if self.fast is not None and self._fast_invoke(s, operation, data, metadata):
-                    return
+                if self.fast is not None:
+                    try:
+                        if self._fast_invoke(s, operation, data, metadata):
+                            return
+                    except Exception:
+                        pass  # (raised before sending) the general path gives this call its status
                 self.calls += 1
-                s.task = self.app.invoke(self, s.id, s.instance, operation, data, metadata,
-                                         s.timeout if s.timeout >= 0 else None)
+                try:
+                    s.task = self.app.invoke(self, s.id, s.instance, operation, data, metadata,
+                                             s.timeout if s.timeout >= 0 else None)
+                except BaseException:
+                    self.calls -= 1
+                    raise
             elif method == M_INIT:
                 properties = _decode_init_request(p, n)
                 self.calls += 1
@@ -1356,6 +1350,10 @@ cdef class Connection:
                 self._reply(s, _EMPTY_REPLY)
         except ProtobufError as exc:
             self.reply_status(s.id, ST_INTERNAL, "grpc: error unmarshalling request: %s" % exc)
+        except Exception as exc:
+            # Per-call code failed: this call ends with its status (INTERNAL, grpcio's answer, for
+            # an untyped error), and the connection and the other calls on it go on.
+            self._stream_crashed(s.id, exc)
 
     cdef _reflect(self, _Stream s, bytes message):
         reply = self.app.reflect(message)
@@ -1406,13 +1404,20 @@ cdef class Connection:
             return False
         if operation not in route.operations:
             return False  # the general path answers with the binding's error
+        budget = route.timeout
+        encoder = route.encoder
+        if s.timeout >= 0 and (budget <= 0 or budget > s.timeout):
+            # daprd's deadline is the shorter: it is the call's timeout, a number of seconds,
+            # and on TTHeader the RPCTimeout the Kitex server gets (BindingCore.deadline_call,
+            # as the general path does). Such an encoder is this call's own, not cached.
+            budget, encoder = self.app.fast_deadline(route, s.timeout)
         pool = route.pool
         proto = pool.take()
         if proto is None:
             return False  # no idle connection: the general path opens one or waits
         try:
             seq = proto.next_seq_id()
-            buffers = route.encoder.encode(data, seq)
+            buffers = encoder.encode(data, seq)
         except BaseException:
             pool.release(proto)  # nothing was written; the general path reports the error
             return False
@@ -1425,9 +1430,6 @@ cdef class Connection:
                 touch(item)  # the LRU order of instances and clients, as the general path keeps it
             except KeyError:
                 pass
-        budget = route.timeout
-        if s.timeout >= 0 and (budget <= 0 or budget > s.timeout):
-            budget = cap_ms(s.timeout) / 1000.0  # daprd's deadline bounds the call (core._within_deadline)
         route.instance.in_flight += 1
         self.calls += 1
         self.compiled_calls += 1
@@ -1464,20 +1466,28 @@ cdef class Connection:
         proto = s.proto
         seq = s.seq
         self._fast_end(s)
-        exc = fut.exception()
-        if exc is not None:
-            outcome = self.app.fast_failed(s.instance, s.metadata, exc)
-        else:
-            frame = fut.result()
-            if route.encoder.is_plain_reply(frame, seq):
-                route.pool.release(proto)
-                outcome = None
+        reply = None
+        try:
+            exc = fut.exception()
+            if exc is not None:
+                outcome = self.app.fast_failed(s.instance, s.metadata, exc)
             else:
-                outcome = self.app.fast_settle(s.instance, s.metadata, route, proto, frame, seq)
+                frame = fut.result()
+                if route.encoder.is_plain_reply(frame, seq):
+                    route.pool.release(proto)
+                    outcome = None
+                else:
+                    outcome = self.app.fast_settle(s.instance, s.metadata, route, proto, frame, seq)
+                if outcome is None:
+                    reply = _fast_response(route, frame, seq, proto.peer)
+        except Exception as exc:
+            # (a done callback: raising here would leave the stream unanswered) this call fails
+            # with INTERNAL and its log line; the connection goes on.
+            outcome = self.app.fast_failed(s.instance, s.metadata, exc)
         if self.streams.get(s.id) is not s:
             return  # (the connection is gone)
         if outcome is None:
-            self._reply(s, _fast_response(route, frame, seq, proto.peer))
+            self._reply(s, reply)
         else:
             self.reply_status(s.id, outcome[0], outcome[1])
         if self.calls:

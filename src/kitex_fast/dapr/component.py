@@ -6,7 +6,7 @@ reflection v1alpha, and registering ``dapr.proto.components.v1.OutputBinding`` o
 ``bindings.NAME`` (dapr pkg/components/pluggable/discovery.go; docs/dapr.md).
 
 Two servers can serve that socket, both thin drivers of the same rules (:mod:`.core`: instances,
-defaults, data decoding, trace keys, deadline cap, statuses, socket hygiene, signals):
+defaults, data decoding, trace keys, the deadline as a timeout, statuses, socket hygiene, signals):
 
 - ``--server compiled``: libnghttp2 + a Cython gRPC layer (:mod:`._h2server`), when it was built;
 - ``--server grpcio``: ``grpc.aio`` (this module), the fallback everywhere else.
@@ -37,7 +37,6 @@ from .core import (  # noqa: F401 - the names this module has always exported
     SocketInUseError,
     _decode_data,
     _with_trace_headers,
-    _within_deadline,
     claim_socket,
     socket_path,
 )

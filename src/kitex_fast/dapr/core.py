@@ -8,7 +8,8 @@ drivers of this module, which holds everything that is Dapr's or ours rather tha
   ``metadata.name``), each with its ``Init`` defaults and its own binding; bounded (LRU, a warning
   on every eviction) so that a flood of distinct names cannot grow the process without limit;
 - the request rules: the HTTP base64 opt-in for ``data``, W3C trace context forwarded as TTHeader
-  transient metainfo, the Kitex ``rpcTimeout`` capped at daprd's remaining deadline;
+  transient metainfo, daprd's remaining deadline handed to the call as its per-call timeout (a
+  number, never rewritten into the metadata);
 - failures as (gRPC status code name, text) pairs with their log lines (:mod:`.status`);
 - socket hygiene: a stale socket file hangs daprd's discovery forever, so it is removed before
   binding and on every exit path; a live owner makes the start fail;
@@ -25,7 +26,6 @@ import asyncio
 import base64
 import binascii
 import errno
-import functools
 import json
 import logging
 import os
@@ -35,9 +35,8 @@ import stat
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
-from ..binding import InvokeRequest
-from ..errors import KitexError, MetadataError
-from ..metadata import DEFAULTS, parse_duration
+from ..binding import InvokeRequest, utf8_text
+from ..errors import KitexError, MetadataError, quoted
 from ..aio import KitexOutputBinding
 from ..codec import TRANSIENT_PREFIX
 from .proto import SERVICE_NAME
@@ -93,6 +92,27 @@ DEFAULT_MAX_INSTANCES = 1024
 # Connections on the socket at once (compiled server): daprd keeps one; a local client that opens
 # many more would otherwise cost a session (and its buffers) each, without bound.
 DEFAULT_MAX_SOCKET_CONNECTIONS = 256
+
+
+# Error texts in log lines: whole, up to this many characters (a MetadataError may quote a value).
+_TEXT_LIMIT = 1024
+# ... and in a call's status (grpc-message): cut beyond this, far below the 64 KiB of headers
+# that HTTP/2 peers accept (nghttp2's and grpc-go's default header list limits).
+_STATUS_LIMIT = 4096
+
+
+def loggable(value: str, limit: int = 64) -> str:
+    """``value`` for a log line: as it is when short and printable, else ``errors.quoted`` (escaped,
+    so no caller value forges a line; cut, so none writes megabytes)."""
+    if len(value) <= limit and value.isprintable():
+        return value
+    return quoted(value, limit)
+
+
+def _now_and_then(count: int) -> bool:
+    """Whether the ``count``-th occurrence of a repeating warning is logged: the first ten, then
+    one in a thousand (a flood of distinct instance names writes a few lines, not megabytes)."""
+    return count <= 10 or count % 1000 == 0
 
 
 class SocketInUseError(RuntimeError):
@@ -214,6 +234,8 @@ class Component:
         # Told the name of an instance that was replaced (re-Init) or dropped: a server that
         # caches routes per instance (the compiled one) forgets them.
         self._watchers: List[Callable[[str], None]] = []
+        self._evicted = 0  # instances dropped beyond max_instances, and ...
+        self._unknown = 0  # ... served without an Init: for the rate of their log lines
 
     def watch_instances(self, callback: Callable[[str], None]) -> None:
         self._watchers.append(callback)
@@ -232,12 +254,14 @@ class Component:
             self._retire(old)
         while len(self._instances) > self.max_instances:
             _, victim = self._instances.popitem(last=False)
-            log.warning(
-                "more than %d component instances (x-component-instance names): dropping the least "
-                "recently used, %r%s; raise --max-instances if daprd really has this many YAMLs",
-                self.max_instances, victim.name,
-                " and its YAML defaults" if victim.initialised else "",
-            )
+            self._evicted += 1
+            if victim.initialised or _now_and_then(self._evicted):  # (a YAML's defaults: always)
+                log.warning(
+                    "more than %d component instances (x-component-instance names): dropping the "
+                    "least recently used, %s%s (%d dropped so far); raise --max-instances if daprd "
+                    "really has this many YAMLs", self.max_instances, quoted(victim.name),
+                    " and its YAML defaults" if victim.initialised else "", self._evicted,
+                )
             self._retire(victim)
 
     def _retire(self, inst: _Instance) -> None:
@@ -262,7 +286,7 @@ class Component:
         try:
             await inst.binding.close()
         except Exception:  # noqa: BLE001 - a close failure is only worth a log line
-            log.exception("closing instance %r", inst.name)
+            log.exception("closing instance %s", quoted(inst.name))
 
     async def init(self, name: str, properties: Mapping[str, str]) -> None:
         """daprd's Init for instance ``name``: validate and install its defaults (a re-Init, e.g.
@@ -275,8 +299,8 @@ class Component:
             raise
         self._install(_Instance(name, dict(properties), binding, True))
         log.info(
-            "instance %r initialised (defaults: %s)", name,
-            ", ".join(sorted(properties)) or "none",
+            "instance %s initialised (defaults: %s)", quoted(name),
+            loggable(", ".join(sorted(properties)) or "none", _TEXT_LIMIT),
         )
 
     async def init_status(self, name: str, properties: Mapping[str, str]) -> Optional[Tuple[str, str]]:
@@ -285,7 +309,7 @@ class Component:
             await self.init(name, properties)
         except KitexError as exc:
             code, text = status_of(exc)
-            log.warning("instance %r: Init refused: %s", name, text)
+            log.warning("instance %s: Init refused: %s", quoted(name), loggable(text, _TEXT_LIMIT))
             return code, text
         return None
 
@@ -299,11 +323,13 @@ class Component:
         # the Go binding) but say that the YAML's defaults are gone until daprd restarts.
         inst = _Instance(name, {}, self._new_binding(), False)
         self._install(inst)
-        log.warning(
-            "instance %r was never initialised by this process (component restarted while "
-            "daprd kept running?): serving it without its YAML defaults; restart daprd to "
-            "restore them", name,
-        )
+        self._unknown += 1
+        if _now_and_then(self._unknown):  # (distinct names from a flood: not a line each)
+            log.warning(
+                "instance %s was never initialised by this process (component restarted while "
+                "daprd kept running?): serving it without its YAML defaults; restart daprd to "
+                "restore them (%d such instances so far)", quoted(name), self._unknown,
+            )
         return inst
 
     def operations(self, name: str) -> List[str]:
@@ -324,11 +350,11 @@ class Component:
         if encoding is not None:
             data = _decode_data(encoding, data)
         metadata = _with_trace_headers(metadata, inst.defaults)
-        if deadline is not None:
-            metadata = _within_deadline(metadata, inst.defaults, deadline)
         inst.in_flight += 1
         try:
-            return await inst.binding.invoke(InvokeRequest(operation, data, metadata))
+            # daprd's deadline goes down as a number: the binding makes it the call's timeout
+            # when it is the shorter (and sends it as TTHeader RPCTimeout, BindingCore.deadline_call).
+            return await inst.binding.invoke(InvokeRequest(operation, data, metadata), deadline)
         finally:
             inst.in_flight -= 1
             if inst.evicted and inst.in_flight == 0:
@@ -338,8 +364,8 @@ class Component:
     # A route is an instance and the (key, value) pairs of the metadata keys its binding reads.
     # A call on a route that these rules vet does what invoke() would do with nothing added per
     # call but daprd's deadline (no base64 data to decode, no trace context to forward: the server
-    # checks those per call, and caps the call's timeout with _cap_ms as _within_deadline does),
-    # so the server may send it straight on the route's client.
+    # checks those per call, and bounds the call by the deadline with the binding's deadline_call,
+    # as invoke() does), so the server may send it straight on the route's client.
 
     KEY_IGNORED, KEY_ROUTE, KEY_GENERAL, KEY_TRACE = range(4)
 
@@ -355,12 +381,13 @@ class Component:
 
     def route_call(self, name: str, metadata: Dict[str, str]) -> Optional[Tuple[_Instance, Any, Any, bool]]:
         """``(instance, call options, client, forwards trace context)`` for calls with this
-        metadata's route keys, or None when they need invoke() (bad metadata: it reports it)."""
+        metadata's route keys, or None when they need invoke() (bad metadata: it reports it, as
+        that call's status; so does any other failure here, which never reaches the connection)."""
         inst = self.instance(name)
         operations = inst.binding.operations()
         try:
             options, client = inst.binding._prepare(InvokeRequest(operations[0], b"", metadata))
-        except KitexError:
+        except Exception:  # noqa: BLE001 - invoke() gives the call its status and log line
             return None
         transport_name = metadata.get("transport") or inst.defaults.get("transport") or ""
         return inst, options, client, transport_name.strip().lower().startswith("ttheader")
@@ -368,29 +395,40 @@ class Component:
     def failed(self, name: str, metadata: Mapping[str, str], exc: BaseException) -> Tuple[str, str]:
         """A failed Invoke: log it, and the (code, text) status to answer with."""
         code, text = status_of(exc)
+        text = utf8_text(text)  # (a peer's bytes that are not UTF-8 could not go out as grpc-message)
+        if len(text) > _STATUS_LIMIT:  # (an error quoting a whole 1 MB value would not fit a header)
+            text = "%s... (%d characters)" % (text[:_STATUS_LIMIT], len(text))
+        # One line per failure, every caller value in it quoted (no forged lines, bounded size).
         if isinstance(exc, KitexError):
-            log.warning("instance %r: call to %s failed: %s", name, self.destination(name, metadata), text)
-        else:
-            log.error("instance %r: call to %s crashed", name, self.destination(name, metadata),
-                      exc_info=exc)
+            log.warning("instance %s: call to %s failed: %s", quoted(name), self.destination(name, metadata),
+                        loggable(text, _TEXT_LIMIT))
+        else:  # a bug, not a bad request: the call gets INTERNAL, the connection and others go on
+            log.error("instance %s: call to %s crashed: %s", quoted(name), self.destination(name, metadata),
+                      loggable(text, _TEXT_LIMIT))
+            log.debug("the crash above", exc_info=exc)
         return code, text
 
     def abandoned(self, name: str, metadata: Mapping[str, str]) -> None:
-        """daprd's deadline passed or it went away; the Kitex call ends by its (capped) timeout."""
-        log.warning("instance %r: call to %s abandoned by daprd (deadline or cancel)",
-                    name, self.destination(name, metadata))
+        """daprd's deadline passed or it went away; the Kitex call ends by its timeout (which the
+        deadline bounded)."""
+        log.warning("instance %s: call to %s abandoned by daprd (deadline or cancel)",
+                    quoted(name), self.destination(name, metadata))
 
     def destination(self, name: str, metadata: Mapping[str, str]) -> str:
-        """``destService.methodName@hostPorts`` of a request, for log lines."""
+        """``destService.methodName@hostPorts`` of a request, for log lines (each part loggable())."""
         inst = self._instances.get(name)
         defaults = inst.defaults if inst is not None else {}
 
         def get(key: str) -> str:
-            return str(metadata.get(key) or defaults.get(key) or "?")
+            value = metadata.get(key) or defaults.get(key)
+            return "?" if not value else loggable(value)
 
         return "%s.%s@%s" % (get("destService"), get("methodName"), get("hostPorts"))
 
     async def close(self) -> None:
+        if self._evicted > 10:  # (most were not logged one by one)
+            log.info("%d component instances were dropped (--max-instances %d)", self._evicted,
+                     self.max_instances)
         instances = list(self._instances.values())
         self._instances = OrderedDict()
         for inst in instances:
@@ -402,9 +440,9 @@ class Component:
 def _decode_data(encoding: str, data: bytes) -> bytes:
     if encoding != DATA_ENCODING_BASE64:
         raise MetadataError(
-            "dapr binding kitex: metadata field %s: %r is not supported (use %r: data is a JSON "
+            "dapr binding kitex: metadata field %s: %s is not supported (use %r: data is a JSON "
             "string holding base64, as daprd's HTTP API delivers it)"
-            % (DATA_ENCODING_KEY, encoding, DATA_ENCODING_BASE64)
+            % (DATA_ENCODING_KEY, quoted(encoding), DATA_ENCODING_BASE64)
         )
     try:
         text = json.loads(data)
@@ -443,41 +481,6 @@ def _with_trace_headers(metadata: Dict[str, str], defaults: Mapping[str, str]) -
             out = dict(metadata)
         out[header] = value
     return metadata if out is None else out
-
-
-def _within_deadline(metadata: Dict[str, str], defaults: Mapping[str, str], seconds: float) -> Dict[str, str]:
-    """Cap ``rpcTimeout`` at daprd's remaining deadline. Without it, a call daprd gave up on would
-    keep running (and holding its connection) until the binding's own rpcTimeout."""
-    configured = metadata.get("rpcTimeout") or defaults.get("rpcTimeout") or DEFAULTS["rpcTimeout"]
-    current = _configured_seconds(configured)
-    if current is _BAD or (current is not None and current <= seconds):
-        return metadata  # (a bad value: let the binding report it)
-    out = dict(metadata)
-    out["rpcTimeout"] = "%dms" % _cap_ms(seconds)
-    return out
-
-
-_BAD = -1.0
-
-
-@functools.lru_cache(maxsize=64)
-def _configured_seconds(text: str) -> Optional[float]:
-    try:
-        return parse_duration("rpcTimeout", text)
-    except MetadataError:
-        return _BAD
-
-
-def _cap_ms(seconds: float) -> int:
-    """The capped rpcTimeout in ms, rounded down to two significant digits. daprd gives every call
-    a fresh deadline (e.g. 29.987 s of a 30 s resiliency timeout), so the rounded value repeats
-    call after call and the binding's route cache, keyed by the metadata values, keeps hitting
-    (an exact value would miss it, and re-validate the metadata, on nearly every call)."""
-    ms = max(1, int(seconds * 1000))
-    if ms >= 100:
-        scale = 10 ** (len(str(ms)) - 2)
-        ms -= ms % scale
-    return ms
 
 
 # A server, as run() drives it: start(path) listens on the socket (the file exists when it

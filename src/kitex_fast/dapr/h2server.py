@@ -8,8 +8,8 @@ grpc nor protobuf.
 Per call, the byte layer (HTTP/2 frames, gRPC framing, the protobuf messages) runs in C. The common
 Invoke runs in C too (``Connection._fast_invoke``): on a route this module has vetted once with the
 component's rules (:meth:`App.fast_route`), it takes an idle connection of the route's client, sends,
-and answers from the reply future's callback, with no coroutine or task (daprd's deadline caps the
-call's timeout, as in :func:`core._within_deadline`). Everything else (Init, a new route, no idle
+and answers from the reply future's callback, with no coroutine or task (daprd's deadline, when it
+is the shorter, is the call's timeout, as on the general path: ``BindingCore.deadline_call``). Everything else (Init, a new route, no idle
 connection, base64 data, a trace context for TTHeader, a failure, a reply whose status needs
 checking) runs here, one coroutine per call where it awaits, with the component rules (:mod:`.core`).
 Reflection v1alpha (what daprd asks at discovery) is answered from replies built once at start.
@@ -27,6 +27,7 @@ from .. import _dispatch
 from ..binding import CONTENT_TYPE
 from ..errors import KitexError, quoted
 from . import core
+from .core import loggable
 from .status import status_of
 from .core import REFLECTION_SERVICE_NAME, SERVICE_NAME, Component
 from .proto.descriptor import SERIALIZED as OUTPUT_BINDING_FILE
@@ -162,10 +163,18 @@ class App:
         self._content_type = CONTENT_TYPE.encode()
         self.general_calls = 0  # Invokes that ran as a coroutine (the compiled path's count is per connection)
         self._closed_compiled = 0
+        self._cached_chars = 0  # what self.fast holds, counted as it is added (see MAX_CACHE_CHARS)
 
     # Bounds of the route cache, per instance: key names (they come from callers) and routes.
     MAX_KEYS = 1024
     MAX_ROUTES = 1024
+    # ... and in characters, for every instance together (instance names, key names, route keys):
+    # past the budget every table starts anew. A key name or route larger than its share is not
+    # kept at all (a 1.5 MB metadata map does not repeat; its calls take the general path's
+    # rules each time instead of being remembered).
+    MAX_CACHE_CHARS = 8 * 1024 * 1024
+    MAX_KEY_CHARS = 256
+    MAX_ROUTE_CHARS = 16 * 1024
 
     def protocol(self) -> Any:  # an asyncio protocol factory
         if len(self.connections) >= self.max_connections:
@@ -239,20 +248,55 @@ class App:
     def _forget(self, name: str) -> None:
         self.fast.pop(name, None)  # replaced or dropped: its routes hold its old binding
 
+    def _spend(self, chars: int) -> None:
+        """Count ``chars`` more cached characters; past the budget, every table starts anew."""
+        self._cached_chars += chars
+        if self._cached_chars > self.MAX_CACHE_CHARS:
+            self.fast.clear()  # (the connections hold this dict: cleared, not replaced)
+            self._cached_chars = chars
+
     def fast_instance(self, name: str) -> Any:
         if len(self.fast) >= self.component.max_instances:
             self.fast.clear()
-        table = self.fast[name] = self.ext.InstanceRoutes(core.UNTRACED, self.MAX_ROUTES)
+        table = self.ext.InstanceRoutes(core.UNTRACED, self.MAX_ROUTES)
+        if len(name) <= self.MAX_KEY_CHARS:
+            self._spend(len(name) + 64)
+            self.fast[name] = table
         return table
 
     def fast_key(self, name: str, key: str) -> int:
         kind = self.component.key_kind(name, key)
         table = self.fast.get(name)
-        if table is not None:
+        if table is not None and len(key) <= self.MAX_KEY_CHARS:
+            self._spend(len(key) + 64)
             _put_bounded(table.kinds, key, kind, self.MAX_KEYS)
         return kind
 
+    def fast_deadline(self, route: Any, seconds: float) -> Tuple[float, Any]:
+        """``(timeout, encoder)`` of a compiled-path call whose daprd deadline, ``seconds``, is
+        shorter than its route's timeout: the general path's rule (``deadline_call``), so both
+        send the Kitex server the same RPCTimeout; the encoder is this call's own (not cached)."""
+        timeout, headers, fresh = route.instance.binding.deadline_call(route.options, seconds)
+        encoder = route.encoder
+        if fresh:
+            encoder = route.client._encoder(None, route.options.method_name, headers, False)
+        return float(timeout or 0.0), encoder
+
     def fast_route(self, name: str, metadata: Dict[str, str], key: Any) -> Any:
+        size = sum(len(k) + len(v) for k, v in key)
+        try:
+            route = self._fast_route(name, metadata, size <= self.MAX_ROUTE_CHARS)
+        except Exception:  # noqa: BLE001 - the general path gives the call its status and log line
+            route = None
+        table = self.fast.get(name)
+        if table is not None and size <= self.MAX_ROUTE_CHARS:
+            self._spend(size + 256)
+            _put_bounded(table.routes, key, route, table.limit)
+        return route
+
+    def _fast_route(self, name: str, metadata: Dict[str, str], keep: bool) -> Any:
+        """The FastRoute of this metadata's route, or None (``keep``: its encoder may be cached
+        in the client; not for a route too large to repeat)."""
         found = self.component.route_call(name, metadata)
         route = None
         if found is not None:
@@ -264,7 +308,7 @@ class App:
             route = self.ext.FastRoute()
             route.client = client
             route.pool = client._pool
-            route.encoder = client._encoders.get(encoder_key) or client._encoder(encoder_key, method, headers)
+            route.encoder = client._encoders.get(encoder_key) or client._encoder(encoder_key, method, headers, keep)
             route.loop = client._pool.loop
             route.timeout = options.rpc_timeout or 0.0
             route.operations = tuple(inst.binding.operations())
@@ -277,9 +321,6 @@ class App:
             route.content_type = self._content_type
             route.options = options
             route.forwards_trace = forwards_trace
-        table = self.fast.get(name)
-        if table is not None:
-            _put_bounded(table.routes, key, route, table.limit)
         return route
 
     def fast_failed(self, name: str, metadata: Dict[str, str], exc: BaseException) -> Tuple[int, str]:
@@ -321,7 +362,8 @@ class App:
             conn.call_cancelled()
             return
         except Exception as exc:  # noqa: BLE001
-            log.error("instance %r: Init crashed", name, exc_info=exc)
+            log.error("instance %s: Init crashed: %s", quoted(name), loggable("%s: %s" % (type(exc).__name__, exc), 1024))
+            log.debug("the crash above", exc_info=exc)
             conn.call_failed(stream_id, self.codes["INTERNAL"], "%s: %s" % (type(exc).__name__, exc))
             return
         if refused is None:

@@ -1,6 +1,11 @@
 // Command kitexserver runs one real Kitex server variant for the kitex_fast interop tests.
 //
-//	kitexserver -mode default|meta|mux|generic-v1|sizelimit|multi -service echo|rich [-max-size N] [-listen 127.0.0.1:0] [-stats 127.0.0.1:0]
+//	kitexserver -mode default|meta|echometa|notutf8|mux|generic-v1|sizelimit|multi -service echo|rich [-max-size N] [-listen 127.0.0.1:0] [-stats 127.0.0.1:0]
+//
+// "echometa" is "meta" that also tells the client what it received: each TTHeader reply carries
+// the string header "received-rpc-timeout-ms", the RPCTimeout (int key 12) of the request as
+// Kitex's ServerTTHeaderHandler read it ("0" when there was none). "notutf8" answers every TTHeader
+// request with string headers whose bytes are not UTF-8 (a value ff fe, a name "bad-" fe).
 //
 // It binds its own listener, prints exactly one line "LISTENING <host:port>" on stdout once the
 // server is serving, and runs until SIGTERM/SIGINT (graceful stop, exit status 0).
@@ -22,6 +27,7 @@ import (
 	"os"
 	"os/signal"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,6 +38,7 @@ import (
 	"github.com/cloudwego/kitex/pkg/kerrors"
 	"github.com/cloudwego/kitex/pkg/klog"
 	"github.com/cloudwego/kitex/pkg/endpoint"
+	"github.com/cloudwego/kitex/pkg/remote"
 	"github.com/cloudwego/kitex/pkg/remote/codec"
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
 	"github.com/cloudwego/kitex/pkg/transmeta"
@@ -110,6 +117,33 @@ func (genericEchoV1) GenericCall(_ context.Context, method string, request inter
 	return thrift.MarshalFastMsg(name, thrift.REPLY, seq, res)
 }
 
+// replyHeaders is a server MetaHandler that adds string headers to every reply. It runs after
+// transmeta.ServerTTHeaderHandler, whose ReadMeta set the request's RPCTimeout (int key 12) into
+// the RPCInfo config (kitex v0.16.3 pkg/transmeta/ttheader.go); the TTHeader codec writes the
+// reply message's TransStrInfo (pkg/remote/codec/header_codec.go).
+type replyHeaders struct{ echoTimeout, notUTF8 bool }
+
+func (h replyHeaders) WriteMeta(ctx context.Context, msg remote.Message) (context.Context, error) {
+	out := map[string]string{}
+	if h.echoTimeout {
+		ms := int64(0)
+		if ri := msg.RPCInfo(); ri != nil && ri.Config() != nil {
+			ms = ri.Config().RPCTimeout().Milliseconds()
+		}
+		out["received-rpc-timeout-ms"] = strconv.FormatInt(ms, 10)
+	}
+	if h.notUTF8 {
+		out["not-utf8"] = "\xff\xfe"
+		out["bad-\xfe"] = "name"
+	}
+	msg.TransInfo().PutTransStrInfo(out)
+	return ctx, nil
+}
+
+func (replyHeaders) ReadMeta(ctx context.Context, _ remote.Message) (context.Context, error) {
+	return ctx, nil
+}
+
 // stats counts what the handlers see: a middleware runs around every request.
 type stats struct {
 	mu          sync.Mutex
@@ -160,7 +194,7 @@ func (s *stats) serveHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func main() {
-	mode := flag.String("mode", "default", "default|meta|mux|generic-v1|sizelimit|multi")
+	mode := flag.String("mode", "default", "default|meta|echometa|notutf8|mux|generic-v1|sizelimit|multi")
 	service := flag.String("service", "echo", "echo|rich (ignored by multi and generic-v1)")
 	maxSize := flag.Int("max-size", 0, "payload size limit for -mode sizelimit")
 	listen := flag.String("listen", "127.0.0.1:0", "listen address")
@@ -206,6 +240,13 @@ func main() {
 		opts = append(opts,
 			server.WithMetaHandler(transmeta.ServerTTHeaderHandler),
 			server.WithEnableContextTimeout(true))
+	case "echometa":
+		opts = append(opts,
+			server.WithMetaHandler(transmeta.ServerTTHeaderHandler),
+			server.WithMetaHandler(replyHeaders{echoTimeout: true}),
+			server.WithEnableContextTimeout(true))
+	case "notutf8":
+		opts = append(opts, server.WithMetaHandler(replyHeaders{notUTF8: true}))
 	case "mux":
 		opts = append(opts, server.WithMuxTransport())
 	case "sizelimit":
