@@ -25,6 +25,7 @@ import pytest
 import peers
 import stack
 from kitex_fast import codec
+from kitex_fast.dapr import core
 from kitex_fast.dapr.proto import contract as pb
 from kitex_fast.testing import KitexTestServer, echo_handler, echo_request, read_echo_reply
 
@@ -166,6 +167,40 @@ def test_both_paths_send_the_kitex_server_the_same_rpc_timeout(impl, kitex_serve
             assert c.stop() == 0
         if impl.server == "compiled":
             assert _counts(c)[0] >= 10  # most of these ran on the compiled path
+
+
+def test_a_traced_call_on_ttheader_forwards_its_own_trace_context(impl, kitex_servers) -> None:
+    # daprd with tracing on sends a fresh traceparent on every call. On TTHeader it goes to the
+    # Kitex server as transient metainfo (RPC_TRANSIT_traceparent), each call its own, on both
+    # servers; on the compiled server as the call's own header block, so the route (and its
+    # encoder) stays cached and the call stays compiled (issue 26: it used to leave for the
+    # general path). An explicit header.RPC_TRANSIT_traceparent is the caller's and wins.
+    calls = 24
+    with peers.KitexServer("echometa", "echo") as server, tempfile.TemporaryDirectory(prefix="kf-fast-") as d:
+        c = stack.Component(os.path.join(d, "sockets"), implementation=impl.name).start()
+        try:
+            with grpc.insecure_channel("unix:" + c.socket) as ch:
+                stub = pb.OutputBindingStub(ch)
+                meta = echo_meta(server.address, transport="ttheader")
+                for i in range(calls):
+                    parent = "00-%032x-%016x-01" % (i + 1, i + 7)
+                    out = _invoke(stub, echo_request("t%d" % i), dict(meta, traceparent=parent, tracestate="k=v%d" % i),
+                                  timeout=None if i % 2 else 30.0)
+                    assert len(out) == 3 and out[1]["header.received-traceparent"] == parent, (i, out)
+                # daprd's all-zero traceparent of an untraced call is no context: none arrives.
+                out = _invoke(stub, echo_request("u"), dict(meta, traceparent=core.UNTRACED))
+                assert len(out) == 3 and "header.received-traceparent" not in out[1], out
+                mine = dict(meta, traceparent="00-%032x-%016x-01" % (99, 99))
+                mine["header.RPC_TRANSIT_traceparent"] = "explicit"
+                for _ in range(3):
+                    out = _invoke(stub, echo_request("x"), mine)
+                    assert out[1]["header.received-traceparent"] == "explicit", out
+        finally:
+            assert c.stop() == 0
+        if impl.server == "compiled":
+            compiled_calls, general_calls = _counts(c)
+            # the first call of each route opens its connection on the general path
+            assert compiled_calls >= calls - 1 and general_calls <= 3, (compiled_calls, general_calls)
 
 
 def test_a_deadline_shorter_than_rpc_timeout_bounds_the_kitex_call(compiled, kitex_servers) -> None:

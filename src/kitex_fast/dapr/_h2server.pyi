@@ -1,6 +1,6 @@
 """Types of the compiled component server's byte layer (``_h2server.pyx``)."""
 
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from typing_extensions import TypeAlias, disjoint_base
 
@@ -47,6 +47,7 @@ class FastRoute:
     content_type: bytes
     options: Any
     forwards_trace: bool
+    trace: Callable[[Mapping[str, str]], Optional[Dict[str, str]]]
 
 @disjoint_base
 class InstanceRoutes:

@@ -844,7 +844,8 @@ cdef class FastRoute:
     cdef public bytes entries          # the constant response metadata entries (messageType, methodName)
     cdef public bytes content_type     # InvokeResponse.content_type, encoded as field 3
     cdef public object options         # CallOptions, for the general response metadata
-    cdef public bint forwards_trace    # TTHeader: a call with a trace context takes the general path
+    cdef public bint forwards_trace    # TTHeader: a call's trace context goes out as its own headers
+    cdef public object trace           # core.trace_headers: metadata -> those headers, or None
 
     def __cinit__(self):
         self.timeout = 0.0
@@ -1397,27 +1398,30 @@ cdef class Connection:
         if route_obj is None:
             return False
         route = <FastRoute>route_obj
-        if traced and route.forwards_trace:
-            return False  # the trace context goes out as TTHeader headers: the general path
         if route.client.retired:  # evicted from the binding's client cache: build it anew
             table.routes.pop(route_key, None)
             return False
         if operation not in route.operations:
             return False  # the general path answers with the binding's error
         budget = route.timeout
-        encoder = route.encoder
+        str_headers = None
+        int_headers = None
+        if traced and route.forwards_trace:
+            # daprd's trace context, fresh per call, goes out as this call's own TTHeader headers
+            # after the route's (the component's rule: core.trace_headers); the route stays cached.
+            str_headers = route.trace(metadata)
         if s.timeout >= 0 and (budget <= 0 or budget > s.timeout):
             # daprd's deadline is the shorter: it is the call's timeout, a number of seconds,
             # and on TTHeader the RPCTimeout the Kitex server gets (BindingCore.deadline_call,
-            # as the general path does). Such an encoder is this call's own, not cached.
-            budget, encoder = self.app.fast_deadline(route, s.timeout)
+            # as the general path does), as this call's own header.
+            budget, int_headers = self.app.fast_deadline(route, s.timeout)
         pool = route.pool
         proto = pool.take()
         if proto is None:
             return False  # no idle connection: the general path opens one or waits
         try:
             seq = proto.next_seq_id()
-            buffers = encoder.encode(data, seq)
+            buffers = route.encoder.encode(data, seq, str_headers, int_headers)
         except BaseException:
             pool.release(proto)  # nothing was written; the general path reports the error
             return False

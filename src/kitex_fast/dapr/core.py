@@ -363,9 +363,10 @@ class Component:
     # -- the rules a server's compiled Invoke path asks once per key name or route ----------------
     # A route is an instance and the (key, value) pairs of the metadata keys its binding reads.
     # A call on a route that these rules vet does what invoke() would do with nothing added per
-    # call but daprd's deadline (no base64 data to decode, no trace context to forward: the server
-    # checks those per call, and bounds the call by the deadline with the binding's deadline_call,
-    # as invoke() does), so the server may send it straight on the route's client.
+    # call but daprd's deadline and trace context (no base64 data to decode: the server checks
+    # that per call; the deadline bounds the call through the binding's deadline_call, and the
+    # trace context goes out as the call's own TTHeader headers, trace_headers, as invoke() sends
+    # them), so the server may send it straight on the route's client.
 
     KEY_IGNORED, KEY_ROUTE, KEY_GENERAL, KEY_TRACE = range(4)
 
@@ -462,25 +463,40 @@ def _decode_data(encoding: str, data: bytes) -> bytes:
         ) from None
 
 
-def _with_trace_headers(metadata: Dict[str, str], defaults: Mapping[str, str]) -> Dict[str, str]:
-    """Forward daprd's trace context as TTHeader transient metainfo (see TRACE_KEYS)."""
+def trace_headers(metadata: Mapping[str, str]) -> Optional[Dict[str, str]]:
+    """The TTHeader string headers that forward daprd's trace context (TRACE_KEYS, as transient
+    metainfo ``RPC_TRANSIT_<key>``), or None: the one rule for both servers' paths. A key the
+    caller set explicitly as ``header.RPC_TRANSIT_<key>`` is the caller's, and is not forwarded."""
     if "traceparent" not in metadata:
-        return metadata
-    transport_name = metadata.get("transport") or defaults.get("transport") or ""
-    if not transport_name.strip().lower().startswith("ttheader"):
-        return metadata  # Framed/Buffered carry no headers
+        return None
     out = None
     for key in TRACE_KEYS:
         value = metadata.get(key)
         if not value or (key == "traceparent" and value == UNTRACED):
             continue  # daprd sends an all-zero traceparent for untraced calls: not a context
-        header = "header." + TRANSIENT_PREFIX + key
-        if header in metadata:
+        name = TRANSIENT_PREFIX + key
+        if "header." + name in metadata:
             continue  # the caller set it explicitly
         if out is None:
-            out = dict(metadata)
-        out[header] = value
-    return metadata if out is None else out
+            out = {}
+        out[name] = value
+    return out
+
+
+def _with_trace_headers(metadata: Dict[str, str], defaults: Mapping[str, str]) -> Dict[str, str]:
+    """The general path's metadata with daprd's trace context as ``header.*`` keys (trace_headers)."""
+    if "traceparent" not in metadata:
+        return metadata
+    transport_name = metadata.get("transport") or defaults.get("transport") or ""
+    if not transport_name.strip().lower().startswith("ttheader"):
+        return metadata  # Framed/Buffered carry no headers
+    headers = trace_headers(metadata)
+    if not headers:
+        return metadata
+    out = dict(metadata)
+    for name, value in headers.items():
+        out["header." + name] = value
+    return out
 
 
 # A server, as run() drives it: start(path) listens on the socket (the file exists when it

@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .. import _dispatch
 from ..binding import CONTENT_TYPE
+from ..codec import INT_KEY_RPC_TIMEOUT
 from ..errors import KitexError, quoted
 from . import core
 from .core import loggable
@@ -272,15 +273,18 @@ class App:
             _put_bounded(table.kinds, key, kind, self.MAX_KEYS)
         return kind
 
-    def fast_deadline(self, route: Any, seconds: float) -> Tuple[float, Any]:
-        """``(timeout, encoder)`` of a compiled-path call whose daprd deadline, ``seconds``, is
+    def fast_deadline(self, route: Any, seconds: float) -> Tuple[float, Optional[Dict[int, str]]]:
+        """``(timeout, int headers)`` of a compiled-path call whose daprd deadline, ``seconds``, is
         shorter than its route's timeout: the general path's rule (``deadline_call``), so both
-        send the Kitex server the same RPCTimeout; the encoder is this call's own (not cached)."""
+        send the Kitex server the same RPCTimeout. The RPCTimeout goes out as the call's own
+        header after the route encoder's (RequestEncoder.encode), so no encoder is made per call."""
         timeout, headers, fresh = route.instance.binding.deadline_call(route.options, seconds)
-        encoder = route.encoder
-        if fresh:
-            encoder = route.client._encoder(None, route.options.method_name, headers, False)
-        return float(timeout or 0.0), encoder
+        extra = None
+        if fresh and headers is not None:
+            value = dict(headers[1]).get(INT_KEY_RPC_TIMEOUT)
+            if value is not None:
+                extra = {INT_KEY_RPC_TIMEOUT: value}
+        return float(timeout or 0.0), extra
 
     def fast_route(self, name: str, metadata: Dict[str, str], key: Any) -> Any:
         size = sum(len(k) + len(v) for k, v in key)
@@ -321,6 +325,7 @@ class App:
             route.content_type = self._content_type
             route.options = options
             route.forwards_trace = forwards_trace
+            route.trace = core.trace_headers
         return route
 
     def fast_failed(self, name: str, metadata: Dict[str, str], exc: BaseException) -> Tuple[int, str]:

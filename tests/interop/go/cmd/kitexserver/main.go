@@ -4,7 +4,8 @@
 //
 // "echometa" is "meta" that also tells the client what it received: each TTHeader reply carries
 // the string header "received-rpc-timeout-ms", the RPCTimeout (int key 12) of the request as
-// Kitex's ServerTTHeaderHandler read it ("0" when there was none). "notutf8" answers every TTHeader
+// Kitex's ServerTTHeaderHandler read it ("0" when there was none), and "received-traceparent",
+// the transient metainfo value "traceparent" when the request carried one. "notutf8" answers every TTHeader
 // request with string headers whose bytes are not UTF-8 (a value ff fe, a name "bad-" fe).
 //
 // It binds its own listener, prints exactly one line "LISTENING <host:port>" on stdout once the
@@ -41,6 +42,7 @@ import (
 	"github.com/cloudwego/kitex/pkg/remote"
 	"github.com/cloudwego/kitex/pkg/remote/codec"
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
+	"github.com/bytedance/gopkg/cloud/metainfo"
 	"github.com/cloudwego/kitex/pkg/transmeta"
 	"github.com/cloudwego/kitex/server"
 	"github.com/cloudwego/kitex/server/genericserver"
@@ -131,6 +133,11 @@ func (h replyHeaders) WriteMeta(ctx context.Context, msg remote.Message) (contex
 			ms = ri.Config().RPCTimeout().Milliseconds()
 		}
 		out["received-rpc-timeout-ms"] = strconv.FormatInt(ms, 10)
+		// The trace context a Dapr component forwards as transient metainfo
+		// (RPC_TRANSIT_traceparent), as Kitex's default metainfo handler put it in ctx.
+		if tp, ok := metainfo.GetValue(ctx, "traceparent"); ok {
+			out["received-traceparent"] = tp
+		}
 	}
 	if h.notUTF8 {
 		out["not-utf8"] = "\xff\xfe"
