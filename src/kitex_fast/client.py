@@ -323,6 +323,20 @@ class ClientCore:
         if self._owns_resolver and self._resolver is not None:
             self._resolver.close()
 
+    @staticmethod
+    def _check_message(message: object) -> None:
+        """The request rule of both clients: bytes-like, and contiguous (sent without a copy)."""
+        if not isinstance(message, (bytes, bytearray, memoryview)):
+            raise ProtocolError(
+                "the request must be a complete Thrift binary CALL message as bytes, not %s"
+                % type(message).__name__
+            )
+        if type(message) is memoryview and not message.c_contiguous:
+            raise ProtocolError(
+                "the request is a non-contiguous memoryview: it cannot be sent without a copy; "
+                "pass bytes(view) or a contiguous view"
+            )
+
     def _call_timeout(self, rpc_timeout: Union[float, None, _Unset]) -> Optional[float]:
         """The rpc timeout of one call in seconds (None: no limit): the client's, or a per-call
         override validated like the constructor's, before any I/O."""
@@ -560,16 +574,7 @@ class Client(ClientCore):
         the call path picked."""
         if self._closed:
             raise TransportError("the client is closed")
-        if not isinstance(message, (bytes, bytearray, memoryview)):
-            raise ProtocolError(
-                "the request must be a complete Thrift binary CALL message as bytes, not %s"
-                % type(message).__name__
-            )
-        if type(message) is memoryview and not message.c_contiguous:
-            raise ProtocolError(
-                "the request is a non-contiguous memoryview: it cannot be sent without a copy; "
-                "pass bytes(view) or a contiguous view"
-            )
+        self._check_message(message)
         timeout = self._call_timeout(rpc_timeout)
         _check_headers(headers)
         key: Hashable = method if headers is None else (method, headers)

@@ -167,6 +167,10 @@ def test_bad_input_is_refused_before_anything_is_sent(impl, aio_default, server)
                 await c.call("echo", "not bytes")  # type: ignore[arg-type]
             with pytest.raises(MetadataError):
                 await c.call("", echo_request("x"))
+            # the sync client's typed error and text, not an untyped BufferError (issue 25)
+            strided = memoryview(echo_request("x") * 2)[::2]
+            with pytest.raises(ProtocolError, match="the request is a non-contiguous memoryview"):
+                await c.call("echo", strided)
             assert c._pool._all == set()  # refused before a connection was even needed
             with pytest.raises(ProtocolError):
                 await c.call("echo", b"\x80\x01\x00\x01garbage")

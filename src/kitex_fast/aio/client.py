@@ -24,7 +24,7 @@ from ..client import (
     _LegacyHeaders,
     _Unset,
 )
-from ..errors import KitexError, MetadataError, ProtocolError, TransportError
+from ..errors import KitexError, MetadataError, TransportError
 from ..pool import Endpoint
 from . import protocol as _protocol_dispatch
 from .pool import PingPongPool, SharedPool
@@ -143,11 +143,7 @@ class Client(ClientCore):
         errors). ``keep_encoder=False``: ``headers`` do not repeat (ClientCore._encoder)."""
         if self._closed:
             raise TransportError("the client is closed")
-        if not isinstance(message, (bytes, bytearray, memoryview)):
-            raise ProtocolError(
-                "the request must be a complete Thrift binary CALL message as bytes, not %s"
-                % type(message).__name__
-            )
+        self._check_message(message)
         _check_headers(headers)
         key: Hashable = method if headers is None else (method, headers)
         encoder = self._encoders.get(key) or self._encoder(key, method, headers, keep_encoder)
