@@ -294,6 +294,10 @@ def _invoke_body(data: bytes, metadata: dict) -> bytes:
 
 
 def route_metadata(ext: ModuleType, knob: int, data: bytes) -> Record:
+    # A real round trip per input costs milliseconds, a thousand codec inputs' time: this target
+    # runs on one knob in 8, so the codec targets keep most of the fuzz run's bounded budget.
+    if knob & 0x38:
+        return [("skipped",)]
     import asyncio
 
     import h2.config
@@ -310,7 +314,7 @@ def route_metadata(ext: ModuleType, knob: int, data: bytes) -> Record:
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
     client.initiate_connection()
     client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 24})
-    timeout = ("5S", "100m", "99999999H", None)[knob % 4]
+    timeout = ("5S", "100m", "99999999H", None)[knob % 4]  # (knob bits 0-1; 3-5 select the run)
     streams: dict = {}
     pending: dict = {}  # stream id -> request bytes not sent yet (HTTP/2 flow control)
 
