@@ -29,6 +29,7 @@ from .metadata import (
     STR_HEADER_PREFIX,
     CallOptions,
     Headers,
+    header_chars,
     parse_options,
     validate_defaults,
 )
@@ -336,7 +337,7 @@ class BindingCore:
         rpc_timeout = options.rpc_timeout
         if deadline is None or (rpc_timeout is not None and rpc_timeout <= deadline):
             headers = options.headers
-            return rpc_timeout, headers, headers is not None and _header_chars(headers) > MAX_CACHED_ROUTE_CHARS
+            return rpc_timeout, headers, headers is not None and header_chars(headers) > MAX_CACHED_ROUTE_CHARS
         seconds = float(deadline)
         seconds = min(seconds, MAX_DURATION) if seconds >= _MIN_TIMEOUT else _MIN_TIMEOUT  # (NaN too)
         if not options.transport.startswith("ttheader"):
@@ -493,11 +494,6 @@ class KitexOutputBinding(BindingCore):
 def _chars(items: Any) -> int:
     """The characters of a cache key's strings (what keeping the key costs, roughly)."""
     return sum(len(item) if isinstance(item, str) else 8 for item in items)
-
-
-def _header_chars(headers: Headers) -> int:
-    return sum(len(name) + len(value) for name, value in headers[0]) + sum(
-        8 + len(value) for _, value in headers[1])
 
 
 def utf8_text(value: str) -> str:

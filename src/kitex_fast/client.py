@@ -36,7 +36,7 @@ from .codec import (
     STR_KEY_BIZ_STATUS,
     STR_KEY_CONN_RESET,
 )
-from .metadata import MAX_DURATION, Headers, check_seconds, check_text
+from .metadata import MAX_DURATION, Headers, check_seconds, check_text, header_chars
 from .pool import Endpoint, EndpointPool, parse_host_ports
 from .resolver import Instance, Resolver, describe, open_resolver, parse_registry, wrr_schedule
 
@@ -45,6 +45,10 @@ __all__ = ["Client", "ClientCore", "Reply", "Headers"]
 BytesLike = Union[bytes, bytearray, memoryview]
 
 _MESSAGE_TYPE_NAMES = {1: "call", 2: "reply", 3: "exception", 4: "oneway"}
+# The request-encoder cache: per-call headers over this many characters are not cached, and the
+# cache as a whole holds at most this much header text (a TTHeader block may be 256 KiB).
+_MAX_CACHED_ENCODER_CHARS = 16 * 1024
+_MAX_ENCODER_CACHE_CHARS = 4 * 1024 * 1024
 
 # What exchange() took before Headers (remove with it in 0.2): (str pairs, int pairs).
 _LegacyHeaders = Tuple[Tuple[Tuple[str, str], ...], Tuple[Tuple[int, str], ...]]
@@ -255,6 +259,7 @@ class ClientCore:
             except (TypeError, ValueError) as exc:
                 raise MetadataError("bad TTHeader headers: %s" % exc) from None
         self._encoders: Dict[Hashable, Any] = {}
+        self._encoder_chars = 0  # header text the cached encoders hold (bounded)
         self._parse_message = self._codec.parse_message
         decoder_cls = self._codec.FrameDecoder
         max_frame = self.max_frame_size
@@ -393,11 +398,15 @@ class ClientCore:
             )
         except (TypeError, ValueError) as exc:  # per-call headers the codec refuses
             raise MetadataError("bad TTHeader headers for %r: %s" % (method, exc)) from None
-        if not keep:
-            return encoder
-        if len(self._encoders) >= 4096:  # bounded: method names and headers come from callers
+        size = len(method) + (0 if headers is None else header_chars(headers))
+        if not keep or size > _MAX_CACHED_ENCODER_CHARS:
+            return encoder  # (headers this large do not repeat: no cache holds them)
+        # Bounded in entries and in the header text held: method names and headers come from callers.
+        if len(self._encoders) >= 4096 or self._encoder_chars + size > _MAX_ENCODER_CACHE_CHARS:
             self._encoders.clear()
+            self._encoder_chars = 0
         self._encoders[key] = encoder
+        self._encoder_chars += size
         return encoder
 
     def request_bytes(

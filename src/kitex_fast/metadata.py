@@ -261,6 +261,12 @@ class Headers(Tuple[Tuple[Tuple[str, str], ...], Tuple[Tuple[int, str], ...]]):
         return "Headers(str_headers=%r, int_headers=%r)" % (dict(self[0]), dict(self[1]))
 
 
+def header_chars(headers: Headers) -> int:
+    """What a cache holding ``headers`` holds, in characters (an int key counts 8)."""
+    return sum(len(name) + len(value) for name, value in headers[0]) + sum(
+        8 + len(value) for _, value in headers[1])
+
+
 class CallOptions(NamedTuple):
     """Validated options of one call. ``client_key`` is the part that needs its own client and
     connections (destination, transport, connect options); methods, versions, rpc timeouts and

@@ -88,3 +88,22 @@ def test_the_asyncio_binding_has_the_sync_name() -> None:
     assert aio.KitexOutputBinding is aio.AsyncKitexOutputBinding
     assert aio.KitexOutputBinding.__name__ == "KitexOutputBinding"
     assert "KitexOutputBinding" in aio.__all__
+
+
+def test_the_encoder_cache_is_bounded_in_header_text(impl) -> None:
+    """Per-call headers come from callers: the client's encoder cache holds at most 4 Mi
+    characters of them, and none over 16 Ki (such headers do not repeat). Issue 24 item 5."""
+    from kitex_fast import client as client_module
+
+    with Client("echo", "127.0.0.1:1", transport="ttheader", implementation=impl.name) as client:
+        for i in range(50):  # large: never cached
+            client.request_bytes("echo", echo_request("x"), headers=Headers({"k": "%d" % i + "v" * 20000}))
+        assert client._encoders == {} and client._encoder_chars == 0
+        for i in range(1000):  # medium: cached until the budget, then the cache starts again
+            client.request_bytes("echo", echo_request("x"), headers=Headers({"k": "%d" % i + "v" * 10000}))
+            assert client._encoder_chars <= client_module._MAX_ENCODER_CACHE_CHARS
+        assert 0 < len(client._encoders) < 1000
+        # a repeated small one is served from the cache
+        small = Headers({"tenant": "acme"})
+        client.request_bytes("echo", echo_request("x"), headers=small)
+        assert ("echo", small) in client._encoders
