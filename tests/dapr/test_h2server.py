@@ -501,3 +501,32 @@ def test_the_compiled_server_runs_on_uvloop_when_installed(compiled_component) -
     else:
         expected = "uvloop loop"
     assert "server compiled (libnghttp2, %s)" % expected in compiled_component.log()
+
+
+def test_listen_tcp_takes_ascii_digits_only() -> None:
+    # (the package's one number check, pool.ascii_int: int() would read "\uff14\uff10" as port 40)
+    assert h2server._tcp("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert h2server._tcp(":8080") == ("127.0.0.1", 8080)
+    for bad in ("127.0.0.1:\uff14\uff10", "127.0.0.1:+5", "127.0.0.1: 5", "127.0.0.1:5_0", "127.0.0.1:65536",
+                "127.0.0.1:"):
+        with pytest.raises(ValueError, match="--listen-tcp"):
+            h2server._tcp(bad)
+
+
+def test_the_compiled_rooms_import_down_only(compiled) -> None:
+    # _h2server -> _invoke -> _protobuf, and none of them holds anything of the package above it
+    # (core, binding, errors come in from h2server.App): no module and no object defined there.
+    import types
+
+    ext = h2server._load()
+    below = {"_h2server": {"kitex_fast.dapr._invoke", "kitex_fast.dapr._protobuf"},
+             "_invoke": {"kitex_fast.dapr._protobuf"}, "_protobuf": set()}
+    for module in (ext.server, ext.invoke, ext.protobuf):
+        short = module.__name__.rpartition(".")[2]
+        allowed = below[short] | {module.__name__}
+        for name, value in vars(module).items():
+            if isinstance(value, types.ModuleType):
+                assert not value.__name__.startswith("kitex_fast") or value.__name__ in allowed, (short, name)
+            owner = getattr(value, "__module__", None)
+            if isinstance(owner, str) and owner.startswith("kitex_fast"):
+                assert owner in allowed, (short, name, owner)
