@@ -1,4 +1,5 @@
-"""The compiled server's Invoke path (``Connection._fast_invoke``) against the general one.
+"""The compiled server's Invoke path (``_invoke.InvokePath``, which the connection hands each Invoke)
+against the general one.
 
 A call on a route the compiled server has seen, with an idle connection, runs on the compiled path
 (no coroutine); everything else, and every call on the grpcio server, runs on the general path (a
