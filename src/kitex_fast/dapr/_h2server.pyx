@@ -190,6 +190,11 @@ cdef class _Stream:
     cdef double timeout
     cdef bytes bad_timeout  # a grpc-timeout that does not parse (the call is refused), or None
     cdef bytearray inbuf
+    # A unary request whose one DATA frame ends the stream, read where nghttp2 holds it (the
+    # buffer given to nghttp2_session_mem_recv) instead of copied into inbuf: valid only until
+    # that call returns, so data_received copies what is still lent then (Connection._settle).
+    cdef const uint8_t* lent
+    cdef Py_ssize_t lent_len
     cdef bint replied      # response HEADERS submitted
     cdef bint finished     # nothing more to read from the request (refused, or processed)
     cdef bint ended        # the peer ended its side
@@ -296,7 +301,7 @@ cdef int _on_data_chunk(nghttp2_session* session, uint8_t flags, int32_t stream_
     cdef Connection conn = <Connection>user_data
     try:
         try:
-            conn._data(stream_id, data, length)
+            conn._data(stream_id, data, length, flags)
         except Exception as exc:  # per-call code: this stream ends, the connection lives
             conn._stream_crashed(stream_id, exc)
     except BaseException as exc:
@@ -489,6 +494,7 @@ cdef class Connection:
     cdef public int calls             # calls running (Invoke/Init) on this connection
     cdef public long long compiled_calls  # Invokes sent on the compiled path (a count for tests and stats)
     cdef object invoke_path           # the compiled Invoke path (_invoke.InvokePath), or None
+    cdef _Stream lent                 # the stream whose request bytes are lent (_Stream.lent), or None
     cdef object loop
     cdef bint flush_due               # a flush is scheduled for the end of this loop iteration
     cdef Py_ssize_t queued            # reply bytes in the streams' out buffers, not yet taken by nghttp2
@@ -594,6 +600,7 @@ cdef class Connection:
         if self.session is NULL or view.shape[0] == 0 or self.write_closed:
             return  # (after our last frame: read and drop until the peer closes)
         rv = nghttp2_session_mem_recv(self.session, &view[0], view.shape[0])
+        self._settle()  # (first: what nghttp2 lent us dies with `data`)
         if self.error is not None:
             err, self.error = self.error, None
             self.app.connection_error(self, err)
@@ -705,12 +712,14 @@ cdef class Connection:
 
     # -- the receive side (called from nghttp2's callbacks) -------------------------------------
 
-    cdef _data(self, int32_t stream_id, const uint8_t* data, size_t length):
+    cdef _data(self, int32_t stream_id, const uint8_t* data, size_t length, uint8_t flags):
         global _held
         cdef Py_ssize_t have
         cdef _Stream s = self.streams.get(stream_id)
         if s is None or s.finished or s.inbuf is None:
             return
+        if s.lent != NULL:
+            self._settle()  # (more of the same stream: keep what was lent first, in order)
         if not s.content_type.startswith(b"application/grpc") or s.path not in _METHODS or s.bad_timeout is not None:
             return  # answered at END_STREAM (415 / UNIMPLEMENTED / INTERNAL); the body is not kept
         if _held + <Py_ssize_t>length > self.max_buffer:
@@ -718,13 +727,47 @@ cdef class Connection:
                          "the server holds %d request bytes already across its connections (limit %d): "
                          "try again later" % (_held, self.max_buffer))
             return
+        self.buffered += length
+        _held += length
+        if (flags & NGHTTP2_FLAG_END_STREAM and self.lent is None and PyByteArray_GET_SIZE(s.inbuf) == 0
+                and _METHODS[s.path] != M_REFLECT):
+            # The whole request in one DATA frame that ends the stream, the usual unary call:
+            # its END_STREAM is handled in this same nghttp2_session_mem_recv when the frame is
+            # all in, so the message is read where it lies, with no copy at all.
+            s.lent = data
+            s.lent_len = length
+            self.lent = s
+            self._messages(s, False)
+            return
         # (into the stream's buffer directly: `+= data[:length]` would first copy it into a bytes)
         have = PyByteArray_GET_SIZE(s.inbuf)
         PyByteArray_Resize(s.inbuf, have + <Py_ssize_t>length)
         memcpy(PyByteArray_AS_STRING(s.inbuf) + have, data, length)
-        self.buffered += length
-        _held += length
         self._messages(s, False)
+
+    cdef _settle(self):
+        """Copy the request bytes still lent (the DATA frame was cut by the end of the input, or
+        more data follows) into their stream's buffer: nghttp2's buffer is about to go."""
+        cdef _Stream s = self.lent
+        cdef Py_ssize_t have
+        if s is None:
+            return
+        self.lent = None
+        if s.lent != NULL:
+            have = PyByteArray_GET_SIZE(s.inbuf)
+            PyByteArray_Resize(s.inbuf, have + s.lent_len)
+            memcpy(PyByteArray_AS_STRING(s.inbuf) + have, s.lent, s.lent_len)
+            s.lent = NULL
+            s.lent_len = 0
+
+    cdef _drop_lent(self, _Stream s):
+        """``s`` keeps no request bytes: release what it has lent (never copied)."""
+        if s.lent != NULL:
+            self._release(s.lent_len)
+            s.lent = NULL
+            s.lent_len = 0
+        if self.lent is s:
+            self.lent = None
 
     cdef _messages(self, _Stream s, bint at_end):
         """Act on the gRPC messages at the head of ``s.inbuf``: each one as it completes for the
@@ -734,12 +777,16 @@ cdef class Connection:
         cdef bytearray buf
         cdef int method = _METHODS.get(s.path, M_UNKNOWN)
         while not s.finished:
-            have = len(s.inbuf)
+            if s.lent != NULL:  # (never on the reflection stream, never together with inbuf bytes)
+                have = s.lent_len
+                p = s.lent
+            else:
+                have = len(s.inbuf)
+                p = <const uint8_t*><char*>s.inbuf
             if have < 5:
                 if at_end and have:
                     self._refuse(s, ST_INTERNAL, "request ends inside a gRPC message prefix (%d bytes)" % have)
                 return
-            p = <const uint8_t*><char*>s.inbuf
             n = (<Py_ssize_t>p[1] << 24) | (<Py_ssize_t>p[2] << 16) | (<Py_ssize_t>p[3] << 8) | p[4]
             if p[0] != 0:
                 self._refuse(s, ST_UNIMPLEMENTED,
@@ -769,6 +816,12 @@ cdef class Connection:
                     self._reset(s, NGHTTP2_REFUSED_STREAM if not s.replied else NGHTTP2_INTERNAL_ERROR)
                     return
                 self._reflect(s, message)
+            elif s.lent != NULL:
+                # Lent by nghttp2 and still valid (this is its mem_recv): decoded where it lies.
+                self._drop_lent(s)
+                s.finished = True
+                self._unary(s, method, p + 5, n)
+                return
             else:
                 # The one request message is decoded where it lies (no slice, no bytes() copy):
                 # the buffer leaves the stream first, so nothing can free or grow it meanwhile.
@@ -824,6 +877,7 @@ cdef class Connection:
     cdef _reset(self, _Stream s, uint32_t code):
         """End ``s`` with RST_STREAM ``code``, dropping what it holds (its replies included)."""
         s.finished = True
+        self._drop_lent(s)
         self._release(len(s.inbuf))
         s.inbuf = bytearray()
         if s.out is not None:
@@ -849,6 +903,7 @@ cdef class Connection:
         cdef _Stream s = self.streams.pop(stream_id, None)
         if s is None:
             return
+        self._drop_lent(s)
         self._release(len(s.inbuf))
         s.inbuf = None
         if s.out is not None:
@@ -863,6 +918,7 @@ cdef class Connection:
         """End a request we will not read further: the status, then RST_STREAM NO_ERROR so the
         client stops sending (gRPC over HTTP/2: a server may end a stream before the client)."""
         s.finished = True
+        self._drop_lent(s)
         self._release(len(s.inbuf))
         s.inbuf = bytearray()
         s.reset_after = True
