@@ -29,8 +29,11 @@ COMPILER_DIRECTIVES = {
 }
 
 MODULES = ["_codec", "_transport", "aio/_protocol"]  # paths under src/kitex_fast, no suffix
-# The compiled component server links libnghttp2; built only where its headers are found.
+# The compiled component server links libnghttp2; built only where its headers are found. Its
+# rooms are built together or not at all: the HTTP/2 connection (the one that links libnghttp2),
+# the compiled Invoke path and the protobuf codec, which the connection imports.
 H2SERVER = "dapr/_h2server"
+H2SERVER_MODULES = ["dapr/_protobuf", "dapr/_invoke", H2SERVER]
 BUILD_FAILED_NOTE = "_build_failed.txt"
 
 
@@ -132,13 +135,16 @@ def extensions():
     ]
     if nghttp2 is None:
         sys.stderr.write(
-            "NOTE: %s: kitex_fast.dapr._h2server is not built, and `kitex-fast component` will serve with "
+            "NOTE: %s: kitex_fast.dapr._h2server (with _protobuf and _invoke) is not built, and "
+            "`kitex-fast component` will serve with "
             "grpcio. Install libnghttp2-dev (Debian) or libnghttp2-devel and reinstall for the "
             "compiled server.\n" % NGHTTP2_MISSING
         )
     else:
-        exts.append(Extension("kitex_fast." + H2SERVER.replace("/", "."),
-                              ["src/kitex_fast/%s.pyx" % H2SERVER], **nghttp2, **flags))
+        for name in H2SERVER_MODULES:  # (only _h2server calls libnghttp2; the others need no library)
+            libs = nghttp2 if name == H2SERVER else {}
+            exts.append(Extension("kitex_fast." + name.replace("/", "."),
+                                  ["src/kitex_fast/%s.pyx" % name], **libs, **flags))
     try:
         return cythonize(
             exts,

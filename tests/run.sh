@@ -66,8 +66,10 @@ echo "docs site built"
 echo "== type check (mypy --strict), and the compiled modules against their .pyi stubs"
 "$py" -m mypy --config-file pyproject.toml
 stubs="kitex_fast._codec kitex_fast._transport kitex_fast.aio._protocol"
-unused_ok=--ignore-unused-allowlist  # (the allowlist's _h2server entries, when it is not built)
-if [ "$KITEX_FAST_EXPECT_H2SERVER" = 1 ]; then stubs="$stubs kitex_fast.dapr._h2server"; unused_ok=; fi
+unused_ok=--ignore-unused-allowlist  # (the allowlist's compiled-server entries, when it is not built)
+if [ "$KITEX_FAST_EXPECT_H2SERVER" = 1 ]; then
+  stubs="$stubs kitex_fast.dapr._h2server kitex_fast.dapr._invoke kitex_fast.dapr._protobuf"; unused_ok=
+fi
 "$py" -m mypy.stubtest $stubs --allowlist tests/stubtest-allowlist.txt $unused_ok
 
 echo "== Go Kitex peers (Go module proxy)"

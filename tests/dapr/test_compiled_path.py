@@ -1,4 +1,5 @@
-"""The compiled server's Invoke path (``Connection._fast_invoke``) against the general one.
+"""The compiled server's Invoke path (``_invoke.InvokePath``, which the connection hands each Invoke)
+against the general one.
 
 A call on a route the compiled server has seen, with an idle connection, runs on the compiled path
 (no coroutine); everything else, and every call on the grpcio server, runs on the general path (a
@@ -305,3 +306,30 @@ def test_daprd_calls_take_the_compiled_path(compiled, daprd_binary, kitex_server
     # (all but the few that opened one) is on the compiled path.
     assert compiled_calls + general_calls == 160
     assert compiled_calls >= 100, (compiled_calls, general_calls)
+
+
+def test_the_compiled_paths_deadline_rule_is_the_general_paths() -> None:
+    # The compiled path takes daprd's deadline as (timeout, int headers) from core.deadline_timeout,
+    # which builds no Headers per call; it must give what the general path's rule
+    # (BindingCore.deadline_call) sends: the same timeout, and on TTHeader the same RPCTimeout.
+    from kitex_fast.binding import KitexOutputBinding
+    from kitex_fast.metadata import parse_options
+
+    binding = KitexOutputBinding()
+    checked = 0
+    for transport in ("ttheader", "framed", "ttheader-framed", "buffered"):
+        for rpc_timeout in ("", "30s", "0", "5s"):
+            metadata = {"hostPorts": "127.0.0.1:1", "destService": "e", "methodName": "m", "version": "v1",
+                        "transport": transport}
+            if rpc_timeout:
+                metadata["rpcTimeout"] = rpc_timeout
+            options = parse_options(metadata, {})
+            for deadline in (2.0, 0.5, 0.0001, 0.0, 1e30):
+                if options.rpc_timeout is not None and options.rpc_timeout <= deadline:
+                    continue  # (the compiled path asks only when the deadline is the shorter)
+                timeout, headers, fresh = binding.deadline_call(options, deadline)
+                sent = dict(headers[1]).get(codec.INT_KEY_RPC_TIMEOUT) if fresh and headers is not None else None
+                expected = (timeout, None if sent is None else {codec.INT_KEY_RPC_TIMEOUT: sent})
+                assert core.deadline_timeout(options, deadline) == expected, (transport, rpc_timeout, deadline)
+                checked += 1
+    assert checked > 40

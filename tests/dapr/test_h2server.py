@@ -152,10 +152,10 @@ def test_protobuf_codec_matches_protobuf_on_random_messages(compiled) -> None:
             + [pb.InvokeResponse(content_type=text).SerializeToString()])
         if len(metadata) < 2:
             assert expected == pb.InvokeResponse(data=data, metadata=metadata, content_type=text).SerializeToString()
-        assert ext.encode_invoke_response(data, metadata, text) == expected
-        assert ext.encode_invoke_response(data, metadata, text, True) == b"\0" + len(expected).to_bytes(4, "big") + expected
+        assert ext.protobuf.encode_invoke_response(data, metadata, text) == expected
+        assert ext.protobuf.encode_invoke_response(data, metadata, text, True) == b"\0" + len(expected).to_bytes(4, "big") + expected
         operations = [_text(rng, 8) for _ in range(rng.randint(0, 4))]
-        assert ext.encode_strings(operations) == pb.ListOperationsResponse(operations=operations).SerializeToString()
+        assert ext.protobuf.encode_strings(operations) == pb.ListOperationsResponse(operations=operations).SerializeToString()
         # Decoding: the same values protobuf reads, unknown fields, repeated scalars (the last
         # wins) and any field order included.
         fields = [b"\x0a" + _varint(len(data)) + data] if data or rng.random() < 0.3 else []
@@ -166,22 +166,22 @@ def test_protobuf_codec_matches_protobuf_on_random_messages(compiled) -> None:
         rng.shuffle(fields)
         raw = b"".join(fields)
         ref = pb.InvokeRequest.FromString(raw)
-        assert ext.decode_invoke_request(raw) == (ref.data, dict(ref.metadata), ref.operation)
+        assert ext.protobuf.decode_invoke_request(raw) == (ref.data, dict(ref.metadata), ref.operation)
         props = b"".join(_map_entry(rng, 1, k, v) for k, v in metadata.items()) + _unknown_fields(rng, 2)
         init = b"\x0a" + _varint(len(props)) + props + _unknown_fields(rng, 2)
-        assert ext.decode_init_request(init) == dict(pb.OutputBindingInitRequest.FromString(init).metadata.properties)
+        assert ext.protobuf.decode_init_request(init) == dict(pb.OutputBindingInitRequest.FromString(init).metadata.properties)
         # Unknown fields inside a map entry: the entry stays (as protobuf-go, daprd's own, and C++
         # read it; Python's upb moves such an entry whole into the unknown fields instead).
         entry = _map_entry(rng, 2, "k", "v", unknown=True)
-        assert ext.decode_invoke_request(entry + raw)[1].get("k", "v") == "v"
+        assert ext.protobuf.decode_invoke_request(entry + raw)[1].get("k", "v") == "v"
         # Damaged bytes: our decoder refuses them (ProtobufError) or reads what protobuf reads
         # (map entries aside: damage inside one can make upb move it to the unknown fields).
         cut = bytearray(raw[:rng.randint(0, len(raw))])
         if cut and rng.random() < 0.5:
             cut[rng.randrange(len(cut))] = rng.randrange(256)
         try:
-            got = ext.decode_invoke_request(bytes(cut))
-        except ext.ProtobufError:
+            got = ext.protobuf.decode_invoke_request(bytes(cut))
+        except ext.protobuf.ProtobufError:
             continue
         ref = pb.InvokeRequest.FromString(bytes(cut))
         assert (got[0], got[2]) == (ref.data, ref.operation) and set(ref.metadata) <= set(got[1])
@@ -189,7 +189,7 @@ def test_protobuf_codec_matches_protobuf_on_random_messages(compiled) -> None:
 
 def test_grpc_message_is_percent_encoded(compiled) -> None:
     ext = h2server._load()
-    assert ext.percent_encode("a b%c\né") == b"a b%25c%0A%C3%A9"
+    assert ext.server.percent_encode("a b%c\né") == b"a b%25c%0A%C3%A9"
 
 
 # -- gRPC semantics through grpcio, on the compiled server -------------------------------------
@@ -501,3 +501,32 @@ def test_the_compiled_server_runs_on_uvloop_when_installed(compiled_component) -
     else:
         expected = "uvloop loop"
     assert "server compiled (libnghttp2, %s)" % expected in compiled_component.log()
+
+
+def test_listen_tcp_takes_ascii_digits_only() -> None:
+    # (the package's one number check, pool.ascii_int: int() would read "\uff14\uff10" as port 40)
+    assert h2server._tcp("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert h2server._tcp(":8080") == ("127.0.0.1", 8080)
+    for bad in ("127.0.0.1:\uff14\uff10", "127.0.0.1:+5", "127.0.0.1: 5", "127.0.0.1:5_0", "127.0.0.1:65536",
+                "127.0.0.1:"):
+        with pytest.raises(ValueError, match="--listen-tcp"):
+            h2server._tcp(bad)
+
+
+def test_the_compiled_rooms_import_down_only(compiled) -> None:
+    # _h2server -> _invoke -> _protobuf, and none of them holds anything of the package above it
+    # (core, binding, errors come in from h2server.App): no module and no object defined there.
+    import types
+
+    ext = h2server._load()
+    below = {"_h2server": {"kitex_fast.dapr._invoke", "kitex_fast.dapr._protobuf"},
+             "_invoke": {"kitex_fast.dapr._protobuf"}, "_protobuf": set()}
+    for module in (ext.server, ext.invoke, ext.protobuf):
+        short = module.__name__.rpartition(".")[2]
+        allowed = below[short] | {module.__name__}
+        for name, value in vars(module).items():
+            if isinstance(value, types.ModuleType):
+                assert not value.__name__.startswith("kitex_fast") or value.__name__ in allowed, (short, name)
+            owner = getattr(value, "__module__", None)
+            if isinstance(owner, str) and owner.startswith("kitex_fast"):
+                assert owner in allowed, (short, name, owner)

@@ -116,12 +116,12 @@ def test_status_texts_are_cut_the_same_way_on_both_servers(compiled) -> None:
 
     ext = h2server._load()
     for text in ("", "short", "x" * 1024, "x" * 1025, "\u00e9" * 600, "\U0001f600" * 300, "a\udcff" * 600):
-        ours = ext.status_text(text)
+        ours = ext.server.status_text(text)
         assert ours == component._status_text(text)
         assert len(ours.encode("utf-8")) <= 1024 + 40
         if len(text.encode("utf-8", "backslashreplace")) > 1024:
             assert ours.endswith("(cut: %d bytes)" % len(text.encode("utf-8", "backslashreplace")))
-        assert len(ext.percent_encode(ours)) <= 3 * 1024 + 40
+        assert len(ext.server.percent_encode(ours)) <= 3 * 1024 + 40
 
 
 # -- item 4: a peer that takes no reply bytes cannot make them pile up ---------------------------
@@ -139,8 +139,8 @@ def test_a_zero_window_client_cannot_pile_up_replies(compiled) -> None:
         client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
         client.flush()
         ext = h2server._load()
-        request = ext.encode_fields([(4, b"dapr.proto.components.v1.OutputBinding")], True)  # 45 bytes
-        reply = len(h2server.reflection_reply(ext.encode_fields([(4, b"dapr.proto.components.v1.OutputBinding")])))
+        request = ext.protobuf.encode_fields([(4, b"dapr.proto.components.v1.OutputBinding")], True)  # 45 bytes
+        reply = len(h2server.reflection_reply(ext.protobuf.encode_fields([(4, b"dapr.proto.components.v1.OutputBinding")])))
         before = _proc_usage(pid)[0]
         # 120,000 reflection requests (5 MB) ask for 120,000 replies of 1.4 KB: 170 MB that the
         # server held before the bound. Over the reflection stream, and over new streams.
@@ -169,7 +169,7 @@ def test_a_zero_window_client_cannot_pile_up_replies(compiled) -> None:
         client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
         client.flush()
         full = client.open(REFLECT)
-        count = ext.DEFAULT_MAX_QUEUED // reply + 1
+        count = ext.server.DEFAULT_MAX_QUEUED // reply + 1
         for start in range(0, count, 1000):
             _send(client, full, request * min(1000, count - start))
         _sync(client, b"full0001")
@@ -339,7 +339,6 @@ class _App:
     def __init__(self) -> None:
         self.crashed: list = []
         self.invoked: list = []
-        self.fast = None
 
     def operations(self, name: str) -> list:
         if name == "hostile":
@@ -397,7 +396,7 @@ def test_per_call_exceptions_end_one_stream_on_a_hand_driven_connection(compiled
         abort = close
 
     transport = Transport()
-    conn = ext.Connection(app)
+    conn = ext.server.Connection(app)
     conn.connection_made(transport)
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
     client.initiate_connection()
@@ -406,7 +405,7 @@ def test_per_call_exceptions_end_one_stream_on_a_hand_driven_connection(compiled
         return [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "k"),
                 ("content-type", "application/grpc"), ("x-component-instance", instance)]
 
-    message = ext.encode_invoke_response(b"x", {}, "get", True)  # (InvokeRequest's layout)
+    message = ext.protobuf.encode_invoke_response(b"x", {}, "get", True)  # (InvokeRequest's layout)
     invoke = client.get_next_available_stream_id()
     client.send_headers(invoke, headers("/dapr.proto.components.v1.OutputBinding/Invoke", "good"))
     client.send_data(invoke, message, end_stream=True)

@@ -23,7 +23,6 @@ Selected from ``targets.py`` like the codec targets (byte 0 names the target, by
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any, List, Optional, Tuple
 
 Record = List[Tuple[Any, ...]]
@@ -33,7 +32,7 @@ class FuzzFailure(AssertionError):
     pass
 
 
-def extension() -> Optional[ModuleType]:
+def extension() -> Optional[Any]:
     try:
         from kitex_fast.dapr import h2server
     except ImportError:
@@ -41,14 +40,14 @@ def extension() -> Optional[ModuleType]:
     return h2server._load()
 
 
-def pb_invoke(ext: ModuleType, knob: int, data: bytes) -> Record:
+def pb_invoke(ext: Any, knob: int, data: bytes) -> Record:
     try:
-        got = ext.decode_invoke_request(data)
-    except ext.ProtobufError as exc:
+        got = ext.protobuf.decode_invoke_request(data)
+    except ext.protobuf.ProtobufError as exc:
         return [("error", str(exc))]
     except BaseException as exc:
         raise FuzzFailure("decode_invoke_request raised %s: %s" % (type(exc).__name__, exc)) from exc
-    back = ext.decode_invoke_request(ext.encode_invoke_response(*got))
+    back = ext.protobuf.decode_invoke_request(ext.protobuf.encode_invoke_response(*got))
     if back != got:
         raise FuzzFailure("re-encoding changed the values: %r -> %r" % (got, back))
     try:
@@ -142,7 +141,7 @@ class _App:
         pass
 
 
-def _expected(ext: ModuleType, data: bytes, limit: int) -> Tuple[Any, ...]:
+def _expected(ext: Any, data: bytes, limit: int) -> Tuple[Any, ...]:
     """What the gRPC rules say about one unary request whose body is ``data``."""
     if len(data) < 5:
         return ("status", 13)
@@ -154,8 +153,8 @@ def _expected(ext: ModuleType, data: bytes, limit: int) -> Tuple[Any, ...]:
     if len(data) - 5 != n:
         return ("status", 13)
     try:
-        values = ext.decode_invoke_request(data[5:])
-    except ext.ProtobufError:
+        values = ext.protobuf.decode_invoke_request(data[5:])
+    except ext.protobuf.ProtobufError:
         return ("status", 13)
     return ("call", "fuzz", values[0], values[1], values[2])
 
@@ -179,14 +178,14 @@ def _statuses(out: bytes) -> List[int]:
     return statuses
 
 
-def grpc_unary(ext: ModuleType, knob: int, data: bytes) -> Record:
+def grpc_unary(ext: Any, knob: int, data: bytes) -> Record:
     limit = MAX_MESSAGES[knob % 3]
     chunk = (knob // 3) + 1
     body = b"".join(_frame(0, 0, 1, data[i:i + 1000]) for i in range(0, len(data), 1000))
     wire = REQUEST_HEAD + body + _frame(0, 1, 1, b"")
     app = _App()
     transport = _Transport()
-    conn = ext.Connection(app, max_message=limit)
+    conn = ext.server.Connection(app, max_message=limit)
     conn.connection_made(transport)
     for pos in range(0, len(wire), chunk):
         conn.data_received(wire[pos:pos + chunk])
@@ -230,7 +229,7 @@ ROUTE_VALUES = (
 _ROUTE: List[Any] = []  # (event loop, App, test server) made at the first input, kept for all
 
 
-def _route_env(ext: ModuleType) -> Tuple[Any, Any, Any]:
+def _route_env(ext: Any) -> Tuple[Any, Any, Any]:
     if not _ROUTE:
         import asyncio
         import atexit
@@ -256,7 +255,7 @@ def _route_env(ext: ModuleType) -> Tuple[Any, Any, Any]:
     return _ROUTE[0], _ROUTE[1], _ROUTE[2]
 
 
-async def _make_app(app_type: Any, component_type: Any, ext: ModuleType) -> Any:
+async def _make_app(app_type: Any, component_type: Any, ext: Any) -> Any:
     return app_type(component_type(max_instances=8), ext)
 
 
@@ -289,11 +288,11 @@ def _invoke_body(data: bytes, metadata: dict) -> bytes:
     from kitex_fast.dapr import h2server
 
     ext = h2server._load()
-    message = ext.encode_invoke_response(data, metadata, "get")  # (InvokeRequest's layout)
+    message = ext.protobuf.encode_invoke_response(data, metadata, "get")  # (InvokeRequest's layout)
     return b"\x00" + len(message).to_bytes(4, "big") + message
 
 
-def route_metadata(ext: ModuleType, knob: int, data: bytes) -> Record:
+def route_metadata(ext: Any, knob: int, data: bytes) -> Record:
     # A real round trip per input costs milliseconds, a thousand codec inputs' time: this target
     # runs on one knob in 8, so the codec targets keep most of the fuzz run's bounded budget.
     if knob & 0x38:
@@ -398,7 +397,7 @@ def seeds() -> List[Tuple[str, int, bytes]]:
     ext = extension()
     if ext is None:
         return []
-    message = ext.encode_invoke_response(b"\x80\x01\x00\x01", {"hostPorts": "127.0.0.1:1", "k": ""}, "get")
+    message = ext.protobuf.encode_invoke_response(b"\x80\x01\x00\x01", {"hostPorts": "127.0.0.1:1", "k": ""}, "get")
     framed = b"\x00" + len(message).to_bytes(4, "big") + message
     return [("pb-invoke", 0, message), ("pb-invoke", 0, message + b"\x28\x01"),
             ("grpc-unary", 2, framed), ("grpc-unary", 5, framed), ("grpc-unary", 0, framed),

@@ -1,8 +1,11 @@
-"""Types of the compiled component server's byte layer (``_h2server.pyx``)."""
+"""Types of the compiled component server's HTTP/2 connection (``_h2server.pyx``)."""
 
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 from typing_extensions import TypeAlias, disjoint_base
+
+from ._invoke import InvokePath
+from ._server_api import ServerApp
 
 _BytesLike: TypeAlias = Union[bytes, bytearray, memoryview]
 
@@ -16,46 +19,11 @@ MAX_HEADER_LIST: int
 MAX_STATUS_TEXT: int
 DEFAULT_MAX_STREAMS: int
 LINGER_SECONDS: float
-STATUS_CODES: Dict[str, int]
+GRPC_STATUS_BY_NAME: Dict[str, int]
 
-class ProtobufError(ValueError): ...
-
-def decode_invoke_request(message: _BytesLike) -> Tuple[bytes, Dict[str, str], str]: ...
-def decode_init_request(message: _BytesLike) -> Dict[str, str]: ...
-def scan_fields(message: _BytesLike) -> List[Tuple[int, Union[int, bytes]]]: ...
-def encode_invoke_response(
-    data: _BytesLike, metadata: Optional[Mapping[str, str]], content_type: Optional[str], framed: bool = ...
-) -> bytes: ...
-def encode_strings(strings: Iterable[str], field: int = ..., framed: bool = ...) -> bytes: ...
-def encode_fields(fields: Iterable[Tuple[int, Union[int, _BytesLike]]], framed: bool = ...) -> bytes: ...
 def percent_encode(text: Union[str, bytes]) -> bytes: ...
 def status_text(text: str) -> str: ...
 def buffered_total() -> int: ...
-def map_entry(key: Union[str, bytes], value: Union[str, bytes]) -> bytes: ...
-
-@disjoint_base
-class FastRoute:
-    client: Any
-    pool: Any
-    encoder: Any
-    loop: Any
-    timeout: float
-    operations: Tuple[str, ...]
-    instance: Any
-    touch: Tuple[Tuple[Any, Any], ...]
-    entries: bytes
-    content_type: bytes
-    options: Any
-    forwards_trace: bool
-    trace: Callable[[Mapping[str, str]], Optional[Dict[str, str]]]
-
-@disjoint_base
-class InstanceRoutes:
-    kinds: Dict[str, int]
-    routes: Dict[Any, Optional[FastRoute]]
-    untraced: str
-    limit: int
-    def __init__(self, untraced: str, limit: int = ...) -> None: ...
 
 @disjoint_base
 class Connection:
@@ -63,8 +31,9 @@ class Connection:
     compiled_calls: int
     refused_streams: int
     def __init__(
-        self, app: Any, max_message: int = ..., max_buffer: int = ..., max_streams: int = ...,
-        max_queued: int = ..., handshake_timeout: float = ..., idle_timeout: float = ...
+        self, app: ServerApp, max_message: int = ..., max_buffer: int = ..., max_streams: int = ...,
+        max_queued: int = ..., handshake_timeout: float = ..., idle_timeout: float = ...,
+        invoke_path: Optional[InvokePath] = ...,
     ) -> None: ...
     def connection_made(self, transport: Any) -> None: ...
     def data_received(self, data: _BytesLike) -> None: ...

@@ -1,6 +1,11 @@
-"""The compiled component server's byte layer: HTTP/2 from libnghttp2, gRPC framing and the
-OutputBinding messages' protobuf codec in C. Component rules stay in Python (``core.py``); the
-per-connection object here calls a Python ``app`` (``h2server.py``) only with decoded values.
+"""The compiled component server's HTTP/2 connection: libnghttp2 under an asyncio protocol, and
+gRPC over it. It knows nothing of Kitex, routes or bindings: it calls a Python ``app``
+(``h2server.App``, typed by ``_server_api.ServerApp``) with decoded values, and hands an Invoke
+first to the compiled Invoke path (``_invoke.pyx``) when the app gave it one.
+
+The rooms: nghttp2's declarations (``_nghttp2.pxd``), the OutputBinding messages' protobuf codec
+(``_protobuf.pyx``), this connection, and the Invoke path. Imports run one way: ``_h2server`` ->
+``_invoke`` -> ``_protobuf``, through the C entry points of their ``.pxd`` files.
 
 Shape (httptools over llhttp; nghttp2's own old python/nghttp2.pyx): ``Connection`` is an asyncio
 protocol whose ``data_received`` feeds ``nghttp2_session_mem_recv``; nghttp2 calls back
@@ -13,116 +18,23 @@ gRPC over HTTP/2 (grpc/grpc doc/PROTOCOL-HTTP2.md): a message is a 1-byte compre
 big-endian length and the message; a reply is HEADERS (:status 200, content-type), DATA, and
 trailers with ``grpc-status`` and a percent-encoded ``grpc-message``; an error before any reply is
 "trailers-only" (one HEADERS frame with END_STREAM). ``grpc-timeout`` is 1-8 digits and a unit.
+The status text and timeout helpers stay here: they are gRPC's HTTP/2 mapping, not protobuf.
 
 Every read of peer bytes is bounds-checked against the end of its buffer; lengths from the peer
 are checked against what is there before use.
 """
 
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, uint8_t, uint32_t
 from libc.string cimport memcmp, memcpy
+from cpython.bytearray cimport (
+    PyByteArray_AS_STRING, PyByteArray_FromStringAndSize, PyByteArray_GET_SIZE, PyByteArray_Resize,
+)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.unicode cimport PyUnicode_DecodeUTF8
-from cpython.dict cimport PyDict_GetItem, PyDict_Next
-from cpython.object cimport PyObject
-from cpython.ref cimport Py_INCREF
-from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cpython.pycapsule cimport PyCapsule_GetPointer
 
-cdef extern from "nghttp2/nghttp2.h":
-    ctypedef struct nghttp2_session:
-        pass
-    ctypedef struct nghttp2_session_callbacks:
-        pass
-    ctypedef struct nghttp2_option:
-        pass
-    ctypedef struct nghttp2_nv:
-        uint8_t *name
-        uint8_t *value
-        size_t namelen
-        size_t valuelen
-        uint8_t flags
-    ctypedef struct nghttp2_frame_hd:
-        size_t length
-        int32_t stream_id
-        uint8_t type
-        uint8_t flags
-    ctypedef enum nghttp2_headers_category:
-        NGHTTP2_HCAT_REQUEST
-    ctypedef struct nghttp2_headers:
-        nghttp2_frame_hd hd
-        nghttp2_headers_category cat
-    ctypedef union nghttp2_frame:
-        nghttp2_frame_hd hd
-        nghttp2_headers headers
-    ctypedef union nghttp2_data_source:
-        int fd
-        void *ptr
-    ctypedef ssize_t (*nghttp2_data_source_read_callback)(
-        nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
-        uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
-    ctypedef struct nghttp2_data_provider:
-        nghttp2_data_source source
-        nghttp2_data_source_read_callback read_callback
-    ctypedef struct nghttp2_settings_entry:
-        int32_t settings_id
-        uint32_t value
-
-    ctypedef int (*nghttp2_on_begin_headers_callback)(nghttp2_session*, const nghttp2_frame*, void*)
-    ctypedef int (*nghttp2_on_header_callback)(nghttp2_session*, const nghttp2_frame*, const uint8_t*,
-                                               size_t, const uint8_t*, size_t, uint8_t, void*)
-    ctypedef int (*nghttp2_on_frame_recv_callback)(nghttp2_session*, const nghttp2_frame*, void*)
-    ctypedef int (*nghttp2_on_frame_send_callback)(nghttp2_session*, const nghttp2_frame*, void*)
-    ctypedef int (*nghttp2_on_data_chunk_recv_callback)(nghttp2_session*, uint8_t, int32_t,
-                                                        const uint8_t*, size_t, void*)
-    ctypedef int (*nghttp2_on_stream_close_callback)(nghttp2_session*, int32_t, uint32_t, void*)
-    ctypedef int (*nghttp2_on_frame_not_send_callback)(nghttp2_session*, const nghttp2_frame*, int, void*)
-
-    int NGHTTP2_DATA
-    int NGHTTP2_HEADERS
-    int NGHTTP2_SETTINGS
-    int NGHTTP2_FLAG_ACK
-    int NGHTTP2_INTERNAL_ERROR
-    int NGHTTP2_REFUSED_STREAM
-    int NGHTTP2_FLAG_NONE
-    int NGHTTP2_FLAG_END_STREAM
-    int NGHTTP2_NV_FLAG_NONE
-    int NGHTTP2_NO_ERROR
-    int NGHTTP2_PROTOCOL_ERROR
-    int NGHTTP2_CANCEL
-    int NGHTTP2_ENHANCE_YOUR_CALM
-    int NGHTTP2_ERR_DEFERRED
-    int NGHTTP2_ERR_CALLBACK_FAILURE
-    int NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
-    int NGHTTP2_DATA_FLAG_EOF
-    int NGHTTP2_DATA_FLAG_NO_END_STREAM
-    int NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS
-    int NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE
-
-    int nghttp2_session_callbacks_new(nghttp2_session_callbacks **callbacks_ptr)
-    void nghttp2_session_callbacks_del(nghttp2_session_callbacks *callbacks)
-    void nghttp2_session_callbacks_set_on_begin_headers_callback(nghttp2_session_callbacks*, nghttp2_on_begin_headers_callback)
-    void nghttp2_session_callbacks_set_on_header_callback(nghttp2_session_callbacks*, nghttp2_on_header_callback)
-    void nghttp2_session_callbacks_set_on_frame_recv_callback(nghttp2_session_callbacks*, nghttp2_on_frame_recv_callback)
-    void nghttp2_session_callbacks_set_on_frame_send_callback(nghttp2_session_callbacks*, nghttp2_on_frame_send_callback)
-    void nghttp2_session_callbacks_set_on_data_chunk_recv_callback(nghttp2_session_callbacks*, nghttp2_on_data_chunk_recv_callback)
-    void nghttp2_session_callbacks_set_on_stream_close_callback(nghttp2_session_callbacks*, nghttp2_on_stream_close_callback)
-    void nghttp2_session_callbacks_set_on_frame_not_send_callback(nghttp2_session_callbacks*, nghttp2_on_frame_not_send_callback)
-    int nghttp2_session_server_new(nghttp2_session **session_ptr, const nghttp2_session_callbacks *callbacks, void *user_data)
-    void nghttp2_session_del(nghttp2_session *session)
-    ssize_t nghttp2_session_mem_recv(nghttp2_session *session, const uint8_t *data, size_t inlen)
-    ssize_t nghttp2_session_mem_send(nghttp2_session *session, const uint8_t **data_ptr)
-    int nghttp2_session_want_read(nghttp2_session *session)
-    int nghttp2_session_want_write(nghttp2_session *session)
-    int nghttp2_session_resume_data(nghttp2_session *session, int32_t stream_id)
-    int32_t nghttp2_session_get_last_proc_stream_id(nghttp2_session *session)
-    int nghttp2_submit_settings(nghttp2_session *session, uint8_t flags, const nghttp2_settings_entry *iv, size_t niv)
-    int nghttp2_submit_response(nghttp2_session *session, int32_t stream_id, const nghttp2_nv *nva,
-                                size_t nvlen, const nghttp2_data_provider *data_prd)
-    int nghttp2_submit_trailer(nghttp2_session *session, int32_t stream_id, const nghttp2_nv *nva, size_t nvlen)
-    int nghttp2_submit_rst_stream(nghttp2_session *session, uint8_t flags, int32_t stream_id, uint32_t error_code)
-    int nghttp2_submit_shutdown_notice(nghttp2_session *session)
-    int nghttp2_submit_goaway(nghttp2_session *session, uint8_t flags, int32_t last_stream_id,
-                              uint32_t error_code, const uint8_t *opaque_data, size_t opaque_data_len)
-    const char *nghttp2_strerror(int lib_error_code)
+from ._nghttp2 cimport *
+from ._protobuf cimport PROTOBUF_API_NAME, ProtobufAPI
+from ._invoke cimport INVOKE_API_NAME, InvokeAPI
 
 
 # --- limits -------------------------------------------------------------------------------------
@@ -163,8 +75,8 @@ MAX_STATUS_TEXT = 1024
 # RST_STREAM REFUSED_STREAM). daprd multiplexes every call on one connection.
 DEFAULT_MAX_STREAMS = 1024
 
-# gRPC status codes (grpc/grpc doc/statuscodes.md).
-STATUS_CODES = {
+# gRPC status codes by name (grpc/grpc doc/statuscodes.md).
+GRPC_STATUS_BY_NAME = {
     "OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4,
     "NOT_FOUND": 5, "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8,
     "FAILED_PRECONDITION": 9, "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12,
@@ -183,321 +95,17 @@ from asyncio import get_running_loop as _get_running_loop
 # Package modules through importlib, not `from ..x import` (see _codec.pyx: Cython >= 3.2 resolves
 # a relative import to the build-time name, which in a vendored copy is another copy's).
 from importlib import import_module as _import_module
-_response_metadata = _import_module("..binding", __package__).response_metadata
-_TransportError = _import_module("..errors", __package__).TransportError
 
-
-class ProtobufError(ValueError):
-    """Bytes that are not the message they claim to be (the text says what was found where)."""
-
-
-# --- protobuf: the OutputBinding messages (dapr/proto/components/v1 bindings.proto, common.proto)
-# Wire format: protobuf docs "Encoding" (varint, tag = field << 3 | wire type; 0 varint, 1 fixed64,
-# 2 length-delimited, 5 fixed32; 3/4 groups are deprecated and refused here).
-
-cdef inline Py_ssize_t _varint(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, uint64_t* out) except -1:
-    cdef uint64_t value = 0
-    cdef int shift = 0
-    cdef uint8_t b
-    while True:
-        if pos >= end:
-            raise ProtobufError("truncated varint at byte %d" % pos)
-        if shift >= 64:
-            raise ProtobufError("varint longer than 10 bytes at byte %d" % pos)
-        b = p[pos]
-        pos += 1
-        value |= (<uint64_t>(b & 0x7F)) << shift
-        shift += 7
-        if b < 0x80:
-            out[0] = value
-            return pos
-
-
-cdef Py_ssize_t _skip(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, uint32_t wire) except -1:
-    """Past an unknown field's value (protobuf keeps unknown fields; these messages need none)."""
-    cdef uint64_t n
-    if wire == 0:
-        return _varint(p, pos, end, &n)
-    if wire == 1:
-        if end - pos < 8:
-            raise ProtobufError("truncated fixed64 at byte %d" % pos)
-        return pos + 8
-    if wire == 5:
-        if end - pos < 4:
-            raise ProtobufError("truncated fixed32 at byte %d" % pos)
-        return pos + 4
-    if wire == 2:
-        pos = _varint(p, pos, end, &n)
-        if n > <uint64_t>(end - pos):
-            raise ProtobufError("length %d at byte %d runs past the end (%d bytes left)" % (n, pos, end - pos))
-        return pos + <Py_ssize_t>n
-    raise ProtobufError("wire type %d at byte %d is not supported" % (wire, pos))
-
-
-cdef inline Py_ssize_t _tag(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, uint32_t* field, uint32_t* wire) except -1:
-    cdef uint64_t t
-    cdef Py_ssize_t start = pos
-    pos = _varint(p, pos, end, &t)
-    if pos - start > 5:
-        # A tag is a 32-bit varint: upb (Python's protobuf) refuses a longer, zero-padded one;
-        # protobuf-go reads it. No encoder writes one, so refusing it is the stricter of the two.
-        raise ProtobufError("tag varint longer than 5 bytes at byte %d" % start)
-    if t >> 3 == 0 or t >> 3 > 0x1FFFFFFF:
-        raise ProtobufError("field number 0 or out of range at byte %d" % pos)
-    field[0] = <uint32_t>(t >> 3)
-    wire[0] = <uint32_t>(t & 7)
-    return pos
-
-
-cdef inline Py_ssize_t _delimited(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t* start) except -1:
-    """Length-delimited value: its start in ``start``, its end returned."""
-    cdef uint64_t n
-    pos = _varint(p, pos, end, &n)
-    if n > <uint64_t>(end - pos):
-        raise ProtobufError("length %d at byte %d runs past the end (%d bytes left)" % (n, pos, end - pos))
-    start[0] = pos
-    return pos + <Py_ssize_t>n
-
-
-cdef inline str _utf8(const uint8_t* p, Py_ssize_t start, Py_ssize_t stop, str what):
-    try:
-        return PyUnicode_DecodeUTF8(<const char*>p + start, stop - start, NULL)
-    except UnicodeDecodeError:
-        raise ProtobufError("%s is not valid UTF-8 (proto3 string)" % what) from None
-
-
-cdef int _map_entry(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, dict out, str what) except -1:
-    """A map<string, string> entry (key = 1, value = 2); absent parts are ""; last one wins."""
-    cdef uint32_t field, wire
-    cdef Py_ssize_t start
-    cdef str key = "", value = ""
-    while pos < end:
-        pos = _tag(p, pos, end, &field, &wire)
-        if (field == 1 or field == 2) and wire == 2:
-            pos = _delimited(p, pos, end, &start)
-            if field == 1:
-                key = _utf8(p, start, pos, what + " key")
-            else:
-                value = _utf8(p, start, pos, what + " value")
-        else:
-            pos = _skip(p, pos, end, wire)
-    out[key] = value
-    return 0
-
-
-cdef tuple _decode_invoke_request(const uint8_t* p, Py_ssize_t end):
-    cdef uint32_t field, wire
-    cdef Py_ssize_t pos = 0, start, stop
-    cdef bytes data = b""
-    cdef str operation = ""
-    cdef dict metadata = {}
-    while pos < end:
-        pos = _tag(p, pos, end, &field, &wire)
-        if field <= 3 and wire == 2:
-            stop = _delimited(p, pos, end, &start)
-            if field == 1:
-                data = PyBytes_FromStringAndSize(<const char*>p + start, stop - start)
-            elif field == 2:
-                _map_entry(p, start, stop, metadata, "InvokeRequest.metadata")
-            else:
-                operation = _utf8(p, start, stop, "InvokeRequest.operation")
-            pos = stop
-        else:
-            pos = _skip(p, pos, end, wire)
-    return data, metadata, operation
-
-
-cdef dict _decode_init_request(const uint8_t* p, Py_ssize_t end):
-    cdef uint32_t field, wire, inner_field, inner_wire
-    cdef Py_ssize_t pos = 0, start, stop, ipos, istart, istop
-    cdef dict properties = {}
-    while pos < end:
-        pos = _tag(p, pos, end, &field, &wire)
-        if field == 1 and wire == 2:  # OutputBindingInitRequest.metadata: MetadataRequest
-            stop = _delimited(p, pos, end, &start)
-            ipos = start
-            while ipos < stop:
-                ipos = _tag(p, ipos, stop, &inner_field, &inner_wire)
-                if inner_field == 1 and inner_wire == 2:  # MetadataRequest.properties
-                    istop = _delimited(p, ipos, stop, &istart)
-                    _map_entry(p, istart, istop, properties, "MetadataRequest.properties")
-                    ipos = istop
-                else:
-                    ipos = _skip(p, ipos, stop, inner_wire)
-            pos = stop
-        else:
-            pos = _skip(p, pos, end, wire)
-    return properties
-
-
-cdef int _check_message(const uint8_t* p, Py_ssize_t end) except -1:
-    """Any message with no field we read (the empty requests): only well-formed fields."""
-    cdef uint32_t field, wire
-    cdef Py_ssize_t pos = 0
-    while pos < end:
-        pos = _tag(p, pos, end, &field, &wire)
-        pos = _skip(p, pos, end, wire)
-    return 0
-
-
-def decode_invoke_request(message):
-    """``InvokeRequest`` bytes -> ``(data: bytes, metadata: dict, operation: str)``."""
-    cdef const uint8_t[::1] view = message
-    if view.shape[0] == 0:
-        return b"", {}, ""
-    return _decode_invoke_request(&view[0], view.shape[0])
-
-
-def decode_init_request(message):
-    """``OutputBindingInitRequest`` bytes -> its ``metadata.properties`` as a dict."""
-    cdef const uint8_t[::1] view = message
-    if view.shape[0] == 0:
-        return {}
-    return _decode_init_request(&view[0], view.shape[0])
-
-
-def scan_fields(message):
-    """Any message's top-level fields as ``[(field number, value)]``: ints for varint/fixed,
-    bytes for length-delimited (the reflection requests, which are rare, use this)."""
-    cdef const uint8_t[::1] view = message
-    cdef Py_ssize_t pos = 0, end = view.shape[0], start, stop
-    cdef uint32_t field, wire
-    cdef uint64_t n
-    cdef list out = []
-    if end == 0:
-        return out
-    cdef const uint8_t* p = &view[0]
-    while pos < end:
-        pos = _tag(p, pos, end, &field, &wire)
-        if wire == 2:
-            stop = _delimited(p, pos, end, &start)
-            out.append((field, PyBytes_FromStringAndSize(<const char*>p + start, stop - start)))
-            pos = stop
-        elif wire == 0:
-            pos = _varint(p, pos, end, &n)
-            out.append((field, n))
-        else:
-            start = pos
-            pos = _skip(p, pos, end, wire)
-            out.append((field, int.from_bytes((<const char*>p)[start:pos], "little")))
-    return out
-
-
-# -- encoding: into a bytearray, fields in number order, map entries by key (what protobuf's
-# deterministic serialization writes; key and value always present, as upb's encode_mapentry).
-
-cdef inline void _put_varint(bytearray out, uint64_t v):
-    cdef uint8_t buf[10]
-    cdef int n = 0
-    while v >= 0x80:
-        buf[n] = <uint8_t>(v & 0x7F) | 0x80
-        v >>= 7
-        n += 1
-    buf[n] = <uint8_t>v
-    out += (<char*>buf)[:n + 1]
-
-
-cdef inline int _varint_size(uint64_t v):
-    cdef int n = 1
-    while v >= 0x80:
-        v >>= 7
-        n += 1
-    return n
-
-
-cdef inline void _put_bytes_field(bytearray out, uint32_t field, const char* p, Py_ssize_t n):
-    _put_varint(out, (field << 3) | 2)
-    _put_varint(out, <uint64_t>n)
-    out += p[:n]
-
-
-cdef bytes _as_utf8(object s):
-    if type(s) is bytes:
-        return <bytes>s
-    return (<str>s).encode("utf-8")
-
-
-cdef void _put_string_map(bytearray out, uint32_t field, object mapping) except *:
-    cdef bytes k, v
-    cdef list items = sorted([(_as_utf8(a), _as_utf8(b)) for a, b in mapping.items()])
-    for k, v in items:
-        _put_varint(out, (field << 3) | 2)
-        _put_varint(out, <uint64_t>(_varint_size(len(k)) + len(k) + _varint_size(len(v)) + len(v) + 2))
-        _put_bytes_field(out, 1, PyBytes_AS_STRING(k), len(k))
-        _put_bytes_field(out, 2, PyBytes_AS_STRING(v), len(v))
-
-
-cdef inline void _grpc_prefix(bytearray out):
-    out += b"\x00\x00\x00\x00\x00"  # compressed flag 0, length patched by _patch_length
-
-
-cdef inline int _patch_length(bytearray out) except -1:
-    cdef Py_ssize_t n = len(out) - 5
-    if n > 0xFFFFFFFF:
-        raise ProtobufError("reply of %d bytes does not fit a gRPC message" % n)
-    out[1] = (n >> 24) & 0xFF
-    out[2] = (n >> 16) & 0xFF
-    out[3] = (n >> 8) & 0xFF
-    out[4] = n & 0xFF
-    return 0
-
-
-def encode_invoke_response(data, metadata, content_type, bint framed=False):
-    """``InvokeResponse`` bytes (with the 5-byte gRPC prefix when ``framed``)."""
-    cdef bytearray out = bytearray()
-    cdef const uint8_t[::1] view = data
-    cdef bytes ct
-    if framed:
-        _grpc_prefix(out)
-    if view.shape[0]:
-        _put_bytes_field(out, 1, <const char*>&view[0], view.shape[0])
-    if metadata:
-        _put_string_map(out, 2, metadata)
-    if content_type:
-        ct = _as_utf8(content_type)
-        _put_bytes_field(out, 3, PyBytes_AS_STRING(ct), len(ct))
-    if framed:
-        _patch_length(out)
-    return bytes(out)
-
-
-def encode_strings(strings, uint32_t field=1, bint framed=False):
-    """A message whose only field is ``repeated string`` number ``field`` (ListOperationsResponse)."""
-    cdef bytearray out = bytearray()
-    cdef bytes b
-    if framed:
-        _grpc_prefix(out)
-    for s in strings:
-        b = _as_utf8(s)
-        _put_bytes_field(out, field, PyBytes_AS_STRING(b), len(b))
-    if framed:
-        _patch_length(out)
-    return bytes(out)
-
-
-def encode_fields(fields, bint framed=False):
-    """``[(field number, bytes | int)]`` -> a message (length-delimited for bytes, varint for int);
-    for the prebuilt reflection replies."""
-    cdef bytearray out = bytearray()
-    cdef bytes b
-    if framed:
-        _grpc_prefix(out)
-    for field, value in fields:
-        if isinstance(value, int):
-            _put_varint(out, (<uint32_t>field << 3) | 0)
-            _put_varint(out, <uint64_t>value)
-        else:
-            b = bytes(value)
-            _put_bytes_field(out, field, PyBytes_AS_STRING(b), len(b))
-    if framed:
-        _patch_length(out)
-    return bytes(out)
+_protobuf = _import_module("._protobuf", __package__)
+_ProtobufError = _protobuf.ProtobufError
+cdef ProtobufAPI* _pb = <ProtobufAPI*>PyCapsule_GetPointer(_protobuf._C_API, PROTOBUF_API_NAME)
+cdef InvokeAPI* _invoke_api = <InvokeAPI*>PyCapsule_GetPointer(
+    _import_module("._invoke", __package__)._C_API, INVOKE_API_NAME)
+if _pb.version < 1 or _invoke_api.version < 1:  # (entries are only appended: version 1 has all we use)
+    raise ImportError("kitex_fast.dapr._protobuf/_invoke are older than this _h2server")
 
 
 # --- gRPC over HTTP/2 ---------------------------------------------------------------------------
-
-cdef bytes _UNRESERVED = b"".join(bytes([c]) for c in range(0x20, 0x7F) if c != 0x25)
-
 
 def status_text(text):
     """A status text as it goes out in grpc-message: at most MAX_STATUS_TEXT bytes of UTF-8 (lone
@@ -511,7 +119,7 @@ def status_text(text):
 
 def percent_encode(text):
     """``grpc-message``'s encoding: UTF-8, then every byte outside 0x20-0x7E and ``%`` as %XX."""
-    cdef bytes raw = _as_utf8(text)
+    cdef bytes raw = text if type(text) is bytes else (<str>text).encode("utf-8")
     cdef bytearray out = bytearray()
     cdef uint8_t c
     for c in raw:
@@ -582,6 +190,11 @@ cdef class _Stream:
     cdef double timeout
     cdef bytes bad_timeout  # a grpc-timeout that does not parse (the call is refused), or None
     cdef bytearray inbuf
+    # A unary request whose one DATA frame ends the stream, read where nghttp2 holds it (the
+    # buffer given to nghttp2_session_mem_recv) instead of copied into inbuf: valid only until
+    # that call returns, so data_received copies what is still lent then (Connection._settle).
+    cdef const uint8_t* lent
+    cdef Py_ssize_t lent_len
     cdef bint replied      # response HEADERS submitted
     cdef bint finished     # nothing more to read from the request (refused, or processed)
     cdef bint ended        # the peer ended its side
@@ -595,25 +208,11 @@ cdef class _Stream:
     cdef int status
     cdef bytes message
     cdef public object task
-    # An Invoke on the compiled path (Connection._fast_invoke): the Kitex call's future, its
-    # connection and seq id, the route, the timer, and the request metadata (for errors and logs).
+    # An Invoke the compiled path took (_invoke's start): the running call, until its answer
+    # arrives (_invoke_done) or the stream lets it go (_abandon_call); and this connection while
+    # it runs (the answer's way back).
+    cdef object call
     cdef Connection conn
-    cdef FastRoute route
-    cdef object proto
-    cdef object fut
-    cdef object handle
-    cdef object seq
-    cdef dict metadata
-
-    def __call__(self, fut):
-        """The Kitex reply (or error) of this stream's call: a done callback of its future."""
-        cdef Connection conn = self.conn
-        if self.fut is fut and conn is not None and not fut.cancelled():
-            try:
-                conn._fast_done(self)
-            except Exception as exc:  # per-call code: this stream ends, the connection lives
-                conn._stream_crashed(self.id, exc)
-                conn._flush()
 
     def __cinit__(self):
         self.inbuf = bytearray()
@@ -702,7 +301,7 @@ cdef int _on_data_chunk(nghttp2_session* session, uint8_t flags, int32_t stream_
     cdef Connection conn = <Connection>user_data
     try:
         try:
-            conn._data(stream_id, data, length)
+            conn._data(stream_id, data, length, flags)
         except Exception as exc:  # per-call code: this stream ends, the connection lives
             conn._stream_crashed(stream_id, exc)
     except BaseException as exc:
@@ -772,7 +371,7 @@ cdef int _on_stream_close(nghttp2_session* session, int32_t stream_id, uint32_t 
     cdef Connection conn = <Connection>user_data
     try:
         try:
-            conn._closed(stream_id)
+            conn._stream_closed(stream_id)
         except Exception as exc:  # per-call code (abandoning its call): the stream is gone anyway
             conn.app.call_crashed(conn, "", exc)
     except BaseException as exc:
@@ -827,102 +426,32 @@ cdef ssize_t _read_data(nghttp2_session* session, int32_t stream_id, uint8_t* bu
         return NGHTTP2_ERR_CALLBACK_FAILURE
 
 
-cdef class FastRoute:
-    """What the compiled Invoke path needs of one route (an instance and the values of the
-    metadata keys its binding reads), built once by the Python side (``h2server.App``), which
-    decides that a call on it may skip the general path: the client's pool and encoder, the
-    call's timeout, and the response fields that do not change from call to call."""
-
-    cdef public object client          # retired (evicted from its binding's cache): route dropped
-    cdef public object pool
-    cdef public object encoder
-    cdef public object loop
-    cdef public double timeout         # seconds; 0: none
-    cdef public tuple operations       # the operations the binding serves
-    cdef public object instance        # core._Instance: in_flight, evicted
-    cdef public object touch           # LRU touches: (callable, argument) pairs, per call
-    cdef public bytes entries          # the constant response metadata entries (messageType, methodName)
-    cdef public bytes content_type     # InvokeResponse.content_type, encoded as field 3
-    cdef public object options         # CallOptions, for the general response metadata
-    cdef public bint forwards_trace    # TTHeader: a call's trace context goes out as its own headers
-    cdef public object trace           # core.trace_headers: metadata -> those headers, or None
-
-    def __cinit__(self):
-        self.timeout = 0.0
-        self.operations = ()
-        self.touch = ()
-        self.entries = b""
-        self.content_type = b""
-
-
-# How the compiled Invoke path treats a metadata key (InstanceRoutes.kinds): the component's rule
-# (core.Component.key_kind). ROUTE: the binding reads it, its value is part of the route; GENERAL:
-# a call with it needs the general path (base64 data); TRACE: trace context, forwarded as TTHeader
-# headers, so a traced call on a TTHeader route takes the general path; anything else is ignored.
-_Component = _import_module(".core", __package__).Component
-cdef int KEY_ROUTE = _Component.KEY_ROUTE
-cdef int KEY_GENERAL = _Component.KEY_GENERAL
-cdef int KEY_TRACE = _Component.KEY_TRACE
-
-
-cdef class InstanceRoutes:
-    """The compiled path's cache for one component instance: what each metadata key name means,
-    and the routes by the set of (key, value) pairs that choose them (daprd sends a map's keys in
-    any order, and keys such as traceparent that do not choose the route)."""
-
-    cdef public dict kinds             # key name -> KEY_*
-    cdef public dict routes            # frozenset of route (key, value) pairs -> FastRoute, or None
-    cdef public str untraced           # the traceparent of an untraced call: not a trace context
-    cdef public Py_ssize_t limit
-
-    def __init__(self, str untraced, Py_ssize_t limit=1024):
-        self.kinds = {}
-        self.routes = {}
-        self.untraced = untraced
-        self.limit = limit
-
-
-cdef inline void _put_entry(bytearray out, const char* key, Py_ssize_t klen, const char* value, Py_ssize_t vlen):
-    """One ``map<string, string>`` entry of InvokeResponse.metadata (field 2)."""
-    _put_varint(out, (2 << 3) | 2)
-    _put_varint(out, <uint64_t>(_varint_size(klen) + klen + _varint_size(vlen) + vlen + 2))
-    _put_bytes_field(out, 1, key, klen)
-    _put_bytes_field(out, 2, value, vlen)
-
-
-def map_entry(key, value):
-    """One encoded ``map<string, string>`` entry of InvokeResponse.metadata (FastRoute.entries)."""
-    cdef bytearray out = bytearray()
-    cdef bytes k = _as_utf8(key), v = _as_utf8(value)
-    _put_entry(out, PyBytes_AS_STRING(k), len(k), PyBytes_AS_STRING(v), len(v))
-    return bytes(out)
-
-
-cdef bytes _fast_response(FastRoute route, object frame, object seq, object endpoint):
-    """The framed InvokeResponse of a plain reply, byte for byte what encode_invoke_response
-    writes for the general path's response (map entries in key order)."""
-    cdef bytearray out = bytearray()
-    cdef const uint8_t[::1] view
-    cdef bytes b
-    if frame.str_headers or frame.int_headers:  # TTHeader headers: the general metadata
-        return encode_invoke_response(frame.payload, _response_metadata(frame, seq, endpoint, route.options),
-                                      route.content_type, True)
-    _grpc_prefix(out)
-    view = frame.payload
-    if view.shape[0]:
-        _put_bytes_field(out, 1, <const char*>&view[0], view.shape[0])
-    # keys in order: endpoint, messageType + methodName (route.entries), seqId, transport
-    b = _as_utf8(endpoint)
-    _put_entry(out, "endpoint", 8, PyBytes_AS_STRING(b), len(b))
-    out += route.entries
-    b = b"%d" % seq
-    _put_entry(out, "seqId", 5, PyBytes_AS_STRING(b), len(b))
-    b = _as_utf8(frame.transport)
-    _put_entry(out, "transport", 9, PyBytes_AS_STRING(b), len(b))
-    if route.content_type:
-        _put_bytes_field(out, 3, PyBytes_AS_STRING(route.content_type), len(route.content_type))
-    _patch_length(out)
-    return bytes(out)
+cdef int _invoke_done(object sink, object reply, int status, object text) except -1:
+    """The answer of a call the compiled Invoke path took (``InvokeDone`` in _invoke.pxd):
+    ``sink`` is its stream."""
+    cdef _Stream s = <_Stream>sink
+    cdef Connection conn = s.conn
+    s.conn = None
+    s.call = None
+    conn.calls -= 1
+    try:
+        if status < 0:
+            raise text  # per-call code raised: the except below ends this stream with its status
+        if conn.streams.get(s.id) is not s:
+            return 0  # (the connection is gone)
+        if reply is not None:
+            conn._reply(s, reply)
+        else:
+            conn.reply_status(s.id, status, text)
+    except Exception as exc:  # per-call code: this stream ends, the connection lives
+        conn._stream_crashed(s.id, exc)
+        conn._flush()
+        return 0
+    if conn.calls:
+        conn._flush_soon()  # more replies may complete in this iteration: one write for all
+    else:
+        conn._flush()  # the last call running: no reason to wait
+    return 0
 
 
 # Request bytes buffered by every connection of the process (DEFAULT_MAX_BUFFERED).
@@ -937,11 +466,18 @@ def buffered_total():
 cdef class Connection:
     """One HTTP/2 connection of daprd (or any gRPC client): an asyncio protocol.
 
-    ``app`` is the Python side (h2server.App): ``invoke(conn, stream_id, instance, operation, data,
-    metadata, timeout)`` and ``init(conn, stream_id, instance, properties)`` start the call and
-    answer later through :meth:`reply_invoke` / :meth:`reply_empty` / :meth:`reply_status`;
-    ``operations(instance)`` and ``reflect(request bytes) -> reply bytes`` answer at once;
-    ``connection_done(conn)`` is told when the connection is gone."""
+    ``app`` is the Python side (h2server.App; what it answers is ``_server_api.ServerApp``):
+    ``invoke(conn, stream_id, instance, operation, data, metadata, timeout)`` and ``init(conn,
+    stream_id, instance, properties)`` start the call and answer later through
+    :meth:`reply_invoke` / :meth:`reply_empty` / :meth:`reply_status`; ``operations(instance)``
+    and ``reflect(request bytes) -> reply bytes`` answer at once; ``connection_done(conn)`` is
+    told when the connection is gone. ``invoke_path`` (an ``_invoke.InvokePath``, or None) gets
+    each Invoke first, as decoded values; what it does not take goes to ``app.invoke``.
+
+    Closing: ``goaway_sent`` (our final GOAWAY is queued), ``write_closed`` (our side is done:
+    write_eof sent, reading to the peer's EOF); ``_close_write`` closes our side gracefully,
+    ``_close_now`` aborts the transport, ``_linger_expired`` is the hard close after
+    LINGER_SECONDS; ``_stream_closed`` is nghttp2 closing one stream."""
 
     cdef nghttp2_session* session
     cdef object transport
@@ -952,12 +488,13 @@ cdef class Connection:
     cdef Py_ssize_t max_message
     cdef Py_ssize_t max_buffer
     cdef bint paused
-    cdef bint closing
-    cdef bint shut                    # our side is done: write_eof sent, reading to the peer's EOF
+    cdef bint goaway_sent             # our final GOAWAY is queued: no new streams
+    cdef bint write_closed            # our side is done: write_eof sent, reading to the peer's EOF
     cdef object linger                # the hard close if the peer never closes its side
     cdef public int calls             # calls running (Invoke/Init) on this connection
     cdef public long long compiled_calls  # Invokes sent on the compiled path (a count for tests and stats)
-    cdef dict fast                    # app.fast: instance name -> InstanceRoutes
+    cdef object invoke_path           # the compiled Invoke path (_invoke.InvokePath), or None
+    cdef _Stream lent                 # the stream whose request bytes are lent (_Stream.lent), or None
     cdef object loop
     cdef bint flush_due               # a flush is scheduled for the end of this loop iteration
     cdef Py_ssize_t queued            # reply bytes in the streams' out buffers, not yet taken by nghttp2
@@ -973,13 +510,13 @@ cdef class Connection:
     def __init__(self, app, Py_ssize_t max_message=DEFAULT_MAX_MESSAGE,
                   Py_ssize_t max_buffer=DEFAULT_MAX_BUFFERED, int max_streams=DEFAULT_MAX_STREAMS,
                   Py_ssize_t max_queued=DEFAULT_MAX_QUEUED, double handshake_timeout=DEFAULT_HANDSHAKE_TIMEOUT,
-                  double idle_timeout=DEFAULT_IDLE_TIMEOUT):
+                  double idle_timeout=DEFAULT_IDLE_TIMEOUT, invoke_path=None):
         """``max_buffer`` bounds the request bytes of the whole process (shared by every
         connection); the others hold for this connection (the DEFAULT_* above say what each is)."""
         cdef nghttp2_session_callbacks* cbs
         cdef nghttp2_settings_entry iv[2]
         self.app = app
-        self.fast = getattr(app, "fast", None)
+        self.invoke_path = invoke_path
         self.streams = {}
         self.max_message = max_message
         self.max_buffer = max_buffer
@@ -1038,11 +575,11 @@ cdef class Connection:
         self.handshake = None
         if self.transport is not None:
             self.app.handshake_expired(self, self.handshake_timeout)
-            self._abort()  # it never spoke HTTP/2: nothing to say GOAWAY to
+            self._close_now()  # it never spoke HTTP/2: nothing to say GOAWAY to
 
     def _idle_check(self):
         self.idle_timer = None
-        if self.transport is None or self.closing or self.shut:
+        if self.transport is None or self.goaway_sent or self.write_closed:
             return
         now = self.loop.time()
         if self.streams or self.calls or not self.idle_since:
@@ -1060,19 +597,20 @@ cdef class Connection:
     def data_received(self, data):
         cdef const uint8_t[::1] view = data
         cdef ssize_t rv
-        if self.session is NULL or view.shape[0] == 0 or self.shut:
+        if self.session is NULL or view.shape[0] == 0 or self.write_closed:
             return  # (after our last frame: read and drop until the peer closes)
         rv = nghttp2_session_mem_recv(self.session, &view[0], view.shape[0])
+        self._settle()  # (first: what nghttp2 lent us dies with `data`)
         if self.error is not None:
             err, self.error = self.error, None
             self.app.connection_error(self, err)
-            self._shutdown()
+            self._close_write()
             return
         if rv < 0:
             # Not HTTP/2 (or a fatal protocol error): nghttp2 has queued GOAWAY where it could.
             self.app.protocol_error(self, nghttp2_strerror(<int>rv).decode(), bytes(data[:16]))
             self._flush()
-            self._shutdown()
+            self._close_write()
             return
         self._flush()
 
@@ -1087,7 +625,7 @@ cdef class Connection:
             if task is not None and not task.done():
                 task.cancel()
             try:
-                self._fast_abandon(<_Stream>s)
+                self._abandon_call(<_Stream>s)
             except Exception as err:  # per-call code: the other streams are still to be let go
                 self.app.call_crashed(self, (<_Stream>s).instance, err)
         _held -= self.buffered
@@ -1121,57 +659,67 @@ cdef class Connection:
     cdef _flush(self):
         cdef const uint8_t* data
         cdef ssize_t n
-        cdef list chunks
+        cdef Py_ssize_t have
+        cdef bytearray out = None
         if self.session is NULL or self.transport is None:
             return
-        chunks = []
         while True:
             n = nghttp2_session_mem_send(self.session, &data)
             if n < 0:
-                self._abort()
+                self._close_now()
                 return
             if n == 0:
                 break
-            chunks.append(PyBytes_FromStringAndSize(<const char*>data, n))
+            # One buffer for everything nghttp2 produces (its data is valid until the next
+            # mem_send): one copy per byte, and one write per batch of frames. A new bytearray
+            # each time: the transport may keep it (a partial send), so it is never reused.
+            if out is None:
+                out = PyByteArray_FromStringAndSize(<const char*>data, n)
+            else:
+                have = PyByteArray_GET_SIZE(out)
+                PyByteArray_Resize(out, have + n)
+                memcpy(PyByteArray_AS_STRING(out) + have, data, n)
         if self.error is not None:
             err, self.error = self.error, None
             self.app.connection_error(self, err)
-            self._shutdown()
+            self._close_write()
             return
-        if chunks:
-            # one write for everything nghttp2 produced: one syscall per batch of frames
-            self.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if out is not None:
+            self.transport.write(out)
         if not nghttp2_session_want_read(self.session) and not nghttp2_session_want_write(self.session):
-            self._shutdown()  # GOAWAY sent or received, and every stream done
+            self._close_write()  # GOAWAY sent or received, and every stream done
 
-    cdef _shutdown(self):
+    cdef _close_write(self):
         """Close our side gracefully: closing a socket with unread bytes in it sends TCP RST,
         and a RST can make the peer drop our last frames (the GOAWAY) unread. So: shutdown(SHUT_WR),
         read and drop until the peer closes, and close hard after LINGER_SECONDS at the latest."""
-        if self.shut or self.transport is None:
+        if self.write_closed or self.transport is None:
             return
-        self.shut = True
+        self.write_closed = True
         if self.transport.can_write_eof():
             self.transport.write_eof()
-            self.linger = _get_running_loop().call_later(LINGER_SECONDS, self._abort_now)
+            self.linger = _get_running_loop().call_later(LINGER_SECONDS, self._linger_expired)
         else:
             self.transport.close()
 
-    def _abort_now(self):
+    def _linger_expired(self):
         self.linger = None
-        self._abort()
+        self._close_now()
 
-    cdef _abort(self):
+    cdef _close_now(self):
         if self.transport is not None:
             self.transport.abort()
 
     # -- the receive side (called from nghttp2's callbacks) -------------------------------------
 
-    cdef _data(self, int32_t stream_id, const uint8_t* data, size_t length):
+    cdef _data(self, int32_t stream_id, const uint8_t* data, size_t length, uint8_t flags):
         global _held
+        cdef Py_ssize_t have
         cdef _Stream s = self.streams.get(stream_id)
         if s is None or s.finished or s.inbuf is None:
             return
+        if s.lent != NULL:
+            self._settle()  # (more of the same stream: keep what was lent first, in order)
         if not s.content_type.startswith(b"application/grpc") or s.path not in _METHODS or s.bad_timeout is not None:
             return  # answered at END_STREAM (415 / UNIMPLEMENTED / INTERNAL); the body is not kept
         if _held + <Py_ssize_t>length > self.max_buffer:
@@ -1179,24 +727,66 @@ cdef class Connection:
                          "the server holds %d request bytes already across its connections (limit %d): "
                          "try again later" % (_held, self.max_buffer))
             return
-        s.inbuf += (<const char*>data)[:length]
         self.buffered += length
         _held += length
+        if (flags & NGHTTP2_FLAG_END_STREAM and self.lent is None and PyByteArray_GET_SIZE(s.inbuf) == 0
+                and _METHODS[s.path] != M_REFLECT):
+            # The whole request in one DATA frame that ends the stream, the usual unary call:
+            # its END_STREAM is handled in this same nghttp2_session_mem_recv when the frame is
+            # all in, so the message is read where it lies, with no copy at all.
+            s.lent = data
+            s.lent_len = length
+            self.lent = s
+            self._messages(s, False)
+            return
+        # (into the stream's buffer directly: `+= data[:length]` would first copy it into a bytes)
+        have = PyByteArray_GET_SIZE(s.inbuf)
+        PyByteArray_Resize(s.inbuf, have + <Py_ssize_t>length)
+        memcpy(PyByteArray_AS_STRING(s.inbuf) + have, data, length)
         self._messages(s, False)
+
+    cdef _settle(self):
+        """Copy the request bytes still lent (the DATA frame was cut by the end of the input, or
+        more data follows) into their stream's buffer: nghttp2's buffer is about to go."""
+        cdef _Stream s = self.lent
+        cdef Py_ssize_t have
+        if s is None:
+            return
+        self.lent = None
+        if s.lent != NULL:
+            have = PyByteArray_GET_SIZE(s.inbuf)
+            PyByteArray_Resize(s.inbuf, have + s.lent_len)
+            memcpy(PyByteArray_AS_STRING(s.inbuf) + have, s.lent, s.lent_len)
+            s.lent = NULL
+            s.lent_len = 0
+
+    cdef _drop_lent(self, _Stream s):
+        """``s`` keeps no request bytes: release what it has lent (never copied)."""
+        if s.lent != NULL:
+            self._release(s.lent_len)
+            s.lent = NULL
+            s.lent_len = 0
+        if self.lent is s:
+            self.lent = None
 
     cdef _messages(self, _Stream s, bint at_end):
         """Act on the gRPC messages at the head of ``s.inbuf``: each one as it completes for the
         reflection stream; the one request of a unary method at END_STREAM."""
         cdef const uint8_t* p
         cdef Py_ssize_t have, n
+        cdef bytearray buf
         cdef int method = _METHODS.get(s.path, M_UNKNOWN)
         while not s.finished:
-            have = len(s.inbuf)
+            if s.lent != NULL:  # (never on the reflection stream, never together with inbuf bytes)
+                have = s.lent_len
+                p = s.lent
+            else:
+                have = len(s.inbuf)
+                p = <const uint8_t*><char*>s.inbuf
             if have < 5:
                 if at_end and have:
                     self._refuse(s, ST_INTERNAL, "request ends inside a gRPC message prefix (%d bytes)" % have)
                 return
-            p = <const uint8_t*><char*>s.inbuf
             n = (<Py_ssize_t>p[1] << 24) | (<Py_ssize_t>p[2] << 16) | (<Py_ssize_t>p[3] << 8) | p[4]
             if p[0] != 0:
                 self._refuse(s, ST_UNIMPLEMENTED,
@@ -1217,18 +807,29 @@ cdef class Connection:
                     return
                 if not at_end:
                     return  # a unary request is one message, then END_STREAM
-            message = bytes(s.inbuf[5:5 + n])
-            del s.inbuf[:5 + n]
-            self._release(5 + n)
             if method == M_REFLECT:
+                message = PyBytes_FromStringAndSize(<const char*>p + 5, n)  # (the app keeps it)
+                del s.inbuf[:5 + n]
+                self._release(5 + n)
                 if self.queued > self.max_queued:
                     # The peer takes none of the replies: answer no more on this stream.
                     self._reset(s, NGHTTP2_REFUSED_STREAM if not s.replied else NGHTTP2_INTERNAL_ERROR)
                     return
                 self._reflect(s, message)
-            else:
+            elif s.lent != NULL:
+                # Lent by nghttp2 and still valid (this is its mem_recv): decoded where it lies.
+                self._drop_lent(s)
                 s.finished = True
-                self._unary(s, method, message)
+                self._unary(s, method, p + 5, n)
+                return
+            else:
+                # The one request message is decoded where it lies (no slice, no bytes() copy):
+                # the buffer leaves the stream first, so nothing can free or grow it meanwhile.
+                buf = s.inbuf
+                s.inbuf = bytearray()
+                self._release(5 + n)
+                s.finished = True
+                self._unary(s, method, <const uint8_t*>PyByteArray_AS_STRING(buf) + 5, n)
                 return
 
     cdef _end_stream(self, int32_t stream_id):
@@ -1276,6 +877,7 @@ cdef class Connection:
     cdef _reset(self, _Stream s, uint32_t code):
         """End ``s`` with RST_STREAM ``code``, dropping what it holds (its replies included)."""
         s.finished = True
+        self._drop_lent(s)
         self._release(len(s.inbuf))
         s.inbuf = bytearray()
         if s.out is not None:
@@ -1297,10 +899,11 @@ cdef class Connection:
         else:
             self._refuse(s, code, text)
 
-    cdef _closed(self, int32_t stream_id):
+    cdef _stream_closed(self, int32_t stream_id):
         cdef _Stream s = self.streams.pop(stream_id, None)
         if s is None:
             return
+        self._drop_lent(s)
         self._release(len(s.inbuf))
         s.inbuf = None
         if s.out is not None:
@@ -1309,29 +912,32 @@ cdef class Connection:
             self.idle_since = self.loop.time()
         if s.task is not None and not s.task.done():
             s.task.cancel()  # RST_STREAM from daprd: its deadline passed, or it went away
-        self._fast_abandon(s)
+        self._abandon_call(s)
 
     cdef _refuse(self, _Stream s, int status, str text):
         """End a request we will not read further: the status, then RST_STREAM NO_ERROR so the
         client stops sending (gRPC over HTTP/2: a server may end a stream before the client)."""
         s.finished = True
+        self._drop_lent(s)
         self._release(len(s.inbuf))
         s.inbuf = bytearray()
         s.reset_after = True
         self.reply_status(s.id, status, text)
 
-    cdef _unary(self, _Stream s, int method, bytes message):
-        cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(message)
-        cdef Py_ssize_t n = len(message)
+    cdef _unary(self, _Stream s, int method, const uint8_t* p, Py_ssize_t n):
+        """The one request message of a unary method, at ``p[0:n]`` (valid during this call)."""
         try:
             if method == M_INVOKE:
-                data, metadata, operation = _decode_invoke_request(p, n)
-                if self.fast is not None:
-                    try:
-                        if self._fast_invoke(s, operation, data, metadata):
-                            return
-                    except Exception:
-                        pass  # (raised before sending) the general path gives this call its status
+                data, metadata, operation = _pb.decode_invoke_request(p, n)
+                if self.invoke_path is not None:
+                    call = _invoke_api.start(self.invoke_path, s, _invoke_done, s.instance, operation,
+                                             data, metadata, s.timeout)
+                    if call is not None:
+                        self.calls += 1
+                        self.compiled_calls += 1
+                        s.conn = self
+                        s.call = call
+                        return
                 self.calls += 1
                 try:
                     s.task = self.app.invoke(self, s.id, s.instance, operation, data, metadata,
@@ -1340,16 +946,16 @@ cdef class Connection:
                     self.calls -= 1
                     raise
             elif method == M_INIT:
-                properties = _decode_init_request(p, n)
+                properties = _pb.decode_init_request(p, n)
                 self.calls += 1
                 s.task = self.app.init(self, s.id, s.instance, properties)
             elif method == M_LIST:
-                _check_message(p, n)
-                self._reply(s, encode_strings(self.app.operations(s.instance), 1, True))
+                _pb.check_message(p, n)
+                self._reply(s, _pb.encode_strings(self.app.operations(s.instance), 1, True))
             else:  # M_PING
-                _check_message(p, n)
+                _pb.check_message(p, n)
                 self._reply(s, _EMPTY_REPLY)
-        except ProtobufError as exc:
+        except _ProtobufError as exc:
             self.reply_status(s.id, ST_INTERNAL, "grpc: error unmarshalling request: %s" % exc)
         except Exception as exc:
             # Per-call code failed: this call ends with its status (INTERNAL, grpcio's answer, for
@@ -1359,158 +965,20 @@ cdef class Connection:
     cdef _reflect(self, _Stream s, bytes message):
         reply = self.app.reflect(message)
         self._headers(s)
-        (<bytearray>s.out).extend(reply)
-        self.queued += len(reply)
+        self._queue(s, reply)
         self._resume(s)
 
-    # -- the compiled Invoke path ---------------------------------------------------------------
-    # The common Invoke (a route the app has vetted, a free connection, no grpc-timeout) runs here
-    # with no coroutine, task or protobuf object: take a connection, send, and answer from the
-    # reply future's done callback. Anything else (a new route, no idle connection, a failure, a
-    # reply with a status to check) goes to the app, which holds the component's rules.
+    # -- the compiled Invoke path's calls ------------------------------------------------------
+    # (_invoke.pyx runs them; _invoke_done, below the class, is how their answers come back)
 
-    cdef bint _fast_invoke(self, _Stream s, str operation, bytes data, dict metadata) except -1:
-        cdef PyObject* found
-        cdef PyObject* key
-        cdef PyObject* value
-        cdef Py_ssize_t pos = 0
-        cdef InstanceRoutes table
-        cdef FastRoute route
-        cdef list pairs = []
-        cdef bint traced = False
-        cdef double budget
-        found = PyDict_GetItem(self.fast, s.instance)
-        table = <InstanceRoutes>(<object>found if found != NULL else self.app.fast_instance(s.instance))
-        kinds = table.kinds
-        while PyDict_Next(metadata, &pos, &key, &value):
-            found = PyDict_GetItem(kinds, <object>key)
-            kind = <object>found if found != NULL else self.app.fast_key(s.instance, <object>key)
-            if kind == KEY_ROUTE:
-                pairs.append((<object>key, <object>value))
-            elif kind == KEY_TRACE:
-                if <object>value and not (<object>key == "traceparent" and <object>value == table.untraced):
-                    traced = True
-            elif kind == KEY_GENERAL:
-                return False
-        route_key = frozenset(pairs)
-        found = PyDict_GetItem(table.routes, route_key)
-        route_obj = <object>found if found != NULL else self.app.fast_route(s.instance, metadata, route_key)
-        if route_obj is None:
-            return False
-        route = <FastRoute>route_obj
-        if route.client.retired:  # evicted from the binding's client cache: build it anew
-            table.routes.pop(route_key, None)
-            return False
-        if operation not in route.operations:
-            return False  # the general path answers with the binding's error
-        budget = route.timeout
-        str_headers = None
-        int_headers = None
-        if traced and route.forwards_trace:
-            # daprd's trace context, fresh per call, goes out as this call's own TTHeader headers
-            # after the route's (the component's rule: core.trace_headers); the route stays cached.
-            str_headers = route.trace(metadata)
-        if s.timeout >= 0 and (budget <= 0 or budget > s.timeout):
-            # daprd's deadline is the shorter: it is the call's timeout, a number of seconds,
-            # and on TTHeader the RPCTimeout the Kitex server gets (BindingCore.deadline_call,
-            # as the general path does), as this call's own header.
-            budget, int_headers = self.app.fast_deadline(route, s.timeout)
-        pool = route.pool
-        proto = pool.take()
-        if proto is None:
-            return False  # no idle connection: the general path opens one or waits
-        try:
-            seq = proto.next_seq_id()
-            buffers = route.encoder.encode(data, seq, str_headers, int_headers)
-        except BaseException:
-            pool.release(proto)  # nothing was written; the general path reports the error
-            return False
-        try:
-            fut = proto.send(buffers, seq)
-        except _TransportError:
-            return False  # the connection died before taking a byte: the general path retries
-        for touch, item in route.touch:
-            try:
-                touch(item)  # the LRU order of instances and clients, as the general path keeps it
-            except KeyError:
-                pass
-        route.instance.in_flight += 1
-        self.calls += 1
-        self.compiled_calls += 1
-        s.conn = self
-        s.route = route
-        s.proto = proto
-        s.fut = fut
-        s.seq = seq
-        s.metadata = metadata
-        if budget > 0:
-            s.handle = route.loop.call_at(route.loop.time() + budget, proto.expire, fut, budget)
-        fut.add_done_callback(s)
-        return True
-
-    cdef _fast_end(self, _Stream s):
-        """The call on ``s`` is over (answered or abandoned): drop its references."""
-        route = s.route
-        if s.handle is not None:
-            s.handle.cancel()
-        s.conn = None
-        s.route = None
-        s.proto = None
-        s.fut = None
-        s.handle = None
-        self.calls -= 1
-        inst = route.instance
-        inst.in_flight -= 1
-        if inst.evicted and inst.in_flight == 0:
-            self.app.instance_idle(inst)
-
-    cdef _fast_done(self, _Stream s):
-        fut = s.fut
-        route = s.route
-        proto = s.proto
-        seq = s.seq
-        self._fast_end(s)
-        reply = None
-        try:
-            exc = fut.exception()
-            if exc is not None:
-                outcome = self.app.fast_failed(s.instance, s.metadata, exc)
-            else:
-                frame = fut.result()
-                if route.encoder.is_plain_reply(frame, seq):
-                    route.pool.release(proto)
-                    outcome = None
-                else:
-                    outcome = self.app.fast_settle(s.instance, s.metadata, route, proto, frame, seq)
-                if outcome is None:
-                    reply = _fast_response(route, frame, seq, proto.peer)
-        except Exception as exc:
-            # (a done callback: raising here would leave the stream unanswered) this call fails
-            # with INTERNAL and its log line; the connection goes on.
-            outcome = self.app.fast_failed(s.instance, s.metadata, exc)
-        if self.streams.get(s.id) is not s:
-            return  # (the connection is gone)
-        if outcome is None:
-            self._reply(s, reply)
-        else:
-            self.reply_status(s.id, outcome[0], outcome[1])
-        if self.calls:
-            self._flush_soon()  # more replies may complete in this iteration: one write for all
-        else:
-            self._flush()  # the last call running: no reason to wait
-
-    cdef _fast_abandon(self, _Stream s):
-        """daprd reset the stream (its deadline, or it went away) while the call runs: the
-        connection's entry stays, so the late reply is read and dropped."""
-        fut = s.fut
-        if fut is None or fut.done():
-            return
-        proto = s.proto
-        metadata = s.metadata
-        self._fast_end(s)
-        fut.cancel()
-        proto.abandoned()
-        self.app.fast_abandoned(s.instance, metadata)
+    cdef _abandon_call(self, _Stream s):
+        """Let the compiled path's call on ``s`` go (daprd reset the stream, the connection is
+        gone, or a drain ran out of time)."""
+        call = s.call
+        if call is not None and _invoke_api.abandon(call):
+            s.call = None
+            s.conn = None
+            self.calls -= 1
 
     cdef _flush_soon(self):
         """Replies that complete in one loop iteration leave in one write."""
@@ -1552,10 +1020,18 @@ cdef class Connection:
         s.out_final = True
         self._resume(s)
 
-    cdef _reply(self, _Stream s, bytes framed):
-        self._headers(s)
-        (<bytearray>s.out).extend(framed)
+    cdef _queue(self, _Stream s, object framed):
+        """``framed`` goes out as DATA of ``s`` (after its HEADERS): a bytearray made for this
+        reply becomes the stream's buffer when that is empty, instead of being copied into it."""
+        if s.out_pos == 0 and PyByteArray_GET_SIZE(s.out) == 0 and type(framed) is bytearray:
+            s.out = framed
+        else:
+            (<bytearray>s.out).extend(framed)
         self.queued += len(framed)
+
+    cdef _reply(self, _Stream s, object framed):
+        self._headers(s)
+        self._queue(s, framed)
         self._finish(s, 0, b"")
 
     cdef _respond_http(self, _Stream s, bytes status):
@@ -1580,7 +1056,7 @@ cdef class Connection:
         if s is None:
             return  # reset by the client meanwhile
         try:
-            framed = encode_invoke_response(data, metadata, content_type, True)
+            framed = _pb.encode_invoke_response(data, metadata, content_type, True)
         except Exception as exc:  # a response that cannot be encoded: this call's status
             self._stream_crashed(stream_id, exc)
         else:
@@ -1608,7 +1084,7 @@ cdef class Connection:
     def cancel_calls(self):
         """Give up the calls on the compiled path (a drain that ran out of time)."""
         for s in list(self.streams.values()):
-            self._fast_abandon(<_Stream>s)
+            self._abandon_call(<_Stream>s)
 
     def reply_status(self, int32_t stream_id, int status, text):
         """End ``stream_id`` with a non-OK status: trailers-only when nothing was sent yet."""
@@ -1634,15 +1110,15 @@ cdef class Connection:
 
     def shutdown_notice(self):
         """Start a graceful shutdown (GOAWAY with the last stream id 2^31-1: RFC 9113 6.8)."""
-        if self.session is not NULL and not self.closing:
+        if self.session is not NULL and not self.goaway_sent:
             nghttp2_submit_shutdown_notice(self.session)
             self._flush()
 
     def goaway(self):
         """Final GOAWAY naming the last stream processed; the connection closes once the streams
         still open are done."""
-        if self.session is not NULL and not self.closing:
-            self.closing = True
+        if self.session is not NULL and not self.goaway_sent:
+            self.goaway_sent = True
             nghttp2_submit_goaway(self.session, NGHTTP2_FLAG_NONE,
                                   nghttp2_session_get_last_proc_stream_id(self.session),
                                   NGHTTP2_NO_ERROR, NULL, 0)

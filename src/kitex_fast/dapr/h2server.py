@@ -1,18 +1,21 @@
-"""The compiled component server: libnghttp2 + a Cython gRPC layer (``_h2server.pyx``) on an
-asyncio event loop, driving the same component rules as the grpcio server (:mod:`.core`).
+"""The compiled component server: libnghttp2 + Cython on an asyncio event loop, driving the same
+component rules as the grpcio server (:mod:`.core`).
 
-The extension is built only where libnghttp2's headers were found (setup.py); :func:`unavailable`
-says why it is not here otherwise, and the CLI falls back to grpcio. This module imports neither
-grpc nor protobuf.
+The compiled rooms: ``_h2server`` (the HTTP/2 connection, gRPC over it), ``_invoke`` (the compiled
+Invoke path) and ``_protobuf`` (the OutputBinding messages), built together only where libnghttp2's
+headers were found (setup.py); :func:`unavailable` says why they are not here otherwise, and the CLI
+falls back to grpcio. This module imports neither grpc nor protobuf.
 
 Per call, the byte layer (HTTP/2 frames, gRPC framing, the protobuf messages) runs in C. The common
-Invoke runs in C too (``Connection._fast_invoke``): on a route this module has vetted once with the
-component's rules (:meth:`App.fast_route`), it takes an idle connection of the route's client, sends,
-and answers from the reply future's callback, with no coroutine or task (daprd's deadline, when it
-is the shorter, is the call's timeout, as on the general path: ``BindingCore.deadline_call``). Everything else (Init, a new route, no idle
-connection, base64 data, a trace context for TTHeader, a failure, a reply whose status needs
-checking) runs here, one coroutine per call where it awaits, with the component rules (:mod:`.core`).
-Reflection v1alpha (what daprd asks at discovery) is answered from replies built once at start.
+Invoke runs in C too (``_invoke.InvokePath``, which the connection hands the decoded Invoke): on a
+route this module has vetted once with the component's rules (:meth:`App.fast_route`), it takes an
+idle connection of the route's client, sends, and answers from the reply future's callback, with no
+coroutine or task (daprd's deadline, when it is the shorter, is the call's timeout, as on the general
+path: :func:`.core.deadline_timeout`). Everything else (Init, a new route, no idle connection, base64
+data, a failure, a reply whose status needs checking) runs here, one coroutine per call where it
+awaits, with the component rules (:mod:`.core`). :class:`App` is what the C modules call: the
+Protocols of :mod:`._server_api`. Reflection v1alpha (what daprd asks at discovery) is answered from
+replies built once at start.
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ import argparse
 import asyncio
 import logging
 from types import ModuleType
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Set, Tuple, Type
 
 from .. import _dispatch
-from ..binding import CONTENT_TYPE
-from ..codec import INT_KEY_RPC_TIMEOUT
-from ..errors import KitexError, quoted
+from ..binding import CONTENT_TYPE, response_metadata
+from ..errors import KitexError, TransportError, quoted
+from ..pool import ascii_int
 from . import core
 from .core import loggable
 from .status import status_of
@@ -37,22 +40,47 @@ __all__ = ["unavailable", "serve", "App", "reflection_reply"]
 
 log = logging.getLogger(__name__.rpartition(".")[0])  # the subpackage, wherever it is vendored
 
-_ext: Optional[ModuleType] = None
+if TYPE_CHECKING:
+    from ._h2server import Connection
+    from ._invoke import FastRoute, InstanceRoutes, InvokePath
+
+
+class _Compiled:
+    """The compiled server's three modules, and the classes this module builds from them, typed
+    by their stubs (so the type checker holds :class:`App` to the Protocols the stubs name)."""
+
+    def __init__(self, server: ModuleType, invoke: ModuleType, protobuf: ModuleType) -> None:
+        self.server = server  # _h2server: the HTTP/2 connection
+        self.invoke = invoke  # _invoke: the compiled Invoke path
+        self.protobuf = protobuf  # _protobuf: the OutputBinding messages
+        self.Connection: Type[Connection] = server.Connection
+        self.InvokePath: Type[InvokePath] = invoke.InvokePath
+        self.FastRoute: Type[FastRoute] = invoke.FastRoute
+        self.InstanceRoutes: Type[InstanceRoutes] = invoke.InstanceRoutes
+
+
+_ext: Optional[_Compiled] = None
 _why_not = ""
 
 
-def _load() -> Optional[ModuleType]:
+def _load() -> Optional[_Compiled]:
     global _ext, _why_not
     if _ext is None and not _why_not:
         if _dispatch.NO_EXTENSIONS:
             _why_not = "KITEX_FAST_NO_EXTENSIONS is set"
         else:
-            _ext = _dispatch.load_compiled("dapr._h2server")
-            if _ext is None:
+            # (all three or none: setup.py builds them together, and _h2server imports the others)
+            server = _dispatch.load_compiled("dapr._h2server")
+            if server is None:
                 _why_not = ("its extension (dapr/_h2server) is not in this copy of kitex_fast: it is "
                             "built only where libnghttp2's headers are found (apt-get install "
                             "libnghttp2-dev, then reinstall), and a --pure vendored copy leaves it "
                             "out")
+            else:
+                invoke = _dispatch.load_compiled("dapr._invoke")
+                protobuf = _dispatch.load_compiled("dapr._protobuf")
+                assert invoke is not None and protobuf is not None  # (_h2server imported them)
+                _ext = _Compiled(server, invoke, protobuf)
     return _ext
 
 
@@ -85,7 +113,7 @@ def _symbols() -> Set[bytes]:
 
 
 class _Reflection:
-    def __init__(self, ext: ModuleType) -> None:
+    def __init__(self, ext: ModuleType) -> None:  # (the _protobuf module)
         self.ext = ext
         services = [ext.encode_fields([(1, name.encode())]) for name in (SERVICE_NAME, REFLECTION_SERVICE_NAME)]
         self.list_services = ext.encode_fields([(1, s) for s in services])
@@ -118,7 +146,7 @@ def reflection_reply(request: bytes) -> bytes:
     """The framed reflection reply the compiled server gives ``request`` (for tests)."""
     ext = _load()
     assert ext is not None, unavailable()
-    return _Reflection(ext).reply(request)
+    return _Reflection(ext.protobuf).reply(request)
 
 
 def _put_bounded(cache: Dict[Any, Any], key: Any, value: Any, limit: int) -> None:
@@ -136,9 +164,11 @@ class _Refused(asyncio.Protocol):
 
 
 class App:
-    """The Python side of the compiled server's connections: the calls, on the component."""
+    """The Python side of the compiled server's connections: the calls, on the component. It is
+    what the connections call (``_server_api.ServerApp``) and the rules the compiled Invoke path
+    asks (``_server_api.InvokeRules``)."""
 
-    def __init__(self, component: Component, ext: ModuleType,
+    def __init__(self, component: Component, ext: _Compiled,
                  max_connections: int = core.DEFAULT_MAX_SOCKET_CONNECTIONS,
                  limits: Optional[Dict[str, Any]] = None) -> None:
         self.component = component
@@ -151,15 +181,22 @@ class App:
         self.refused = 0
         self.expired = 0  # connections closed without a handshake
         self.crashed = 0  # calls ended by an exception in per-call code
-        self.codes: Dict[str, int] = ext.STATUS_CODES
-        self.reflection = _Reflection(ext)
+        self.codes: Dict[str, int] = ext.server.GRPC_STATUS_BY_NAME
+        self.reflection = _Reflection(ext.protobuf)
         self.connections: Set[Any] = set()
         self.tasks: Set["asyncio.Task[None]"] = set()
         self.idle = asyncio.Event()
         self.idle.set()
         # The compiled Invoke path's routes: instance name -> InstanceRoutes (what each metadata
         # key means, and the routes by their (key, value) pairs).
-        self.fast: Dict[str, Any] = {}
+        self.fast: Dict[str, InstanceRoutes] = {}
+        # What the Invoke path needs of the package above it comes in here (it imports nothing
+        # of the package but the protobuf codec): the key kinds, the response metadata of a reply
+        # with TTHeader headers, and the error of a connection that died before taking a byte.
+        self.invoke_path = ext.InvokePath(
+            self, self.fast, Component.KEY_ROUTE, Component.KEY_GENERAL, Component.KEY_TRACE,
+            response_metadata, TransportError,
+        )
         component.watch_instances(self._forget)
         self._content_type = CONTENT_TYPE.encode()
         self.general_calls = 0  # Invokes that ran as a coroutine (the compiled path's count is per connection)
@@ -184,7 +221,7 @@ class App:
                 log.warning("%d connections are open on the socket already (--max-connections): "
                             "closing a new one (%d so far)", len(self.connections), self.refused)
             return _Refused()
-        conn = self.ext.Connection(self, **self.limits)
+        conn = self.ext.Connection(self, invoke_path=self.invoke_path, **self.limits)
         self.connections.add(conn)
         return conn
 
@@ -256,7 +293,7 @@ class App:
             self.fast.clear()  # (the connections hold this dict: cleared, not replaced)
             self._cached_chars = chars
 
-    def fast_instance(self, name: str) -> Any:
+    def fast_instance(self, name: str) -> InstanceRoutes:
         if len(self.fast) >= self.component.max_instances:
             self.fast.clear()
         table = self.ext.InstanceRoutes(core.UNTRACED, self.MAX_ROUTES)
@@ -273,20 +310,15 @@ class App:
             _put_bounded(table.kinds, key, kind, self.MAX_KEYS)
         return kind
 
-    def fast_deadline(self, route: Any, seconds: float) -> Tuple[float, Optional[Dict[int, str]]]:
+    def fast_deadline(self, route: FastRoute, seconds: float) -> Tuple[float, Optional[Dict[int, str]]]:
         """``(timeout, int headers)`` of a compiled-path call whose daprd deadline, ``seconds``, is
-        shorter than its route's timeout: the general path's rule (``deadline_call``), so both
-        send the Kitex server the same RPCTimeout. The RPCTimeout goes out as the call's own
-        header after the route encoder's (RequestEncoder.encode), so no encoder is made per call."""
-        timeout, headers, fresh = route.instance.binding.deadline_call(route.options, seconds)
-        extra = None
-        if fresh and headers is not None:
-            value = dict(headers[1]).get(INT_KEY_RPC_TIMEOUT)
-            if value is not None:
-                extra = {INT_KEY_RPC_TIMEOUT: value}
-        return float(timeout or 0.0), extra
+        shorter than its route's timeout: the general path's rule (:func:`.core.deadline_timeout`),
+        so both send the Kitex server the same RPCTimeout. The RPCTimeout goes out as the call's
+        own header after the route encoder's (RequestEncoder.encode), so no encoder is made per
+        call, and no Headers either."""
+        return core.deadline_timeout(route.options, seconds)
 
-    def fast_route(self, name: str, metadata: Dict[str, str], key: Any) -> Any:
+    def fast_route(self, name: str, metadata: Dict[str, str], key: Any) -> Optional[FastRoute]:
         size = sum(len(k) + len(v) for k, v in key)
         try:
             route = self._fast_route(name, metadata, size <= self.MAX_ROUTE_CHARS)
@@ -298,7 +330,7 @@ class App:
             _put_bounded(table.routes, key, route, table.limit)
         return route
 
-    def _fast_route(self, name: str, metadata: Dict[str, str], keep: bool) -> Any:
+    def _fast_route(self, name: str, metadata: Dict[str, str], keep: bool) -> Optional[FastRoute]:
         """The FastRoute of this metadata's route, or None (``keep``: its encoder may be cached
         in the client; not for a route too large to repeat)."""
         found = self.component.route_call(name, metadata)
@@ -321,7 +353,8 @@ class App:
                 (self.component._instances.move_to_end, name),
                 (inst.binding._clients.move_to_end, options.client_key),
             )
-            route.entries = self.ext.map_entry("messageType", "reply") + self.ext.map_entry("methodName", method)
+            map_entry = self.ext.protobuf.map_entry
+            route.entries = map_entry("messageType", "reply") + map_entry("methodName", method)
             route.content_type = self._content_type
             route.options = options
             route.forwards_trace = forwards_trace
@@ -333,7 +366,7 @@ class App:
         code, text = self.component.failed(name, metadata, exc)
         return self.codes[code], text
 
-    def fast_settle(self, name: str, metadata: Dict[str, str], route: Any, proto: Any, frame: Any,
+    def fast_settle(self, name: str, metadata: Dict[str, str], route: FastRoute, proto: Any, frame: Any,
                     seq_id: int) -> Optional[Tuple[int, str]]:
         """A reply the compiled path's quick check did not pass: the client's full check (an
         exception, a business status, a connection reset...), as its exchange() does; None when
@@ -351,7 +384,7 @@ class App:
             return self.fast_failed(name, metadata, error)
         return None
 
-    def fast_abandoned(self, name: str, metadata: Dict[str, str]) -> None:
+    def fast_abandoned(self, name: str, metadata: Mapping[str, str]) -> None:
         self.component.abandoned(name, metadata)
 
     def instance_idle(self, inst: Any) -> None:
@@ -431,8 +464,12 @@ class App:
 
 
 def _tcp(text: str) -> "tuple[str, int]":
-    host, _, port = text.rpartition(":")
-    return host or "127.0.0.1", int(port)
+    host, _, port_text = text.rpartition(":")
+    port = ascii_int(port_text)  # (the package's one number check: ASCII digits only)
+    if port is None or not 0 <= port <= 65535:
+        raise ValueError("--listen-tcp %s: the port %s is not a whole number in 0-65535"
+                         % (quoted(text), quoted(port_text)))
+    return host or "127.0.0.1", port
 
 
 async def serve(args: argparse.Namespace, component: Component, implementation_name: str) -> int:
