@@ -100,6 +100,14 @@ def test_socket_mode_takes_ascii_octal_digits_only(mode: str, capsys) -> None:
     assert "%r is not an octal file mode (e.g. 0660)" % mode in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("gid", [str(0xFFFFFFFF), "9" * 5000])
+def test_a_socket_group_number_past_gid_t_is_not_a_gid(gid: str, capsys) -> None:
+    assert build_parser().parse_args(["--socket-group", "0042"]).socket_group == 42
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--socket-group", gid])
+    assert "is not a GID" in capsys.readouterr().err
+
+
 def test_socket_mode_above_0777_is_not_a_file_mode(capsys) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--socket-mode", "1777"])

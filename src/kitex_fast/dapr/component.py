@@ -24,6 +24,7 @@ from typing import Any, Optional, Sequence
 
 from .. import codec, transport
 from ..errors import KitexError
+from ..pool import ascii_int
 from . import core
 from .proto import SERVICE_NAME
 from .core import (
@@ -202,9 +203,10 @@ def _group(text: str) -> int:
     from ..errors import quoted  # (here: the option's own code stays in one place)
 
     if text.isascii() and text.isdigit():
-        if int(text) >= 0xFFFFFFFF:  # (gid_t is 32 bits, and (gid_t)-1 means "no change")
+        gid = ascii_int(text)  # (None past 19 digits, where int() would raise past 4,300)
+        if gid is None or gid >= 0xFFFFFFFF:  # (gid_t is 32 bits, and (gid_t)-1 means "no change")
             raise argparse.ArgumentTypeError("%s is not a GID" % quoted(text))
-        return int(text)
+        return gid
     try:
         import grp
 
