@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
+from typing import Callable, Tuple
 
 import pytest
 
@@ -27,6 +28,20 @@ def _load(name: str) -> SimpleNamespace:
 def impl(request: pytest.FixtureRequest) -> SimpleNamespace:
     """``impl.codec`` / ``impl.transport`` modules and ``impl.name`` ("c" or "py")."""
     return _load(request.param)
+
+
+@pytest.fixture(scope="session")
+def load_impl() -> Callable[[str], SimpleNamespace]:
+    """The loader behind ``impl``, for a conftest whose own ``impl`` adds a dimension
+    (tests/dapr: the component's server)."""
+    return _load
+
+
+@pytest.fixture(scope="session")
+def codecs() -> Tuple[ModuleType, ModuleType]:
+    """The compiled codec and its twin, for tests that hold one against the other. Session
+    scope: hypothesis refuses function-scoped fixtures under @given."""
+    return _load("c").codec, _load("py").codec
 
 
 # -- asyncio (kitex_fast.aio) ------------------------------------------------------------------

@@ -4,28 +4,11 @@ The public face: re-exports only. The wire codec lives in :mod:`kitex_fast.codec
 server in :mod:`kitex_fast.testing`.
 """
 
+from . import errors
 from .binding import CONTENT_TYPE, OPERATIONS, InvokeRequest, InvokeResponse, KitexOutputBinding
 from .client import Client, Headers, Reply
 from .codec import USING_EXTENSION
-from .errors import (
-    ApplicationError,
-    BizStatusError,
-    ConnectError,
-    ConnectionClosedError,
-    ConnectionLimitError,
-    ConnectTimeoutError,
-    FrameTooLargeError,
-    KitexError,
-    MetadataError,
-    NoInstanceError,
-    ProtocolError,
-    RemoteError,
-    ResolveError,
-    ResponseMismatchError,
-    RPCTimeoutError,
-    TransportError,
-    UnsupportedOperationError,
-)
+from .errors import *  # noqa: F401,F403 - the exception hierarchy: exactly errors.__all__
 
 __version__ = "0.1.0"
 
@@ -39,22 +22,6 @@ __all__ = [
     "Reply",
     "Headers",
     "USING_EXTENSION",
-    "KitexError",
-    "ProtocolError",
-    "FrameTooLargeError",
-    "ResponseMismatchError",
-    "MetadataError",
-    "UnsupportedOperationError",
-    "TransportError",
-    "ConnectError",
-    "ConnectTimeoutError",
-    "ResolveError",
-    "NoInstanceError",
-    "ConnectionClosedError",
-    "RPCTimeoutError",
-    "ConnectionLimitError",
-    "RemoteError",
-    "ApplicationError",
-    "BizStatusError",
     "__version__",
 ]
+__all__ += errors.__all__

@@ -1,5 +1,5 @@
 """How the dispatchers (codec.py, transport.py, aio/protocol.py) choose between a compiled module
-and its twin."""
+and its twin: each is one call of :func:`dispatch`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 def env_flag(value: Optional[str]) -> bool:
     """An on/off environment switch: on only for 1, true or yes (any case); 0, false, no or
@@ -29,7 +29,7 @@ BUILD_FAILED_NOTE = Path(__file__).with_name("_build_failed.txt")
 _warned = False
 
 
-def load_compiled(name: str) -> Optional[ModuleType]:
+def load_compiled(name: str, stacklevel: int = 3) -> Optional[ModuleType]:
     """The compiled ``<this package>.<name>`` if it is built and allowed, else None (with a
     warning, once, when the install meant to build it but could not: pip hides the build's own
     warning). Resolved relative to this package, never by the name ``kitex_fast``, so a vendored
@@ -50,7 +50,7 @@ def load_compiled(name: str) -> Optional[ModuleType]:
                 "a C compiler, or set KITEX_FAST_NO_EXTENSIONS=1 to choose the twin knowingly."
                 % reason,
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
         elif not BUILD_FAILED_NOTE.exists() and _extension_file_exists(name) and not _warned:
             _warned = True  # built but unloadable (wrong Python, missing symbol): say why
@@ -58,7 +58,7 @@ def load_compiled(name: str) -> Optional[ModuleType]:
                 "kitex_fast: the compiled %s is installed but cannot be loaded (%s); using the "
                 "pure-Python twin" % (name, exc),
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
         return None
     _drop_build_name_alias(name, module)
@@ -104,3 +104,39 @@ def choose(
             )
         return compiled
     raise ValueError("implementation must be 'c', 'py' or None, not %r" % (name,))
+
+
+def dispatch(
+    namespace: Dict[str, object], module: str, what: str
+) -> Tuple[Tuple[str, ...], bool, Callable[[Optional[str]], ModuleType], List[str]]:
+    """Make the calling module (``namespace`` is its ``globals()``) the dispatcher of the compiled
+    ``<this package>.<module>`` and its pure-Python twin ``<module>_py``: it gets the live module's
+    public names, and this returns its own four, ``PUBLIC_API``, ``USING_EXTENSION``,
+    ``implementation`` and ``__all__``. ``what`` names the module in implementation's ImportError.
+
+    ``PUBLIC_API`` is the twin's ``__all__``: the one source list. The compiled module repeats it
+    (and so does its .pyi), held to it by tests/unit/test_codec_exports.py and stubtest, so the
+    live module's list is the same list."""
+    # stacklevel 4: a warning names the line that imported the dispatcher, past this function
+    # and the dispatcher's own module code (warnings skips importlib's frames).
+    compiled = load_compiled(module, stacklevel=4)
+
+    def twin() -> ModuleType:
+        # Imported when first asked for (or when the compiled one is absent): a process on the
+        # compiled core does not pay the twin's memory. Relative to this package, as
+        # load_compiled is, so a vendored copy imports its own twin.
+        return importlib.import_module("." + module + "_py", __package__)
+
+    def implementation(name: Optional[str] = None) -> ModuleType:
+        return choose(name, compiled, twin, what)
+
+    # help(codec.implementation) reads as a function of the dispatcher
+    implementation.__doc__ = (
+        'The %s module for ``name``: ``"c"`` (compiled), ``"py"`` (twin) or None (the live one).' % what
+    )
+    implementation.__module__, implementation.__qualname__ = str(namespace["__name__"]), "implementation"
+    live = implementation()
+    public_api: Tuple[str, ...] = tuple(live.__all__)
+    namespace.update({name: getattr(live, name) for name in public_api})
+    own = ["USING_EXTENSION", "PUBLIC_API", "implementation"]
+    return public_api, compiled is not None, implementation, list(public_api) + own

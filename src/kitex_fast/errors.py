@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
+# The hierarchy, which the package's face (kitex_fast/__init__.py) re-exports as it is: the one
+# list of the public error classes. The helpers below (quoted, QUOTE_LIMIT,
+# APPLICATION_EXCEPTION_NAMES) serve the package's own modules, which import them by name.
 __all__ = [
     "KitexError",
     "ProtocolError",
@@ -37,9 +40,6 @@ __all__ = [
     "RemoteError",
     "ApplicationError",
     "BizStatusError",
-    "APPLICATION_EXCEPTION_NAMES",
-    "QUOTE_LIMIT",
-    "quoted",
 ]
 
 # How many characters of a caller's value an error text or a log line quotes: enough to recognise

@@ -2,10 +2,10 @@
 
 A resolver is anything with the three methods of :class:`Resolver` (a ``typing.Protocol``):
 ``resolve`` (the current instances; the first call for a service may wait, bounded), ``subscribe``
-(a listener called with every new instance set) and ``close``. Two ship here:
-:class:`StaticResolver` (today's ``hostPorts``: a fixed list) and :class:`EtcdResolver` (the keys
-that Kitex servers write with ``kitex-contrib/registry-etcd``; the facts it relies on, with their
-upstream files and versions, are in ``docs/registry.md``).
+(a listener called with every new instance set) and ``close``. One ships here:
+:class:`EtcdResolver` (the keys that Kitex servers write with ``kitex-contrib/registry-etcd``; the
+facts it relies on, with their upstream files and versions, are in ``docs/registry.md``). A fixed
+list needs no resolver: it is ``hostPorts``.
 
 The etcd resolver speaks etcd's v3 JSON gateway (``/v3/kv/range``, ``/v3/watch``) over HTTP/1.1
 with the standard library: one daemon thread per watched service reads the prefix once, then
@@ -45,7 +45,6 @@ from .pool import Endpoint, _parse_entry, ascii_int, parse_host_ports
 __all__ = [
     "Instance",
     "Resolver",
-    "StaticResolver",
     "EtcdResolver",
     "RegistrySpec",
     "parse_registry",
@@ -104,28 +103,6 @@ class Resolver(Protocol):
     def close(self) -> None:
         """Stop following the registry; the last sets stay as they are."""
         ...
-
-
-class StaticResolver:
-    """A fixed instance list: what ``hostPorts`` means (every instance weight 10)."""
-
-    def __init__(self, host_ports: Union[str, Sequence[str], Sequence[Instance]]) -> None:
-        if isinstance(host_ports, (list, tuple)) and host_ports and all(
-            isinstance(i, Instance) for i in host_ports
-        ):
-            self._instances: Tuple[Instance, ...] = tuple(host_ports)  # type: ignore[arg-type]
-        else:
-            self._instances = tuple(Instance(ep) for ep in parse_host_ports(host_ports))  # type: ignore[arg-type]
-        self.description = "hostPorts " + ",".join(str(i.endpoint) for i in self._instances)
-
-    def resolve(self, service: str, timeout: Optional[float]) -> Tuple[Instance, ...]:
-        return self._instances
-
-    def subscribe(self, service: str, listener: Listener) -> Callable[[], None]:
-        return lambda: None
-
-    def close(self) -> None:
-        pass
 
 
 # -- weighted round robin ---------------------------------------------------------------------

@@ -19,7 +19,6 @@ for path in (HERE, INTEROP):  # --import-mode=importlib: make `import stack` / `
 
 import peers  # noqa: E402
 import stack  # noqa: E402
-from kitex_fast import codec, transport  # noqa: E402
 from kitex_fast.dapr import h2server  # noqa: E402
 
 
@@ -33,18 +32,14 @@ SERVERS = ["compiled", "grpcio"]
 
 
 @pytest.fixture(params=[(i, s) for i in ("c", "py") for s in SERVERS], ids="-".join)
-def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    """The root conftest's ``impl`` (c / py, loaded the same way) times the component's gRPC
+def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+         load_impl: Callable[[str], SimpleNamespace]) -> SimpleNamespace:
+    """The root conftest's ``impl`` (c / py, loaded by its loader) times the component's gRPC
     server: ids ``c-compiled``, ``c-grpcio``, ...; ``impl.server`` names the server, and every
     component a test starts runs on it."""
     name, server = request.param
-    try:
-        loaded = SimpleNamespace(name=name, codec=codec.implementation(name),
-                                 transport=transport.implementation(name), server=server)
-    except ImportError as exc:
-        if os.environ.get("KITEX_FAST_EXPECT_EXTENSION") == "1":
-            pytest.fail("compiled extension expected but not loaded: %s" % exc)
-        pytest.skip(str(exc))
+    loaded = load_impl(name)
+    loaded.server = server
     if server == "compiled":
         why_not = h2server.unavailable()
         if why_not:

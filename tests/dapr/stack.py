@@ -109,6 +109,14 @@ def _kill_all() -> None:
             proc.wait()
 
 
+def _spawn(cmd: List[str], env: Mapping[str, str], log_path: str) -> subprocess.Popen:
+    """Start ``cmd`` with stdout and stderr appended to ``log_path``; killed at exit if still alive."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+    _live.add(proc)
+    return proc
+
+
 def _stop(proc: Optional[subprocess.Popen], timeout: float = 15.0) -> Optional[int]:
     if proc is None:
         return None
@@ -121,6 +129,15 @@ def _stop(proc: Optional[subprocess.Popen], timeout: float = 15.0) -> Optional[i
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def read_log(path: str) -> str:
+    """A process's log file so far ("" before it exists)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 def component_yaml(name: str, metadata: Mapping[str, str], binding_type: str = "bindings.kitex") -> str:
@@ -161,10 +178,7 @@ class Component:
         if self.server:
             cmd += ["--server", self.server]
         env = dict(os.environ, **(self.env or {}))
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
-        log.close()
-        _live.add(self.proc)
+        self.proc = _spawn(cmd, env, self.log_path)
         deadline = time.monotonic() + timeout
         while not self._accepting():
             if self.proc.poll() is not None:
@@ -186,11 +200,7 @@ class Component:
             probe.close()
 
     def log(self) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_path)
 
     def stop(self, timeout: float = 15.0) -> Optional[int]:
         proc, self.proc = self.proc, None
@@ -224,10 +234,7 @@ class Daprd:
                "--dapr-listen-addresses", "127.0.0.1", "--enable-metrics=false",
                "--dapr-internal-grpc-listen-address", "127.0.0.1", "--log-level", "debug"]
         env = dict(os.environ, DAPR_COMPONENTS_SOCKETS_FOLDER=self.sockets)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
-        log.close()
-        _live.add(self.proc)
+        self.proc = _spawn(cmd, env, self.log_path)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -244,11 +251,7 @@ class Daprd:
             time.sleep(0.1)
 
     def log(self) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_path)
 
     def stop(self) -> Optional[int]:
         proc, self.proc = self.proc, None

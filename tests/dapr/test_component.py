@@ -33,7 +33,8 @@ from kitex_fast import (  # noqa: E402
     UnsupportedOperationError,
 )
 from kitex_fast.dapr import error_from_text, status_of  # noqa: E402
-from kitex_fast.dapr.component import TRANSIENT_PREFIX, _with_trace_headers  # noqa: E402
+from kitex_fast.dapr.component import build_parser  # noqa: E402
+from kitex_fast.dapr.core import TRANSIENT_PREFIX, _with_trace_headers  # noqa: E402
 from kitex_fast.testing import KitexTestServer, echo_handler, echo_request, read_echo_reply  # noqa: E402
 
 from kitex_fast.dapr.proto import contract as pb  # noqa: E402
@@ -77,6 +78,40 @@ def test_foreign_texts_are_not_ours() -> None:
                            "connection error: desc = \"transport: dial unix /x.sock\"") is None
     assert error_from_text("binding kitex does not support operation create") is None
     assert status_of(KeyError("x"))[0] == "INTERNAL"
+
+
+@pytest.mark.parametrize("number", ["\u0663", "\uff13", "1" * 5000])  # ٣ (Arabic-Indic), ３ (fullwidth)
+def test_status_fields_are_ascii_numbers_of_bounded_length(number: str) -> None:
+    # int() reads other scripts' digits (int("٣") == 3) and refuses more than 4,300 digits with a
+    # ValueError: neither is a text this component writes, so neither is ours.
+    _, text = status_of(ApplicationError(3, "boom"))
+    assert error_from_text(text).type_code == 3
+    assert error_from_text(text.replace("type=3", "type=" + number)) is None
+    _, text = status_of(BizStatusError(3, "no", {}))
+    assert error_from_text(text.replace("status=3", "status=" + number)) is None
+
+
+@pytest.mark.parametrize("mode", ["\u0666\u0666\u0660", "\uff16\uff16\uff10", "+660", " 660", "6_60", "0o660",
+                                  "0680", ""])
+def test_socket_mode_takes_ascii_octal_digits_only(mode: str, capsys) -> None:
+    assert build_parser().parse_args(["--socket-mode", "0640"]).socket_mode == 0o640
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--socket-mode", mode])
+    assert "%r is not an octal file mode (e.g. 0660)" % mode in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("gid", [str(0xFFFFFFFF), "9" * 5000])
+def test_a_socket_group_number_past_gid_t_is_not_a_gid(gid: str, capsys) -> None:
+    assert build_parser().parse_args(["--socket-group", "0042"]).socket_group == 42
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--socket-group", gid])
+    assert "is not a GID" in capsys.readouterr().err
+
+
+def test_socket_mode_above_0777_is_not_a_file_mode(capsys) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--socket-mode", "1777"])
+    assert "'1777' is not a file mode" in capsys.readouterr().err
 
 
 def test_trace_context_goes_into_ttheader_transient_headers_only() -> None:

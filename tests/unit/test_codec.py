@@ -930,12 +930,8 @@ def test_errors_are_kitex_errors():
 # --------------------------------------------------------------------------- c == py
 
 
-def test_compiled_and_twin_identical():
-    try:
-        c = codec.implementation("c")
-    except ImportError as exc:
-        pytest.skip(str(exc))
-    py = codec.implementation("py")
+def test_compiled_and_twin_identical(codecs):
+    c, py = codecs
     calls = [
         lambda m: join(m.encode_frame("ttheader", ECHO, seq_id=7, str_headers={"a": "é"}, int_headers={3: "x"}, acl_token="z")),
         lambda m: join(m.encode_frame("ttheader-framed", [ECHO[:3], memoryview(ECHO)[3:]], seq_id=-7)),

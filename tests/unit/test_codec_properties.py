@@ -133,12 +133,8 @@ def test_stream_of_frames_via_get_buffer(impl, cases, sizes):
 
 @SETTINGS
 @given(case=frames(), name=st.one_of(st.none(), names), seq=seq_ids)
-def test_c_and_py_byte_identical(case, name, seq):
-    try:
-        c = codec.implementation("c")
-    except ImportError as exc:
-        pytest.skip(str(exc))
-    py = codec.implementation("py")
+def test_c_and_py_byte_identical(codecs, case, name, seq):
+    c, py = codecs
     transport, msg, kw = case
     assert join(c.encode_frame(transport, msg, **kw)) == join(py.encode_frame(transport, msg, **kw))
     assert join(c.rewrite_message(msg, seq_id=seq, name=name)) == join(
@@ -197,12 +193,8 @@ def test_mutations_only_raise_kitex_errors(impl, case, mutations, cut, decoder_t
 
 @SETTINGS
 @given(data=st.binary(max_size=200), offset=st.integers(0, 20))
-def test_find_struct_end_garbage_agrees(data, offset):
-    try:
-        c = codec.implementation("c")
-    except ImportError as exc:
-        pytest.skip(str(exc))
-    py = codec.implementation("py")
+def test_find_struct_end_garbage_agrees(codecs, data, offset):
+    c, py = codecs
     offset = min(offset, len(data))
     assert _outcome(lambda: c.find_struct_end(data, offset)) == _outcome(
         lambda: py.find_struct_end(data, offset)

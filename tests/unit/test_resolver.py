@@ -18,7 +18,6 @@ from kitex_fast.resolver import (
     DEFAULT_PREFIX,
     MAX_SCHEDULE,
     Instance,
-    StaticResolver,
     parse_instance,
     parse_registry,
     wrr_schedule,
@@ -201,9 +200,8 @@ def test_swaps_under_concurrent_calls_lose_no_call(impl) -> None:
             s.stop()
 
 
-def test_static_resolver_is_host_ports() -> None:
-    r = StaticResolver("127.0.0.1:1,127.0.0.1:2")
-    assert [i.endpoint.port for i in r.resolve("x", None)] == [1, 2]
+def test_a_registry_excludes_host_ports_and_carries_its_own_prefix() -> None:
+    r = ManualResolver((ins(1), ins(2)))
     with pytest.raises(MetadataError, match="exactly one"):
         Client("echo", "127.0.0.1:1", registry=r)
     with pytest.raises(MetadataError, match="registry_prefix"):

@@ -24,19 +24,16 @@ from typing import Any, Optional, Sequence
 
 from .. import codec, transport
 from ..errors import KitexError
+from ..pool import ascii_int
 from . import core
 from .proto import SERVICE_NAME
-from .core import (  # noqa: F401 - the names this module has always exported
+from .core import (
     DATA_ENCODING_KEY,
     DEFAULT_SOCKET_FOLDER,
     INSTANCE_HEADER,
     SOCKET_FOLDER_ENV,
-    TRACE_KEYS,
-    TRANSIENT_PREFIX,
     Component,
     SocketInUseError,
-    _decode_data,
-    _with_trace_headers,
     claim_socket,
     socket_path,
 )
@@ -191,10 +188,11 @@ def _implementation_name(args: argparse.Namespace) -> str:
 
 
 def _mode(text: str) -> int:
-    try:
-        value = int(text, 8)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not an octal file mode (e.g. 0660)" % text) from None
+    # ASCII octal digits only, as chmod(1) takes them: int(text, 8) alone also reads "٦٦٠" or
+    # "６６０" (other scripts' digits), "+660", " 660", "6_60" and "0o660".
+    if not text or not set(text) <= set("01234567"):
+        raise argparse.ArgumentTypeError("%r is not an octal file mode (e.g. 0660)" % text)
+    value = int(text, 8)
     if not 0 <= value <= 0o777:
         raise argparse.ArgumentTypeError("%r is not a file mode" % text)
     return value
@@ -205,9 +203,10 @@ def _group(text: str) -> int:
     from ..errors import quoted  # (here: the option's own code stays in one place)
 
     if text.isascii() and text.isdigit():
-        if int(text) >= 0xFFFFFFFF:  # (gid_t is 32 bits, and (gid_t)-1 means "no change")
+        gid = ascii_int(text)  # (None past 19 digits, where int() would raise past 4,300)
+        if gid is None or gid >= 0xFFFFFFFF:  # (gid_t is 32 bits, and (gid_t)-1 means "no change")
             raise argparse.ArgumentTypeError("%s is not a GID" % quoted(text))
-        return int(text)
+        return gid
     try:
         import grp
 

@@ -29,15 +29,16 @@ from ..errors import (
     RPCTimeoutError,
     TransportError,
 )
+from ..pool import ascii_int
 
-__all__ = ["status_of", "error_from_text", "STATUS_CODES"]
+__all__ = ["status_of", "error_from_text", "STATUS_BY_ERROR"]
 
 # Application exception types that mean "no such method/service here" (Thrift: UNKNOWN_METHOD;
 # Kitex: UNKNOWN_SERVICE, NO_SERVICE_NAME; kitex pkg/remote/trans_errors.go).
 _UNIMPLEMENTED_TYPES = frozenset((1, 20, 21))
 
-# Most specific class first: the first isinstance match wins.
-STATUS_CODES: Tuple[Tuple[Type[KitexError], str], ...] = (
+# Error class -> gRPC status code name. Most specific class first: the first isinstance match wins.
+STATUS_BY_ERROR: Tuple[Tuple[Type[KitexError], str], ...] = (
     (MetadataError, "INVALID_ARGUMENT"),  # bad metadata or operation: fix the request
     (RPCTimeoutError, "DEADLINE_EXCEEDED"),
     (ConnectError, "UNAVAILABLE"),  # refused, unreachable, connect timeout: nothing was sent
@@ -54,7 +55,7 @@ def status_of(exc: BaseException) -> Tuple[str, str]:
     if not isinstance(exc, KitexError):
         return "INTERNAL", "%s: %s" % (type(exc).__name__, exc)
     code = "UNKNOWN"
-    for cls, name in STATUS_CODES:
+    for cls, name in STATUS_BY_ERROR:
         if isinstance(exc, cls):
             code = name
             break
@@ -68,9 +69,11 @@ def status_of(exc: BaseException) -> Tuple[str, str]:
     return code, "%s%s: %s" % (type(exc).__name__, fields, exc)
 
 
-_DESC = re.compile(r"(?:^|desc = )([A-Z][A-Za-z]*Error)((?: [a-z]+=-?\d+)*): (.*)\Z", re.S)
-_APP_TEXT = re.compile(r"remote application exception(?: from method '(.*?)')?: type -?\d+ \([^)]*\)*: (.*)\Z", re.S)
-_BIZ_TEXT = re.compile(r"biz status -?\d+: (.*?)(?: \(extra: (.*)\))?\Z", re.S)
+# [0-9], not \d: \d also matches other scripts' digits ("٣", "３"), which int() reads as numbers
+# but this component never writes.
+_DESC = re.compile(r"(?:^|desc = )([A-Z][A-Za-z]*Error)((?: [a-z]+=-?[0-9]+)*): (.*)\Z", re.S)
+_APP_TEXT = re.compile(r"remote application exception(?: from method '(.*?)')?: type -?[0-9]+ \([^)]*\)*: (.*)\Z", re.S)
+_BIZ_TEXT = re.compile(r"biz status -?[0-9]+: (.*?)(?: \(extra: (.*)\))?\Z", re.S)
 
 
 def error_from_text(text: str) -> Optional[KitexError]:
@@ -86,7 +89,10 @@ def error_from_text(text: str) -> Optional[KitexError]:
     fields: Dict[str, int] = {}
     for item in raw_fields.split():
         key, _, value = item.partition("=")
-        fields[key] = int(value)
+        number = ascii_int(value, negative=True)
+        if number is None:  # more digits than any code this component writes (int() would raise)
+            return None
+        fields[key] = number
     if cls is ApplicationError:
         app = _APP_TEXT.match(message)
         method, plain = (app.group(1) or "", app.group(2)) if app else ("", message)
