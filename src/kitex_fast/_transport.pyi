@@ -9,8 +9,8 @@ _Buffers = Union[_BytesLike, Sequence[_BytesLike]]
 
 # The same list as _transport_py.__all__, the source list (a stub's __all__ must be a literal):
 # tests/unit/test_codec_exports.py compares the two, and stubtest compares this stub with the
-# compiled module. CallPath, BindingPath, Shape and Route are the drivers' internals: in both
-# implementations, not exported.
+# compiled module. CallPath, BindingPath, Unsettled, Shape and Route are the drivers' internals:
+# in both implementations, not exported.
 __all__ = ["Connection", "open_connection", "IdlePool"]
 
 @final
