@@ -38,6 +38,7 @@ from .codec import (
 from .limits import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_IDLE_TIME,
     DEFAULT_RPC_TIMEOUT,
     DEFAULT_TRANSPORT,
@@ -214,11 +215,11 @@ class ClientCore:
         # NaN would slip through min() in the pool and disable the connect bound altogether.
         connect_timeout = check_seconds("connect_timeout", connect_timeout)
         if max_frame_size is None:
-            max_frame_size = self._codec.DEFAULT_MAX_FRAME_SIZE
+            max_frame_size = DEFAULT_MAX_FRAME_SIZE
         elif not _is_int(max_frame_size) or not 1 <= max_frame_size <= MAX_FRAME_FIELD:
             raise MetadataError(
                 "max_frame_size must be an int in 1-%d (bytes; None: the default %d), not %s"
-                % (MAX_FRAME_FIELD, self._codec.DEFAULT_MAX_FRAME_SIZE, quoted(max_frame_size))
+                % (MAX_FRAME_FIELD, DEFAULT_MAX_FRAME_SIZE, quoted(max_frame_size))
             )
         self.max_frame_size = max_frame_size
         if isinstance(registry, str):

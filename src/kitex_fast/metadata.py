@@ -13,7 +13,6 @@ from types import MappingProxyType
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from .codec import (
-    DEFAULT_MAX_FRAME_SIZE,
     INT_KEY_FROM_SERVICE,
     INT_KEY_LOG_ID,
     INT_KEY_RPC_TIMEOUT,
@@ -24,6 +23,7 @@ from .errors import MetadataError, quoted
 from .limits import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_IDLE_TIME,
     DEFAULT_RPC_TIMEOUT,
     DEFAULT_TRANSPORT,
