@@ -9,8 +9,8 @@ _Buffers = Union[_BytesLike, Sequence[_BytesLike]]
 
 # The same list as _transport_py.__all__, the source list (a stub's __all__ must be a literal):
 # tests/unit/test_codec_exports.py compares the two, and stubtest compares this stub with the
-# compiled module. CallPath, BindingPath, Shape and Route are the drivers' internals: in both
-# implementations, not exported.
+# compiled module. CallPath, BindingPath, Unsettled, Shape and Route are the drivers' internals:
+# in both implementations, not exported.
 __all__ = ["Connection", "open_connection", "IdlePool"]
 
 @final
@@ -60,17 +60,39 @@ class IdlePool:
     def idle_count(self) -> int: ...
 
 @final
+class Unsettled:
+    """A call answered by a reply that is not a plain REPLY: the client settles it."""
+
+    def __init__(self, conn: Connection, pool: IdlePool, frame: Any, seq_id: int) -> None: ...
+    @property
+    def conn(self) -> Connection: ...
+    @property
+    def pool(self) -> IdlePool: ...
+    @property
+    def frame(self) -> Any: ...
+    @property
+    def seq_id(self) -> int: ...
+
+# What CallPath answers: a finished call, or "not handled" (None, an endpoint index, Unsettled).
+_CallAnswer = Union[Tuple[Any, int, str], None, int, Unsettled]
+
+@final
 class CallPath:
-    """The common path of one Client's calls; every other case goes to the client's methods."""
+    """The common path of one Client's calls; every other case is answered "not handled"."""
 
     closed: bool
     retired: bool
     def __init__(
-        self, client: Any, pools: Sequence[IdlePool], encoders: Dict[Any, Any],
+        self, pools: Sequence[IdlePool], encoders: Dict[Any, Any],
         rpc_timeout: Optional[float], unset: object, headers_type: type,
+        connect_fresh: Callable[[IdlePool, Optional[float]], Connection],
     ) -> None: ...
-    def exchange(self, method: str, message: Any, rpc_timeout: Any, headers: Any) -> Tuple[Any, int, str]: ...
-    def call(self, method: str, message: Any, rpc_timeout: Any, headers: Any) -> Any: ...
+    def exchange(self, method: str, message: Any, rpc_timeout: Any, headers: Any) -> _CallAnswer: ...
+    def call(self, method: str, message: Any, rpc_timeout: Any, headers: Any) -> Union[bytes, None, int, Unsettled]: ...
+    def send(
+        self, conn: Connection, pool: IdlePool, buffers: Any, deadline: Optional[float], seq_id: int,
+        encoder: Any, reused: bool,
+    ) -> Union[Tuple[Any, int, str], Unsettled]: ...
     def set_pools(self, pools: Sequence[IdlePool]) -> None: ...
     def next_endpoint(self) -> int: ...
 
@@ -113,10 +135,10 @@ class Route:
 
 @final
 class BindingPath:
-    """The common path of a binding's invokes; every other case goes to ``binding._invoke``."""
+    """The common path of a binding's invokes; every other case is answered "not handled"."""
 
     def __init__(
-        self, binding: Any, request_type: type, operations: Sequence[str],
+        self, request_type: type, operations: Sequence[str],
         respond: Callable[[Tuple[Any, int, str], Any], Any], shapes: Dict[Any, Any],
         routes: Any, clients: Any,
     ) -> None: ...

@@ -10,9 +10,8 @@ call except the decoder's ``get_buffer``/``buffer_updated``:
   runs with the GIL held (it never blocks, as in uvloop's ``_try_write``). Sends that find the
   buffer full ``poll(2)`` for room, with the GIL released, for the time left to the deadline.
 - waiting for a reply is a blocking ``recv(2)`` with the GIL released, bounded by ``SO_RCVTIMEO``
-  (never longer than the time left): the kernel wakes the thread straight into the read. That is
-  one user/kernel round trip less than ``poll`` then ``recv``, about 2 us a call here, the
-  difference between us and a C client blocked in ``read``.
+  (never longer than the time left): the kernel wakes the thread straight into the read: one
+  user/kernel round trip less than ``poll`` then ``recv``, as a C client blocked in ``read``.
 - EINTR (from poll, rarely from send/recv): ``PyErr_CheckSignals()`` runs the Python handlers,
   an exception they raise propagates, otherwise the wait resumes with a recomputed timeout
   (CPython's ``sock_call_ex`` does the same).
@@ -61,7 +60,6 @@ _errors = _import_module(".errors", __package__)
 ConnectError = _errors.ConnectError
 ConnectTimeoutError = _errors.ConnectTimeoutError
 TransportError = _errors.TransportError
-KitexError = _errors.KitexError
 
 # The compiled codec's C entry points (see _codec_api.pxd), from this package's own codec
 # dispatcher: the call path encodes the request head onto its stack and checks the reply with a
@@ -70,8 +68,9 @@ cdef CodecAPI* _codec_api = NULL
 cdef type _RequestEncoder = None
 cdef type _FrameDecoder = None
 _codec = _import_module(".codec", __package__)
+_limits = _import_module(".limits", __package__)
 # Seq ids are positive i32s: 1 .. MAX_I32, then 1 again.
-cdef long long _MAX_SEQ_ID = _codec.MAX_I32
+cdef long long _MAX_SEQ_ID = _limits.MAX_I32
 try:
     _compiled_codec = _codec.implementation("c")
     _codec_api = <CodecAPI*>PyCapsule_GetPointer(_compiled_codec._C_API, CODEC_API_NAME)
@@ -86,7 +85,7 @@ except (ImportError, AttributeError, ValueError):
 # Room on the stack for a request head: framing + TTHeader block + message header. Bigger heads
 # (a large TTHeader block) take the encoder's bytes instead.
 DEF _HEAD_ROOM = 512
-cdef double _MAX_DURATION = _import_module(".metadata", __package__).MAX_DURATION
+cdef double _MAX_DURATION = _limits.MAX_DURATION
 
 __all__ = ["Connection", "open_connection", "IdlePool"]
 
@@ -673,9 +672,10 @@ def open_connection(family, sockaddr, *, timeout, decoder):
 # The common path of a call is one call into this module: CallPath.exchange (a Client) or
 # BindingPath.invoke (a KitexOutputBinding) runs route -> idle connection -> seq id -> encode ->
 # sendmsg -> wait -> decode -> reply check -> release without running Python code. Whatever is not
-# the common case (a first sight of a method or metadata shape, no idle connection, a connect, any
-# error, a reply that is not a plain REPLY) goes to the owner's Python method for the full rules,
-# which are the only place those rules live: the fast path only ever skips work, never decides.
+# the common case (a first sight of a method or metadata shape, no idle connection, a connect, a
+# reply that is not a plain REPLY) is answered "not handled", and the owner runs its full rules,
+# the only place those rules live: the fast path only ever skips work, never decides, and never
+# calls back into the client or the binding (errors propagate as they are).
 
 
 @cython.auto_pickle(False)
@@ -764,15 +764,43 @@ cdef class IdlePool:
 
 @cython.auto_pickle(False)
 @cython.final
-cdef class CallPath:
-    """The common path of one Client's calls. ``CallPath(client, pools, encoders, rpc_timeout,
-    unset, headers_type)``: ``pools`` are the client's IdlePools (one per endpoint, in round-robin
-    order), ``encoders`` its request-encoder cache (shared: the client fills it, keyed by method
-    or ``(method, headers)``), ``unset`` its "no per-call timeout given" marker,
-    ``headers_type`` the type of the per-call headers it takes (hashed and compared in C). The client's Python methods ``_exchange`` (the full call),
-    ``_retry_fresh`` and ``_finish`` take every case this does not."""
+cdef class Unsettled:
+    """``Unsettled(conn, pool, frame, seq_id)``: a call that was sent and answered, but whose reply
+    is not a plain REPLY (an exception, a biz status, a connection reset request, a mismatch): the
+    client settles it (checks the reply, keeps or drops ``conn``, raises the answer's error).
+    Read-only."""
 
-    cdef object _client
+    cdef readonly Connection conn
+    cdef readonly IdlePool pool
+    cdef readonly object frame
+    cdef readonly long long seq_id
+
+    def __init__(self, Connection conn, IdlePool pool, frame, long long seq_id):
+        self.conn = conn
+        self.pool = pool
+        self.frame = frame
+        self.seq_id = seq_id
+
+    def __repr__(self):
+        return "Unsettled(conn=%r, seq_id=%r)" % (self.conn, self.seq_id)
+
+
+@cython.auto_pickle(False)
+@cython.final
+cdef class CallPath:
+    """The common path of one Client's calls. ``CallPath(pools, encoders, rpc_timeout, unset,
+    headers_type, connect_fresh)``: ``pools`` are the client's IdlePools (one per endpoint, in
+    round-robin order), ``encoders`` its request-encoder cache (shared: the client fills it, keyed
+    by method or ``(method, headers)``), ``unset`` its "no per-call timeout given" marker,
+    ``headers_type`` the type of the per-call headers it takes (hashed and compared in C),
+    ``connect_fresh(pool, deadline)`` the endpoint pool's new connection to ``pool``'s endpoint.
+
+    It decides nothing: it carries out a call when the cached state applies (a known encoder, a
+    timeout of the validated shape, an idle connection, a plain REPLY) and otherwise answers
+    "not handled", for the client's full rules: None (nothing was done), an endpoint index (no
+    idle connection there: the full path connects, starting from it), or an :class:`Unsettled`
+    (the reply came but is not a plain REPLY). It never calls back into the client."""
+
     cdef list _pools
     cdef Py_ssize_t _npools
     cdef size_t _next            # round robin over the endpoints
@@ -780,25 +808,42 @@ cdef class CallPath:
     cdef object _timeout         # the client's rpc timeout: None or float seconds
     cdef object _unset
     cdef type _headers_type
+    cdef object _connect_fresh   # EndpointPool.connect_fresh
     cdef public bint closed      # set by Client.close(): calls take the full path, which refuses
     cdef public bint retired     # set by Client.retire()
 
-    def __init__(self, client, pools, dict encoders, rpc_timeout, unset, type headers_type):
-        self._client = client
+    def __init__(self, pools, dict encoders, rpc_timeout, unset, type headers_type, connect_fresh):
         self.set_pools(pools)
         self._next = 0
         self._encoders = encoders
         self._timeout = rpc_timeout
         self._unset = unset
         self._headers_type = headers_type
+        self._connect_fresh = connect_fresh
 
     def exchange(self, method, message, rpc_timeout, headers):
-        """``Client.invoke``'s round trip: ``(reply frame, seq id, endpoint text)``."""
+        """``(reply frame, seq id, endpoint text)``, or "not handled" (see the class)."""
         return self._exchange(method, message, rpc_timeout, headers)
 
     def call(self, method, message, rpc_timeout, headers):
-        """``Client.call``: the REPLY message."""
-        return (<object>self._exchange(method, message, rpc_timeout, headers)[0]).payload
+        """``Client.call``: the REPLY message (bytes), or "not handled" (see the class)."""
+        cdef object answer = self._exchange(method, message, rpc_timeout, headers)
+        if type(answer) is tuple:
+            return (<object>(<tuple>answer)[0]).payload
+        return answer
+
+    def send(self, Connection conn, IdlePool pool, buffers, deadline, long long seq_id, encoder,
+             bint reused):
+        """Carry out an encoded call on ``conn`` (from ``pool``; ``reused``: an idle one): the
+        full path's round trip, with the same retry and reply rules as the common one.
+        ``(reply frame, seq id, endpoint text)`` for a plain REPLY, else an :class:`Unsettled`."""
+        cdef double dl = 0.0
+        cdef bint has_dl = deadline is not None
+        if has_dl:
+            dl = deadline
+        return self._finish(conn, pool, self._send_buffers(conn, pool, buffers, _now(), dl, has_dl,
+                                                           reused),
+                            encoder, seq_id, False)
 
     def set_pools(self, pools):
         """Swap in a new round-robin cycle (a registry update); empty: every call takes the full
@@ -821,12 +866,12 @@ cdef class CallPath:
         self._next += 1
         return start
 
-    cdef tuple _exchange(self, object method, object message, object rpc_timeout, object headers):
+    cdef object _exchange(self, object method, object message, object rpc_timeout, object headers):
         cdef object timeout
         cdef object key
         cdef object encoder
         cdef object buffers
-        cdef object frame
+        cdef object sent
         cdef IdlePool pool
         cdef Connection conn
         cdef Py_ssize_t start = 0
@@ -835,48 +880,48 @@ cdef class CallPath:
         cdef bint has_deadline, direct
         cdef type mtype = type(message)
         if self.closed or type(method) is not str:
-            return self._client._exchange(method, message, rpc_timeout, headers)
+            return None
         # the request: bytes, bytearray or a contiguous memoryview (else the full path says why)
         if mtype is not bytes and mtype is not bytearray and not (
                 mtype is memoryview and message.c_contiguous):
-            return self._client._exchange(method, message, rpc_timeout, headers)
+            return None
         if rpc_timeout is self._unset:
             timeout = self._timeout
         elif rpc_timeout is None or (
                 type(rpc_timeout) is float and 0.0 < <double>rpc_timeout <= _MAX_DURATION):
             timeout = rpc_timeout  # the binding's already-validated value
         else:
-            return self._client._exchange(method, message, rpc_timeout, headers)
+            return None
         if headers is None:
             key = method
         elif type(headers) is self._headers_type:
             key = (method, headers)
         else:
-            return self._client._exchange(method, message, rpc_timeout, headers)
+            return None
         try:
             encoder = self._encoders.get(key)
         except TypeError:  # unhashable headers
-            encoder = None
+            return None
         if encoder is None:  # a method (or headers) seen for the first time
-            return self._client._exchange(method, message, rpc_timeout, headers)
+            return None
         if self._npools > 1:
             start = <Py_ssize_t>(self._next % <size_t>self._npools)
             self._next += 1
         elif self._npools == 0:  # a registry with no instance (yet): the full path resolves
-            return self._client._exchange(method, message, rpc_timeout, headers)
+            return None
         pool = <IdlePool>self._pools[start]
         now = _now()
         conn = pool._take(now)
-        if conn is None:  # connect (with failover) is the full path's job
-            return self._client._exchange(method, message, rpc_timeout, headers, start)
+        if conn is None:  # connect (with failover) is the full path's job, from this endpoint
+            return start
         has_deadline = timeout is not None and <double>timeout > 0.0
         if has_deadline:
             deadline = now + <double>timeout
         seq = conn._next_seq()
         direct = _codec_api != NULL and type(encoder) is _RequestEncoder
         if direct:
-            frame = self._direct(conn, pool, <object>encoder, message, seq, now, deadline,
-                                 has_deadline, method)
+            sent = self._direct(conn, pool, <object>encoder, message, seq, now, deadline,
+                                has_deadline)
         else:  # an encoder without the C entry points: its own buffers
             try:
                 # Validates the message (strict CALL, one complete struct) before any byte is
@@ -885,22 +930,28 @@ cdef class CallPath:
             except BaseException:
                 pool._give_back(conn)
                 raise
-            frame = self._send_buffers(conn, pool, buffers, now, deadline, has_deadline, method,
-                                       seq)
-        if type(frame) is tuple:  # finished on a fresh connection
-            return <tuple>frame
+            sent = self._send_buffers(conn, pool, buffers, now, deadline, has_deadline, True)
+        return self._finish(conn, pool, sent, encoder, seq, direct)
+
+    cdef object _finish(self, Connection conn, IdlePool pool, object sent, object encoder,
+                        long long seq, bint direct):
+        """``sent``: the reply frame on ``conn``, or ``(connection, frame)`` when the call moved
+        to a fresh connection. A plain REPLY goes back to the pool; anything else is Unsettled."""
+        cdef object frame = sent
+        if type(sent) is tuple:  # answered on a fresh connection
+            conn = <Connection>(<tuple>sent)[0]
+            frame = (<tuple>sent)[1]
         if (_codec_api.is_plain_reply(encoder, frame, seq) if direct
                 else encoder.is_plain_reply(frame, seq)):
             pool._give_back(conn)
             return (frame, seq, conn._peer)
-        return self._client._finish(conn, pool, frame, method, seq)
+        return Unsettled(conn, pool, frame, seq)
 
     cdef object _direct(self, Connection conn, IdlePool pool, object encoder, object message,
-                        long long seq, double now, double deadline, bint has_deadline,
-                        object method):
+                        long long seq, double now, double deadline, bint has_deadline):
         """Encode the head onto the stack and send it with the caller's body in one sendmsg:
-        no head bytes, no list, no view objects. The reply frame, or the finished call's result
-        tuple when it had to move to a fresh connection."""
+        no head bytes, no list, no view objects. The reply frame, or ``(fresh connection,
+        frame)`` when the call had to move to a fresh connection."""
         cdef unsigned char head[_HEAD_ROOM]
         cdef iovec iov[2]
         cdef Py_buffer view
@@ -918,7 +969,7 @@ cdef class CallPath:
                 raise
             if hlen > _HEAD_ROOM:  # a large TTHeader block: the encoder's own buffers
                 return self._send_buffers(conn, pool, encoder.encode(message, seq), now,
-                                          deadline, has_deadline, method, seq)
+                                          deadline, has_deadline, True)
             iov[0].iov_base = head
             iov[0].iov_len = <size_t>hlen
             if body_at < view.len:
@@ -931,25 +982,34 @@ cdef class CallPath:
             except TransportError as exc:
                 if exc.sent:
                     raise
-                return self._client._retry_fresh(
-                    pool, encoder.encode(message, seq), deadline if has_deadline else None,
-                    method, seq)
+                return self._fresh(pool, encoder.encode(message, seq), deadline, has_deadline)
         finally:
             # Released once sent: the caller's buffer is never held while we wait.
             PyBuffer_Release(&view)
         return conn._receive_reply(deadline, has_deadline)
 
     cdef object _send_buffers(self, Connection conn, IdlePool pool, object buffers, double now,
-                              double deadline, bint has_deadline, object method, long long seq):
+                              double deadline, bint has_deadline, bint reused):
         try:
             return conn._roundtrip(buffers, now, deadline, has_deadline)
         except TransportError as exc:
             # (the connection closed itself) A pooled connection that died between its health
-            # check and our write, with no byte taken by the kernel: a fresh one is safe.
-            if exc.sent:
+            # check and our write, with no byte taken by the kernel: nothing reached the server,
+            # so a fresh connection is safe.
+            if exc.sent or not reused:
                 raise
-            return self._client._retry_fresh(
-                pool, buffers, deadline if has_deadline else None, method, seq)
+            return self._fresh(pool, buffers, deadline, has_deadline)
+
+    cdef tuple _fresh(self, IdlePool pool, object buffers, double deadline, bint has_deadline):
+        """``(fresh connection, reply frame)``: ``buffers`` sent again on a new connection to
+        ``pool``'s endpoint."""
+        cdef Connection conn = <Connection?>self._connect_fresh(
+            pool, deadline if has_deadline else None)
+        try:
+            return (conn, conn._roundtrip(buffers, _now(), deadline, has_deadline))
+        except BaseException:
+            conn.close()
+            raise
 
 
 cdef inline bint _same_text(object a, object b) except -1:
@@ -996,19 +1056,18 @@ cdef class Route:
 @cython.auto_pickle(False)
 @cython.final
 cdef class BindingPath:
-    """The common path of a binding's invokes: ``BindingPath(binding, request_type, operations,
-    respond, shapes, routes, clients)`` shares the binding's caches (it only reads them):
-    ``shapes`` maps metadata key names to a :class:`Shape`, ``routes`` maps ``(shape id,
-    relevant values)`` to a :class:`Route`, ``clients`` is the LRU client cache (an OrderedDict
-    keyed by ``Route.client_key``). A request whose ``operation`` is one of ``operations`` and
-    whose metadata has a cached route to a live client is one call here, answered with
+    """The common path of a binding's invokes: ``BindingPath(request_type, operations, respond,
+    shapes, routes, clients)`` shares the binding's caches (it only reads them): ``shapes`` maps
+    metadata key names to a :class:`Shape`, ``routes`` maps ``(shape id, relevant values)`` to a
+    :class:`Route`, ``clients`` is the LRU client cache (an OrderedDict keyed by
+    ``Route.client_key``). A request whose ``operation`` is one of ``operations`` and whose
+    metadata has a cached route to a live client is one call here, answered with
     ``respond(reply, route.options)`` (``reply``: the call path's ``(frame, seq id,
-    endpoint)``); anything else goes to ``binding._invoke`` (the full rules: validation, the
-    caches' fill, the client cache), and a failed call to ``binding._failed(route.options,
-    exc)`` before it propagates. The binding calls :meth:`forget_tail` whenever it reorders its
-    client cache itself."""
+    endpoint)``). Anything else is "not handled", for the binding's full rules (validation, the
+    caches' fill, the client cache): None when no call was started, ``(route, answer)`` when
+    the route's call path answered "not handled" (:class:`CallPath`). A failed call propagates.
+    The binding calls :meth:`forget_tail` whenever it reorders its client cache itself."""
 
-    cdef object _binding
     cdef type _request_type
     cdef tuple _operations       # the request operations this path may take
     cdef object _respond
@@ -1027,9 +1086,7 @@ cdef class BindingPath:
     cdef tuple _last_key
     cdef Route _last_route
 
-    def __init__(self, binding, type request_type, operations, respond, dict shapes, routes,
-                 clients):
-        self._binding = binding
+    def __init__(self, type request_type, operations, respond, dict shapes, routes, clients):
         self._request_type = request_type
         self._operations = tuple(operations)
         for operation in self._operations:
@@ -1138,34 +1195,32 @@ cdef class BindingPath:
         return False
 
     def invoke(self, request):
-        """``KitexOutputBinding.invoke``: ``respond(reply, route.options)``."""
+        """``respond(reply, route.options)``, or "not handled" (see the class)."""
         cdef object metadata
         cdef Route route
-        cdef tuple result
+        cdef object answer
         cdef CallPath path
         if type(request) is not self._request_type:
-            return self._binding._invoke(request)
+            return None
         metadata = request.metadata
         if type(metadata) is not dict or not self._serves(request.operation):
-            return self._binding._invoke(request)
+            return None
         try:
             route = self._route_of(<dict>metadata)
         except (TypeError, KeyError):  # the full path's validation names what is wrong
-            return self._binding._invoke(request)
+            return None
         if route is None or route.path is None:
-            return self._binding._invoke(request)
+            return None
         path = <CallPath?>route.path
         if path.retired:
-            return self._binding._invoke(request)
+            return None
         if route.client_key is not self._tail:
             try:
                 self._touch(route.client_key)  # LRU touch (skipped while this client is the last)
                 self._tail = route.client_key
             except KeyError:
                 pass  # evicted meanwhile: retired, handled on the next call
-        try:
-            result = path._exchange(route.method, request.data, route.rpc_timeout, route.headers)
-        except KitexError as exc:
-            self._binding._failed(route.options, exc)
-            raise
-        return self._respond(result, route.options)
+        answer = path._exchange(route.method, request.data, route.rpc_timeout, route.headers)
+        if type(answer) is not tuple:
+            return (route, answer)
+        return self._respond(answer, route.options)

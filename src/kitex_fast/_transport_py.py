@@ -27,9 +27,8 @@ from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import _transport_errors as texts
-from .codec import MAX_I32
-from .errors import ConnectError, ConnectTimeoutError, KitexError, TransportError
-from .metadata import MAX_DURATION
+from .errors import ConnectError, ConnectTimeoutError, TransportError
+from .limits import MAX_DURATION, MAX_I32
 
 __all__ = ["Connection", "open_connection", "IdlePool"]
 
@@ -423,8 +422,8 @@ def open_connection(
 #
 # The twin of the compiled call path, in the same structure so the two stay comparable: the common
 # path of a call is one method (CallPath.exchange for a Client, BindingPath.invoke for a binding);
-# whatever is not the common case goes to the owner's Python methods, the only place the full
-# rules live.
+# whatever is not the common case is answered "not handled" (see the compiled twin), and the owner
+# runs its full rules. Nothing here calls back into the client or the binding.
 
 
 class IdlePool:
@@ -503,15 +502,36 @@ class IdlePool:
         return len(self._idle)
 
 
+class Unsettled:
+    """``Unsettled(conn, pool, frame, seq_id)``: a call whose reply came but is not a plain REPLY
+    (an exception, biz status, a reset request, a mismatch): the client settles it (see the
+    compiled twin). Read-only."""
+
+    __slots__ = ("conn", "pool", "frame", "seq_id")
+    conn: "Connection"
+    pool: IdlePool
+    frame: Any
+    seq_id: int
+
+    def __init__(self, conn: "Connection", pool: IdlePool, frame: Any, seq_id: int) -> None:
+        _init_record(self, Unsettled, (conn, pool, frame, seq_id))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Unsettled is read-only")
+
+    def __repr__(self) -> str:
+        return "Unsettled(conn=%r, seq_id=%r)" % (self.conn, self.seq_id)
+
+
 class CallPath:
     """The common path of one Client's calls (see the compiled twin for the contract)."""
 
-    __slots__ = ("_client", "_pools", "_next", "_encoders", "_timeout", "_unset", "_headers_type",
-                 "closed", "retired")
+    __slots__ = ("_pools", "_next", "_encoders", "_timeout", "_unset", "_headers_type",
+                 "_connect_fresh", "closed", "retired")
 
-    def __init__(self, client: Any, pools: Sequence[IdlePool], encoders: Dict[Any, Any],
-                 rpc_timeout: Optional[float], unset: object, headers_type: type) -> None:
-        self._client = client
+    def __init__(self, pools: Sequence[IdlePool], encoders: Dict[Any, Any],
+                 rpc_timeout: Optional[float], unset: object, headers_type: type,
+                 connect_fresh: Any) -> None:
         self._pools: List[IdlePool] = []
         self.set_pools(pools)
         self._next = 0
@@ -524,12 +544,14 @@ class CallPath:
             raise TypeError("Argument 'headers_type' has incorrect type (expected type, got %s)"
                             % type(headers_type).__name__)
         self._headers_type = headers_type
+        self._connect_fresh = connect_fresh
         self.closed = False
         self.retired = False
 
     def call(self, method: str, message: Any, rpc_timeout: Any, headers: Any) -> Any:
-        """``Client.call``: the REPLY message."""
-        return self.exchange(method, message, rpc_timeout, headers)[0].payload
+        """``Client.call``: the REPLY message (bytes), or :meth:`exchange`'s "not handled"."""
+        answer = self.exchange(method, message, rpc_timeout, headers)
+        return answer[0].payload if type(answer) is tuple else answer
 
     def set_pools(self, pools: Sequence[IdlePool]) -> None:
         """Swap in a new round-robin cycle (a registry update); empty: every call takes the full
@@ -550,32 +572,32 @@ class CallPath:
         self._next += 1
         return start
 
-    def exchange(self, method: str, message: Any, rpc_timeout: Any, headers: Any) -> Tuple[Any, int, str]:
-        """``Client.exchange``: ``(reply frame, seq id, endpoint text)``."""
-        client = self._client
+    def exchange(self, method: str, message: Any, rpc_timeout: Any, headers: Any) -> Any:
+        """``(reply frame, seq id, endpoint text)``, or "not handled": None, an endpoint index or
+        an :class:`Unsettled` (see the compiled twin)."""
         mtype = type(message)
         if self.closed or type(method) is not str or not (
             mtype is bytes or mtype is bytearray or (mtype is memoryview and message.c_contiguous)
         ):
-            return client._exchange(method, message, rpc_timeout, headers)  # type: ignore[no-any-return]
+            return None
         if rpc_timeout is self._unset:
             timeout = self._timeout
         elif rpc_timeout is None or (type(rpc_timeout) is float and 0.0 < rpc_timeout <= MAX_DURATION):
             timeout = rpc_timeout  # the binding's already-validated value
         else:
-            return client._exchange(method, message, rpc_timeout, headers)  # type: ignore[no-any-return]
+            return None
         if headers is None:
             key: Any = method
         elif type(headers) is self._headers_type:
             key = (method, headers)
         else:
-            return client._exchange(method, message, rpc_timeout, headers)  # type: ignore[no-any-return]
+            return None
         try:
             encoder = self._encoders.get(key)
         except TypeError:  # unhashable headers
-            encoder = None
+            return None
         if encoder is None:  # a method (or headers) seen for the first time
-            return client._exchange(method, message, rpc_timeout, headers)  # type: ignore[no-any-return]
+            return None
         start = 0
         pools = self._pools
         npools = len(pools)
@@ -583,12 +605,12 @@ class CallPath:
             start = self._next % npools
             self._next += 1
         elif not npools:  # a registry with no instance (yet): the full path resolves or says why
-            return client._exchange(method, message, rpc_timeout, headers)  # type: ignore[no-any-return]
+            return None
         pool = pools[start]
         now = time.monotonic()
         conn = pool._take(now)
-        if conn is None:  # connect (with failover) is the full path's job
-            return client._exchange(method, message, rpc_timeout, headers, start)  # type: ignore[no-any-return]
+        if conn is None:  # connect (with failover) is the full path's job, from this endpoint
+            return start
         deadline = now + timeout if timeout else None
         seq = conn.next_seq_id()
         try:
@@ -597,18 +619,30 @@ class CallPath:
         except BaseException:
             pool.give_back(conn)
             raise
+        return self.send(conn, pool, buffers, deadline, seq, encoder, True)
+
+    def send(self, conn: Connection, pool: IdlePool, buffers: Any, deadline: Optional[float],
+             seq_id: int, encoder: Any, reused: bool) -> Any:
+        """Carry out an encoded call on ``conn`` (from ``pool``; ``reused``: an idle one):
+        ``(reply frame, seq id, endpoint text)`` for a plain REPLY, else an :class:`Unsettled`."""
         try:
             frame = conn.call(buffers, deadline)
         except TransportError as exc:
             # (the connection closed itself) A pooled connection that died between its health
-            # check and our write, with no byte taken by the kernel: a fresh one is safe.
-            if exc.sent:
+            # check and our write, with no byte taken by the kernel: nothing reached the server,
+            # so a fresh connection is safe.
+            if exc.sent or not reused:
                 raise
-            return client._retry_fresh(pool, buffers, deadline, method, seq)  # type: ignore[no-any-return]
-        if encoder.is_plain_reply(frame, seq):
+            conn = self._connect_fresh(pool, deadline)
+            try:
+                frame = conn.call(buffers, deadline)
+            except BaseException:
+                conn.close()
+                raise
+        if encoder.is_plain_reply(frame, seq_id):
             pool.give_back(conn)
-            return frame, seq, conn._peer
-        return client._finish(conn, pool, frame, method, seq)  # type: ignore[no-any-return]
+            return frame, seq_id, conn._peer
+        return Unsettled(conn, pool, frame, seq_id)
 
 
 class Shape:
@@ -671,12 +705,11 @@ def _init_record(record: Any, cls: type, values: Tuple[Any, ...]) -> None:
 class BindingPath:
     """The common path of a binding's invokes (see the compiled twin for the contract)."""
 
-    __slots__ = ("_binding", "_request_type", "_operations", "_respond", "_shapes", "_routes",
+    __slots__ = ("_request_type", "_operations", "_respond", "_shapes", "_routes",
                  "_touch", "_tail")
 
-    def __init__(self, binding: Any, request_type: type, operations: Sequence[str], respond: Any,
+    def __init__(self, request_type: type, operations: Sequence[str], respond: Any,
                  shapes: Dict[Any, Any], routes: Any, clients: Any) -> None:
-        self._binding = binding
         self._request_type: Any = request_type  # (Any: mypy narrows on `type(x) is not T`)
         self._operations = tuple(operations)
         for operation in self._operations:
@@ -695,34 +728,32 @@ class BindingPath:
         self._tail = None
 
     def invoke(self, request: Any) -> Any:
-        """``KitexOutputBinding.invoke``: ``respond(reply, route.options)``."""
-        binding = self._binding
+        """``respond(reply, route.options)``, or "not handled": None, or ``(route, answer)`` when
+        the call path did not finish the call (see the compiled twin)."""
         if type(request) is not self._request_type:
-            return binding._invoke(request)
+            return None
         metadata = request.metadata
         if type(metadata) is not dict or request.operation not in self._operations:
-            return binding._invoke(request)
+            return None
         try:
             known: Optional[Shape] = self._shapes.get(tuple(metadata))
             if known is None:
-                return binding._invoke(request)
+                return None
             route: Optional[Route] = self._routes.get((known.id, tuple([metadata[k] for k in known.names])))
         except (TypeError, KeyError):  # unhashable values: validation names them
-            return binding._invoke(request)
+            return None
         if route is None:
-            return binding._invoke(request)
+            return None
         path = route.path
         if path is None or path.retired:
-            return binding._invoke(request)
+            return None
         if route.client_key is not self._tail:
             try:
                 self._touch(route.client_key)  # LRU touch (skipped while this client is the last)
                 self._tail = route.client_key
             except KeyError:
                 pass  # evicted meanwhile: retired, handled on the next call
-        try:
-            result = path.exchange(route.method, request.data, route.rpc_timeout, route.headers)
-        except KitexError as exc:
-            binding._failed(route.options, exc)
-            raise
-        return self._respond(result, route.options)
+        answer = path.exchange(route.method, request.data, route.rpc_timeout, route.headers)
+        if type(answer) is not tuple:
+            return route, answer
+        return self._respond(answer, route.options)

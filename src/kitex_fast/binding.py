@@ -427,8 +427,8 @@ class KitexOutputBinding(BindingCore):
     manager. Options: :class:`BindingCore`.
 
     A request whose metadata was seen before, to a client with an idle connection, is one call
-    into the transport's ``BindingPath`` (compiled, or its twin); everything else comes back to
-    :meth:`_invoke`, where the rules live.
+    into the transport's ``BindingPath`` (compiled, or its twin); for everything else it answers
+    "not handled" and :meth:`_invoke` runs the rules.
     """
 
     client_class = Client
@@ -439,7 +439,7 @@ class KitexOutputBinding(BindingCore):
         # The binding decides what the fast path may take: requests of these operations whose
         # metadata has a route, answered by this response factory.
         self._path = transport.BindingPath(
-            self, InvokeRequest, OPERATIONS, InvokeResponse.from_reply, self._shapes,
+            InvokeRequest, OPERATIONS, InvokeResponse.from_reply, self._shapes,
             self._routes, self._clients,
         )
 
@@ -455,16 +455,31 @@ class KitexOutputBinding(BindingCore):
     def invoke(self, request: InvokeRequest) -> InvokeResponse:
         """Call the Kitex service that ``request.metadata`` names with ``request.data`` (a complete
         strict-binary Thrift CALL message); the response's data is the REPLY message."""
-        response: InvokeResponse = self._path.invoke(request)
-        return response
-
-    def _invoke(self, request: InvokeRequest) -> InvokeResponse:
-        """The full rules of :meth:`invoke`, for every case the binding path does not take."""
-        options, client = self._prepare(request)
         try:
-            result = client._path.exchange(
-                options.method_name, request.data, options.rpc_timeout, options.headers
-            )
+            response = self._path.invoke(request)
+        except KitexError as exc:  # a call the binding path made on a cached route
+            if log.isEnabledFor(logging.DEBUG):
+                self._failed_request(request, exc)
+            raise
+        if type(response) is InvokeResponse:
+            return response
+        return self._invoke(request, response)
+
+    def _invoke(self, request: InvokeRequest, taken: Any = None) -> InvokeResponse:
+        """The full rules of :meth:`invoke`, for every case the binding path does not finish:
+        ``taken`` is its "not handled" answer, None or ``(route, the call path's answer)``."""
+        if taken is None:
+            options, client = self._prepare(request)
+            method, timeout, headers = options.method_name, options.rpc_timeout, options.headers
+        else:
+            route, answer = taken
+            options, client = route.options, route.client
+            method, timeout, headers = route.method, route.rpc_timeout, route.headers
+        try:
+            if taken is None:
+                result = client._call(method, request.data, timeout, headers)
+            else:
+                result = client._complete(answer, method, request.data, timeout, headers)
         except KitexError as exc:
             self._failed(options, exc)
             raise
@@ -472,6 +487,15 @@ class KitexOutputBinding(BindingCore):
 
     def _lru_changed(self) -> None:
         self._path.forget_tail()
+
+    def _failed_request(self, request: InvokeRequest, exc: KitexError) -> None:
+        """:meth:`_failed` for a call the binding path made: its route's options, validated again
+        (only for the log line; metadata that no longer validates, after new defaults, logs none)."""
+        try:
+            options = parse_options(request.metadata, self._defaults)
+        except KitexError:
+            return
+        self._failed(options, exc)
 
     def _failed(self, options: CallOptions, exc: KitexError) -> None:
         if log.isEnabledFor(logging.DEBUG):  # (caller values: escaped and bounded, errors.quoted)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from types import ModuleType
-from typing import Any, Dict, Hashable, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Hashable, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from . import codec as _codec_dispatch
 from . import transport as _transport_dispatch
@@ -30,13 +30,28 @@ from .codec import (
     INT_KEY_TO_METHOD,
     INT_KEY_TO_SERVICE,
     INT_KEY_TRANSPORT_TYPE,
-    MAX_I32,
     STR_KEY_BIZ_EXTRA,
     STR_KEY_BIZ_MESSAGE,
     STR_KEY_BIZ_STATUS,
     STR_KEY_CONN_RESET,
 )
-from .metadata import MAX_DURATION, Headers, check_seconds, check_text, header_chars
+from .limits import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_IDLE_TIME,
+    DEFAULT_RPC_TIMEOUT,
+    DEFAULT_TRANSPORT,
+    MAX_CACHED_ENCODER_CHARS,
+    MAX_CONNECTIONS_LIMIT,
+    MAX_DURATION,
+    MAX_ENCODER_CACHE_CHARS,
+    MAX_ENCODER_CACHE_ENTRIES,
+    MAX_FRAME_FIELD,
+    MAX_POOL_SIZE,
+    mux_rule,
+)
+from .metadata import Headers, check_seconds, check_text, header_chars
 from .pool import Endpoint, EndpointPool, parse_host_ports
 from .resolver import Instance, Resolver, describe, open_resolver, parse_registry, wrr_schedule
 
@@ -45,23 +60,6 @@ __all__ = ["Client", "ClientCore", "Reply", "Headers"]
 BytesLike = Union[bytes, bytearray, memoryview]
 
 _MESSAGE_TYPE_NAMES = {1: "call", 2: "reply", 3: "exception", 4: "oneway"}
-# The request-encoder cache: per-call headers over this many characters are not cached, and the
-# cache as a whole holds at most this much header text (a TTHeader block may be 256 KiB).
-_MAX_CACHED_ENCODER_CHARS = 16 * 1024
-_MAX_ENCODER_CACHE_CHARS = 4 * 1024 * 1024
-
-# What exchange() took before Headers (remove with it in 0.2): (str pairs, int pairs).
-_LegacyHeaders = Tuple[Tuple[Tuple[str, str], ...], Tuple[Tuple[int, str], ...]]
-
-
-_MAX_FRAME_FIELD = MAX_I32  # a frame length is a 32-bit field every peer reads as positive
-_MAX_POOL_SIZE = 10000  # as the poolSize metadata field
-# Open connections per endpoint (asyncio driver). Kitex's long-connection pool has no cap on
-# active connections (pkg/connpool: only idle ones are bounded); we keep one, so that a stalled
-# server or a burst of callers cannot exhaust the process's file descriptors (1024 is a common
-# soft RLIMIT_NOFILE): a call past it waits for a connection within its own deadline.
-DEFAULT_MAX_CONNECTIONS = 512
-MAX_CONNECTIONS_LIMIT = 65535  # as the maxConnections metadata field
 
 
 def _is_int(value: object) -> bool:
@@ -93,6 +91,13 @@ class Reply(NamedTuple):
     endpoint: str
     str_headers: Mapping[str, str]
     int_headers: Mapping[int, str]
+
+    @classmethod
+    def _of(cls, result: Tuple[Any, int, str], method: str) -> "Reply":
+        """The Reply of a call's ``(reply frame, seq id, endpoint text)``."""
+        frame, seq_id, endpoint = result
+        return cls(frame.payload, seq_id, method, frame.transport, endpoint, frame.str_headers,
+                   frame.int_headers)
 
 
 class ClientCore:
@@ -142,14 +147,14 @@ class ClientCore:
         *,
         registry: Union[str, Resolver, None] = None,
         registry_prefix: Optional[str] = None,
-        transport: str = "framed",
-        connect_timeout: Optional[float] = 0.05,
-        rpc_timeout: Optional[float] = 30.0,
+        transport: str = DEFAULT_TRANSPORT,
+        connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
+        rpc_timeout: Optional[float] = DEFAULT_RPC_TIMEOUT,
         max_frame_size: Optional[int] = None,
         str_headers: Optional[Mapping[str, str]] = None,
         int_headers: Optional[Mapping[int, str]] = None,
         pool_size: Optional[int] = None,
-        max_idle_time: float = 60.0,
+        max_idle_time: float = DEFAULT_MAX_IDLE_TIME,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         mux_connection: bool = False,
         pipelining: bool = False,
@@ -210,21 +215,21 @@ class ClientCore:
         # NaN would slip through min() in the pool and disable the connect bound altogether.
         connect_timeout = check_seconds("connect_timeout", connect_timeout)
         if max_frame_size is None:
-            max_frame_size = self._codec.DEFAULT_MAX_FRAME_SIZE
-        elif not _is_int(max_frame_size) or not 1 <= max_frame_size <= _MAX_FRAME_FIELD:
+            max_frame_size = DEFAULT_MAX_FRAME_SIZE
+        elif not _is_int(max_frame_size) or not 1 <= max_frame_size <= MAX_FRAME_FIELD:
             raise MetadataError(
                 "max_frame_size must be an int in 1-%d (bytes; None: the default %d), not %s"
-                % (_MAX_FRAME_FIELD, self._codec.DEFAULT_MAX_FRAME_SIZE, quoted(max_frame_size))
+                % (MAX_FRAME_FIELD, DEFAULT_MAX_FRAME_SIZE, quoted(max_frame_size))
             )
         self.max_frame_size = max_frame_size
         if isinstance(registry, str):
             self._resolver, self._owns_resolver = open_resolver(spec), True
         elif registry is not None:
             self._resolver = registry
-        if pool_size is not None and (not _is_int(pool_size) or not 0 <= pool_size <= _MAX_POOL_SIZE):
+        if pool_size is not None and (not _is_int(pool_size) or not 0 <= pool_size <= MAX_POOL_SIZE):
             raise MetadataError(
                 "pool_size must be an int in 0-%d (idle connections kept per endpoint), not %s"
-                % (_MAX_POOL_SIZE, quoted(pool_size))
+                % (MAX_POOL_SIZE, quoted(pool_size))
             )
         max_idle_time = check_seconds("max_idle_time", max_idle_time) or 0.0
         if not _is_int(max_connections) or not 1 <= max_connections <= MAX_CONNECTIONS_LIMIT:
@@ -235,16 +240,9 @@ class ClientCore:
         for name, flag in (("mux_connection", mux_connection), ("pipelining", pipelining)):
             if type(flag) is not bool:
                 raise MetadataError("%s must be True or False, not %s" % (name, quoted(flag)))
-        if mux_connection and not ttheader:
-            raise MetadataError(
-                "mux_connection needs transport ttheader or ttheader-framed (a Kitex mux server "
-                "speaks only TTHeader), not %s" % transport
-            )
-        if mux_connection and pipelining:
-            raise MetadataError(
-                "mux_connection and pipelining exclude each other: a mux connection already "
-                "carries many calls, answered in any order"
-            )
+        broken = mux_rule(transport, mux_connection, pipelining, "mux_connection", "mux_connection and pipelining")
+        if broken is not None:
+            raise MetadataError(broken)
         self.max_connections = max_connections
         self.mux_connection = mux_connection
         self.pipelining = pipelining
@@ -270,7 +268,7 @@ class ClientCore:
             # No pool_size: keep as many idle connections as the calls in flight used, up to
             # max_connections, each until max_idle_time. Kitex keeps 10 (MaxIdlePerAddress), but
             # with more concurrent callers than that every call above the tenth would connect and
-            # close again: cheap in Go, about twice a pooled call's cost here (docs/binding.md).
+            # close again: cheap in Go, far dearer than a pooled call here (docs/binding.md).
             max_connections if pool_size is None else pool_size,
             max_idle_time,
         )
@@ -351,6 +349,57 @@ class ClientCore:
             return rpc_timeout  # the binding's already-validated value: no call on the hot path
         return check_seconds("rpc_timeout", rpc_timeout)
 
+    # -- the rules of a call, for every driver ------------------------------------------------
+
+    def prepare(
+        self,
+        method: str,
+        message: BytesLike,
+        rpc_timeout: Union[float, None, _Unset],
+        headers: Optional[Headers],
+        keep_encoder: bool = True,
+    ) -> Tuple[Any, Optional[float]]:
+        """Everything a call checks before any I/O, in every driver: ``(request encoder, rpc
+        timeout in seconds or None)``. Refuses a closed client, a request that is not a
+        contiguous bytes-like, a bad timeout or headers, a bad method name (MetadataError,
+        ProtocolError, TransportError). ``keep_encoder=False``: ``headers`` do not repeat (a
+        deadline's RPCTimeout), so their encoder is not cached (:meth:`_encoder`)."""
+        if self._closed:
+            raise TransportError("the client is closed")
+        self._check_message(message)
+        timeout = self._call_timeout(rpc_timeout)
+        _check_headers(headers)
+        key: Hashable = method if headers is None else (method, headers)
+        encoder = self._encoders.get(key) or self._encoder(key, method, headers, keep_encoder)
+        return encoder, timeout
+
+    def settle(
+        self,
+        conn: Any,
+        frame: Any,
+        method: str,
+        seq_id: int,
+        keep: Callable[[Any], None],
+        drop: Callable[[], None],
+        fail: Callable[[BaseException], None],
+    ) -> Tuple[Any, int, str]:
+        """The end of every call whose reply is not a plain REPLY, in every driver: check the
+        reply (:meth:`_check`), then ``keep(conn)`` (a clean connection) or ``drop()`` (the server
+        closes it), and raise the answer's error; or, for a reply that leaves the connection in
+        an unknown state, ``fail(exc)`` and raise. ``(frame, seq id, endpoint text)``."""
+        try:
+            error, clean = self._check(conn, frame, method, seq_id)
+        except BaseException as exc:
+            fail(exc)
+            raise
+        if clean:
+            keep(conn)
+        else:
+            drop()
+        if error is not None:
+            raise error
+        return frame, seq_id, conn.peer
+
     def _make_pool(
         self,
         endpoints: Tuple[Endpoint, ...],
@@ -399,10 +448,10 @@ class ClientCore:
         except (TypeError, ValueError) as exc:  # per-call headers the codec refuses
             raise MetadataError("bad TTHeader headers for %r: %s" % (method, exc)) from None
         size = len(method) + (0 if headers is None else header_chars(headers))
-        if not keep or size > _MAX_CACHED_ENCODER_CHARS:
+        if not keep or size > MAX_CACHED_ENCODER_CHARS:
             return encoder  # (headers this large do not repeat: no cache holds them)
         # Bounded in entries and in the header text held: method names and headers come from callers.
-        if len(self._encoders) >= 4096 or self._encoder_chars + size > _MAX_ENCODER_CACHE_CHARS:
+        if len(self._encoders) >= MAX_ENCODER_CACHE_ENTRIES or self._encoder_chars + size > MAX_ENCODER_CACHE_CHARS:
             self._encoders.clear()
             self._encoder_chars = 0
         self._encoders[key] = encoder
@@ -483,8 +532,9 @@ class Client(ClientCore):
     (the GIL released while waiting). Thread-safe. Constructor options: :class:`ClientCore`.
 
     The common case of a call (a method already seen, an idle pooled connection, a plain REPLY)
-    is one call into the transport's ``CallPath`` (compiled, or its twin); everything else comes
-    back to :meth:`_exchange`, where the rules live.
+    is one call into the transport's ``CallPath`` (compiled, or its twin); for everything else
+    it answers "not handled" and :meth:`_complete` runs the rules (:meth:`ClientCore.prepare`,
+    :meth:`ClientCore.settle`).
     """
 
     def _make_pool(
@@ -504,7 +554,7 @@ class Client(ClientCore):
             max_idle_time=max_idle_time,
         )
         self._path = self._transport_mod.CallPath(
-            self, pool._pools, self._encoders, self.rpc_timeout, _UNSET, Headers
+            pool._pools, self._encoders, self.rpc_timeout, _UNSET, Headers, pool.connect_fresh
         )
         return pool
 
@@ -535,8 +585,11 @@ class Client(ClientCore):
         FrameTooLargeError over max_frame_size (nothing sent); TransportError subclasses for the
         connection; ProtocolError subclasses for a malformed or mismatched reply;
         ApplicationError / BizStatusError for error answers."""
-        payload: bytes = self._path.call(method, message, rpc_timeout, headers)
-        return payload
+        payload = self._path.call(method, message, rpc_timeout, headers)
+        if type(payload) is bytes:
+            return payload
+        data: bytes = self._complete(payload, method, message, rpc_timeout, headers)[0].payload
+        return data
 
     def invoke(
         self,
@@ -548,26 +601,36 @@ class Client(ClientCore):
     ) -> Reply:
         """:meth:`call`, answered with the :class:`Reply`: the REPLY message with its seq id,
         transport, endpoint and TTHeader headers."""
-        frame, seq_id, peer = self._path.exchange(method, message, rpc_timeout, headers)
-        return Reply(
-            frame.payload, seq_id, method, frame.transport, peer, frame.str_headers, frame.int_headers
-        )
+        return Reply._of(self._call(method, message, rpc_timeout, headers), method)
 
-    def exchange(
+    def _call(
         self,
         method: str,
         message: BytesLike,
-        *,
-        rpc_timeout: Union[float, None, _Unset] = _UNSET,
-        headers: Union[Headers, _LegacyHeaders, None] = None,
+        rpc_timeout: Union[float, None, _Unset],
+        headers: Optional[Headers],
     ) -> Tuple[Any, int, str]:
-        """Deprecated, remove in 0.2: use :meth:`invoke` (a typed :class:`Reply`). Returns
-        ``(reply frame, seq id, endpoint text)``; ``headers`` may also be the old
-        ``(str pairs, int pairs)`` tuple."""
-        result: Tuple[Any, int, str] = self._path.exchange(
-            method, message, rpc_timeout, _legacy_headers(headers)
-        )
-        return result
+        """One call: ``(reply frame, seq id, endpoint text)``, the frame a REPLY to this request
+        (seq id and method name checked)."""
+        answer = self._path.exchange(method, message, rpc_timeout, headers)
+        if type(answer) is tuple:
+            return answer  # type: ignore[return-value]
+        return self._complete(answer, method, message, rpc_timeout, headers)
+
+    def _complete(
+        self,
+        answer: Any,
+        method: str,
+        message: BytesLike,
+        rpc_timeout: Union[float, None, _Unset],
+        headers: Optional[Headers],
+    ) -> Tuple[Any, int, str]:
+        """The call path's "not handled" ``answer``, finished: an :class:`Unsettled` reply is
+        settled; None or an endpoint index (where the call path's rotation stopped) runs the
+        full call."""
+        if answer is None or type(answer) is int:
+            return self._exchange(method, message, rpc_timeout, headers, answer)
+        return self._settle(answer, method)
 
     def _exchange(
         self,
@@ -577,17 +640,9 @@ class Client(ClientCore):
         headers: Optional[Headers],
         start: Optional[int] = None,
     ) -> Tuple[Any, int, str]:
-        """The full rules of a call, for every case the call path does not take (the first call
-        of a method, a connect, anything unusual): ``(reply frame, seq id, endpoint text)``, the
-        frame a REPLY to this request (seq id and method name checked). ``start``: the endpoint
-        the call path picked."""
-        if self._closed:
-            raise TransportError("the client is closed")
-        self._check_message(message)
-        timeout = self._call_timeout(rpc_timeout)
-        _check_headers(headers)
-        key: Hashable = method if headers is None else (method, headers)
-        encoder = self._encoders.get(key) or self._encoder(key, method, headers)
+        """The full call, for every case the call path does not take (the first call of a
+        method, a connect, anything unusual): ``start``, the endpoint the call path picked."""
+        encoder, timeout = self.prepare(method, message, rpc_timeout, headers)
         deadline = time.monotonic() + timeout if timeout else None
         if not self.endpoints:  # a registry: the first call waits for it, or none is live
             self._first_resolution(timeout)
@@ -601,47 +656,19 @@ class Client(ClientCore):
         except BaseException:
             pool.give_back(conn)
             raise
-        try:
-            frame = conn.call(buffers, deadline)
-        except TransportError as exc:
-            conn.close()
-            if exc.sent or not reused:
-                raise
-            # A pooled connection died between its health check and our write, and the kernel
-            # took none of the request: nothing reached the server, so a fresh connection is safe.
-            return self._retry_fresh(pool, buffers, deadline, method, seq_id)
-        except BaseException:
-            conn.close()
-            raise
-        return self._finish(conn, pool, frame, method, seq_id)
+        # The round trip is the call path's (a dead pooled connection that took no byte is
+        # retried on a fresh one there).
+        answer = self._path.send(conn, pool, buffers, deadline, seq_id, encoder, reused)
+        if type(answer) is tuple:
+            return answer  # type: ignore[no-any-return]
+        return self._settle(answer, method)
 
-    def _retry_fresh(
-        self, pool: Any, buffers: Any, deadline: Optional[float], method: str, seq_id: int
-    ) -> Tuple[Any, int, str]:
-        """Send ``buffers`` again on a new connection to ``pool``'s endpoint (the pooled one died
-        before the kernel took any byte) and finish the call there."""
-        conn = self._pool.connect_fresh(pool, deadline)
-        try:
-            frame = conn.call(buffers, deadline)
-        except BaseException:
-            conn.close()
-            raise
-        return self._finish(conn, pool, frame, method, seq_id)
-
-    def _finish(self, conn: Any, pool: Any, frame: Any, method: str, seq_id: int) -> Tuple[Any, int, str]:
-        """Check the reply, release or drop the connection, raise the answer's error if any."""
-        try:
-            error, keep = self._check(conn, frame, method, seq_id)
-        except BaseException:
-            conn.close()
-            raise
-        if keep:
-            pool.give_back(conn)
-        else:
-            conn.close()
-        if error is not None:
-            raise error
-        return frame, seq_id, conn.peer
+    def _settle(self, unsettled: Any, method: str) -> Tuple[Any, int, str]:
+        conn = unsettled.conn
+        return self.settle(
+            conn, unsettled.frame, method, unsettled.seq_id, unsettled.pool.give_back, conn.close,
+            lambda exc: conn.close(),
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -675,19 +702,6 @@ def _check_headers(headers: object) -> None:
         raise MetadataError(
             "headers must be a kitex_fast.Headers (or None), not %s" % type(headers).__name__
         )
-
-
-def _legacy_headers(headers: Union[Headers, _LegacyHeaders, None]) -> Optional[Headers]:
-    """exchange()'s old ``(str pairs, int pairs)`` as :class:`Headers` (remove in 0.2)."""
-    if headers is None or type(headers) is Headers:
-        return headers
-    try:
-        str_pairs, int_pairs = headers  # type: ignore[misc]
-        return Headers(dict(str_pairs), dict(int_pairs))
-    except (TypeError, ValueError):
-        raise MetadataError(
-            "headers must be a kitex_fast.Headers (or None), not %r" % (headers,)
-        ) from None
 
 
 def _biz_error(status: str, headers: Mapping[str, str]) -> BizStatusError:

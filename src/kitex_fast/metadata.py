@@ -13,15 +13,28 @@ from types import MappingProxyType
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from .codec import (
-    DEFAULT_MAX_FRAME_SIZE,
     INT_KEY_FROM_SERVICE,
     INT_KEY_LOG_ID,
     INT_KEY_RPC_TIMEOUT,
-    MAX_I32,
     STR_KEY_IDL_SERVICE,
     TRANSPORTS,
 )
 from .errors import MetadataError, quoted
+from .limits import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_IDLE_TIME,
+    DEFAULT_RPC_TIMEOUT,
+    DEFAULT_TRANSPORT,
+    MAX_CONNECTIONS_LIMIT,
+    MAX_DURATION,
+    MAX_HEADER_BYTES,
+    MAX_HEADER_KEY,
+    MAX_I32,
+    MAX_POOL_SIZE,
+    mux_rule,
+)
 from .pool import MAX_DIGITS, Endpoint, ascii_int, parse_host_ports, parse_int
 from .resolver import RegistrySpec, parse_registry
 
@@ -67,19 +80,25 @@ INT_HEADER_PREFIX = "intHeader."
 KNOWN_KEYS = REQUIRED_KEYS + OPTIONAL_KEYS
 _KNOWN_LOWER = {k.lower(): k for k in KNOWN_KEYS}
 
-# Defaults, in metadata syntax. connectTimeout is Kitex's own default (pkg/rpcinfo/rpcconfig.go).
-# Kitex and the Go binding have no rpc timeout at all; we bound every call by default so that a
-# stalled server gives an error instead of a hang. rpcTimeout=0 restores "no limit".
+
+
+def _duration_text(seconds: float) -> str:
+    """A default duration in metadata syntax: whole seconds as ``30s``, else milliseconds."""
+    millis = int(round(seconds * 1000))
+    return "%ds" % (millis // 1000) if millis % 1000 == 0 else "%dms" % millis
+
+
+# The defaults of kitex_fast.limits (the client's keyword defaults too), in metadata syntax; each
+# value's "why" is there. rpcTimeout=0 restores "no limit".
 DEFAULTS: Dict[str, str] = {
-    "transport": "framed",
-    "connectTimeout": "50ms",
-    "rpcTimeout": "30s",
+    "transport": DEFAULT_TRANSPORT,
+    "connectTimeout": _duration_text(DEFAULT_CONNECT_TIMEOUT),
+    "rpcTimeout": _duration_text(DEFAULT_RPC_TIMEOUT),
     "maxFrameSize": str(DEFAULT_MAX_FRAME_SIZE),
     # poolSize: none by default (kitex_fast.Client's pool_size=None): idle connections follow the
-    # concurrency, up to maxConnections, each closed after maxIdleTime. Kitex keeps 10
-    # (MaxIdlePerAddress, internal/client/option.go); why not here: docs/binding.md.
-    "maxIdleTime": "60s",  # Kitex: MaxIdleTimeout 1 minute
-    "maxConnections": "512",  # per endpoint (kitex_fast.client.DEFAULT_MAX_CONNECTIONS)
+    # concurrency, up to maxConnections, each closed after maxIdleTime (limits.MAX_POOL_SIZE).
+    "maxIdleTime": _duration_text(DEFAULT_MAX_IDLE_TIME),
+    "maxConnections": str(DEFAULT_MAX_CONNECTIONS),  # per endpoint
     "muxConnection": "false",
     "pipelining": "false",
 }
@@ -91,12 +110,6 @@ _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|
 _MAX_DURATION_TEXT = 64
 _SIZE = re.compile(r"([0-9]{1,%d})(?: *(b|kb|kib|mb|mib|gb|gib))?" % MAX_DIGITS, re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
-
-
-# The longest timeout anything here accepts: Go's time.Duration is int64 nanoseconds, so Kitex and
-# Dapr cannot express more (time.ParseDuration fails with "invalid duration"), and the drivers'
-# socket timeouts and poll() arithmetic stay far from overflow.
-MAX_DURATION = (2**63 - 1) / 1e9  # seconds, about 292 years
 
 
 def check_seconds(name: str, value: object) -> Optional[float]:
@@ -279,7 +292,6 @@ class CallOptions(NamedTuple):
     transport: str
     connect_timeout: Optional[float]
     rpc_timeout: Optional[float]
-    send_rpc_timeout: bool
     max_frame_size: int
     pool_size: Optional[int]  # None: not set (the client's default)
     max_idle_time: float
@@ -397,7 +409,7 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
     except MetadataError as exc:
         raise MetadataError(PREFIX + str(exc)) from None
     check_text(PREFIX + "metadata field destService", dest_service)
-    if check_text(PREFIX + "metadata field methodName", method_name) > 65535:
+    if check_text(PREFIX + "metadata field methodName", method_name) > MAX_HEADER_BYTES:
         raise MetadataError("%smetadata field methodName is longer than 65535 bytes" % PREFIX)
 
     def opt(key: str) -> str:
@@ -413,24 +425,17 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
     ttheader = transport.startswith("ttheader")
     connect_timeout = parse_duration("connectTimeout", opt("connectTimeout"))
     rpc_timeout = parse_duration("rpcTimeout", opt("rpcTimeout"))
-    explicit_rpc_timeout = _lookup(request, defaults, "rpcTimeout") is not None
     max_frame_size = parse_size("maxFrameSize", opt("maxFrameSize"))
     pool_size = (None if _lookup(request, defaults, "poolSize") is None  # unset: the client's default
-                 else _parse_int("poolSize", opt("poolSize"), 0, 10000))
+                 else _parse_int("poolSize", opt("poolSize"), 0, MAX_POOL_SIZE))
     max_idle_time = parse_duration("maxIdleTime", opt("maxIdleTime"))
-    max_connections = _parse_int("maxConnections", opt("maxConnections"), 1, 65535)
+    max_connections = _parse_int("maxConnections", opt("maxConnections"), 1, MAX_CONNECTIONS_LIMIT)
     mux_connection = _parse_bool("muxConnection", opt("muxConnection"))
     pipelining = _parse_bool("pipelining", opt("pipelining"))
-    if mux_connection and not ttheader:
-        raise MetadataError(
-            "%smetadata field muxConnection needs transport ttheader or ttheader-framed (a Kitex "
-            "mux server speaks only TTHeader; transport is %s)" % (PREFIX, transport)
-        )
-    if mux_connection and pipelining:
-        raise MetadataError(
-            "%smetadata fields muxConnection and pipelining exclude each other: a mux connection "
-            "already carries many calls, answered in any order" % PREFIX
-        )
+    broken = mux_rule(transport, mux_connection, pipelining, "metadata field muxConnection",
+                      "metadata fields muxConnection and pipelining")
+    if broken is not None:
+        raise MetadataError(PREFIX + broken)
 
     str_headers: Dict[str, str] = {}
     int_headers: Dict[int, str] = {}
@@ -467,15 +472,17 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
                         "%smetadata field %s needs transport ttheader or ttheader-framed"
                         % (PREFIX, _shown(key))
                     )
-                int_headers[_parse_int(_shown(key), key[len(INT_HEADER_PREFIX):], 0, 65535)] = value
+                int_headers[_parse_int(_shown(key), key[len(INT_HEADER_PREFIX):], 0, MAX_HEADER_KEY)] = value
+    explicit_rpc_timeout = _lookup(request, defaults, "rpcTimeout") is not None
     if ttheader and explicit_rpc_timeout and rpc_timeout is not None:
         # Kitex's ClientTTHeaderHandler sends RPCTimeout (ms) only when it was set explicitly.
         int_headers.setdefault(INT_KEY_RPC_TIMEOUT, str(max(1, int(round(rpc_timeout * 1000)))))
     for name, value in list(str_headers.items()) + [(str(k), v) for k, v in int_headers.items()]:
         if not isinstance(value, str):
             raise MetadataError("%sheader %s: value %s is not a string" % (PREFIX, _shown(name), quoted(value)))
-        if check_text(PREFIX + "header " + _shown(name), value) > 65535 or check_text(PREFIX + "header name", name) > 65535:
-            raise MetadataError("%sheader %s is longer than 65535 bytes" % (PREFIX, _shown(name)))
+        if (check_text(PREFIX + "header " + _shown(name), value) > MAX_HEADER_BYTES
+                or check_text(PREFIX + "header name", name) > MAX_HEADER_BYTES):
+            raise MetadataError("%sheader %s is longer than %d bytes" % (PREFIX, _shown(name), MAX_HEADER_BYTES))
     str_pairs, int_pairs = tuple(sorted(str_headers.items())), tuple(sorted(int_headers.items()))
     return CallOptions(
         dest_service=dest_service,
@@ -485,7 +492,6 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
         transport=transport,
         connect_timeout=connect_timeout,
         rpc_timeout=rpc_timeout,
-        send_rpc_timeout=explicit_rpc_timeout,
         max_frame_size=max_frame_size,
         pool_size=pool_size,
         max_idle_time=max_idle_time or 0.0,

@@ -1,4 +1,4 @@
-"""AsyncKitexOutputBinding: the sync binding's metadata, errors and response metadata, on asyncio,
+"""kitex_fast.aio.KitexOutputBinding: the sync binding's metadata, errors and response metadata, on asyncio,
 against the Python test server on both implementations. Against real Kitex:
 tests/interop/test_aio.py."""
 
@@ -17,7 +17,7 @@ from kitex_fast import (
     UnsupportedOperationError,
     codec,
 )
-from kitex_fast.aio import AsyncKitexOutputBinding
+from kitex_fast import aio
 from kitex_fast.testing import KitexTestServer, echo_handler, echo_request, read_echo_reply
 
 from .test_aio_client import biz_handler, slow_handler
@@ -48,7 +48,7 @@ def test_same_response_and_metadata_as_the_sync_binding(impl, aio_loop, server, 
     request = InvokeRequest("get", echo_request("hello dapr"), meta(server.address, transport=transport, **{"header.k": "v"} if transport.startswith("ttheader") else {}))
 
     async def main():
-        async with AsyncKitexOutputBinding(implementation=impl.name) as b:
+        async with aio.KitexOutputBinding(implementation=impl.name) as b:
             assert b.operations() == ["get"]
             return await b.invoke(request)
 
@@ -78,7 +78,7 @@ def test_same_errors_as_the_sync_binding(impl, aio_default, server):
 
     async def main():
         errors = []
-        async with AsyncKitexOutputBinding(implementation=impl.name) as b:
+        async with aio.KitexOutputBinding(implementation=impl.name) as b:
             for request in cases:
                 with pytest.raises(Exception) as exc:
                     await b.invoke(request)
@@ -94,7 +94,7 @@ def test_same_errors_as_the_sync_binding(impl, aio_default, server):
 
 def test_init_defaults_close_old_clients_and_per_call_options_share_a_client(impl, aio_default, server):
     async def main():
-        async with AsyncKitexOutputBinding(implementation=impl.name) as b:
+        async with aio.KitexOutputBinding(implementation=impl.name) as b:
             await b.init({"hostPorts": server.address, "destService": "echo", "version": "v1", "transport": "ttheader",
                           "connectTimeout": "2s"})
             response = await b.invoke(InvokeRequest("get", echo_request("x"), {"methodName": "echo"}))
@@ -116,7 +116,7 @@ def test_init_defaults_close_old_clients_and_per_call_options_share_a_client(imp
 
 def test_lru_eviction_lets_calls_finish_and_keeps_no_connection(impl, aio_default, server):
     async def main():
-        async with AsyncKitexOutputBinding(max_clients=2, implementation=impl.name) as b:
+        async with aio.KitexOutputBinding(max_clients=2, implementation=impl.name) as b:
             first = asyncio.ensure_future(
                 b.invoke(InvokeRequest("get", echo_request("0.3", method="slow"), meta(server.address, methodName="slow", connectTimeout="1s")))
             )

@@ -90,26 +90,26 @@ def test_the_seq_id_of_a_reply_comes_from_the_codecs_header_parse(impl):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_call_invoke_and_exchange_match_the_sync_client(impl, aio_loop, server, transport):
+def test_call_and_invoke_match_the_sync_client(impl, aio_loop, server, transport):
     request = echo_request("hello")
 
     async def main():
         async with Client("echo", server.address, transport=transport, implementation=impl.name, connect_timeout=CONNECT) as c:
             data = await c.call("echo", request)
             reply = await c.invoke("echo", request)
-            frame, seq_id, endpoint = await c.exchange("echo", request, rpc_timeout=5.0)
-            return data, reply, frame, seq_id, endpoint
+            timed = await c.invoke("echo", request, rpc_timeout=5.0)
+            return data, reply, timed
 
-    data, reply, frame, seq_id, endpoint = aio_loop(main)
+    data, reply, timed = aio_loop(main)
     with kitex_fast.Client("echo", server.address, transport=transport, implementation=impl.name, connect_timeout=CONNECT) as sync:
         sync_reply = sync.invoke("echo", request)
     assert read_echo_reply(data) == "hello,hi Kitex"
     assert read_echo_reply(reply.data) == read_echo_reply(sync_reply.data) == "hello,hi Kitex"
     assert reply.transport == sync_reply.transport == transport
-    assert reply.endpoint == sync_reply.endpoint == endpoint == server.address
+    assert reply.endpoint == sync_reply.endpoint == timed.endpoint == server.address
     assert reply.method == "echo" and reply.seq_id > 0
     assert dict(reply.str_headers) == dict(sync_reply.str_headers)
-    assert codec.parse_message(frame.payload).seq_id == seq_id
+    assert codec.parse_message(timed.data).seq_id == timed.seq_id
 
 
 # The connection models: one call per connection (the default, as Kitex's own client), and the
@@ -493,14 +493,13 @@ def test_a_connection_with_a_timed_out_call_closes_once_no_live_call_is_left(imp
         async with AsyncPeer(answer_second_only) as peer:
             async with Client("echo", peer.address, max_connections=1, pipelining=True, implementation=impl.name,
                               connect_timeout=CONNECT) as c:
-                first = asyncio.ensure_future(c.exchange("echo", echo_request("a"), rpc_timeout=0.2))
-                second = asyncio.ensure_future(c.exchange("echo", echo_request("b"), rpc_timeout=5.0))
+                first = asyncio.ensure_future(c.invoke("echo", echo_request("a"), rpc_timeout=0.2))
+                second = asyncio.ensure_future(c.invoke("echo", echo_request("b"), rpc_timeout=5.0))
                 with pytest.raises(RPCTimeoutError):
                     await first
                 (proto,) = c._pool._all
                 assert not proto.usable and not proto.closed  # retired: no new calls, one live call
-                frame, _, _ = await second
-                assert read_echo_reply(frame.payload) == "second"
+                assert read_echo_reply((await second).data) == "second"
                 await asyncio.sleep(0.05)
                 assert proto.closed and c._pool._all == set()  # the first's reply can never come
 

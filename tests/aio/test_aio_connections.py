@@ -12,7 +12,7 @@ import time
 import pytest
 
 from kitex_fast import ConnectionLimitError, InvokeRequest, MetadataError, RPCTimeoutError
-from kitex_fast.aio import AsyncKitexOutputBinding, Client
+from kitex_fast.aio import Client, KitexOutputBinding
 from kitex_fast.testing import KitexTestServer, echo_handler, echo_request, read_echo_args, read_echo_reply
 
 CONNECT = 2.0
@@ -100,7 +100,7 @@ def test_the_cap_gives_a_typed_error_at_the_deadline_and_a_cancelled_waiter_pass
             held = asyncio.ensure_future(c.call("echo", echo_request("wait")))
             await asyncio.sleep(0.1)
             with pytest.raises(ConnectionLimitError) as limit:
-                await c.exchange("echo", echo_request("x"), rpc_timeout=0.1)
+                await c.invoke("echo", echo_request("x"), rpc_timeout=0.1)
             assert not limit.value.sent and isinstance(limit.value, TimeoutError)
             assert "all 1 connections allowed per endpoint" in str(limit.value)
             cancelled = asyncio.ensure_future(c.call("echo", echo_request("gone")))
@@ -140,7 +140,7 @@ def test_a_waiter_handed_a_connection_after_its_deadline_sends_nothing(impl, aio
             pool = c._pool
             held = pool.take()  # this test holds the only connection, as a call in flight would
             assert held is not None
-            late = asyncio.ensure_future(c.exchange("echo", echo_request("late"), rpc_timeout=0.2))
+            late = asyncio.ensure_future(c.invoke("echo", echo_request("late"), rpc_timeout=0.2))
             await _until(lambda: len(pool.waiters) == 1, "the first waiter")
             patient = asyncio.ensure_future(c.call("echo", echo_request("patient")))
             await _until(lambda: len(pool.waiters) == 2, "the second waiter")
@@ -169,7 +169,7 @@ def test_a_pipelining_waiter_woken_after_its_deadline_sends_nothing(impl, aio_de
                           implementation=impl.name) as c:
             held = asyncio.ensure_future(c.call("echo", echo_request("wait")))
             await _until(lambda: counting.now == 1, "the held call in the handler")
-            late = asyncio.ensure_future(c.exchange("echo", echo_request("late"), rpc_timeout=0.2))
+            late = asyncio.ensure_future(c.invoke("echo", echo_request("late"), rpc_timeout=0.2))
             await _until(lambda: len(c._pool.waiters) == 1, "the waiter")
             counting.gate.set()
             time.sleep(0.4)  # the reply arrives and the waiter's deadline passes: the loop is blocked
@@ -196,7 +196,7 @@ def test_steady_concurrency_above_ten_opens_no_connection_after_warm_up(impl, ai
     meta = dict(DEFAULT_METADATA, hostPorts=counting.server.address)
 
     async def main():
-        async with AsyncKitexOutputBinding(implementation=impl.name) as binding:
+        async with KitexOutputBinding(implementation=impl.name) as binding:
             async def one_round():
                 responses = await asyncio.gather(
                     *(binding.invoke(InvokeRequest("get", echo_request("together"), meta)) for _ in range(32))
@@ -222,7 +222,7 @@ def test_an_explicit_pool_size_still_caps_the_idle_connections(impl, aio_default
     meta = dict(DEFAULT_METADATA, hostPorts=counting.server.address, poolSize="2")
 
     async def main():
-        async with AsyncKitexOutputBinding(implementation=impl.name) as binding:
+        async with KitexOutputBinding(implementation=impl.name) as binding:
             await asyncio.gather(
                 *(binding.invoke(InvokeRequest("get", echo_request("together"), meta)) for _ in range(8))
             )
@@ -323,7 +323,7 @@ def test_binding_metadata_for_the_connection_model_is_strict(impl, aio_default, 
     meta.update(extra)
 
     async def main():
-        async with AsyncKitexOutputBinding(implementation=impl.name) as binding:
+        async with KitexOutputBinding(implementation=impl.name) as binding:
             with pytest.raises(MetadataError, match=message):
                 await binding.invoke(InvokeRequest("get", echo_request("x"), meta))
             with pytest.raises(MetadataError, match=message):

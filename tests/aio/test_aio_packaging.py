@@ -47,7 +47,7 @@ def test_imports_pull_in_no_optional_dependency() -> None:
 
 
 def test_public_names() -> None:
-    for name in ("Client", "AsyncKitexOutputBinding", "InvokeRequest", "InvokeResponse", "Reply"):
+    for name in ("Client", "KitexOutputBinding", "InvokeRequest", "InvokeResponse", "Reply"):
         assert hasattr(kitex_fast.aio, name)
     assert kitex_fast.aio.InvokeRequest is kitex_fast.InvokeRequest
 

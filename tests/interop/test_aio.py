@@ -15,7 +15,8 @@ import pytest
 import peers
 from peers import sleep_call, sleep_reply
 from kitex_fast import InvokeRequest, KitexError, KitexOutputBinding, RPCTimeoutError
-from kitex_fast.aio import AsyncKitexOutputBinding, Client
+from kitex_fast import aio
+from kitex_fast.aio import Client
 from kitex_fast.testing import echo_request, read_echo_reply
 
 pytestmark = pytest.mark.interop
@@ -235,7 +236,7 @@ def test_async_binding_matches_the_sync_binding_on_a_real_server(impl, aio_loop,
     request = InvokeRequest("get", echo_request("dapr"), meta)
 
     async def main():
-        async with AsyncKitexOutputBinding(implementation=impl.name) as binding:
+        async with aio.KitexOutputBinding(implementation=impl.name) as binding:
             return await asyncio.gather(*(binding.invoke(request) for _ in range(50)))
 
     responses = aio_loop(main)

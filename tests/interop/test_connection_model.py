@@ -21,7 +21,8 @@ from kitex_fast import (
     KitexOutputBinding,
     MetadataError,
 )
-from kitex_fast.aio import AsyncKitexOutputBinding, Client
+from kitex_fast import aio
+from kitex_fast.aio import Client
 from peers import sleep_call, sleep_reply
 
 pytestmark = pytest.mark.interop
@@ -127,7 +128,7 @@ def test_the_binding_takes_mux_from_metadata_and_refuses_it_without_ttheader(imp
             "version": "v1", "connectTimeout": "2s", "transport": "ttheader", "muxConnection": "true"}
 
     async def main():
-        async with AsyncKitexOutputBinding(implementation=impl.name) as binding:
+        async with aio.KitexOutputBinding(implementation=impl.name) as binding:
             responses = await asyncio.gather(
                 *(binding.invoke(InvokeRequest("get", sleep_call(1500), meta)) for _ in range(CALLERS))
             )
@@ -190,11 +191,11 @@ def test_calls_past_the_connection_cap_wait_then_fail_typed_and_no_connection_le
             busy = [asyncio.ensure_future(c.call("sleep", sleep_call(1500))) for _ in range(cap)]
             await asyncio.sleep(0.3)  # all four connections carry a call
             late = await asyncio.gather(
-                *(c.exchange("sleep", sleep_call(0), rpc_timeout=0.3) for _ in range(6)),
+                *(c.invoke("sleep", sleep_call(0), rpc_timeout=0.3) for _ in range(6)),
                 return_exceptions=True,
             )
             # one that waits long enough gets a connection as soon as a busy call ends
-            waited = await c.exchange("sleep", sleep_call(2), rpc_timeout=10.0)
+            waited = await c.invoke("sleep", sleep_call(2), rpc_timeout=10.0)
             done = await asyncio.gather(*busy)
             connections = len(c._pool._all)
         return fds_before, late, waited, done, connections, _open_fds()
@@ -204,7 +205,7 @@ def test_calls_past_the_connection_cap_wait_then_fail_typed_and_no_connection_le
     assert all(not r.sent for r in late)
     assert "all 4 connections allowed per endpoint" in str(late[0])
     assert "max_connections" in str(late[0]) and "nothing was sent" in str(late[0])
-    assert sleep_reply(waited[0].payload) == "slept 2"
+    assert sleep_reply(waited.data) == "slept 2"
     assert all(sleep_reply(r) == "slept 1500" for r in done)
     assert connections <= cap
     assert fds_after == fds_before

@@ -346,12 +346,12 @@ def test_aio_client_by_name_and_scale(impl, etcd, fleet, aio_default) -> None:
 
 
 def test_aio_binding_by_name(impl, etcd, fleet, aio_default) -> None:
-    from kitex_fast.aio import AsyncKitexOutputBinding
+    from kitex_fast.aio import KitexOutputBinding
 
     server = fleet()
 
     async def run() -> None:
-        async with AsyncKitexOutputBinding(implementation=impl.name) as binding:
+        async with KitexOutputBinding(implementation=impl.name) as binding:
             for _ in range(3):
                 response = await binding.invoke(InvokeRequest("get", echo_request("x"), meta(etcd)))
                 assert served_by(response.data) == server.address

@@ -1,7 +1,7 @@
 """The public way to call (issue 20): ``call`` (bytes) and ``invoke`` (a typed Reply), each with a
-per-call ``rpc_timeout`` and typed ``headers``, the same on the sync and asyncio clients; the old
-``exchange`` (untyped tuple, nested-tuple headers) and ``aio.AsyncKitexOutputBinding`` stay as
-aliases until 0.2."""
+per-call ``rpc_timeout`` and typed ``headers``, the same on the sync and asyncio clients. The
+never-released aliases ``exchange`` (untyped tuple, nested-tuple headers) and
+``aio.AsyncKitexOutputBinding`` are gone (issue 25)."""
 
 from __future__ import annotations
 
@@ -59,11 +59,11 @@ def test_call_and_invoke_take_a_timeout_and_headers_per_call(impl, server) -> No
                 client.call("echo", echo_request("e"), headers=bad)  # type: ignore[arg-type]
         with pytest.raises(MetadataError, match="rpc_timeout"):
             client.invoke("echo", echo_request("f"), rpc_timeout=-1.0)
-        # ... except by exchange(), the alias kept until 0.2, which still returns the tuple.
-        frame, seq_id, endpoint = client.exchange(
-            "echo", echo_request("g"), rpc_timeout=5.0, headers=((("RPC_TRANSIT_tenant", "old"),), ()))
-        assert read_echo_reply(frame.payload) == "g,hi Kitex" and endpoint == server.address
-        assert server.seen[-1]["RPC_TRANSIT_tenant"] == "old"
+        with pytest.raises(MetadataError, match="headers must be a kitex_fast.Headers"):
+            client.invoke("echo", echo_request("g"), headers=((("RPC_TRANSIT_tenant", "old"),), ()))  # type: ignore[arg-type]
+        reply = client.invoke("echo", echo_request("h"), rpc_timeout=5.0, headers=Headers({"RPC_TRANSIT_tenant": "new"}))
+        assert read_echo_reply(reply.data) == "h,hi Kitex" and reply.endpoint == server.address
+        assert server.seen[-1]["RPC_TRANSIT_tenant"] == "new"
 
 
 def test_the_asyncio_client_has_the_same_faces(impl, server) -> None:
@@ -77,23 +77,27 @@ def test_the_asyncio_client_has_the_same_faces(impl, server) -> None:
             assert isinstance(reply, Reply) and read_echo_reply(reply.data) == "b,hi Kitex"
             with pytest.raises(MetadataError, match="headers must be a kitex_fast.Headers"):
                 await client.call("echo", echo_request("c"), headers=((), ()))  # type: ignore[arg-type]
-            frame, _, _ = await client.exchange("echo", echo_request("d"), headers=((("RPC_TRANSIT_tenant", "old"),), ()))
-            assert read_echo_reply(frame.payload) == "d,hi Kitex"
+            with pytest.raises(MetadataError, match="headers must be a kitex_fast.Headers"):
+                await client.invoke("echo", echo_request("c"), headers=((), ()))  # type: ignore[arg-type]
+            reply = await client.invoke("echo", echo_request("d"), headers=Headers({"RPC_TRANSIT_tenant": "new"}))
+            assert read_echo_reply(reply.data) == "d,hi Kitex" and reply.seq_id > 0
 
     asyncio.run(main())
-    assert [s.get("RPC_TRANSIT_tenant") for s in server.seen] == ["acme", "acme", "old"]
+    assert [s.get("RPC_TRANSIT_tenant") for s in server.seen] == ["acme", "acme", "new"]
 
 
-def test_the_asyncio_binding_has_the_sync_name() -> None:
-    assert aio.KitexOutputBinding is aio.AsyncKitexOutputBinding
+def test_the_asyncio_binding_has_the_sync_name_and_no_alias() -> None:
     assert aio.KitexOutputBinding.__name__ == "KitexOutputBinding"
     assert "KitexOutputBinding" in aio.__all__
+    # The names kept "until 0.2" were never released: gone (issue 25).
+    assert not hasattr(aio, "AsyncKitexOutputBinding") and "AsyncKitexOutputBinding" not in aio.__all__
+    assert not hasattr(Client, "exchange") and not hasattr(aio.Client, "exchange")
 
 
 def test_the_encoder_cache_is_bounded_in_header_text(impl) -> None:
     """Per-call headers come from callers: the client's encoder cache holds at most 4 Mi
     characters of them, and none over 16 Ki (such headers do not repeat). Issue 24 item 5."""
-    from kitex_fast import client as client_module
+    from kitex_fast import limits
 
     with Client("echo", "127.0.0.1:1", transport="ttheader", implementation=impl.name) as client:
         for i in range(50):  # large: never cached
@@ -101,7 +105,7 @@ def test_the_encoder_cache_is_bounded_in_header_text(impl) -> None:
         assert client._encoders == {} and client._encoder_chars == 0
         for i in range(1000):  # medium: cached until the budget, then the cache starts again
             client.request_bytes("echo", echo_request("x"), headers=Headers({"k": "%d" % i + "v" * 10000}))
-            assert client._encoder_chars <= client_module._MAX_ENCODER_CACHE_CHARS
+            assert client._encoder_chars <= limits.MAX_ENCODER_CACHE_CHARS
         assert 0 < len(client._encoders) < 1000
         # a repeated small one is served from the cache
         small = Headers({"tenant": "acme"})

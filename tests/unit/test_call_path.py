@@ -116,9 +116,9 @@ def test_client_runs_python_only_on_first_sight(impl, server) -> None:
             assert read_echo_reply(client.call("echo", echo_request("m%d" % i))) == "m%d,hi Kitex" % i
         assert full[0] == 1  # the first call: a new method and a connect
         reply = client.invoke("echo", echo_request("again"))
-        frame, seq_id, endpoint = client.exchange("echo", echo_request("once more"), rpc_timeout=2.0)
+        again = client.invoke("echo", echo_request("once more"), rpc_timeout=2.0)
         assert full[0] == 1
-        assert reply.seq_id + 1 == seq_id and endpoint == server.address == reply.endpoint
+        assert reply.seq_id + 1 == again.seq_id and again.endpoint == server.address == reply.endpoint
         # Unusual requests go to the full rules, which raise as always.
         with pytest.raises(Exception, match="non-contiguous memoryview"):
             client.call("echo", memoryview(echo_request("x") * 2)[::2])
@@ -265,3 +265,58 @@ def test_bad_metadata_values_always_reach_validation(impl, server) -> None:
                 with pytest.raises(MetadataError):
                     binding.invoke(InvokeRequest("get", echo_request("a"), bad))
         assert read_echo_reply(binding.invoke(InvokeRequest("get", echo_request("b"), good)).data) == "b,hi Kitex"
+
+
+# -- the call path decides nothing and never calls up (issue 25) -------------------------------
+
+
+def test_call_path_answers_not_handled_instead_of_calling_the_client(impl) -> None:
+    """The call path carries out a call only when the cached state applies; otherwise it says
+    so ("not handled": None, the endpoint it picked, or an Unsettled reply) and the client runs
+    its rules. It holds no reference to the client."""
+    from kitex_fast.errors import ApplicationError
+
+    def fail(request):
+        raise ApplicationError(6, "handler says no")
+
+    with KitexTestServer({"echo": echo_handler, "fail": fail}, service="echo",
+                         implementation=impl.name) as srv, \
+            Client("echo", srv.address, implementation=impl.name, connect_timeout=5) as client:
+        path = client._path
+        request = echo_request("x")
+        assert path.exchange("echo", request, 2.0, None) is None  # a method not seen yet
+        assert read_echo_reply(client.call("echo", request)) == "x,hi Kitex"  # (learns it)
+        client._pool._pools[0].take_idle().close()
+        assert path.exchange("echo", request, 2.0, None) == 0  # nothing idle at endpoint 0
+        assert path.exchange("echo", memoryview(request * 2)[::2], 2.0, None) is None
+        assert path.exchange("echo", request, float("nan"), None) is None  # the full path says why
+        assert read_echo_reply(client.call("echo", request)) == "x,hi Kitex"  # (connects again)
+        frame, seq_id, endpoint = path.exchange("echo", request, 2.0, None)  # the common case
+        assert read_echo_reply(frame.payload) == "x,hi Kitex" and endpoint == srv.address
+        with pytest.raises(ApplicationError, match="handler says no"):
+            client.call("fail", request)  # learns the method (the full path settles it)
+        answer = path.exchange("fail", request, 2.0, None)
+        assert type(answer).__name__ == "Unsettled" and answer.seq_id > 0 and answer.conn.peer == srv.address
+        with pytest.raises(ApplicationError, match="handler says no"):
+            client._complete(answer, "fail", request, 2.0, None)
+        assert client._pool._pools[0].idle_count == 1  # a handler error keeps the connection
+        client.close()
+        assert path.exchange("echo", request, 2.0, None) is None
+    assert not any(slot == "_client" for slot in getattr(type(path), "__slots__", ()))
+
+
+def test_the_transports_take_their_limits_from_below() -> None:
+    """_transport (both twins) reads MAX_DURATION from kitex_fast.limits, not the binding's
+    metadata module (which imports the resolver)."""
+    import pathlib
+
+    import kitex_fast
+
+    root = pathlib.Path(kitex_fast.__file__).parent
+    twin = (root / "_transport_py.py").read_text()
+    assert "from .limits import" in twin and "from .metadata" not in twin
+    compiled = root / "_transport.pyx"
+    if compiled.exists():  # (an installed wheel may ship the .so alone)
+        text = compiled.read_text()
+        assert '".limits"' in text and '".metadata"' not in text
+        assert "_client" not in text and "_binding" not in text

@@ -152,7 +152,7 @@ def test_per_call_rpc_timeout_is_checked_before_any_byte_is_sent(impl: Any, valu
 
     with ScriptedServer(script) as srv, Client("echo", srv.address, connect_timeout=CONNECT, implementation=impl.name) as client:
         with pytest.raises(MetadataError, match="rpc_timeout"):
-            client.exchange("echo", echo_request("x", implementation=impl.name), rpc_timeout=value)
+            client.invoke("echo", echo_request("x", implementation=impl.name), rpc_timeout=value)
     assert received in ([], [b""])
 
 
@@ -534,14 +534,23 @@ def test_ordinary_hosts_are_still_accepted(impl: Any, entry: str) -> None:
 
 def test_a_newline_in_dest_service_is_escaped_in_error_texts(impl: Any) -> None:
     from kitex_fast.errors import NoInstanceError
-    from kitex_fast.resolver import StaticResolver
 
-    class Empty(StaticResolver):
+    class Empty:
+        """A Resolver (kitex_fast.resolver.Resolver) whose service has no live instance."""
+
+        description = "an empty registry"
+
         def resolve(self, service: str, timeout: Any) -> Any:
             return ()
 
+        def subscribe(self, service: str, listener: Any) -> Any:
+            return lambda: None
+
+        def close(self) -> None:
+            pass
+
     forged = "echo\n2026-01-01 ERROR forged line"
-    with Client(forged, registry=Empty("127.0.0.1:1"), implementation=impl.name) as client:
+    with Client(forged, registry=Empty(), implementation=impl.name) as client:
         with pytest.raises(NoInstanceError) as info:
             client.call("echo", echo_request("x"))
     assert "\n" not in str(info.value) and "'echo\\n2026" in str(info.value)

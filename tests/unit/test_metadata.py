@@ -197,3 +197,49 @@ def test_client_key_holds_only_what_needs_its_own_connections() -> None:
                   md(maxFrameSize="1MiB"), md(maxIdleTime="5s"), md(hostPorts="127.0.0.1:2"),
                   md(destService="other")):
         assert parse_options(other, {}).client_key != a.client_key, other
+
+
+def test_defaults_and_limits_come_from_one_table() -> None:
+    """kitex_fast.limits holds each default and limit once: the binding's DEFAULTS (metadata
+    syntax) and the client's keyword defaults are derived from it, and the codec agrees."""
+    import inspect
+
+    from kitex_fast import codec, limits
+    from kitex_fast.client import ClientCore
+    from kitex_fast.metadata import DEFAULTS, MAX_DURATION
+
+    options = parse_options({"destService": "s", "hostPorts": "127.0.0.1:1", "methodName": "m",
+                             "version": "v"}, {})
+    assert options.connect_timeout == limits.DEFAULT_CONNECT_TIMEOUT
+    assert options.rpc_timeout == limits.DEFAULT_RPC_TIMEOUT
+    assert options.max_idle_time == limits.DEFAULT_MAX_IDLE_TIME
+    assert options.max_connections == limits.DEFAULT_MAX_CONNECTIONS
+    assert options.max_frame_size == limits.DEFAULT_MAX_FRAME_SIZE == codec.DEFAULT_MAX_FRAME_SIZE
+    assert options.transport == limits.DEFAULT_TRANSPORT == DEFAULTS["transport"]
+    assert (DEFAULTS["connectTimeout"], DEFAULTS["rpcTimeout"], DEFAULTS["maxIdleTime"]) == ("50ms", "30s", "60s")
+    given = inspect.signature(ClientCore.__init__).parameters
+    assert given["connect_timeout"].default == options.connect_timeout
+    assert given["rpc_timeout"].default == options.rpc_timeout
+    assert given["max_idle_time"].default == options.max_idle_time
+    assert given["max_connections"].default == options.max_connections
+    assert given["transport"].default == options.transport
+    assert limits.MAX_I32 == codec.MAX_I32 and MAX_DURATION is limits.MAX_DURATION
+    assert "send_rpc_timeout" not in type(options)._fields  # never read: gone (issue 25)
+
+
+@pytest.mark.parametrize("extra, client_kwargs, rule", [
+    ({"muxConnection": "true"}, {"mux_connection": True}, "needs transport ttheader or ttheader-framed"),
+    ({"muxConnection": "true", "pipelining": "true", "transport": "ttheader"},
+     {"mux_connection": True, "pipelining": True, "transport": "ttheader"}, "exclude each other"),
+])
+def test_one_rule_for_client_options_and_metadata(extra: dict, client_kwargs: dict, rule: str) -> None:
+    from kitex_fast import Client
+
+    meta = {"destService": "s", "hostPorts": "127.0.0.1:1", "methodName": "m", "version": "v"}
+    with pytest.raises(MetadataError) as from_metadata:
+        parse_options(dict(meta, **extra), {})
+    with pytest.raises(MetadataError) as from_client:
+        Client("s", "127.0.0.1:1", **client_kwargs)
+    assert rule in str(from_metadata.value) and rule in str(from_client.value)
+    assert str(from_metadata.value).startswith("dapr binding kitex: metadata field")
+    assert str(from_client.value).startswith("mux_connection")

@@ -6,15 +6,15 @@ flight per connection, matched by seq id. Runs on asyncio's default loop and on 
     async with Client("echo", "127.0.0.1:8888") as client:
         reply = await client.call("echo", request_bytes)
 
-The names are the sync package's: ``Client``, ``KitexOutputBinding`` (``AsyncKitexOutputBinding``
-is its old name, kept until 0.2), ``Reply``, ``Headers``, ``InvokeRequest``, ``InvokeResponse``.
+The names are the sync package's: ``Client``, ``KitexOutputBinding``, ``Reply``, ``Headers``,
+``InvokeRequest``, ``InvokeResponse``.
 """
 
 from __future__ import annotations
 
 from ..binding import InvokeRequest, InvokeResponse
 from ..client import Headers, Reply
-from .binding import AsyncKitexOutputBinding, KitexOutputBinding
+from .binding import KitexOutputBinding
 from .client import Client
 
 __all__ = [
@@ -24,5 +24,4 @@ __all__ = [
     "InvokeResponse",
     "Reply",
     "Headers",
-    "AsyncKitexOutputBinding",  # the old name of KitexOutputBinding; remove in 0.2
 ]

@@ -10,7 +10,7 @@ from ..binding import BindingCore, InvokeRequest, InvokeResponse
 from ..errors import KitexError, quoted
 from .client import Client
 
-__all__ = ["KitexOutputBinding", "AsyncKitexOutputBinding"]
+__all__ = ["KitexOutputBinding"]
 
 log = logging.getLogger(__name__)  # follows the package wherever it is vendored
 
@@ -58,7 +58,3 @@ class KitexOutputBinding(BindingCore):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-
-# The name the README taught before the asyncio names matched the sync ones (dapr/core.py uses it
-# too). Remove in 0.2.
-AsyncKitexOutputBinding = KitexOutputBinding

@@ -11,19 +11,9 @@ each reply to the call whose seq id it carries (:class:`~kitex_fast.aio.pool.Sha
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Hashable, Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
-from ..client import (
-    _UNSET,
-    BytesLike,
-    ClientCore,
-    Headers,
-    Reply,
-    _check_headers,
-    _legacy_headers,
-    _LegacyHeaders,
-    _Unset,
-)
+from ..client import _UNSET, BytesLike, ClientCore, Headers, Reply, _Unset
 from ..errors import KitexError, MetadataError, TransportError
 from ..pool import Endpoint
 from . import protocol as _protocol_dispatch
@@ -113,22 +103,7 @@ class Client(ClientCore):
     ) -> Reply:
         """:meth:`call`, answered with the :class:`~kitex_fast.Reply`: the REPLY message with its
         seq id, transport, endpoint and TTHeader headers."""
-        frame, seq_id, peer = await self._exchange(method, message, rpc_timeout, headers)
-        return Reply(
-            frame.payload, seq_id, method, frame.transport, peer, frame.str_headers, frame.int_headers
-        )
-
-    async def exchange(
-        self,
-        method: str,
-        message: BytesLike,
-        *,
-        rpc_timeout: Union[float, None, _Unset] = _UNSET,
-        headers: Union[Headers, _LegacyHeaders, None] = None,
-    ) -> Tuple[Any, int, str]:
-        """Deprecated, remove in 0.2: use :meth:`invoke` (a typed :class:`~kitex_fast.Reply`).
-        Returns ``(reply frame, seq id, endpoint text)``, as the sync one."""
-        return await self._exchange(method, message, rpc_timeout, _legacy_headers(headers))
+        return Reply._of(await self._exchange(method, message, rpc_timeout, headers), method)
 
     async def _exchange(
         self,
@@ -139,15 +114,10 @@ class Client(ClientCore):
         keep_encoder: bool = True,
     ) -> Tuple[Any, int, str]:
         """One checked round trip: ``(reply frame, seq id, endpoint text)``, the frame a REPLY to
-        this request (seq id and method name checked), as the sync client's (same checks, same
-        errors). ``keep_encoder=False``: ``headers`` do not repeat (ClientCore._encoder)."""
-        if self._closed:
-            raise TransportError("the client is closed")
-        self._check_message(message)
-        _check_headers(headers)
-        key: Hashable = method if headers is None else (method, headers)
-        encoder = self._encoders.get(key) or self._encoder(key, method, headers, keep_encoder)
-        timeout = self._call_timeout(rpc_timeout)
+        this request (seq id and method name checked), as the sync client's: the same rules
+        (:meth:`ClientCore.prepare`, :meth:`ClientCore.settle`), on asyncio I/O.
+        ``keep_encoder=False``: ``headers`` do not repeat (ClientCore._encoder)."""
+        encoder, timeout = self.prepare(method, message, rpc_timeout, headers, keep_encoder)
         pool = self._pool
         loop = pool.loop
         if loop is None or not loop.is_running():
@@ -192,20 +162,11 @@ class Client(ClientCore):
         if encoder.is_plain_reply(frame, seq_id):
             pool.release(proto)  # the common case: a C check, no header object
             return frame, seq_id, proto.peer
-        try:
-            error, keep = self._check(proto, frame, method, seq_id)
-        except BaseException as exc:
-            # A reply that does not answer the request: the stream is suspect; the other calls on
-            # this connection fail with the same error.
-            proto.close(exc if isinstance(exc, KitexError) else None)
-            raise
-        if keep:
-            pool.release(proto)
-        else:
-            proto.retire()  # the server closes this connection: start nothing new on it
-        if error is not None:
-            raise error
-        return frame, seq_id, proto.peer
+        # A connection the server closes starts nothing new (retire); a reply that does not
+        # answer the request makes the stream suspect: the other calls on this connection fail
+        # with the same error.
+        return self.settle(proto, frame, method, seq_id, pool.release, proto.retire,
+                           lambda exc: proto.close(exc if isinstance(exc, KitexError) else None))
 
     async def _aresolve(self, loop: asyncio.AbstractEventLoop, timeout: Optional[float]) -> None:
         """The first resolution, off the loop (it may wait for the registry, bounded by
