@@ -150,6 +150,20 @@ class InvokeResponse:
         )
 
 
+def deadline_timeout(options: CallOptions, deadline: float) -> Tuple[float, Optional[Dict[int, str]]]:
+    """``(timeout, int headers)`` of a call on ``options`` whose caller's deadline, ``deadline``
+    seconds, is the shorter bound (:meth:`BindingCore.deadline_call` decides that): the deadline,
+    kept within the binding's bounds, is the call's timeout, and on TTHeader also the RPCTimeout
+    (int key 12, in ms) the Kitex server gets, as this call's own header; None on Framed/Buffered.
+    The one rule of both the general path and the component's compiled Invoke path, which sends
+    these as per-call headers beside its cached encoder (so it builds no :class:`Headers`)."""
+    seconds = float(deadline)
+    seconds = min(seconds, MAX_DURATION) if seconds >= _MIN_TIMEOUT else _MIN_TIMEOUT  # (NaN too)
+    if not options.transport.startswith("ttheader"):
+        return seconds, None
+    return seconds, {INT_KEY_RPC_TIMEOUT: str(max(1, int(seconds * 1000)))}
+
+
 class BindingCore:
     """What every driver's binding shares: component defaults, metadata validation, the route
     cache and the bounded client cache. A driver subclasses it, makes its clients in
@@ -338,13 +352,12 @@ class BindingCore:
         if deadline is None or (rpc_timeout is not None and rpc_timeout <= deadline):
             headers = options.headers
             return rpc_timeout, headers, headers is not None and header_chars(headers) > MAX_CACHED_ROUTE_CHARS
-        seconds = float(deadline)
-        seconds = min(seconds, MAX_DURATION) if seconds >= _MIN_TIMEOUT else _MIN_TIMEOUT  # (NaN too)
-        if not options.transport.startswith("ttheader"):
+        seconds, rpc_timeout_header = deadline_timeout(options, deadline)
+        if rpc_timeout_header is None:
             return seconds, options.headers, False
         str_pairs, int_pairs = options.headers if options.headers is not None else ((), ())
         ints = dict(int_pairs)
-        ints[INT_KEY_RPC_TIMEOUT] = str(max(1, int(seconds * 1000)))
+        ints.update(rpc_timeout_header)
         return seconds, Headers._of(str_pairs, tuple(sorted(ints.items()))), True
 
     @staticmethod

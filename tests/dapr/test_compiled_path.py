@@ -309,10 +309,10 @@ def test_daprd_calls_take_the_compiled_path(compiled, daprd_binary, kitex_server
 
 
 def test_the_compiled_paths_deadline_rule_is_the_general_paths() -> None:
-    # The compiled path takes daprd's deadline as (timeout, int headers) from core.deadline_timeout,
+    # The compiled path takes daprd's deadline as (timeout, int headers) from binding.deadline_timeout,
     # which builds no Headers per call; it must give what the general path's rule
     # (BindingCore.deadline_call) sends: the same timeout, and on TTHeader the same RPCTimeout.
-    from kitex_fast.binding import KitexOutputBinding
+    from kitex_fast.binding import KitexOutputBinding, deadline_timeout
     from kitex_fast.metadata import parse_options
 
     binding = KitexOutputBinding()
@@ -330,6 +330,6 @@ def test_the_compiled_paths_deadline_rule_is_the_general_paths() -> None:
                 timeout, headers, fresh = binding.deadline_call(options, deadline)
                 sent = dict(headers[1]).get(codec.INT_KEY_RPC_TIMEOUT) if fresh and headers is not None else None
                 expected = (timeout, None if sent is None else {codec.INT_KEY_RPC_TIMEOUT: sent})
-                assert core.deadline_timeout(options, deadline) == expected, (transport, rpc_timeout, deadline)
+                assert deadline_timeout(options, deadline) == expected, (transport, rpc_timeout, deadline)
                 checked += 1
     assert checked > 40

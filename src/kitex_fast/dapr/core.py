@@ -35,11 +35,10 @@ import stat
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
-from ..binding import _MIN_TIMEOUT, InvokeRequest, utf8_text
+from ..binding import InvokeRequest, deadline_timeout, utf8_text
 from ..errors import KitexError, MetadataError, quoted
 from ..aio import KitexOutputBinding
-from ..codec import INT_KEY_RPC_TIMEOUT, TRANSIENT_PREFIX
-from ..metadata import MAX_DURATION
+from ..codec import TRANSIENT_PREFIX
 from .proto import SERVICE_NAME
 from .status import status_of
 
@@ -482,20 +481,6 @@ def trace_headers(metadata: Mapping[str, str]) -> Optional[Dict[str, str]]:
             out = {}
         out[name] = value
     return out
-
-
-def deadline_timeout(options: Any, deadline: float) -> Tuple[float, Optional[Dict[int, str]]]:
-    """``(timeout, int headers)`` of a call on ``options`` whose daprd deadline, ``deadline``
-    seconds, is shorter than its ``rpc_timeout`` (or it has none): for the compiled Invoke path,
-    which sends the route's encoder with these as the call's own headers. The rule is
-    ``BindingCore.deadline_call``'s (the general path's): the deadline is the call's timeout, kept
-    within the binding's bounds, and on TTHeader the RPCTimeout (int key 12, in ms) the Kitex
-    server gets; here without the Headers that builds for an encoder."""
-    seconds = float(deadline)
-    seconds = min(seconds, MAX_DURATION) if seconds >= _MIN_TIMEOUT else _MIN_TIMEOUT  # (NaN too)
-    if not options.transport.startswith("ttheader"):
-        return seconds, None
-    return seconds, {INT_KEY_RPC_TIMEOUT: str(max(1, int(seconds * 1000)))}
 
 
 def _with_trace_headers(metadata: Dict[str, str], defaults: Mapping[str, str]) -> Dict[str, str]:

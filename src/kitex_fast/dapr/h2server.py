@@ -11,7 +11,7 @@ Invoke runs in C too (``_invoke.InvokePath``, which the connection hands the dec
 route this module has vetted once with the component's rules (:meth:`App.fast_route`), it takes an
 idle connection of the route's client, sends, and answers from the reply future's callback, with no
 coroutine or task (daprd's deadline, when it is the shorter, is the call's timeout, as on the general
-path: :func:`.core.deadline_timeout`). Everything else (Init, a new route, no idle connection, base64
+path: ``binding.deadline_timeout``). Everything else (Init, a new route, no idle connection, base64
 data, a failure, a reply whose status needs checking) runs here, one coroutine per call where it
 awaits, with the component rules (:mod:`.core`). :class:`App` is what the C modules call: the
 Protocols of :mod:`._server_api`. Reflection v1alpha (what daprd asks at discovery) is answered from
@@ -27,7 +27,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Set, Tuple, Type
 
 from .. import _dispatch
-from ..binding import CONTENT_TYPE, response_metadata
+from ..binding import CONTENT_TYPE, deadline_timeout, response_metadata
 from ..errors import KitexError, TransportError, quoted
 from ..pool import ascii_int
 from . import core
@@ -312,11 +312,11 @@ class App:
 
     def fast_deadline(self, route: FastRoute, seconds: float) -> Tuple[float, Optional[Dict[int, str]]]:
         """``(timeout, int headers)`` of a compiled-path call whose daprd deadline, ``seconds``, is
-        shorter than its route's timeout: the general path's rule (:func:`.core.deadline_timeout`),
+        shorter than its route's timeout: the general path's rule (``binding.deadline_timeout``),
         so both send the Kitex server the same RPCTimeout. The RPCTimeout goes out as the call's
         own header after the route encoder's (RequestEncoder.encode), so no encoder is made per
         call, and no Headers either."""
-        return core.deadline_timeout(route.options, seconds)
+        return deadline_timeout(route.options, seconds)
 
     def fast_route(self, name: str, metadata: Dict[str, str], key: Any) -> Optional[FastRoute]:
         size = sum(len(k) + len(v) for k, v in key)
