@@ -45,7 +45,8 @@ import peers  # noqa: E402
 from peers import sleep_call  # noqa: E402
 from kitex_fast import Client as SyncClient  # noqa: E402
 from kitex_fast import InvokeRequest, KitexOutputBinding  # noqa: E402
-from kitex_fast.aio import AsyncKitexOutputBinding, Client  # noqa: E402
+from kitex_fast.aio import Client  # noqa: E402
+from kitex_fast.aio import KitexOutputBinding as AioBinding  # noqa: E402
 from kitex_fast.testing import echo_request, read_echo_reply  # noqa: E402
 
 AIO_C = "kitex_fast.aio (c)"
@@ -285,7 +286,7 @@ def measure_slow(cfg: argparse.Namespace, address: str) -> Dict[str, Dict[str, f
 
     def aio_row(impl: str, **extra: str) -> Callable[[], Result]:
         loop = asyncio.new_event_loop()
-        binding = AsyncKitexOutputBinding(implementation=impl)
+        binding = AioBinding(implementation=impl)
         request = InvokeRequest("get", data, dict(meta, **extra))
 
         def one() -> Any:
