@@ -39,7 +39,7 @@ try:  # 3.8+: typing.Protocol
 except ImportError:  # pragma: no cover
     Protocol = object  # type: ignore[assignment,misc]
 
-from .errors import MetadataError, NoInstanceError, ResolveError, quoted
+from .errors import MetadataError, ResolveError, quoted
 from .pool import Endpoint, _parse_entry, ascii_int, parse_host_ports
 
 __all__ = [

@@ -17,7 +17,6 @@ from kitex_fast import (
     ApplicationError,
     BizStatusError,
     ConnectError,
-    KitexError,
     MetadataError,
     ProtocolError,
     ResponseMismatchError,

@@ -23,6 +23,8 @@ import urllib.request
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional
 
+from peers import free_port  # (tests/interop is on sys.path wherever stack is imported)
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 BUILD_SCRIPT = HERE / "build_daprd.sh"
@@ -86,12 +88,6 @@ def trace_peer():  # -> peers.KitexServer
             return self
 
     return TracePeer("tracepeer", "echo").start()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 _live: "set[subprocess.Popen]" = set()

@@ -323,7 +323,8 @@ def etcd_binary() -> str:
     return etcd
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody listens on (bound, then released): the one helper of the test trees."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -334,8 +335,8 @@ class EtcdServer:
     ``start()`` restarts it on the same ports and data (the keys and revisions survive)."""
 
     def __init__(self) -> None:
-        self.client_port = _free_port()
-        self.peer_port = _free_port()
+        self.client_port = free_port()
+        self.peer_port = free_port()
         self.data_dir = tempfile.mkdtemp(prefix="kitex-fast-etcd-")
         self._proc: Optional[subprocess.Popen] = None
         self._log = os.path.join(self.data_dir, "etcd.log")

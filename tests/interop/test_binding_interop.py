@@ -4,7 +4,6 @@ failover, concurrency, and byte-for-byte agreement with Kitex's own Go generic c
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from kitex_fast import (
 from kitex_fast.testing import echo_request, read_echo_reply
 
 import peers
+from peers import free_port
 
 
 RICH = thriftpy2.load(str(Path(peers.GO_DIR) / "idl" / "rich.thrift"), module_name="rich_thrift")
@@ -40,12 +40,6 @@ VARIANTS = [
     ("multi", "echo", ["framed", "buffered", "ttheader", "ttheader-framed"], {}),
     ("multi", "echo", ["ttheader", "ttheader-framed"], {"idlService": "Echo"}),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def meta(address: str, **extra: str) -> dict:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-from kitex_fast import Client, InvokeRequest, KitexOutputBinding
+from kitex_fast import InvokeRequest, KitexOutputBinding
 from kitex_fast.errors import (
     ConnectionClosedError,
     KitexError,
@@ -33,6 +33,7 @@ from kitex_fast.errors import (
 from kitex_fast.testing import echo_request, read_echo_reply
 
 import peers
+from peers import free_port
 
 ECHO_SUFFIX = ",hi Kitex"  # what the Go echo handler appends (tests/interop/go/cmd/kitexserver)
 SLACK = 3.0  # upper slack on "within its deadline" for a loaded CI machine
@@ -315,15 +316,9 @@ def test_cut_mid_frame_on_every_framing(impl: Any, proxy: FaultProxy, transport:
 # -- kill -9 and restart under load --------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_server_kill_9_and_restart_under_16_threads(impl: Any, go_peers: Any) -> None:
-    port = _free_port()
+    port = free_port()
     address = "127.0.0.1:%d" % port
     rpc_timeout = 1.0
     threads0 = threading.active_count()

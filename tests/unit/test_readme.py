@@ -36,7 +36,6 @@ import re
 import selectors
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,6 +43,8 @@ from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional
 
 import pytest
+
+from .servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -95,18 +96,12 @@ def readme_blocks(text: str, name: str = "README.md") -> List[Block]:
     return blocks
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _map_ports(blocks: List[Block]) -> Dict[str, str]:
     ports = {str(SERVE_DEFAULT_PORT)}
     for block in blocks:
         for match in _PORT.finditer(block.code):
             ports.add(match.group(1) or match.group(2))
-    return {port: str(_free_port()) for port in sorted(ports)}
+    return {port: str(free_port()) for port in sorted(ports)}
 
 
 def _with_ports(block: Block, ports: Dict[str, str]) -> str:

@@ -33,6 +33,8 @@ from kitex_fast.errors import (
     TransportError,
 )
 
+from .servers import free_port
+
 LOOPBACK = "127.0.0.1"
 SLACK = 5.0  # generous upper slack for "the call ended near its deadline", never a speed claim
 LINUX = sys.platform.startswith("linux")
@@ -175,15 +177,6 @@ def wait_readable(conn: Any, timeout: float = 5.0) -> None:
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN)
     assert poller.poll(timeout * 1000), "nothing arrived within %s s" % timeout
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind((LOOPBACK, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def both_transports() -> List[SimpleNamespace]:

@@ -23,7 +23,6 @@ import sys
 from typing import Any, Optional, Sequence
 
 from .. import codec, transport
-from ..errors import KitexError
 from ..pool import ascii_int
 from . import core
 from .proto import SERVICE_NAME
