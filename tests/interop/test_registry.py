@@ -110,7 +110,7 @@ def test_no_live_instance_is_typed_and_names_service_and_prefix(impl, etcd) -> N
 
 
 def test_etcd_unreachable_at_first_use_is_typed_within_the_deadline(impl) -> None:
-    port = peers._free_port()  # nothing listens here
+    port = peers.free_port()  # nothing listens here
     with KitexOutputBinding(implementation=impl.name) as binding:
         request = {"registry": "etcd://127.0.0.1:%d" % port, "destService": "echo",
                    "methodName": "echo", "version": "v1", "rpcTimeout": "300ms"}
