@@ -186,6 +186,20 @@ def test_init_list_operations_ping_and_invoke(component, impl) -> None:
         assert response.metadata["methodName"] == "echo"
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc/PID/maps")
+def test_the_component_process_loads_no_openssl(component, impl) -> None:
+    # Nothing it does speaks TLS, and Python's ssl is about 4 MiB of its memory
+    # (kitex_fast.dapr.eventloop): after serving a call, neither _ssl nor libssl is mapped.
+    with KitexTestServer({"echo": echo_handler}, service="echo", implementation=impl.name) as server, channel(component) as ch:
+        response = call(ch, "Invoke", pb.InvokeRequest(
+            operation="get", data=echo_request("tls?", implementation=impl.name),
+            metadata={"hostPorts": server.address, "destService": "echo", "methodName": "echo", "version": "v1"}))
+        assert read_echo_reply(response.data, implementation=impl.name) == "tls?,hi Kitex"
+    with open("/proc/%d/maps" % component.proc.pid) as f:
+        mapped = {line.rsplit("/", 1)[-1].strip() for line in f if "/" in line}
+    assert not [name for name in mapped if name.startswith(("_ssl.", "libssl", "libcrypto"))], sorted(mapped)
+
+
 def test_init_errors_name_the_field(component) -> None:
     with channel(component) as ch:
         with pytest.raises(grpc.RpcError) as info:

@@ -17,6 +17,9 @@ __all__ = ["main", "error_from_text", "status_of"]
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The ``kitex-fast component`` command line."""
+    from . import eventloop
+
+    eventloop.import_asyncio()  # before anything imports it: no ssl in the component (eventloop.py)
     from .component import main as component_main
 
     return component_main(argv)

@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 
 from .. import codec, transport
 from ..pool import ascii_int
-from . import core
+from . import core, eventloop
 from .proto import SERVICE_NAME
 from .core import (
     DATA_ENCODING_KEY,
@@ -165,14 +165,15 @@ def _loop_factory(args: argparse.Namespace) -> Any:
     if args.server != "compiled" or sys.version_info < (3, 11) or wanted == "asyncio":
         return None
     try:
-        import uvloop
-    except ImportError:
+        factory = eventloop.import_uvloop()
+    except ImportError as exc:
         if wanted == "uvloop":
-            raise SystemExit("kitex-fast component: --loop uvloop: uvloop is not installed "
-                             '(pip install "kitex_fast[uvloop]")') from None
+            raise SystemExit("kitex-fast component: --loop uvloop: %s" % exc) from None
+        if exc.name != "uvloop":  # installed, but not loadable here: say why the loop is asyncio's
+            log.warning("running on asyncio's loop: %s", exc)
         return None
     args.loop = "uvloop"
-    return uvloop.new_event_loop
+    return factory
 
 
 def _run(main: Any, loop_factory: Any) -> int:
