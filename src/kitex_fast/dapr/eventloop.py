@@ -102,7 +102,8 @@ def import_uvloop() -> Callable[[], Any]:
     ImportError when uvloop is not installed."""
     import_asyncio()  # uvloop imports asyncio first; keep that one free of ssl too
     try:
-        return _import_with_ssl_as(STAND_IN, "uvloop").new_event_loop
+        new_event_loop: Callable[[], Any] = _import_with_ssl_as(STAND_IN, "uvloop").new_event_loop
+        return new_event_loop
     except ImportError as exc:
         if exc.name == "uvloop":
             raise ImportError('uvloop is not installed (pip install "kitex_fast[uvloop]")', name="uvloop") from None
