@@ -128,7 +128,9 @@ cdef enum:
     MAX_HEADER_STRING = MAX_U16  # gopkg protocol/ttheader/utils.go: maxHeaderStringSize
     MAX_HEADER_BLOCK = 262140  # gopkg >= v0.1.8 MaxHeaderSize = 4*MaxUint16 (docs/protocol.md §4)
     MAX_DEPTH = 64  # gopkg protocol/thrift: defaultRecursionDepth (docs/protocol.md §10)
-    INITIAL_CAPACITY = 16384
+    # One page per connection to start: a pool keeps as many idle connections as calls were in
+    # flight (64 callers: 64 decoders), and most replies fit; a larger one grows the buffer.
+    INITIAL_CAPACITY = 4096
     KEEP_CAPACITY = 262144  # a drained buffer larger than this goes back to the initial size
     MIN_READ = 4096
 

@@ -119,7 +119,7 @@ del _t, _s
 # TTHeader info ids (gopkg protocol/ttheader/encode.go: InfoIDType).
 _INFO_PADDING, _INFO_KV, _INFO_INT_KV, _INFO_ACL = 0x00, 0x01, 0x10, 0x11
 
-_INITIAL_CAPACITY = 16384
+_INITIAL_CAPACITY = 4096  # one page per connection to start (_codec.pyx: INITIAL_CAPACITY)
 _KEEP_CAPACITY = 262144  # a drained buffer larger than this goes back to the initial size
 _MIN_READ = 4096
 
