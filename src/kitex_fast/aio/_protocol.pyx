@@ -15,7 +15,9 @@ Pure-Python twin: ``_protocol_py.py`` (same names, results and error texts).
 
 import asyncio
 import sys
+from collections import deque
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem
 from cpython.pycapsule cimport PyCapsule_GetPointer
@@ -35,7 +37,7 @@ ResponseMismatchError = _errors.ResponseMismatchError
 TransportError = _errors.TransportError
 del _errors
 
-__all__ = ["Protocol", "pick", "seq_id_of"]
+__all__ = ["Deadlines", "Protocol", "pick", "seq_id_of"]
 
 # The codec: its message-header parse through its C entry points (_codec_api.pxd), taken from
 # this package's own codec dispatcher as _transport.pyx does; without them (a codec built apart
@@ -466,6 +468,114 @@ class Protocol(ProtocolCore, asyncio.BufferedProtocol):
     """
 
     __slots__ = ()
+
+
+# -- rpc timeouts ------------------------------------------------------------------------------
+
+@cython.freelist(64)
+cdef class _Deadline:
+    """One call's place in :class:`Deadlines`; ``cancel()`` when the call is over."""
+
+    cdef double when
+    cdef object proto  # None once the call is over (cancelled or expired)
+    cdef object fut
+    cdef object budget
+    cdef Deadlines owner
+
+    def cancel(self):
+        self.proto = None
+        self.fut = None
+        self.owner._prune()
+
+
+cdef class Deadlines:
+    """``Deadlines(loop, limit=4096)``: the rpc timeouts of one pool's calls on one loop timer.
+
+    A timer per call (``loop.call_at`` and ``cancel``) was about a fifth of a call's instructions
+    on uvloop (9,500 of 41,700, callgrind, 64 in flight), and on asyncio's loop each one also goes
+    through a heap ordered by Python comparisons. Calls of one pool mostly share one timeout, so
+    their deadlines arrive in order: they queue here, oldest first, under a single timer armed for
+    the oldest that is still running; a call that ends leaves the queue from the front as soon as
+    every older call has ended too. A deadline earlier than the newest queued one (a shorter
+    per-call timeout, daprd's deadline), or one past ``limit`` queued calls (older calls that
+    neither end nor expire yet), gets a timer of its own, as before: order and memory hold.
+
+    ``call_at(when, proto, fut, budget)`` returns something with ``cancel()``; at ``when``, unless
+    cancelled, it calls ``proto.expire(fut, budget)``.
+    """
+
+    cdef object _loop
+    cdef object _queue  # deque of _Deadline, ``when`` non-decreasing
+    cdef object _timer  # the loop's handle armed for the oldest queued deadline, or None
+    cdef double _timer_at  # when it fires: never after the oldest queued deadline
+    cdef Py_ssize_t _limit
+
+    def __init__(self, loop, Py_ssize_t limit=4096):
+        self._loop = loop
+        self._queue = deque()
+        self._timer = None
+        self._timer_at = 0.0
+        self._limit = limit
+
+    def __len__(self):
+        return len(self._queue)
+
+    def call_at(self, double when, proto, fut, budget):
+        cdef object queue = self._queue
+        cdef Py_ssize_t n = len(queue)
+        cdef _Deadline entry
+        if n >= self._limit or (n and when < (<_Deadline>queue[-1]).when):
+            return self._loop.call_at(when, proto.expire, fut, budget)
+        entry = _Deadline.__new__(_Deadline)
+        entry.when = when
+        entry.proto = proto
+        entry.fut = fut
+        entry.budget = budget
+        entry.owner = self
+        queue.append(entry)
+        if self._timer is None or when < self._timer_at:  # (an emptied queue's timer may be later)
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(when, self._fire)
+            self._timer_at = when
+        return entry
+
+    cdef _prune(self):
+        cdef object queue = self._queue
+        while queue and (<_Deadline>queue[0]).proto is None:
+            queue.popleft()
+
+    def _fire(self):
+        """The timer: expire every queued call whose deadline has come, re-arm for the next."""
+        cdef object queue = self._queue
+        cdef _Deadline entry
+        cdef double now = self._loop.time()
+        self._timer = None
+        while queue:
+            entry = <_Deadline>queue[0]
+            if entry.proto is None:
+                queue.popleft()
+                continue
+            if entry.when > now:
+                self._timer = self._loop.call_at(entry.when, self._fire)
+                self._timer_at = entry.when
+                return
+            queue.popleft()
+            proto, fut = entry.proto, entry.fut
+            entry.proto = None
+            entry.fut = None
+            try:
+                proto.expire(fut, entry.budget)
+            except Exception as exc:  # one call's failure never keeps the others from expiring
+                self._loop.call_exception_handler(
+                    {"message": "kitex_fast.aio: expiring a call failed", "exception": exc})
+
+    def close(self):
+        """Cancel the timer and forget every queued call (the pool fails them as it closes)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._queue.clear()
 
 
 cdef object _copy_error(exc):

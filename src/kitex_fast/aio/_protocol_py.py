@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Sequence
 
 from .. import _transport_errors as texts
@@ -24,7 +25,7 @@ from .. import codec as _codec
 from ..codec import MAX_I32
 from ..errors import ConnectionClosedError, KitexError, ProtocolError, ResponseMismatchError, TransportError
 
-__all__ = ["Protocol", "pick", "seq_id_of"]
+__all__ = ["Deadlines", "Protocol", "pick", "seq_id_of"]
 
 # The codec twin's message-header parse (the compiled protocol calls the compiled codec's).
 _parse_message = _codec.implementation("py").parse_message
@@ -418,6 +419,94 @@ class Protocol(asyncio.BufferedProtocol):
             if not fut.done():
                 fut.set_result(None)
                 n -= 1
+
+
+# -- rpc timeouts ------------------------------------------------------------------------------
+
+class _Deadline:
+    """One call's place in :class:`Deadlines`; ``cancel()`` when the call is over."""
+
+    __slots__ = ("when", "proto", "fut", "budget", "owner")
+
+    def __init__(self, when: float, proto: Any, fut: Any, budget: Any, owner: "Deadlines") -> None:
+        self.when = when
+        self.proto: Any = proto  # None once the call is over (cancelled or expired)
+        self.fut: Any = fut
+        self.budget = budget
+        self.owner = owner
+
+    def cancel(self) -> None:
+        self.proto = None
+        self.fut = None
+        self.owner._prune()
+
+
+class Deadlines:
+    """``Deadlines(loop, limit=4096)``: the rpc timeouts of one pool's calls on one loop timer
+    (the compiled twin's docstring has the why). Calls of one pool mostly share one timeout, so
+    their deadlines arrive in order: they queue oldest first under a single timer armed for the
+    oldest still running. A deadline earlier than the newest queued one, or one past ``limit``
+    queued calls, gets a timer of its own. ``call_at(when, proto, fut, budget)`` returns something
+    with ``cancel()``; at ``when``, unless cancelled, it calls ``proto.expire(fut, budget)``."""
+
+    def __init__(self, loop: Any, limit: int = 4096) -> None:
+        self._loop = loop
+        self._queue: Deque[_Deadline] = deque()
+        self._timer: Any = None  # the loop's handle armed for the oldest queued deadline
+        self._timer_at = 0.0  # when it fires: never after the oldest queued deadline
+        self._limit = limit
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def call_at(self, when: float, proto: Any, fut: Any, budget: Any) -> Any:
+        queue = self._queue
+        if len(queue) >= self._limit or (queue and when < queue[-1].when):
+            return self._loop.call_at(when, proto.expire, fut, budget)
+        entry = _Deadline(when, proto, fut, budget, self)
+        queue.append(entry)
+        if self._timer is None or when < self._timer_at:  # (an emptied queue's timer may be later)
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(when, self._fire)
+            self._timer_at = when
+        return entry
+
+    def _prune(self) -> None:
+        queue = self._queue
+        while queue and queue[0].proto is None:
+            queue.popleft()
+
+    def _fire(self) -> None:
+        """The timer: expire every queued call whose deadline has come, re-arm for the next."""
+        queue = self._queue
+        now = self._loop.time()
+        self._timer = None
+        while queue:
+            entry = queue[0]
+            if entry.proto is None:
+                queue.popleft()
+                continue
+            if entry.when > now:
+                self._timer = self._loop.call_at(entry.when, self._fire)
+                self._timer_at = entry.when
+                return
+            queue.popleft()
+            proto, fut = entry.proto, entry.fut
+            entry.proto = None
+            entry.fut = None
+            try:
+                proto.expire(fut, entry.budget)
+            except Exception as exc:  # one call's failure never keeps the others from expiring
+                self._loop.call_exception_handler(
+                    {"message": "kitex_fast.aio: expiring a call failed", "exception": exc})
+
+    def close(self) -> None:
+        """Cancel the timer and forget every queued call (the pool fails them as it closes)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._queue.clear()
 
 
 def _copy_error(exc: KitexError) -> KitexError:

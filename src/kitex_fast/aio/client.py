@@ -149,7 +149,7 @@ class Client(ClientCore):
             fut = proto.send(buffers, seq_id)
         if self.retired:
             proto.retire()  # an evicted client: this connection closes after its calls
-        handle = loop.call_at(deadline, proto.expire, fut, timeout) if deadline is not None else None
+        handle = pool.deadlines.call_at(deadline, proto, fut, timeout) if deadline is not None else None
         try:
             frame = await fut
         except asyncio.CancelledError:
@@ -202,7 +202,7 @@ class Client(ClientCore):
                 raise TransportError(
                     "this client's connections belong to another event loop; make one client per loop"
                 )
-        pool.loop = loop
+        pool.bind(loop)
         return loop
 
     # -- lifecycle ----------------------------------------------------------------------------

@@ -60,8 +60,10 @@ class _Connector:
         self.max_idle_time = max_idle_time
         self.max_connections = max_connections  # per endpoint
         self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.deadlines: Any = None  # the rpc timeouts of this pool's calls (protocol.Deadlines), from bind()
         self._all: Set[Any] = set()  # every connection not yet lost, for close()
         self._protocol_cls = protocol.Protocol
+        self._deadlines_cls = protocol.Deadlines
         self._make_decoder = make_decoder
         self._connect_timeout = connect_timeout
         self._closed = False
@@ -249,6 +251,14 @@ class _Connector:
             sock.close()
             raise
 
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The event loop this pool's connections and timers belong to (the first call's)."""
+        if self.loop is not loop or self.deadlines is None:
+            if self.deadlines is not None:
+                self.deadlines.close()
+            self.loop = loop
+            self.deadlines = self._deadlines_cls(loop)
+
     def _arm_sweep(self, due: float) -> None:
         """Run :meth:`_sweep` at loop time ``due`` unless a sweep is already armed."""
         if self._sweep_handle is None and self.loop is not None and not self._closed:
@@ -323,6 +333,8 @@ class _Connector:
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
             self._sweep_handle = None
+        if self.deadlines is not None:
+            self.deadlines.close()
         protos = list(self._all)
         for proto in protos:
             proto.close(

@@ -289,7 +289,7 @@ cdef object _take(InvokePath path, object sink, InvokeDone done, str instance, s
     call.seq = seq
     call.metadata = metadata
     if budget > 0:
-        call.handle = route.loop.call_at(route.loop.time() + budget, proto.expire, fut, budget)
+        call.handle = pool.deadlines.call_at(route.loop.time() + budget, proto, fut, budget)
     fut.add_done_callback(call)
     return call
 
