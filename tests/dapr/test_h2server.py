@@ -187,6 +187,35 @@ def test_protobuf_codec_matches_protobuf_on_random_messages(compiled) -> None:
         assert (got[0], got[2]) == (ref.data, ref.operation) and set(ref.metadata) <= set(got[1])
 
 
+def test_repeated_metadata_texts_come_back_equal_and_shared(compiled) -> None:
+    # The decoder keeps recent map texts (_protobuf._map_text): a repeated ASCII key or value is
+    # the same str object (decoded and hashed once); a text that lands in the same slot with other
+    # bytes, a non-ASCII one, a long one, and invalid UTF-8 decode as if nothing were kept.
+    ext = h2server._load()
+
+    def request(pairs):
+        return b"".join(b"\x12" + _varint(len(e)) + e for e in (
+            b"\x0a" + _varint(len(k)) + k + b"\x12" + _varint(len(v)) + v for k, v in pairs))
+
+    def decode(pairs):
+        return ext.protobuf.decode_invoke_request(request(pairs))[1]
+
+    first = decode([(b"hostPorts", b"127.0.0.1:8888"), (b"version", b"v1")])
+    again = decode([(b"version", b"v1"), (b"hostPorts", b"127.0.0.1:8888")])
+    assert first == again == {"hostPorts": "127.0.0.1:8888", "version": "v1"}
+    assert [k for k in first][0] is [k for k in again][1]  # "hostPorts", the same object
+    assert first["hostPorts"] is again["hostPorts"]
+    # Same length, first, middle and last byte (one slot), other bytes: never the kept one.
+    for text in (b"aXbYc", b"aZbWc", b"aXbYc", b"aQbQc"):
+        assert decode([(b"k", text)]) == {"k": text.decode()}
+    for text in ("caf\u00e9", "caf\u00e9", "x" * 65, "x" * 65, "\u65e5\u672c"):
+        assert decode([(b"k", text.encode())]) == {"k": text}
+    assert decode([(b"k", b"")]) == {"k": ""}
+    decode([(b"k", b"ab\x41cd")])  # "abAcd" kept; 0x81 = 0x41 + 64 lands in its slot, invalid
+    with pytest.raises(ext.protobuf.ProtobufError, match="not valid UTF-8"):
+        decode([(b"k", b"ab\x81cd")])
+
+
 def test_grpc_message_is_percent_encoded(compiled) -> None:
     ext = h2server._load()
     assert ext.server.percent_encode("a b%c\né") == b"a b%25c%0A%C3%A9"

@@ -16,7 +16,16 @@ from libc.string cimport memcpy
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.pycapsule cimport PyCapsule_New
+from cpython.list cimport PyList_GET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.string cimport memcmp
+
+cdef extern from "Python.h":
+    # CPython's str layout macros (Include/cpython/unicodeobject.h): a compact ASCII str holds its
+    # characters as bytes right after the object, so they compare with memcmp.
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    void* PyUnicode_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
 
 
 __all__ = [
@@ -104,6 +113,38 @@ cdef inline str _utf8(const uint8_t* p, Py_ssize_t start, Py_ssize_t stop, str w
         raise ProtobufError("%s is not valid UTF-8 (proto3 string)" % what) from None
 
 
+# Recent map texts, by a hash of their length and a few of their bytes: daprd sends the same keys
+# and most of the same values (hostPorts, destService, methodName, user-agent, ...) on every call,
+# and a str taken from here is neither decoded nor allocated again and carries its hash already
+# (the compiled path hashes every key and route value). 64 ASCII strs of at most 64 bytes: a few
+# KiB, whatever the traffic; a slot holds the last text that hashed to it.
+cdef enum:
+    _TEXT_SLOTS = 64  # a power of two
+    _TEXT_MAX = 64
+cdef list _texts = [None] * _TEXT_SLOTS
+
+
+cdef str _map_text(const uint8_t* p, Py_ssize_t start, Py_ssize_t stop, str what, bint is_key):
+    """A map entry's key or value: :func:`_utf8`, through ``_texts``."""
+    cdef Py_ssize_t n = stop - start
+    cdef Py_ssize_t slot
+    cdef object known
+    cdef str text
+    if n == 0:
+        return ""
+    if n > _TEXT_MAX:
+        return _utf8(p, start, stop, what + (" key" if is_key else " value"))
+    slot = (n * 31 + p[start] * 7 + p[stop - 1] * 3 + p[start + n // 2]) & (_TEXT_SLOTS - 1)
+    known = <object>PyList_GET_ITEM(_texts, slot)
+    if (known is not None and PyUnicode_GET_LENGTH(known) == n
+            and memcmp(PyUnicode_DATA(known), p + start, n) == 0):
+        return <str>known
+    text = _utf8(p, start, stop, what + (" key" if is_key else " value"))
+    if PyUnicode_IS_COMPACT_ASCII(text):  # (its characters are its UTF-8 bytes: memcmp above holds)
+        _texts[slot] = text
+    return text
+
+
 cdef int _map_entry(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, dict out, str what) except -1:
     """A map<string, string> entry (key = 1, value = 2); absent parts are ""; last one wins."""
     cdef uint32_t field, wire
@@ -114,9 +155,9 @@ cdef int _map_entry(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, dict out, 
         if (field == 1 or field == 2) and wire == 2:
             pos = _delimited(p, pos, end, &start)
             if field == 1:
-                key = _utf8(p, start, pos, what + " key")
+                key = _map_text(p, start, pos, what, True)
             else:
-                value = _utf8(p, start, pos, what + " value")
+                value = _map_text(p, start, pos, what, False)
         else:
             pos = _skip(p, pos, end, wire)
     out[key] = value
