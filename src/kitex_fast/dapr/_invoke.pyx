@@ -12,7 +12,7 @@ headers, how a failure or an unusual reply is answered are the rules' answers (`
 ``_server_api.py``), asked once per key name or route and cached in ``InstanceRoutes``.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromFormat
+from cpython.bytes cimport PyBytes_AS_STRING
 from cpython.dict cimport PyDict_GetItem, PyDict_Next
 from cpython.object cimport PyObject
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_New
@@ -181,12 +181,31 @@ cdef class _Call:
         return None, outcome[0], outcome[1]
 
 
+cdef inline int _decimal(long long v, char* buf) noexcept:
+    """``v`` in decimal, written right-aligned into ``buf[0:24]``; returns where it starts."""
+    cdef int i = 24
+    cdef bint negative = v < 0
+    cdef unsigned long long u = <unsigned long long>(-v) if negative else <unsigned long long>v
+    while True:
+        i -= 1
+        buf[i] = <char>(48 + u % 10)
+        u //= 10
+        if u == 0:
+            break
+    if negative:
+        i -= 1
+        buf[i] = 45  # '-'
+    return i
+
+
 cdef bytearray _plain_response(InvokePath path, FastRoute route, object frame, object seq, object endpoint):
     """The framed InvokeResponse of a plain reply, byte for byte what the protobuf module's
     encode_invoke_response writes for the general path's response (map entries in key order)."""
     cdef bytearray out
     cdef const uint8_t[::1] view
     cdef bytes b
+    cdef char digits[24]
+    cdef int n
     if frame.str_headers or frame.int_headers:  # TTHeader headers: the general metadata
         return _pb.encode_invoke_response(
             frame.payload, path.response_metadata(frame, seq, endpoint, route.options), route.content_type, True)
@@ -199,8 +218,8 @@ cdef bytearray _plain_response(InvokePath path, FastRoute route, object frame, o
     b = endpoint if type(endpoint) is bytes else (<str>endpoint).encode("utf-8")
     _pb.put_entry(out, "endpoint", 8, PyBytes_AS_STRING(b), len(b))
     out += route.entries
-    b = PyBytes_FromFormat("%ld", <long>seq)  # (seq ids are int32; bytes % costs twice as much)
-    _pb.put_entry(out, "seqId", 5, PyBytes_AS_STRING(b), len(b))
+    n = _decimal(<long long>seq, digits)  # (bytes % and PyBytes_FromFormat cost ~1,000 instructions)
+    _pb.put_entry(out, "seqId", 5, &digits[n], 24 - n)
     b = frame.transport if type(frame.transport) is bytes else (<str>frame.transport).encode("utf-8")
     _pb.put_entry(out, "transport", 9, PyBytes_AS_STRING(b), len(b))
     if route.content_type:
