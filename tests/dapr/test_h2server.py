@@ -187,6 +187,19 @@ def test_protobuf_codec_matches_protobuf_on_random_messages(compiled) -> None:
         assert (got[0], got[2]) == (ref.data, ref.operation) and set(ref.metadata) <= set(got[1])
 
 
+def test_response_entries_short_and_long_encode_as_protobuf(compiled) -> None:
+    # _put_entry assembles an entry up to 256 bytes of key + value on the stack and appends the
+    # rest piece by piece: both, and the sizes around the switch, byte for byte as protobuf.
+    from kitex_fast.dapr.proto import contract as pb
+
+    ext = h2server._load()
+    for klen, vlen in ((0, 0), (1, 0), (0, 1), (128, 128), (128, 129), (200, 57), (1, 300), (300, 1),
+                       (127, 0), (5, 70000)):
+        metadata = {"k" * klen: "v" * vlen}
+        expected = pb.InvokeResponse(data=b"d", metadata=metadata, content_type="c").SerializeToString()
+        assert ext.protobuf.encode_invoke_response(b"d", metadata, "c") == expected, (klen, vlen)
+
+
 def test_repeated_metadata_texts_come_back_equal_and_shared(compiled) -> None:
     # The decoder keeps recent map texts (_protobuf._map_text): a repeated ASCII key or value is
     # the same str object (decoded and hashed once); a text that lands in the same slot with other

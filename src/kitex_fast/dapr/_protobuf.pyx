@@ -293,18 +293,55 @@ cdef inline int _varint_size(uint64_t v) noexcept:
     return n
 
 
+cdef inline int _varint_into(uint8_t* buf, int pos, uint64_t v) noexcept:
+    """``v`` as a varint at ``buf[pos:]`` (room for 10 bytes); returns the position after it."""
+    while v >= 0x80:
+        buf[pos] = <uint8_t>(v & 0x7F) | 0x80
+        v >>= 7
+        pos += 1
+    buf[pos] = <uint8_t>v
+    return pos + 1
+
+
 cdef int _put_bytes_field(bytearray out, uint32_t field, const char* p, Py_ssize_t n) except -1:
-    _put_varint(out, (field << 3) | 2)
-    _put_varint(out, <uint64_t>n)
+    cdef uint8_t head[20]
+    cdef int h = _varint_into(head, 0, (field << 3) | 2)
+    h = _varint_into(head, h, <uint64_t>n)
+    _append(out, <char*>head, h)  # (each append resizes the bytearray: the head goes in one)
     return _append(out, p, n)
+
+
+cdef enum:
+    _SHORT_ENTRY = 256  # an entry this short (key + value) is assembled on the stack, appended once
 
 
 cdef int _put_entry(bytearray out, const char* key, Py_ssize_t klen, const char* value, Py_ssize_t vlen) except -1:
     """One ``map<string, string>`` entry of InvokeResponse.metadata (field 2)."""
-    _put_varint(out, (2 << 3) | 2)
-    _put_varint(out, <uint64_t>(_varint_size(klen) + klen + _varint_size(vlen) + vlen + 2))
-    _put_bytes_field(out, 1, key, klen)
-    return _put_bytes_field(out, 2, value, vlen)
+    return _put_map_entry(out, 2, key, klen, value, vlen)
+
+
+cdef int _put_map_entry(bytearray out, uint32_t field, const char* key, Py_ssize_t klen, const char* value,
+                        Py_ssize_t vlen) except -1:
+    """One ``map<string, string>`` entry of message field ``field`` (key = 1, value = 2)."""
+    cdef uint8_t buf[_SHORT_ENTRY + 40]
+    cdef int n
+    cdef uint64_t size = <uint64_t>(_varint_size(klen) + klen + _varint_size(vlen) + vlen + 2)
+    if klen + vlen > _SHORT_ENTRY:
+        _put_varint(out, (field << 3) | 2)
+        _put_varint(out, size)
+        _put_bytes_field(out, 1, key, klen)
+        return _put_bytes_field(out, 2, value, vlen)
+    n = _varint_into(buf, 0, (field << 3) | 2)
+    n = _varint_into(buf, n, size)
+    n = _varint_into(buf, n, (1 << 3) | 2)
+    n = _varint_into(buf, n, <uint64_t>klen)
+    memcpy(&buf[n], key, klen)
+    n += <int>klen
+    n = _varint_into(buf, n, (2 << 3) | 2)
+    n = _varint_into(buf, n, <uint64_t>vlen)
+    memcpy(&buf[n], value, vlen)
+    n += <int>vlen
+    return _append(out, <char*>buf, n)
 
 
 cdef bytes _as_utf8(object s):
@@ -317,10 +354,7 @@ cdef int _put_string_map(bytearray out, uint32_t field, object mapping) except -
     cdef bytes k, v
     cdef list items = sorted([(_as_utf8(a), _as_utf8(b)) for a, b in mapping.items()])
     for k, v in items:
-        _put_varint(out, (field << 3) | 2)
-        _put_varint(out, <uint64_t>(_varint_size(len(k)) + len(k) + _varint_size(len(v)) + len(v) + 2))
-        _put_bytes_field(out, 1, PyBytes_AS_STRING(k), len(k))
-        _put_bytes_field(out, 2, PyBytes_AS_STRING(v), len(v))
+        _put_map_entry(out, field, PyBytes_AS_STRING(k), len(k), PyBytes_AS_STRING(v), len(v))
     return 0
 
 
