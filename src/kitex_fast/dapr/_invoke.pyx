@@ -181,21 +181,15 @@ cdef class _Call:
         return None, outcome[0], outcome[1]
 
 
-cdef inline int _decimal(long long v, char* buf) noexcept:
-    """``v`` in decimal, written right-aligned into ``buf[0:24]``; returns where it starts."""
+cdef inline int _decimal(unsigned long long u, char* buf) noexcept:
+    """``u`` in decimal, written right-aligned into ``buf[0:24]``; returns where it starts."""
     cdef int i = 24
-    cdef bint negative = v < 0
-    cdef unsigned long long u = <unsigned long long>(-v) if negative else <unsigned long long>v
     while True:
         i -= 1
         buf[i] = <char>(48 + u % 10)
         u //= 10
         if u == 0:
-            break
-    if negative:
-        i -= 1
-        buf[i] = 45  # '-'
-    return i
+            return i
 
 
 cdef bytearray _plain_response(InvokePath path, FastRoute route, object frame, object seq, object endpoint):
@@ -218,7 +212,7 @@ cdef bytearray _plain_response(InvokePath path, FastRoute route, object frame, o
     b = endpoint if type(endpoint) is bytes else (<str>endpoint).encode("utf-8")
     _pb.put_entry(out, "endpoint", 8, PyBytes_AS_STRING(b), len(b))
     out += route.entries
-    n = _decimal(<long long>seq, digits)  # (bytes % and PyBytes_FromFormat cost ~1,000 instructions)
+    n = _decimal(<unsigned long long>seq, digits)  # (seq ids are 1..MAX_I32; bytes % cost ~760 instructions)
     _pb.put_entry(out, "seqId", 5, &digits[n], 24 - n)
     b = frame.transport if type(frame.transport) is bytes else (<str>frame.transport).encode("utf-8")
     _pb.put_entry(out, "transport", 9, PyBytes_AS_STRING(b), len(b))
