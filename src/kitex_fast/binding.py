@@ -173,9 +173,12 @@ class BindingCore:
     :param max_clients: how many distinct destinations (metadata combinations) keep a client and
         its connections; the least recently used is closed beyond that.
     :param implementation: ``"c"``, ``"py"`` or None (compiled when installed).
+    :param defaults: metadata defaults of the surface this binding serves, below the component
+        metadata (:meth:`init`) and the request's: the Dapr component's ``responseMetadata``.
     """
 
-    def __init__(self, *, max_clients: int = 64, implementation: Optional[str] = None) -> None:
+    def __init__(self, *, max_clients: int = 64, implementation: Optional[str] = None,
+                 defaults: Optional[Mapping[str, str]] = None) -> None:
         # Checked here, not at the first invoke: a MetadataError (a ValueError) naming the argument.
         if isinstance(max_clients, bool) or not isinstance(max_clients, int) or max_clients < 1:
             raise MetadataError("max_clients must be an int of at least 1, not %r" % (max_clients,))
@@ -185,7 +188,8 @@ class BindingCore:
             )
         self.max_clients = max_clients
         self.implementation = implementation
-        self._defaults: Dict[str, str] = {}
+        self._base_defaults = validate_defaults(defaults or {})
+        self._defaults: Dict[str, str] = dict(self._base_defaults)
         # The records the routes are kept in: the transport's Shape and Route, typed fields the
         # sync driver's compiled BindingPath reads (the twin's classes for the other drivers).
         records = _transport_dispatch.implementation(self._records_implementation())
@@ -228,7 +232,7 @@ class BindingCore:
 
     def _set_defaults(self, metadata: Optional[Mapping[str, str]]) -> List[Any]:
         """Validate and install component defaults; the clients to close (made under the old ones)."""
-        defaults = validate_defaults(metadata or {})
+        defaults = dict(self._base_defaults, **validate_defaults(metadata or {}))
         with self._lock:
             self._defaults = defaults
             self._clear_routes()
@@ -446,8 +450,9 @@ class KitexOutputBinding(BindingCore):
 
     client_class = Client
 
-    def __init__(self, *, max_clients: int = 64, implementation: Optional[str] = None) -> None:
-        super().__init__(max_clients=max_clients, implementation=implementation)
+    def __init__(self, *, max_clients: int = 64, implementation: Optional[str] = None,
+                 defaults: Optional[Mapping[str, str]] = None) -> None:
+        super().__init__(max_clients=max_clients, implementation=implementation, defaults=defaults)
         transport = _transport_dispatch.implementation(implementation)
         # The binding decides what the fast path may take: requests of these operations whose
         # metadata has a route, answered by this response factory.
@@ -549,7 +554,10 @@ def utf8_text(value: str) -> str:
 
 def response_metadata(frame: Any, seq_id: int, endpoint: str, options: CallOptions) -> Dict[str, str]:
     """The metadata of a successful reply, as every driver's binding returns it (reply headers
-    that are not UTF-8 backslash-escaped, see :func:`utf8_text`)."""
+    that are not UTF-8 backslash-escaped, see :func:`utf8_text`); none with ``responseMetadata``
+    false."""
+    if not options.response_metadata:
+        return {}
     metadata = {
         "seqId": str(seq_id),
         "messageType": "reply",

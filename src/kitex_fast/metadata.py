@@ -74,6 +74,7 @@ OPTIONAL_KEYS = (
     "maxConnections",
     "muxConnection",
     "pipelining",
+    "responseMetadata",
 )
 STR_HEADER_PREFIX = "header."
 INT_HEADER_PREFIX = "intHeader."
@@ -101,6 +102,9 @@ DEFAULTS: Dict[str, str] = {
     "maxConnections": str(DEFAULT_MAX_CONNECTIONS),  # per endpoint
     "muxConnection": "false",
     "pipelining": "false",
+    # The Dapr component's own default is "false" (kitex_fast.dapr.core.COMPONENT_DEFAULTS): daprd
+    # turns every entry into a gRPC response header, which costs it more than the call.
+    "responseMetadata": "true",
 }
 
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -304,6 +308,9 @@ class CallOptions(NamedTuple):
     registry: Optional[RegistrySpec] = None
     # str_headers + int_headers as the client takes them per call (None: neither has any)
     headers: Optional[Headers] = None
+    # metadata responseMetadata: a reply's response carries its metadata (seqId, ... and the
+    # reply's TTHeader headers); per call, like the method name
+    response_metadata: bool = True
 
     @property
     def client_key(self) -> Tuple[object, ...]:
@@ -432,6 +439,7 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
     max_connections = _parse_int("maxConnections", opt("maxConnections"), 1, MAX_CONNECTIONS_LIMIT)
     mux_connection = _parse_bool("muxConnection", opt("muxConnection"))
     pipelining = _parse_bool("pipelining", opt("pipelining"))
+    response_metadata = _parse_bool("responseMetadata", opt("responseMetadata"))
     broken = mux_rule(transport, mux_connection, pipelining, "metadata field muxConnection",
                       "metadata fields muxConnection and pipelining")
     if broken is not None:
@@ -502,4 +510,5 @@ def parse_options(request: Mapping[str, str], defaults: Mapping[str, str]) -> Ca
         int_headers=int_pairs,
         registry=registry,
         headers=Headers._of(str_pairs, int_pairs) if str_pairs or int_pairs else None,
+        response_metadata=response_metadata,
     )

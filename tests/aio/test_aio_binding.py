@@ -61,6 +61,26 @@ def test_same_response_and_metadata_as_the_sync_binding(impl, aio_loop, server, 
     assert int(response.metadata["seqId"]) > 0
 
 
+def test_response_metadata_off_as_the_sync_binding(impl, aio_loop, server):
+    # On TTHeader: the reply's headers go too.
+    quiet = InvokeRequest("get", echo_request("q"), meta(server.address, transport="ttheader", responseMetadata="false"))
+
+    async def main():
+        async with aio.KitexOutputBinding(implementation=impl.name) as b:
+            first = await b.invoke(quiet)
+            again = await b.invoke(quiet)
+        async with aio.KitexOutputBinding(implementation=impl.name, defaults={"responseMetadata": "false"}) as b:
+            surface = await b.invoke(InvokeRequest("get", echo_request("q"), meta(server.address)))
+            await b.init({"responseMetadata": "true"})
+            opted = await b.invoke(InvokeRequest("get", echo_request("q"), meta(server.address)))
+        return first, again, surface, opted
+
+    first, again, surface, opted = aio_loop(main)
+    assert first.metadata == again.metadata == surface.metadata == {}
+    assert read_echo_reply(first.data) == read_echo_reply(surface.data) == "q,hi Kitex"
+    assert opted.metadata["transport"] == "framed"
+
+
 def test_same_errors_as_the_sync_binding(impl, aio_default, server):
     cases = [
         InvokeRequest("create", echo_request("x"), meta(server.address)),

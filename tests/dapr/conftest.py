@@ -98,16 +98,18 @@ def yaml_components(servers: Dict[str, peers.KitexServer]) -> Dict[str, Dict[str
         "kitex-mux": {
             "hostPorts": servers["mux"].address, "destService": "echo", "methodName": "echo",
             "version": "v1", "transport": "ttheader", "rpcTimeout": "5s",
+            # (response metadata is opt-in in the component: the tests read the reply's transport)
+            "responseMetadata": "true",
         },
         # (framed for the short timeout: over TTHeader the rpcTimeout also travels to this "meta"
         # server, whose handler then gives up first with a type-6 "context deadline exceeded")
         "kitex-rich-fast": {
             "hostPorts": servers["rich"].address, "destService": "rich", "version": "v1",
-            "transport": "framed", "rpcTimeout": "200ms",
+            "transport": "framed", "rpcTimeout": "200ms", "responseMetadata": "true",
         },
         "kitex-rich-patient": {
             "hostPorts": servers["rich"].address, "destService": "rich", "version": "v1",
-            "transport": "ttheader", "rpcTimeout": "5s",
+            "transport": "ttheader", "rpcTimeout": "5s", "responseMetadata": "true",
         },
     }
 

@@ -183,7 +183,36 @@ def test_init_list_operations_ping_and_invoke(component, impl) -> None:
                       "dapr-authority": "x", "content-type": "application/grpc"}))
         assert read_echo_reply(response.data, implementation=impl.name) == "hi,hi Kitex"
         assert response.content_type == "application/vnd.apache.thrift.binary"
-        assert response.metadata["methodName"] == "echo"
+        # No response metadata by default, as Dapr's Go binding (daprd makes each entry a header).
+        assert dict(response.metadata) == {}
+
+
+def test_response_metadata_is_opt_in_by_request_or_yaml(component, impl) -> None:
+    meta = {"destService": "echo", "methodName": "echo", "version": "v1"}
+    with KitexTestServer({"echo": echo_handler}, service="echo", implementation=impl.name) as server, channel(component) as ch:
+        meta["hostPorts"] = server.address
+        data = echo_request("m", implementation=impl.name)
+        call(ch, "Init", pb.OutputBindingInitRequest(), instance="plain")
+        call(ch, "Init", pb.OutputBindingInitRequest(metadata=pb.MetadataRequest(properties={
+            "responseMetadata": "true"})), instance="yaml")
+        for instance, extra, wanted in (("plain", {}, False), ("plain", {"responseMetadata": "TRUE"}, True),
+                                        ("yaml", {}, True), ("yaml", {"responseMetadata": "false"}, False)):
+            for _ in range(3):  # the first call of a route takes the general path, later ones the compiled
+                response = call(ch, "Invoke", pb.InvokeRequest(operation="get", data=data, metadata=dict(meta, **extra)),
+                                instance=instance)
+                assert read_echo_reply(response.data, implementation=impl.name) == "m,hi Kitex"
+                assert response.content_type == "application/vnd.apache.thrift.binary"
+                if wanted:
+                    got = dict(response.metadata)
+                    assert int(got.pop("seqId")) > 0
+                    assert got == {"messageType": "reply", "methodName": "echo", "transport": "framed",
+                                   "endpoint": server.address}, (instance, extra)
+                else:
+                    assert dict(response.metadata) == {}, (instance, extra)
+        with pytest.raises(grpc.RpcError) as info:
+            call(ch, "Invoke", pb.InvokeRequest(operation="get", data=data, metadata=dict(meta, responseMetadata="yes")))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "responseMetadata" in info.value.details() and "'yes'" in info.value.details()
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc/PID/maps")
@@ -229,7 +258,8 @@ def test_a_second_init_replaces_the_instance_defaults(component, impl) -> None:
         data = echo_request("x", implementation=impl.name)
         for server in (one, two):
             call(ch, "Init", pb.OutputBindingInitRequest(metadata=pb.MetadataRequest(properties={
-                "hostPorts": server.address, "destService": "echo", "methodName": "echo", "version": "v1"})), instance="a")
+                "hostPorts": server.address, "destService": "echo", "methodName": "echo", "version": "v1",
+                "responseMetadata": "true"})), instance="a")
             response = call(ch, "Invoke", pb.InvokeRequest(operation="get", data=data), instance="a")
             assert response.metadata["endpoint"] == server.address
     assert component.log().count("instance 'a' initialised") == 2

@@ -93,11 +93,20 @@ def test_echo_scenario_on_every_framing(sdk, impl, kitex_servers, variant, trans
     server = kitex_servers[variant]
     response = sdk.invoke_binding(
         "kitex", "get", data=echo_request("hello dapr", implementation=impl.name),
-        binding_metadata=echo_meta(server.address, transport=transport))
+        binding_metadata=echo_meta(server.address, transport=transport, responseMetadata="true"))
     assert read_echo_reply(response.data, implementation=impl.name) == "hello dapr,hi Kitex"
-    # Response metadata reaches the SDK as binding_metadata.
+    # Response metadata (asked for: the component's default is none) reaches the SDK as binding_metadata.
     assert response.binding_metadata["transport"] == transport
     assert response.binding_metadata["messageType"] == "reply"
+
+
+def test_no_response_metadata_by_default(sdk, impl, kitex_servers) -> None:
+    # As from Dapr's Go binding: daprd would make every entry a gRPC response header.
+    response = sdk.invoke_binding(
+        "kitex", "get", data=echo_request("plain", implementation=impl.name),
+        binding_metadata=echo_meta(kitex_servers["default"].address))
+    assert read_echo_reply(response.data, implementation=impl.name) == "plain,hi Kitex"
+    assert dict(response.binding_metadata) == {}
 
 
 def test_rich_idl_round_trip(sdk, kitex_servers) -> None:
@@ -249,7 +258,7 @@ def test_http_with_base64_opt_in(dapr, impl, kitex_servers) -> None:
     request = echo_request("over http", implementation=impl.name)
     status, headers, body = dapr.daprd.http_invoke("kitex", {
         "operation": "get", "data": base64.b64encode(request).decode(),
-        "metadata": echo_meta(kitex_servers["default"].address, dataEncoding="base64")})
+        "metadata": echo_meta(kitex_servers["default"].address, dataEncoding="base64", responseMetadata="true")})
     assert status == 200, body
     # daprd writes the reply raw: binary intact.
     assert read_echo_reply(body, implementation=impl.name) == "over http,hi Kitex"

@@ -163,7 +163,7 @@ def test_a_reply_header_that_is_not_utf8_is_answered_escaped(component) -> None:
     with peers.KitexServer("notutf8", "echo") as server, \
             grpc.insecure_channel("unix:" + component.socket) as ch:
         stub = pb.OutputBindingStub(ch)
-        meta = echo_meta(server.address, transport="ttheader")
+        meta = echo_meta(server.address, transport="ttheader", responseMetadata="true")
         for i in range(3):
             started = time.monotonic()
             out = _invoke(stub, echo_request("u%d" % i), meta, timeout=20)

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from kitex_fast import (
+    CONTENT_TYPE,
     ApplicationError,
     BizStatusError,
     Client,
@@ -86,6 +87,30 @@ def test_dapr_echo_scenario_on_every_transport(binding, server, transport) -> No
     assert response.metadata["endpoint"] == server.address
     header = codec.parse_message(response.data)
     assert str(header.seq_id) == response.metadata["seqId"] and header.seq_id != 0
+
+
+def test_response_metadata_off_by_request_yaml_or_surface_default(impl, server) -> None:
+    request = echo_request("quiet")
+    with KitexOutputBinding(implementation=impl.name) as plain:
+        for extra, wanted in (({}, True), ({"responseMetadata": "false"}, False), ({"responseMetadata": "True"}, True)):
+            for _ in range(2):  # a new route, then the cached route (the compiled BindingPath)
+                response = plain.invoke(InvokeRequest("get", request, meta(server.address, **extra)))
+                assert read_echo_reply(response.data) == "quiet,hi Kitex"
+                assert bool(response.metadata) is wanted and response.content_type == CONTENT_TYPE
+        plain.init({"responseMetadata": "false"})  # a YAML's default
+        assert plain.invoke(InvokeRequest("get", request, meta(server.address))).metadata == {}
+        assert plain.invoke(InvokeRequest("get", request, meta(server.address, responseMetadata="true"))).metadata
+        with pytest.raises(MetadataError, match="metadata field responseMetadata: 'sometimes' is not true or false"):
+            plain.invoke(InvokeRequest("get", request, meta(server.address, responseMetadata="sometimes")))
+    # A surface's own default (the Dapr component's): below the YAML's, which may turn it back on.
+    with KitexOutputBinding(implementation=impl.name, defaults={"responseMetadata": "false"}) as quiet:
+        assert quiet.invoke(InvokeRequest("get", request, meta(server.address))).metadata == {}
+        quiet.init({"responseMetadata": "true"})
+        assert quiet.invoke(InvokeRequest("get", request, meta(server.address))).metadata["transport"] == "framed"
+        quiet.init({})
+        assert quiet.invoke(InvokeRequest("get", request, meta(server.address))).metadata == {}
+    with pytest.raises(MetadataError, match="responseMetadata"):
+        KitexOutputBinding(defaults={"responseMetadata": "maybe"})
 
 
 def test_unsupported_operation_lists_get(binding, server) -> None:

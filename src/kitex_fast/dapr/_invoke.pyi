@@ -18,7 +18,7 @@ class FastRoute:
     operations: Tuple[str, ...]
     instance: Any
     touch: Tuple[Tuple[Any, Any], ...]
-    entries: bytes
+    entries: Optional[bytes]
     content_type: bytes
     options: Any
     forwards_trace: bool

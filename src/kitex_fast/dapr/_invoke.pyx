@@ -46,7 +46,8 @@ cdef class FastRoute:
     cdef public tuple operations       # the operations the binding serves
     cdef public object instance        # core._Instance: in_flight, evicted
     cdef public object touch           # LRU touches: (callable, argument) pairs, per call
-    cdef public bytes entries          # the constant response metadata entries (messageType, methodName)
+    cdef public bytes entries          # the constant response metadata entries (messageType, methodName);
+                                       # None: the route's responses carry no metadata (responseMetadata)
     cdef public bytes content_type     # InvokeResponse.content_type
     cdef public object options         # CallOptions, for the general response metadata
     cdef public bint forwards_trace    # TTHeader: a call's trace context goes out as its own headers
@@ -200,7 +201,8 @@ cdef bytearray _plain_response(InvokePath path, FastRoute route, object frame, o
     cdef bytes b
     cdef char digits[24]
     cdef int n
-    if frame.str_headers or frame.int_headers:  # TTHeader headers: the general metadata
+    cdef bint metadata = route.entries is not None
+    if metadata and (frame.str_headers or frame.int_headers):  # TTHeader headers: the general metadata
         return _pb.encode_invoke_response(
             frame.payload, path.response_metadata(frame, seq, endpoint, route.options), route.content_type, True)
     out = bytearray()
@@ -208,14 +210,14 @@ cdef bytearray _plain_response(InvokePath path, FastRoute route, object frame, o
     view = frame.payload
     if view.shape[0]:
         _pb.put_bytes_field(out, 1, <const char*>&view[0], view.shape[0])
-    # keys in order: endpoint, messageType + methodName (route.entries), seqId, transport
-    b = endpoint if type(endpoint) is bytes else (<str>endpoint).encode("utf-8")
-    _pb.put_entry(out, "endpoint", 8, PyBytes_AS_STRING(b), len(b))
-    out += route.entries
-    n = _decimal(<unsigned long long>seq, digits)  # (seq ids are 1..MAX_I32; bytes % cost ~760 instructions)
-    _pb.put_entry(out, "seqId", 5, &digits[n], 24 - n)
-    b = frame.transport if type(frame.transport) is bytes else (<str>frame.transport).encode("utf-8")
-    _pb.put_entry(out, "transport", 9, PyBytes_AS_STRING(b), len(b))
+    if metadata:  # keys in order: endpoint, messageType + methodName (route.entries), seqId, transport
+        b = endpoint if type(endpoint) is bytes else (<str>endpoint).encode("utf-8")
+        _pb.put_entry(out, "endpoint", 8, PyBytes_AS_STRING(b), len(b))
+        out += route.entries
+        n = _decimal(<unsigned long long>seq, digits)  # (seq ids are 1..MAX_I32; bytes % cost ~760 instructions)
+        _pb.put_entry(out, "seqId", 5, &digits[n], 24 - n)
+        b = frame.transport if type(frame.transport) is bytes else (<str>frame.transport).encode("utf-8")
+        _pb.put_entry(out, "transport", 9, PyBytes_AS_STRING(b), len(b))
     if route.content_type:
         _pb.put_bytes_field(out, 3, PyBytes_AS_STRING(route.content_type), len(route.content_type))
     _pb.patch_length(out)

@@ -57,9 +57,17 @@ __all__ = [
     "TRANSIENT_PREFIX",
     "DEFAULT_MAX_INSTANCES",
     "DEFAULT_MAX_SOCKET_CONNECTIONS",
+    "COMPONENT_DEFAULTS",
 ]
 
 log = logging.getLogger(__name__.rpartition(".")[0])  # the subpackage, wherever it is vendored
+
+# The component's metadata defaults, below each YAML's and each request's. responseMetadata: daprd
+# sets every entry of a binding's response metadata as a gRPC response header of InvokeBinding
+# ("metadata.<key>", pkg/api/grpc/grpc.go at v1.18.0) besides the response's map: per call that
+# cost daprd more than the whole component's added CPU (docs/benchmarks.md), and Dapr's Go binding
+# returns none (components-contrib bindings/kitex/kitex_output.go). A YAML or a request opts in.
+COMPONENT_DEFAULTS = {"responseMetadata": "false"}
 
 # daprd discovers components through reflection v1alpha (docs/dapr.md "Discovery").
 REFLECTION_SERVICE_NAME = "grpc.reflection.v1alpha.ServerReflection"
@@ -241,7 +249,8 @@ class Component:
         self._watchers.append(callback)
 
     def _new_binding(self) -> KitexOutputBinding:
-        return KitexOutputBinding(max_clients=self.max_clients, implementation=self.implementation)
+        return KitexOutputBinding(max_clients=self.max_clients, implementation=self.implementation,
+                                  defaults=COMPONENT_DEFAULTS)
 
     @property
     def instance_names(self) -> List[str]:

@@ -354,7 +354,8 @@ class App:
                 (inst.binding._clients.move_to_end, options.client_key),
             )
             map_entry = self.ext.protobuf.map_entry
-            route.entries = map_entry("messageType", "reply") + map_entry("methodName", method)
+            route.entries = (map_entry("messageType", "reply") + map_entry("methodName", method)
+                             if options.response_metadata else None)
             route.content_type = self._content_type
             route.options = options
             route.forwards_trace = forwards_trace
