@@ -453,7 +453,7 @@ class PingPongPool(_Connector):
         if not proto.usable:  # retiring (a retired client), paused or closed
             proto.retire()  # closes it, since no call is left on it
             return
-        if self.wake(1, proto):  # handed straight to the oldest waiting call
+        if self.waiters and self.wake(1, proto):  # handed straight to the oldest waiting call
             return
         idle = self.idle[proto.endpoint_index]
         if self._closed or len(idle) >= self.max_idle or self.max_idle_time <= 0.0:
@@ -464,7 +464,8 @@ class PingPongPool(_Connector):
         now = loop.time()
         proto.idle_since = now
         idle.append(proto)
-        self._arm_sweep(now + self.max_idle_time)
+        if self._sweep_handle is None:  # (every call releases: no method call when one is armed)
+            self._arm_sweep(now + self.max_idle_time)
 
     def _opening(self, index: int, delta: int) -> None:
         self.open_count[index] += delta

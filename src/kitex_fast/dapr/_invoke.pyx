@@ -12,7 +12,7 @@ headers, how a failure or an unusual reply is answered are the rules' answers (`
 ``_server_api.py``), asked once per key name or route and cached in ``InstanceRoutes``.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem, PyDict_Next
 from cpython.object cimport PyObject
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_New
@@ -161,11 +161,11 @@ cdef class _Call:
         self._end()
         reply = None
         try:
-            exc = fut.exception()
-            if exc is not None:
+            try:
+                frame = fut.result()  # (one call where exception() then result() were two)
+            except Exception as exc:  # the call's error (a cancelled future never gets here: __call__)
                 outcome = rules.fast_failed(self.instance, self.metadata, exc)
             else:
-                frame = fut.result()
                 if route.encoder.is_plain_reply(frame, seq):
                     route.pool.release(proto)
                     outcome = None
@@ -207,9 +207,14 @@ cdef bytearray _plain_response(InvokePath path, FastRoute route, object frame, o
             frame.payload, path.response_metadata(frame, seq, endpoint, route.options), route.content_type, True)
     out = bytearray()
     _pb.grpc_prefix(out)
-    view = frame.payload
-    if view.shape[0]:
-        _pb.put_bytes_field(out, 1, <const char*>&view[0], view.shape[0])
+    payload = frame.payload
+    if type(payload) is bytes:  # what the decoder gives: no memoryview made
+        if PyBytes_GET_SIZE(payload):
+            _pb.put_bytes_field(out, 1, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+    else:
+        view = payload
+        if view.shape[0]:
+            _pb.put_bytes_field(out, 1, <const char*>&view[0], view.shape[0])
     if metadata:  # keys in order: endpoint, messageType + methodName (route.entries), seqId, transport
         b = endpoint if type(endpoint) is bytes else (<str>endpoint).encode("utf-8")
         _pb.put_entry(out, "endpoint", 8, PyBytes_AS_STRING(b), len(b))
