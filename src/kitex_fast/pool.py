@@ -10,7 +10,6 @@ from and gives back to without running Python code.
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import socket
 import time
@@ -133,6 +132,8 @@ def _parse_entry(entry: str, field: str) -> Endpoint:
             )
         host, port_text = entry[1:close], entry[close + 2 :]
         address, has_zone, zone = host.partition("%")
+        import ipaddress  # (here, not at the top: only an [ipv6] entry needs it, ~0.2 MiB of RSS)
+
         try:
             if has_zone and not (zone and zone.isascii() and _name_ok(zone, _ZONE_PUNCTUATION)):
                 raise ValueError("bad zone")
