@@ -111,6 +111,8 @@ def test_response_metadata_off_by_request_yaml_or_surface_default(impl, server) 
         assert quiet.invoke(InvokeRequest("get", request, meta(server.address))).metadata == {}
     with pytest.raises(MetadataError, match="responseMetadata"):
         KitexOutputBinding(defaults={"responseMetadata": "maybe"})
+    with KitexOutputBinding(implementation=impl.name) as b, pytest.raises(MetadataError, match="responseMetadata: 'nah'"):
+        b.init({"responseMetadata": "nah"})  # a YAML's value, checked at Init
 
 
 def test_unsupported_operation_lists_get(binding, server) -> None:
