@@ -24,7 +24,7 @@ NO_EXTENSIONS = env_flag(os.environ.get("KITEX_FAST_NO_EXTENSIONS")) or (
 
 
 # Written by setup.py when the compile failed and it installed the twins instead.
-# (os.path, not pathlib: pathlib and what it imports are about 0.5 MiB of a vendored sidecar's RSS)
+# (os.path, not pathlib: pathlib and what it imports are several hundred KiB of a sidecar's RSS)
 BUILD_FAILED_NOTE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_build_failed.txt")
 _warned = False
 

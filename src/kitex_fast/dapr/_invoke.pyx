@@ -163,7 +163,8 @@ cdef class _Call:
         try:
             try:
                 frame = fut.result()  # (one call where exception() then result() were two)
-            except Exception as exc:  # the call's error (a cancelled future never gets here: __call__)
+            except BaseException as exc:  # the call's error, whatever it is, as exception() gave it
+                # (a cancelled future never gets here: __call__ returns first)
                 outcome = rules.fast_failed(self.instance, self.metadata, exc)
             else:
                 if route.encoder.is_plain_reply(frame, seq):
