@@ -526,3 +526,116 @@ def test_calls_in_flight_per_connection_stay_within_the_bound(impl, aio_default,
             assert 1 < most <= 7 and len(c._pool._all) <= 2
 
     aio_default(main)
+
+
+# -- the common path (CallPath): a known method on an idle connection, no coroutine of ours -------
+
+
+def test_call_stays_a_coroutine_function():
+    # Tasks, TaskGroup and inspect-based frameworks see what they saw before the common path.
+    import inspect
+
+    assert inspect.iscoroutinefunction(Client.call) and inspect.iscoroutinefunction(Client.invoke)
+
+
+def test_am_send_is_installed_on_the_compiled_exchange(impl):
+    # (CPython >= 3.10) the answer of an awaited Exchange comes back without a StopIteration
+    import sys
+
+    mod = protocol_dispatch.implementation(impl.name)
+    if impl.name == "c":
+        assert mod._AM_SEND is (sys.version_info >= (3, 10))
+
+
+def test_the_common_path_takes_a_known_method_on_an_idle_connection(impl, aio_loop, server):
+    mod = protocol_dispatch.implementation(impl.name)
+    request = echo_request("p")
+
+    async def main():
+        async with Client("echo", server.address, implementation=impl.name, connect_timeout=CONNECT) as c:
+            path = c._path
+            assert type(path) is mod.CallPath
+            assert path.start("echo", request, kitex_fast.client._UNSET, None) is None  # method not seen yet
+            first = await c.invoke("echo", request)  # the full path: it caches the encoder
+            exchange = c._begin("echo", request)
+            assert type(exchange) is mod.Exchange
+            frame, seq_id, endpoint = await exchange
+            assert read_echo_reply(frame.payload) == "p,hi Kitex"
+            assert seq_id == first.seq_id + 1 and endpoint == first.endpoint == server.address
+            with pytest.raises(RuntimeError, match="cannot reuse an already awaited call"):
+                await exchange
+            # what the common path leaves to the full one: "not handled" before anything is done
+            unset = kitex_fast.client._UNSET
+            assert path.start("echo", memoryview(request), unset, None) is None
+            assert path.start("echo", request, 0.0, None) is None  # not a validated timeout
+            assert path.start("echo", request, unset, {"k": "v"}) is None  # not Headers
+            assert path.start("other", request, unset, None) is None
+            # no idle connection where the pool picked: False (the full path acquires there)
+            taken = c._pool.take()
+            assert path.start("echo", request, unset, None) is False
+            c._pool.release(taken)
+            # each answer is the full path's: the same reply for the same request
+            again = await c.invoke("echo", request, rpc_timeout=5.0)
+            assert read_echo_reply(again.data) == read_echo_reply(first.data) and len(c._pool._all) == 1
+
+    aio_loop(main)
+
+
+def test_an_unusual_reply_on_the_common_path_is_settled_as_on_the_full_one(impl, aio_loop, server):
+    async def main():
+        async with Client("echo", server.address, transport="ttheader", implementation=impl.name,
+                          connect_timeout=CONNECT) as c:
+            errors = []
+            for _ in range(3):  # the full path, then the common one twice
+                with pytest.raises(ApplicationError) as app:
+                    await c.call("fail", echo_request("x", method="fail"))
+                errors.append((type(app.value), app.value.type_code, app.value.message))
+                with pytest.raises(BizStatusError) as biz:
+                    await c.call("biz", echo_request("ann", method="biz"))
+                errors.append((type(biz.value), biz.value.status_code, biz.value.extra))
+            assert errors[0:2] == errors[2:4] == errors[4:6]
+            assert len(c._pool._all) == 1  # an error answer leaves the connection clean
+
+    aio_loop(main)
+
+
+def test_a_call_cancelled_as_its_reply_arrives_gives_the_connection_back(impl, aio_loop, server):
+    # The task is woken for the reply, but cancelled before it runs: the reply was read, so the
+    # connection is clean and goes back to the pool (not retired as a call cut off mid-flight).
+    request = echo_request("r")
+
+    async def main():
+        async with Client("echo", server.address, implementation=impl.name, connect_timeout=CONNECT) as c:
+            await c.call("echo", request)
+            exchange = c._begin("echo", request)
+            fut = exchange.send(None)  # what the awaiting task waits on
+            await asyncio.wait_for(asyncio.shield(fut), 5.0)
+            with pytest.raises(asyncio.CancelledError):
+                exchange.throw(asyncio.CancelledError())
+            (proto,) = c._pool._all
+            assert proto.usable and c._pool.idle_count == 1
+            assert read_echo_reply(await c.call("echo", request)) == "r,hi Kitex"
+            assert c._pool._all == {proto}
+
+    aio_loop(main)
+
+
+def test_a_call_closed_mid_flight_retires_its_connection(impl, aio_loop, server):
+    # An awaiting coroutine closed (or cancelled) before the reply: the entry stays, the late
+    # reply is read and dropped, and the in-order connection takes no new call meanwhile.
+    slow = echo_request("0.2", method="slow")
+
+    async def main():
+        async with Client("echo", server.address, implementation=impl.name, connect_timeout=CONNECT) as c:
+            await c.call("slow", echo_request("0", method="slow"))
+            (first,) = c._pool._all
+            exchange = c._begin("slow", slow)
+            exchange.send(None)
+            exchange.close()
+            assert not first.usable and first.load == 1
+            reply = await c.call("echo", echo_request("next"))  # on a new connection
+            assert read_echo_reply(reply) == "next,hi Kitex"
+            await asyncio.wait_for(first.wait_closed(), 5.0)  # closed once the late reply came
+            assert first not in c._pool._all
+
+    aio_loop(main)

@@ -1,13 +1,13 @@
 """Type stubs for the compiled asyncio protocol (same API as ``_protocol_py``)."""
 
 import asyncio
-from typing import Any, Deque, List, Optional
+from typing import Any, Deque, Dict, List, Optional, final
 
 from typing_extensions import disjoint_base
 
 from ..errors import KitexError
 
-__all__ = ["Deadlines", "Protocol", "pick", "seq_id_of"]
+__all__ = ["CallPath", "Deadlines", "Exchange", "Protocol", "pick", "seq_id_of"]
 
 def seq_id_of(frame: Any) -> int: ...
 def pick(conns: List[Any], limit: int) -> Optional[Protocol]: ...
@@ -60,3 +60,24 @@ class ProtocolCore:
     def wait_closed(self) -> Any: ...
 
 class Protocol(ProtocolCore, asyncio.BufferedProtocol): ...
+
+@final
+class CallPath:
+    closed: bool
+    retired: bool
+    def __init__(
+        self, pool: Any, encoders: Dict[Any, Any], rpc_timeout: Optional[float], unset: object,
+        headers_type: type, settle: Any,
+    ) -> None: ...
+    def start(self, method: str, message: Any, rpc_timeout: Any, headers: Any) -> Any: ...
+    def begin(
+        self, proto: Any, encoder: Any, message: Any, method: str, deadline: Optional[float], timeout: Any
+    ) -> Exchange: ...
+
+@final
+class Exchange:
+    def __await__(self) -> Exchange: ...
+    def __next__(self) -> Any: ...
+    def send(self, value: Any) -> Any: ...
+    def throw(self, typ: Any, val: Any = ..., tb: Any = ...) -> Any: ...
+    def close(self) -> None: ...

@@ -20,6 +20,8 @@ from collections import deque
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_INCREF
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int32_t
 
@@ -37,7 +39,7 @@ ResponseMismatchError = _errors.ResponseMismatchError
 TransportError = _errors.TransportError
 del _errors
 
-__all__ = ["Deadlines", "Protocol", "pick", "seq_id_of"]
+__all__ = ["CallPath", "Deadlines", "Exchange", "Protocol", "pick", "seq_id_of"]
 
 # The codec: its message-header parse through its C entry points (_codec_api.pxd), taken from
 # this package's own codec dispatcher as _transport.pyx does; without them (a codec built apart
@@ -56,6 +58,7 @@ cdef str _CONN_RESET = _codec.STR_KEY_CONN_RESET  # crrst: the server closes thi
 # Requests made in one loop iteration are written together up to this many bytes.
 cdef Py_ssize_t _CORK_LIMIT = 65536
 cdef bint _WRITELINES_MAY_NOT_PAUSE = sys.version_info >= (3, 12)
+_JOINING_WRITELINES = asyncio.WriteTransport.writelines if sys.version_info < (3, 12) else None
 
 
 cdef object _seq_id_of(object frame):
@@ -140,6 +143,7 @@ cdef class ProtocolCore:
     cdef object _flush_cb
     cdef object _pause_check
     cdef Py_ssize_t _abandoned  # entries whose call gave up, reply still owed
+    cdef bint _join_writes  # the transport's writelines() is write(b"".join(...)): call that
     # Set by the owning pool. ``mux``: the server answers in any order (a Kitex mux server), so
     # a call that gives up does not hold up the others and the connection stays. ``idle_since``
     # (loop time) and ``endpoint_index`` are the pool's bookkeeping for idle connections.
@@ -169,6 +173,7 @@ cdef class ProtocolCore:
         self._flush_cb = self._flush
         self._pause_check = None
         self._abandoned = 0
+        self._join_writes = False
         self.mux = False
         self.idle_since = 0.0
         self.endpoint_index = 0
@@ -218,6 +223,10 @@ cdef class ProtocolCore:
             # never calls pause_writing (python/cpython gh-127655), so check after each write
             # (a no-op where it is fixed; uvloop's transports have no such method).
             self._pause_check = getattr(transport, "_maybe_pause_protocol", None)
+        # CPython < 3.12's selector transport writes a list as write(b"".join(list)) in a Python
+        # method of its base class; joining here saves that frame on every call. (uvloop's, and
+        # 3.12's, write the list without joining it: left to them.)
+        self._join_writes = getattr(type(transport), "writelines", None) is _JOINING_WRITELINES
         if not self._closed:
             self._usable = True
 
@@ -325,6 +334,9 @@ cdef class ProtocolCore:
     def next_seq_id(self):
         """1, 2, ... 2**31-1, then 1 again; never 0 (reserved for mux control frames) and never
         one still owed a reply."""
+        return self._next_seq()
+
+    cdef object _next_seq(self):
         cdef int32_t seq = self._seq
         while True:
             seq = seq + 1 if seq < _MAX_SEQ_ID else 1
@@ -334,6 +346,9 @@ cdef class ProtocolCore:
 
     def send(self, buffers, seq_id):
         """Register a call under ``seq_id``, write its request, return the future of its reply."""
+        return self._send(buffers, seq_id)
+
+    cdef object _send(self, object buffers, object seq_id):
         if not self._usable:
             raise self._refusal()
         fut = self._create_future()
@@ -341,7 +356,10 @@ cdef class ProtocolCore:
             # Alone on the connection: write now (latency). With calls in flight, requests made
             # in the same loop iteration go out together in one write (one syscall for many).
             transport = self._transport
-            transport.writelines(buffers)
+            if self._join_writes:
+                transport.write(b"".join(buffers))
+            else:
+                transport.writelines(buffers)
             if self._pause_check is not None:
                 self._pause_check()
             if transport.is_closing():
@@ -367,7 +385,10 @@ cdef class ProtocolCore:
         out = self._out
         self._out = None
         if out and self._transport is not None:
-            self._transport.writelines(out)
+            if self._join_writes:
+                self._transport.write(b"".join(out))
+            else:
+                self._transport.writelines(out)
             if self._pause_check is not None:
                 self._pause_check()
 
@@ -587,3 +608,261 @@ cdef object _copy_error(exc):
         return type(exc)(str(exc))
     except TypeError:
         return exc
+
+
+# -- the common path of a call -----------------------------------------------------------------
+
+cdef double _MAX_DURATION = _import_module("..limits", __package__).MAX_DURATION
+
+
+@cython.auto_pickle(False)
+@cython.final
+cdef class CallPath:
+    """The common path of one asyncio Client's calls, the twin of the sync transport's
+    ``CallPath``: ``CallPath(pool, encoders, rpc_timeout, unset, headers_type, settle)``.
+    ``pool`` is the client's connection pool, ``encoders`` its request-encoder cache (shared: the
+    client fills it, keyed by method or ``(method, headers)``), ``unset`` its "no per-call timeout
+    given" marker, ``headers_type`` the type of the per-call headers it takes, ``settle(proto,
+    frame, method, seq_id)`` the client's end of a call whose reply is not a plain REPLY.
+
+    It decides nothing. :meth:`start` carries out a call when the cached state applies (a known
+    encoder, a timeout of the validated shape, the pool's loop running, an idle connection) and
+    otherwise answers "not handled": None (nothing was done) or False (the pool had no idle
+    connection for the endpoint it picked: the client's full path acquires one there).
+    :meth:`begin` sends on a connection the full path acquired. Both give an :class:`Exchange`,
+    whose await is the call's ``(reply frame, seq id, endpoint text)``."""
+
+    cdef object _pool
+    cdef dict _encoders
+    cdef object _timeout         # the client's rpc timeout: None or float seconds
+    cdef object _unset
+    cdef type _headers_type
+    cdef object _settle
+    cdef public bint closed      # set by Client.close(): calls take the full path, which refuses
+    cdef public bint retired     # set by Client.retire(): each connection closes after its call
+
+    def __init__(self, pool, dict encoders, rpc_timeout, unset, type headers_type, settle):
+        self._pool = pool
+        self._encoders = encoders
+        self._timeout = rpc_timeout
+        self._unset = unset
+        self._headers_type = headers_type
+        self._settle = settle
+
+    def start(self, method, message, rpc_timeout, headers):
+        """The call's :class:`Exchange`, or "not handled" (see the class)."""
+        cdef object timeout
+        cdef object key
+        cdef object encoder
+        cdef type mtype = type(message)
+        if self.closed or type(method) is not str:
+            return None
+        # bytes or bytearray (a memoryview: the full path checks that it is contiguous)
+        if mtype is not bytes and mtype is not bytearray:
+            return None
+        if rpc_timeout is self._unset:
+            timeout = self._timeout
+        elif rpc_timeout is None or (
+                type(rpc_timeout) is float and 0.0 < <double>rpc_timeout <= _MAX_DURATION):
+            timeout = rpc_timeout  # the binding's already-validated value
+        else:
+            return None
+        if headers is None:
+            key = method
+        elif type(headers) is self._headers_type:
+            key = (method, headers)
+        else:
+            return None
+        try:
+            encoder = self._encoders.get(key)
+        except TypeError:  # unhashable headers
+            return None
+        if encoder is None:  # a method (or headers) seen for the first time
+            return None
+        pool = self._pool
+        loop = pool.loop
+        if loop is None or not loop.is_running():  # the first call binds the pool to its loop
+            return None
+        proto = pool.take()
+        if proto is None:
+            return False
+        try:
+            return self._begin(<ProtocolCore?>proto, encoder, message, method,
+                               loop.time() + <double>timeout if timeout else None, timeout)
+        except TransportError as exc:
+            if exc.sent:
+                raise
+            # The connection died before it took a byte (the sync driver's rule): nothing
+            # reached the server; the full path sends the call on another connection.
+            return None
+
+    def begin(self, proto, encoder, message, method, deadline, timeout):
+        """Send ``message`` on ``proto`` (the full path's connection from the pool): the call's
+        :class:`Exchange`. The encoder's errors before any byte is written give the connection
+        back; a TransportError with ``sent`` False: nothing reached the server."""
+        return self._begin(<ProtocolCore?>proto, encoder, message, method, deadline, timeout)
+
+    cdef Exchange _begin(self, ProtocolCore proto, object encoder, object message, object method,
+                         object deadline, object timeout):
+        cdef Exchange call
+        pool = self._pool
+        seq = proto._next_seq()
+        try:
+            # Validates the message (strict CALL, one complete struct) before any byte is written.
+            buffers = encoder.encode(message, seq)
+        except BaseException:
+            pool.release(proto)  # nothing was written: the connection is as clean as it was
+            raise
+        fut = proto._send(buffers, seq)
+        if self.retired:
+            proto.retire()  # an evicted client: this connection closes after its calls
+        call = Exchange.__new__(Exchange)
+        call.path = self
+        call.proto = proto
+        call.fut = fut
+        call.encoder = encoder
+        call.method = method
+        call.seq = seq
+        if deadline is not None:
+            call.timer = pool.deadlines.call_at(deadline, proto, fut, timeout)
+        return call
+
+
+@cython.auto_pickle(False)
+@cython.final
+@cython.freelist(64)
+cdef class Exchange:
+    """One call in flight (from :class:`CallPath`): awaitable once, for ``(reply frame, seq id,
+    endpoint text)``. It waits on the reply's future itself, as that future's own ``__await__``
+    would (no coroutine frame of its own), then gives a clean connection back to the pool or
+    has the client settle an unusual reply. Cancelled while waiting: the connection's entry
+    stays, so the late reply is read and dropped."""
+
+    cdef CallPath path
+    cdef ProtocolCore proto
+    cdef object fut              # None once the call is over
+    cdef object timer
+    cdef object encoder
+    cdef object method
+    cdef object seq
+
+    def __await__(self):
+        return self
+
+    def __next__(self):
+        return self._step()
+
+    def send(self, value):
+        return self._step()  # (what a task sends: None)
+
+    def throw(self, typ, val=None, tb=None):
+        """The awaiting task throws in the reply future's error, or its cancellation."""
+        cdef object exc
+        self._drop()
+        if val is None:
+            exc = typ if isinstance(typ, BaseException) else typ()
+        elif isinstance(val, BaseException):
+            exc = val
+        else:
+            exc = typ(val)
+        if tb is not None:
+            exc = exc.with_traceback(tb)
+        raise exc
+
+    def close(self):
+        self._drop()
+
+    cdef object _step(self):
+        cdef bint finished = False
+        value = self._advance(&finished)
+        if finished:
+            raise StopIteration(value)
+        return value
+
+    cdef object _advance(self, bint* finished):
+        """The future to wait on, or (``finished`` set) the call's answer."""
+        fut = self.fut
+        if fut is None:
+            raise RuntimeError("cannot reuse an already awaited call")
+        if not fut.done():
+            fut._asyncio_future_blocking = True  # as the future's own __await__ yields it
+            return fut
+        self.fut = None
+        self._disarm()
+        frame = fut.result()  # the call's error raises here (a task throws it in instead)
+        proto = self.proto
+        finished[0] = True
+        if self.encoder.is_plain_reply(frame, self.seq):
+            self.path._pool.release(proto)  # the common case: a C check, no header object
+            return (frame, self.seq, proto._peer)
+        return self.path._settle(proto, frame, self.method, self.seq)
+
+    cdef _disarm(self):
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            if type(timer) is _Deadline:
+                (<_Deadline>timer).proto = None
+                (<_Deadline>timer).fut = None
+                (<_Deadline>timer).owner._prune()
+            else:
+                timer.cancel()
+
+    cdef _drop(self):
+        """The awaiting task gave up on the call, or takes the reply future's error."""
+        fut = self.fut
+        if fut is None:
+            return
+        self.fut = None
+        self._disarm()
+        proto = self.proto
+        if not fut.done() or fut.cancelled():
+            proto._gave_up()  # its entry stays: the late reply is read and dropped
+        elif fut.exception() is None:
+            # Cancelled just as the reply came: the connection is clean, or (an unusual reply)
+            # done with after its calls.
+            if self.encoder.is_plain_reply(fut.result(), self.seq):
+                self.path._pool.release(proto)
+            else:
+                proto.retire()
+
+
+# `await exchange` from a coroutine goes through the awaitable's am_send slot when it has one
+# (PyIter_Send, CPython >= 3.10): the answer comes back as a return value. Through __next__ it
+# would travel in a StopIteration, whose raise, traceback and catch were a sixth of a call's
+# instructions on uvloop (callgrind). Cython has no spelling for the slot: it is set here.
+cdef extern from *:
+    """
+    #if PY_VERSION_HEX >= 0x030A0000
+    static PyObject *(*kf_exchange_advance)(PyObject *, int *) = NULL;
+    static PySendResult kf_exchange_am_send(PyObject *self, PyObject *arg, PyObject **result) {
+        int finished = 0;
+        PyObject *value = kf_exchange_advance(self, &finished);
+        *result = value;
+        if (value == NULL) return PYGEN_ERROR;
+        return finished ? PYGEN_RETURN : PYGEN_NEXT;
+    }
+    static int kf_install_am_send(PyTypeObject *type, PyObject *(*advance)(PyObject *, int *)) {
+        if (type->tp_as_async == NULL) return 0;
+        kf_exchange_advance = advance;
+        type->tp_as_async->am_send = kf_exchange_am_send;
+        return 1;
+    }
+    #else
+    static int kf_install_am_send(PyTypeObject *type, PyObject *(*advance)(PyObject *, int *)) {
+        return 0;
+    }
+    #endif
+    """
+    int kf_install_am_send(PyTypeObject* type, PyObject* (*advance)(PyObject*, int*) except NULL)
+
+
+cdef PyObject* _exchange_advance(PyObject* self, int* finished) except NULL:
+    cdef bint done = False
+    value = (<Exchange>self)._advance(&done)
+    finished[0] = done
+    Py_INCREF(value)
+    return <PyObject*>value
+
+
+_AM_SEND = bool(kf_install_am_send(<PyTypeObject*>Exchange, _exchange_advance))

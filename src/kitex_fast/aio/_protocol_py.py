@@ -23,9 +23,10 @@ from typing import Any, Deque, Dict, List, Optional, Sequence
 from .. import _transport_errors as texts
 from .. import codec as _codec
 from ..codec import MAX_I32
+from ..limits import MAX_DURATION
 from ..errors import ConnectionClosedError, KitexError, ProtocolError, ResponseMismatchError, TransportError
 
-__all__ = ["Deadlines", "Protocol", "pick", "seq_id_of"]
+__all__ = ["CallPath", "Deadlines", "Exchange", "Protocol", "pick", "seq_id_of"]
 
 # The codec twin's message-header parse (the compiled protocol calls the compiled codec's).
 _parse_message = _codec.implementation("py").parse_message
@@ -518,3 +519,169 @@ def _copy_error(exc: KitexError) -> KitexError:
         return type(exc)(str(exc))
     except TypeError:  # pragma: no cover - an error type with another signature
         return exc
+
+
+# -- the common path of a call -----------------------------------------------------------------
+
+class CallPath:
+    """The common path of one asyncio Client's calls (see the compiled twin for the contract):
+    :meth:`start` gives an :class:`Exchange`, or "not handled" (None: nothing was done; False:
+    no idle connection where the pool picked); :meth:`begin` sends on the full path's
+    connection."""
+
+    __slots__ = ("_pool", "_encoders", "_timeout", "_unset", "_headers_type", "_settle",
+                 "closed", "retired")
+
+    def __init__(self, pool: Any, encoders: Dict[Any, Any], rpc_timeout: Optional[float],
+                 unset: object, headers_type: type, settle: Any) -> None:
+        if type(encoders) is not dict:
+            raise TypeError("encoders must be a dict, not %s" % type(encoders).__name__)
+        if type(headers_type) is not type:
+            raise TypeError("Argument 'headers_type' has incorrect type (expected type, got %s)"
+                            % type(headers_type).__name__)
+        self._pool = pool
+        self._encoders = encoders
+        self._timeout = rpc_timeout
+        self._unset = unset
+        self._headers_type = headers_type
+        self._settle = settle
+        self.closed = False
+        self.retired = False
+
+    def start(self, method: str, message: Any, rpc_timeout: Any, headers: Any) -> Any:
+        """The call's :class:`Exchange`, or "not handled" (see the class)."""
+        if self.closed or type(method) is not str:
+            return None
+        if type(message) is not bytes and type(message) is not bytearray:
+            return None  # (a memoryview: the full path checks that it is contiguous)
+        if rpc_timeout is self._unset:
+            timeout = self._timeout
+        elif rpc_timeout is None or (type(rpc_timeout) is float and 0.0 < rpc_timeout <= MAX_DURATION):
+            timeout = rpc_timeout  # the binding's already-validated value
+        else:
+            return None
+        if headers is None:
+            key: Any = method
+        elif type(headers) is self._headers_type:
+            key = (method, headers)
+        else:
+            return None
+        try:
+            encoder = self._encoders.get(key)
+        except TypeError:  # unhashable headers
+            return None
+        if encoder is None:  # a method (or headers) seen for the first time
+            return None
+        pool = self._pool
+        loop = pool.loop
+        if loop is None or not loop.is_running():  # the first call binds the pool to its loop
+            return None
+        proto = pool.take()
+        if proto is None:
+            return False
+        try:
+            return self.begin(proto, encoder, message, method,
+                              loop.time() + timeout if timeout else None, timeout)
+        except TransportError as exc:
+            if exc.sent:
+                raise
+            return None  # the connection died before taking a byte: the full path sends it
+
+    def begin(self, proto: Any, encoder: Any, message: Any, method: str, deadline: Optional[float],
+              timeout: Any) -> "Exchange":
+        """Send ``message`` on ``proto``: the call's :class:`Exchange` (see the compiled twin)."""
+        pool = self._pool
+        seq = proto.next_seq_id()
+        try:
+            # Validates the message (strict CALL, one complete struct) before any byte is written.
+            buffers = encoder.encode(message, seq)
+        except BaseException:
+            pool.release(proto)  # nothing was written: the connection is as clean as it was
+            raise
+        fut = proto.send(buffers, seq)
+        if self.retired:
+            proto.retire()  # an evicted client: this connection closes after its calls
+        timer = pool.deadlines.call_at(deadline, proto, fut, timeout) if deadline is not None else None
+        return Exchange(self, proto, fut, timer, encoder, method, seq)
+
+
+class Exchange:
+    """One call in flight: awaitable once, for ``(reply frame, seq id, endpoint text)`` (see the
+    compiled twin)."""
+
+    __slots__ = ("_path", "_proto", "_fut", "_timer", "_encoder", "_method", "_seq")
+
+    def __init__(self, path: CallPath, proto: Any, fut: Any, timer: Any, encoder: Any, method: str,
+                 seq: int) -> None:
+        self._path = path
+        self._proto = proto
+        self._fut: Any = fut  # None once the call is over
+        self._timer = timer
+        self._encoder = encoder
+        self._method = method
+        self._seq = seq
+
+    def __await__(self) -> "Exchange":
+        return self
+
+    def __next__(self) -> Any:
+        return self._step()
+
+    def send(self, value: Any) -> Any:
+        return self._step()  # (what a task sends: None)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        """The awaiting task throws in the reply future's error, or its cancellation."""
+        self._drop()
+        if val is None:
+            exc = typ if isinstance(typ, BaseException) else typ()
+        elif isinstance(val, BaseException):
+            exc = val
+        else:
+            exc = typ(val)
+        if tb is not None:
+            exc = exc.with_traceback(tb)
+        raise exc
+
+    def close(self) -> None:
+        self._drop()
+
+    def _step(self) -> Any:
+        fut = self._fut
+        if fut is None:
+            raise RuntimeError("cannot reuse an already awaited call")
+        if not fut.done():
+            fut._asyncio_future_blocking = True  # as the future's own __await__ yields it
+            return fut
+        self._fut = None
+        self._disarm()
+        frame = fut.result()  # the call's error raises here (a task throws it in instead)
+        proto = self._proto
+        if self._encoder.is_plain_reply(frame, self._seq):
+            self._path._pool.release(proto)
+            raise StopIteration((frame, self._seq, proto.peer))
+        raise StopIteration(self._path._settle(proto, frame, self._method, self._seq))
+
+    def _disarm(self) -> None:
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            timer.cancel()
+
+    def _drop(self) -> None:
+        """The awaiting task gave up on the call, or takes the reply future's error."""
+        fut = self._fut
+        if fut is None:
+            return
+        self._fut = None
+        self._disarm()
+        proto = self._proto
+        if not fut.done() or fut.cancelled():
+            proto.abandoned()  # its entry stays: the late reply is read and dropped
+        elif fut.exception() is None:
+            # Cancelled just as the reply came: the connection is clean, or (an unusual reply)
+            # done with after its calls.
+            if self._encoder.is_plain_reply(fut.result(), self._seq):
+                self._path._pool.release(proto)
+            else:
+                proto.retire()

@@ -11,7 +11,7 @@ each reply to the call whose seq id it carries (:class:`~kitex_fast.aio.pool.Sha
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Awaitable, Optional, Tuple, Union
 
 from ..client import _UNSET, BytesLike, ClientCore, Headers, Reply, _Unset
 from ..errors import KitexError, MetadataError, TransportError
@@ -57,8 +57,9 @@ class Client(ClientCore):
         max_idle_time: float,
     ) -> Union[PingPongPool, SharedPool]:
         protocol = _protocol_dispatch.implementation(self.implementation)
+        pool: Union[PingPongPool, SharedPool]
         if self.mux_connection or self.pipelining:
-            return SharedPool(
+            pool = SharedPool(
                 endpoints,
                 protocol=protocol,
                 make_decoder=make_decoder,
@@ -68,15 +69,18 @@ class Client(ClientCore):
                 max_in_flight=self.max_in_flight,
                 mux=self.mux_connection,
             )
-        return PingPongPool(
-            endpoints,
-            protocol=protocol,
-            make_decoder=make_decoder,
-            connect_timeout=connect_timeout,
-            max_idle=pool_size,
-            max_idle_time=max_idle_time,
-            max_connections=self.max_connections,
-        )
+        else:
+            pool = PingPongPool(
+                endpoints,
+                protocol=protocol,
+                make_decoder=make_decoder,
+                connect_timeout=connect_timeout,
+                max_idle=pool_size,
+                max_idle_time=max_idle_time,
+                max_connections=self.max_connections,
+            )
+        self._path = protocol.CallPath(pool, self._encoders, self.rpc_timeout, _UNSET, Headers, self._settle_reply)
+        return pool
 
     # -- calling ------------------------------------------------------------------------------
 
@@ -90,7 +94,11 @@ class Client(ClientCore):
     ) -> bytes:
         """Send ``message`` (a complete strict-binary CALL) as ``method``; return the REPLY
         message. ``rpc_timeout`` and ``headers`` as the sync :meth:`kitex_fast.Client.call`."""
-        payload: bytes = (await self._exchange(method, message, rpc_timeout, headers))[0].payload
+        # (_begin, inlined: this is every call's frame)
+        started = self._path.start(method, message, rpc_timeout, headers)
+        if not started:
+            started = self._exchange(method, message, rpc_timeout, headers, True, started is False)
+        payload: bytes = (await started)[0].payload
         return payload
 
     async def invoke(
@@ -103,7 +111,23 @@ class Client(ClientCore):
     ) -> Reply:
         """:meth:`call`, answered with the :class:`~kitex_fast.Reply`: the REPLY message with its
         seq id, transport, endpoint and TTHeader headers."""
-        return Reply._of(await self._exchange(method, message, rpc_timeout, headers), method)
+        return Reply._of(await self._begin(method, message, rpc_timeout, headers), method)
+
+    def _begin(
+        self,
+        method: str,
+        message: BytesLike,
+        rpc_timeout: Union[float, None, _Unset] = _UNSET,
+        headers: Optional[Headers] = None,
+        keep_encoder: bool = True,
+    ) -> Awaitable[Tuple[Any, int, str]]:
+        """The round trip to await: the protocol's ``CallPath`` carries out the common case (a
+        method already seen, an idle connection; compiled, or its twin) with no coroutine of
+        ours; anything else is :meth:`_exchange`, the full rules."""
+        started = self._path.start(method, message, rpc_timeout, headers)
+        if started:
+            return started  # type: ignore[no-any-return]
+        return self._exchange(method, message, rpc_timeout, headers, keep_encoder, started is False)
 
     async def _exchange(
         self,
@@ -112,11 +136,13 @@ class Client(ClientCore):
         rpc_timeout: Union[float, None, _Unset] = _UNSET,
         headers: Optional[Headers] = None,
         keep_encoder: bool = True,
+        picked: bool = False,
     ) -> Tuple[Any, int, str]:
         """One checked round trip: ``(reply frame, seq id, endpoint text)``, the frame a REPLY to
         this request (seq id and method name checked), as the sync client's: the same rules
         (:meth:`ClientCore.prepare`, :meth:`ClientCore.settle`), on asyncio I/O.
-        ``keep_encoder=False``: ``headers`` do not repeat (ClientCore._encoder)."""
+        ``keep_encoder=False``: ``headers`` do not repeat (ClientCore._encoder). ``picked``: the
+        common path found the pool's pick idle-less (``pool.take()`` ran): acquire there."""
         encoder, timeout = self.prepare(method, message, rpc_timeout, headers, keep_encoder)
         pool = self._pool
         loop = pool.loop
@@ -124,48 +150,28 @@ class Client(ClientCore):
             # (asyncio.get_running_loop() would cost a getpid() syscall per call on Linux)
             loop = self._bind()
         deadline = loop.time() + timeout if timeout else None
-        proto = pool.take()
+        proto = None if picked else pool.take()
         if proto is None:
             if not pool.endpoints:  # a registry: the first call waits for it, or none is live
                 await self._aresolve(loop, timeout)
             proto = await pool.acquire(deadline)
         try:
-            seq_id = proto.next_seq_id()
-            # Validates the message (strict CALL, one complete struct) before any byte is written.
-            buffers = encoder.encode(message, seq_id)
-        except BaseException:
-            pool.release(proto)  # nothing was written: the connection is as clean as it was
-            raise
-        try:
-            fut = proto.send(buffers, seq_id)
+            exchange = self._path.begin(proto, encoder, message, method, deadline, timeout)
         except TransportError as exc:
             if exc.sent:
                 raise
             # The connection died before it took a byte of the request (the sync driver's rule):
             # nothing reached the server, so one more connection is safe.
             proto = pool.take() or await pool.acquire(deadline)
-            seq_id = proto.next_seq_id()
-            buffers = encoder.encode(message, seq_id)  # validated above: cannot fail now
-            fut = proto.send(buffers, seq_id)
-        if self.retired:
-            proto.retire()  # an evicted client: this connection closes after its calls
-        handle = pool.deadlines.call_at(deadline, proto, fut, timeout) if deadline is not None else None
-        try:
-            frame = await fut
-        except asyncio.CancelledError:
-            # The entry stays in the table: the late reply is read and dropped.
-            proto.abandoned()
-            raise
-        finally:
-            if handle is not None:
-                handle.cancel()
-        if encoder.is_plain_reply(frame, seq_id):
-            pool.release(proto)  # the common case: a C check, no header object
-            return frame, seq_id, proto.peer
-        # A connection the server closes starts nothing new (retire); a reply that does not
-        # answer the request makes the stream suspect: the other calls on this connection fail
-        # with the same error.
-        return self.settle(proto, frame, method, seq_id, pool.release, proto.retire,
+            exchange = self._path.begin(proto, encoder, message, method, deadline, timeout)
+        return await exchange  # type: ignore[no-any-return]
+
+    def _settle_reply(self, proto: Any, frame: Any, method: str, seq_id: int) -> Tuple[Any, int, str]:
+        """The end of a call whose reply is not a plain REPLY (``CallPath``'s ``settle``): a
+        connection the server closes starts nothing new (retire); a reply that does not answer
+        the request makes the stream suspect: the other calls on the connection fail with the
+        same error."""
+        return self.settle(proto, frame, method, seq_id, self._pool.release, proto.retire,
                            lambda exc: proto.close(exc if isinstance(exc, KitexError) else None))
 
     async def _aresolve(self, loop: asyncio.AbstractEventLoop, timeout: Optional[float]) -> None:
@@ -213,6 +219,7 @@ class Client(ClientCore):
         with self._resolve_lock:
             self._closed = True
         self.retired = True
+        self._path.closed = self._path.retired = True
         self._close_resolver()
         await self._pool.close()
 
@@ -220,6 +227,7 @@ class Client(ClientCore):
         """Close every connection once its calls are done, but let calls still start and finish:
         for an owner (the binding's LRU cache) that drops this client while tasks may hold it."""
         self.retired = True
+        self._path.retired = True
         self._close_resolver()
         self._pool.retire()
 
