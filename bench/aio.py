@@ -14,7 +14,10 @@ CPU per call for
 - the sync KitexOutputBinding shared by N threads (bench/run.py threaded_run);
 - the Go reference client, ``refclient load -c N`` (Kitex's binary generic client, as Dapr's);
 - thriftpy2's asyncio client on Framed (one client and connection per coroutine: a TAsyncClient
-  carries one call at a time).
+  carries one call at a time);
+- the loop's floor, on asyncio's loop and on uvloop: a raw BufferedProtocol per coroutine that
+  writes a pre-framed request and wakes when the whole reply is back (no codec, seq id, pool or
+  timeout), what any client on that loop pays at least.
 
 Rows take turns within each round so machine drift hits all of them alike. Client CPU is the
 process's user+system time over the measured calls (for Go: the refclient process, minus a
@@ -57,7 +60,9 @@ SYNC = "sync binding (c), N threads"
 SYNC_CLIENT = "sync Client (c), 1 thread"
 GO = "Go Kitex refclient"
 TP2 = "thriftpy2 aio (framed)"
-ROWS = (AIO_C, AIO_PY, AIO_UV, AIO_PIPE, SYNC, GO, TP2)
+FLOOR = "floor: raw protocol, asyncio"
+FLOOR_UV = "floor: raw protocol, uvloop"
+ROWS = (AIO_C, AIO_PY, AIO_UV, AIO_PIPE, SYNC, GO, TP2, FLOOR, FLOOR_UV)
 SIZE = 1024
 
 Result = Tuple[float, List[int], int]  # seconds, latencies (ns), client CPU (ns)
@@ -116,6 +121,88 @@ class AioRunner:
 
     def close(self) -> None:
         self.loop.run_until_complete(self.client.close())
+        self.loop.close()
+
+
+class _RawEcho(asyncio.BufferedProtocol):
+    """The event loop's floor for a call: one connection that writes a pre-framed request and
+    wakes its caller when a whole reply frame is back. No codec, no seq id, no pool, no timeout:
+    what any client on this loop pays at least."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray(1 << 16)
+        self.view = memoryview(self.buf)
+        self.n = 0
+        self.fut: Any = None
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> Any:
+        return self.view[self.n:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.n += nbytes
+        if self.n >= 4 and self.n >= 4 + int.from_bytes(self.buf[:4], "big"):
+            self.n = 0
+            fut, self.fut = self.fut, None
+            fut.set_result(None)
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        if self.fut is not None and not self.fut.done():
+            self.fut.set_exception(ConnectionError("the server closed the connection"))
+
+
+class LoopFloorRunner:
+    """N coroutines, each on its own :class:`_RawEcho` connection: the loop's floor."""
+
+    def __init__(self, address: str, loop_kind: str, data: bytes) -> None:
+        if loop_kind == "uvloop":
+            import uvloop
+
+            self.loop = uvloop.new_event_loop()
+        else:
+            self.loop = asyncio.new_event_loop()
+        self.host, _, port = address.rpartition(":")
+        self.port = int(port)
+        self.framed = len(data).to_bytes(4, "big") + data
+        self.conns: List[_RawEcho] = []
+
+    def __call__(self, n: int, calls: int) -> Result:
+        loop = self.loop
+        while len(self.conns) < n:
+            _, proto = loop.run_until_complete(loop.create_connection(_RawEcho, self.host, self.port))
+            self.conns.append(proto)
+        framed = self.framed
+
+        async def workers(k: int) -> Tuple[float, List[int]]:
+            clock = time.perf_counter_ns
+            lat: List[int] = []
+
+            async def worker(proto: _RawEcho) -> None:
+                out = [0] * k
+                for i in range(k):
+                    t0 = clock()
+                    proto.fut = fut = loop.create_future()
+                    proto.transport.write(framed)
+                    await fut
+                    out[i] = clock() - t0
+                lat.extend(out)
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker(p) for p in self.conns[:n]))
+            return time.perf_counter() - t0, lat
+
+        loop.run_until_complete(workers(max(20, calls // n // 10)))  # warm-up
+        cpu = _cpu_ns()
+        seconds, lat = loop.run_until_complete(workers(calls // n))
+        return seconds, lat, _cpu_ns() - cpu
+
+    def close(self) -> None:
+        for proto in self.conns:
+            proto.transport.close()
+        self.loop.run_until_complete(asyncio.sleep(0))
         self.loop.close()
 
 
@@ -230,11 +317,13 @@ def measure(cfg: argparse.Namespace, address: str, work: Path) -> Dict[Tuple[int
         SYNC: sync_threads(binding, request),
         GO: go_runner(refclient, address, data, work),
         TP2: Thriftpy2AioRunner(address),
+        FLOOR: LoopFloorRunner(address, "asyncio", data),
     }
     try:
         import uvloop  # noqa: F401
 
         runners[AIO_UV] = AioRunner(address, "c", "uvloop", data)
+        runners[FLOOR_UV] = LoopFloorRunner(address, "uvloop", data)
     except ImportError:
         print("  uvloop not installed: no uvloop row (pip install 'kitex_fast[uvloop]')")
     single = sync_client(address, data)
@@ -408,6 +497,13 @@ def report(cfg: argparse.Namespace, info: Dict[str, str], pinned: str,
     if u64 and g64:
         targets.append(["64 in flight: aio (c, uvloop) calls/s vs Go (information)",
                         run.ratio(u64["calls_per_s"], g64["calls_per_s"]), ""])
+    for label, floor in ((AIO_C, FLOOR), (AIO_UV, FLOOR_UV)):
+        mine, raw = data.get((64, label)), data.get((64, floor))
+        if mine and raw and g64:
+            targets.append(["64 in flight: %s vs Go (information)" % floor,
+                            run.ratio(raw["calls_per_s"], g64["calls_per_s"]), ""])
+            targets.append(["64 in flight: %s calls/s vs its loop's floor (information)" % label,
+                            run.ratio(mine["calls_per_s"], raw["calls_per_s"]), ""])
     d1, s1 = data.get((1, AIO_C)), data.get((1, SYNC_CLIENT))
     if d1 and s1:
         ok = d1["p50"] <= 1.10 * s1["p50"]

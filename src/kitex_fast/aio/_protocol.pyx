@@ -542,6 +542,9 @@ cdef class Deadlines:
         return len(self._queue)
 
     def call_at(self, double when, proto, fut, budget):
+        return self._call_at(when, proto, fut, budget)
+
+    cdef object _call_at(self, double when, object proto, object fut, object budget):
         cdef object queue = self._queue
         cdef Py_ssize_t n = len(queue)
         cdef _Deadline entry
@@ -633,6 +636,8 @@ cdef class CallPath:
     whose await is the call's ``(reply frame, seq id, endpoint text)``."""
 
     cdef object _pool
+    cdef object _take            # the pool's take and release (bound once)
+    cdef object _release
     cdef dict _encoders
     cdef object _timeout         # the client's rpc timeout: None or float seconds
     cdef object _unset
@@ -643,6 +648,8 @@ cdef class CallPath:
 
     def __init__(self, pool, dict encoders, rpc_timeout, unset, type headers_type, settle):
         self._pool = pool
+        self._take = pool.take
+        self._release = pool.release
         self._encoders = encoders
         self._timeout = rpc_timeout
         self._unset = unset
@@ -683,7 +690,7 @@ cdef class CallPath:
         loop = pool.loop
         if loop is None or not loop.is_running():  # the first call binds the pool to its loop
             return None
-        proto = pool.take()
+        proto = self._take()
         if proto is None:
             return False
         try:
@@ -705,13 +712,12 @@ cdef class CallPath:
     cdef Exchange _begin(self, ProtocolCore proto, object encoder, object message, object method,
                          object deadline, object timeout):
         cdef Exchange call
-        pool = self._pool
         seq = proto._next_seq()
         try:
             # Validates the message (strict CALL, one complete struct) before any byte is written.
             buffers = encoder.encode(message, seq)
         except BaseException:
-            pool.release(proto)  # nothing was written: the connection is as clean as it was
+            self._release(proto)  # nothing was written: the connection is as clean as it was
             raise
         fut = proto._send(buffers, seq)
         if self.retired:
@@ -724,7 +730,11 @@ cdef class CallPath:
         call.method = method
         call.seq = seq
         if deadline is not None:
-            call.timer = pool.deadlines.call_at(deadline, proto, fut, timeout)
+            deadlines = self._pool.deadlines
+            if type(deadlines) is Deadlines:
+                call.timer = (<Deadlines>deadlines)._call_at(deadline, proto, fut, timeout)
+            else:
+                call.timer = deadlines.call_at(deadline, proto, fut, timeout)
         return call
 
 
@@ -793,7 +803,7 @@ cdef class Exchange:
         proto = self.proto
         finished[0] = True
         if self.encoder.is_plain_reply(frame, self.seq):
-            self.path._pool.release(proto)  # the common case: a C check, no header object
+            self.path._release(proto)  # the common case: a C check, no header object
             return (frame, self.seq, proto._peer)
         return self.path._settle(proto, frame, self.method, self.seq)
 
@@ -822,7 +832,7 @@ cdef class Exchange:
             # Cancelled just as the reply came: the connection is clean, or (an unusual reply)
             # done with after its calls.
             if self.encoder.is_plain_reply(fut.result(), self.seq):
-                self.path._pool.release(proto)
+                self.path._release(proto)
             else:
                 proto.retire()
 

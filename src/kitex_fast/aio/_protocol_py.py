@@ -529,8 +529,8 @@ class CallPath:
     no idle connection where the pool picked); :meth:`begin` sends on the full path's
     connection."""
 
-    __slots__ = ("_pool", "_encoders", "_timeout", "_unset", "_headers_type", "_settle",
-                 "closed", "retired")
+    __slots__ = ("_pool", "_take", "_release", "_encoders", "_timeout", "_unset", "_headers_type",
+                 "_settle", "closed", "retired")
 
     def __init__(self, pool: Any, encoders: Dict[Any, Any], rpc_timeout: Optional[float],
                  unset: object, headers_type: type, settle: Any) -> None:
@@ -540,6 +540,8 @@ class CallPath:
             raise TypeError("Argument 'headers_type' has incorrect type (expected type, got %s)"
                             % type(headers_type).__name__)
         self._pool = pool
+        self._take = pool.take  # the pool's take and release (bound once)
+        self._release = pool.release
         self._encoders = encoders
         self._timeout = rpc_timeout
         self._unset = unset
@@ -576,7 +578,7 @@ class CallPath:
         loop = pool.loop
         if loop is None or not loop.is_running():  # the first call binds the pool to its loop
             return None
-        proto = pool.take()
+        proto = self._take()
         if proto is None:
             return False
         try:
@@ -590,18 +592,17 @@ class CallPath:
     def begin(self, proto: Any, encoder: Any, message: Any, method: str, deadline: Optional[float],
               timeout: Any) -> "Exchange":
         """Send ``message`` on ``proto``: the call's :class:`Exchange` (see the compiled twin)."""
-        pool = self._pool
         seq = proto.next_seq_id()
         try:
             # Validates the message (strict CALL, one complete struct) before any byte is written.
             buffers = encoder.encode(message, seq)
         except BaseException:
-            pool.release(proto)  # nothing was written: the connection is as clean as it was
+            self._release(proto)  # nothing was written: the connection is as clean as it was
             raise
         fut = proto.send(buffers, seq)
         if self.retired:
             proto.retire()  # an evicted client: this connection closes after its calls
-        timer = pool.deadlines.call_at(deadline, proto, fut, timeout) if deadline is not None else None
+        timer = self._pool.deadlines.call_at(deadline, proto, fut, timeout) if deadline is not None else None
         return Exchange(self, proto, fut, timer, encoder, method, seq)
 
 
@@ -658,7 +659,7 @@ class Exchange:
         frame = fut.result()  # the call's error raises here (a task throws it in instead)
         proto = self._proto
         if self._encoder.is_plain_reply(frame, self._seq):
-            self._path._pool.release(proto)
+            self._path._release(proto)
             raise StopIteration((frame, self._seq, proto.peer))
         raise StopIteration(self._path._settle(proto, frame, self._method, self._seq))
 
@@ -682,6 +683,6 @@ class Exchange:
             # Cancelled just as the reply came: the connection is clean, or (an unusual reply)
             # done with after its calls.
             if self._encoder.is_plain_reply(fut.result(), self._seq):
-                self._path._pool.release(proto)
+                self._path._release(proto)
             else:
                 proto.retire()
