@@ -18,9 +18,14 @@ cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object unicode, Py_ssize_t* size) except NULL
     # get_buffer's cached view: a memoryview released by its holder must never be handed out
     # again. CPython sets this flag in memory_release(); it is in the non-limited headers since 3.3.
+    ctypedef struct _PyManagedBufferObject:
+        Py_ssize_t exports  # memoryviews made from it (the shared receive buffer's slices too)
     ctypedef struct PyMemoryViewObject:
         int flags
+        _PyManagedBufferObject* mbuf
     int _Py_MEMORYVIEW_RELEASED
+    ctypedef struct PyByteArrayObject:
+        Py_ssize_t ob_exports  # buffer exports: one per memoryview base (managed buffer)
 from cpython.object cimport PyTypeObject
 from cpython.pycapsule cimport PyCapsule_New
 
@@ -131,8 +136,9 @@ cdef enum:
     # One page per connection to start: a pool keeps as many idle connections as calls were in
     # flight (64 callers: 64 decoders), and most replies fit; a larger one grows the buffer.
     INITIAL_CAPACITY = 4096
-    KEEP_CAPACITY = 262144  # a drained buffer larger than this goes back to the initial size
+    KEEP_CAPACITY = 262144  # a drained buffer larger than this is let go (the shared one serves)
     MIN_READ = 4096
+    SHARED_CAPACITY = 4096  # the shared receive buffer: as much as a fresh decoder's own would take
 
 # Thrift binary type ids (gopkg protocol/thrift/thrift.go).
 cdef enum:
@@ -1342,6 +1348,46 @@ cdef object _truncated_block(str kind, int64_t at):
     return ProtocolError("truncated TTHeader %s block at byte %d of the frame" % (kind, at))
 
 
+# The receive buffer that decoders with nothing buffered share. A pooled connection sits idle far
+# longer than it reads, and between reads its decoder holds no byte: get_buffer(-1) lends it this
+# buffer and buffer_updated decodes straight out of it, so an idle connection costs no buffer of its
+# own (it cost 4 KiB and a view: 4.5 KiB of the 7.4 KiB of Python heap an idle asyncio connection
+# held, 1,000 idle connections). Only the bytes of an incomplete frame move to a buffer of the
+# decoder's own, which it then keeps as before (a connection that carries large or split replies
+# reads as it did, with no allocation per call). A transport holds the view from get_buffer until
+# buffer_updated returns (asyncio's loops, uvloop), and no other read runs on its thread meanwhile.
+# The buffer is lent again only once nothing holds its view or a slice of it; while something does
+# (a read in progress on another thread, its recv without the GIL; a view kept in a traceback) the
+# holders keep that buffer and a fresh one is shared from then on. Each decoder decodes from the
+# buffer it was lent (_lent_buf). Relies on the GIL, as the rest of the compiled core does
+# (pyproject.toml builds no free-threaded wheels).
+cdef bytearray _shared = PyByteArray_FromStringAndSize(NULL, SHARED_CAPACITY)
+cdef object _shared_view = PyMemoryView_FromObject(_shared)
+# The decoder it was lent to last, until its buffer_updated: borrowed (its __dealloc__ lets go).
+cdef PyObject* _shared_owner = NULL
+
+
+cdef inline int _lend_shared(FrameDecoder d) except -1:
+    """Lend the shared buffer to ``d``, which holds no byte."""
+    global _shared, _shared_view, _shared_owner
+    cdef PyObject* v = <PyObject*>_shared_view
+    if (Py_REFCNT_PTR(v) != 1 or (<PyMemoryViewObject*>v).flags & _Py_MEMORYVIEW_RELEASED
+            or (<PyMemoryViewObject*>v).mbuf.exports != 1
+            or (<PyByteArrayObject*>_shared).ob_exports != 1):
+        # Held: its holders keep it (a decoder lent it decodes from its _lent_buf).
+        _shared = PyByteArray_FromStringAndSize(NULL, SHARED_CAPACITY)
+        _shared_view = PyMemoryView_FromObject(_shared)
+        _shared_owner = NULL
+    elif _shared_owner != NULL and _shared_owner != <PyObject*>d:
+        # Lent before and never handed back (its read found nothing: EAGAIN, a closed socket; or
+        # a caller that dropped the view before buffer_updated): what it may hold moves out.
+        (<FrameDecoder>_shared_owner)._evict()
+    _shared_owner = <PyObject*>d
+    d._lent_buf = _shared
+    d._lent = SHARED_CAPACITY
+    return 0
+
+
 cdef class FrameDecoder:
     """FrameDecoder(transport, *, max_frame_size=DEFAULT_MAX_FRAME_SIZE)
 
@@ -1350,7 +1396,7 @@ cdef class FrameDecoder:
 
     cdef int _code
     cdef int64_t _max
-    cdef bytearray _buf
+    cdef bytearray _buf  # None while it needs none of its own (_start == _end == 0 then)
     cdef Py_ssize_t _start  # first unconsumed byte
     cdef Py_ssize_t _end  # end of received bytes
     cdef Py_ssize_t _need  # do not rescan before this many bytes are buffered
@@ -1358,13 +1404,14 @@ cdef class FrameDecoder:
     cdef object _error
     cdef object _view  # the last get_buffer view, of _buf[_view_at:], or None
     cdef Py_ssize_t _view_at
+    cdef bytearray _lent_buf  # the shared buffer the last get_buffer lent, until buffer_updated
 
     def __init__(self, transport, *, max_frame_size=DEFAULT_MAX_FRAME_SIZE):
         self._code = _transport_code(transport, True)
         if not isinstance(max_frame_size, int) or max_frame_size <= 0:
             raise ValueError("max_frame_size must be a positive int, got %r" % (max_frame_size,))
         self._max = max_frame_size if max_frame_size < (1 << 62) else (1 << 62)
-        self._buf = PyByteArray_FromStringAndSize(NULL, INITIAL_CAPACITY)
+        self._buf = None
         self._start = 0
         self._end = 0
         self._need = 0
@@ -1372,6 +1419,12 @@ cdef class FrameDecoder:
         self._error = None
         self._view = None
         self._view_at = 0
+        self._lent_buf = None
+
+    def __dealloc__(self):
+        global _shared_owner
+        if _shared_owner == <PyObject*>self:
+            _shared_owner = NULL
 
     @property
     def pending(self):
@@ -1390,7 +1443,7 @@ cdef class FrameDecoder:
         A new bytearray is allocated rather than resizing in place: a memoryview handed out by
         get_buffer may still be alive, and a bytearray with exports cannot be resized.
         """
-        cdef Py_ssize_t cap = PyByteArray_GET_SIZE(self._buf)
+        cdef Py_ssize_t cap = 0 if self._buf is None else PyByteArray_GET_SIZE(self._buf)
         cdef Py_ssize_t start = self._start
         cdef Py_ssize_t pending = self._end - start
         cdef Py_ssize_t new_cap
@@ -1401,11 +1454,12 @@ cdef class FrameDecoder:
             memmove(PyByteArray_AS_STRING(self._buf), PyByteArray_AS_STRING(self._buf) + start,
                     pending)
         else:
-            new_cap = cap * 2
+            new_cap = cap * 2 if cap else INITIAL_CAPACITY
             while new_cap < pending + want:
                 new_cap *= 2
             new = PyByteArray_FromStringAndSize(NULL, new_cap)
-            memcpy(PyByteArray_AS_STRING(new), PyByteArray_AS_STRING(self._buf) + start, pending)
+            if pending:
+                memcpy(PyByteArray_AS_STRING(new), PyByteArray_AS_STRING(self._buf) + start, pending)
             self._buf = new
             self._view = None  # a view of the old buffer: let it (and the buffer) go
         self._start = 0
@@ -1417,16 +1471,20 @@ cdef class FrameDecoder:
     def get_buffer(self, sizehint=-1):
         """get_buffer(sizehint=-1) -> memoryview
 
-        A writable view of free space in the decoder's buffer (asyncio.BufferedProtocol).
+        A writable view of free space to receive into (asyncio.BufferedProtocol): while the
+        decoder holds no byte, of the receive buffer that decoders share (hold the view until
+        buffer_updated returns, as transports do); else of the decoder's own buffer.
         """
         cdef object view
         cdef PyObject* v
+        cdef Py_ssize_t want = MIN_READ  # asyncio and the transports always ask for -1
         self._check_error()
-        if PyLong_CheckExact(sizehint) and sizehint == -1:
-            self._reserve(MIN_READ)  # asyncio and the transport always ask for -1
-        else:
-            want = sizehint if sizehint > MIN_READ else MIN_READ
-            self._reserve(want)
+        if not (PyLong_CheckExact(sizehint) and sizehint == -1) and sizehint > MIN_READ:
+            want = sizehint
+        if self._buf is None and want <= SHARED_CAPACITY:
+            _lend_shared(self)
+            return _shared_view
+        self._reserve(want)
         self._lent = PyByteArray_GET_SIZE(self._buf) - self._end
         # Steady state (each reply consumed whole, so _end is back at 0): hand out the same view
         # again instead of building a memoryview and a slice of it. Only when nobody else holds
@@ -1462,8 +1520,62 @@ cdef class FrameDecoder:
                 % (nbytes, self._lent)
             )
         self._lent = 0
+        if self._lent_buf is not None:
+            return self._decode_shared(n)
         self._end += n
         return self._decode()
+
+    cdef list _decode_shared(self, Py_ssize_t n):
+        """Decode the ``n`` bytes received into the shared buffer lent, where they stand."""
+        global _shared_owner
+        cdef list frames
+        if _shared_owner == <PyObject*>self:
+            _shared_owner = NULL
+        self._buf = self._lent_buf
+        self._lent_buf = None
+        self._end = n
+        try:
+            frames = self._decode()
+        except BaseException:
+            self._keep_pending()
+            raise
+        if self._start == self._end:  # (every frame whole: _decode has reset the offsets)
+            self._buf = None
+        else:
+            self._keep_pending()
+        return frames
+
+    cdef int _keep_pending(self) except -1:
+        """Leave the shared buffer: the bytes of an incomplete frame move to a buffer of this
+        decoder's own, as large as its own would have grown to for the next read."""
+        cdef bytearray lent = self._buf
+        cdef Py_ssize_t start = self._start
+        cdef Py_ssize_t pending = self._end - start
+        self._buf = None
+        self._start = 0
+        self._end = 0
+        if pending:
+            self._reserve(pending + MIN_READ)
+            memcpy(PyByteArray_AS_STRING(self._buf), PyByteArray_AS_STRING(lent) + start, pending)
+            self._end = pending
+            if self._need:
+                self._need -= start
+        return 0
+
+    cdef int _evict(self) except -1:
+        """The shared buffer goes to another decoder before this one's buffer_updated: the
+        bytes lent (whatever was written into them) move to a buffer of this decoder's own."""
+        global _shared_owner
+        cdef Py_ssize_t lent = self._lent
+        cdef bytearray buf = self._lent_buf
+        _shared_owner = NULL
+        if buf is None:  # (cleared by the garbage collector's tp_clear: nothing to keep)
+            return 0
+        self._lent_buf = None
+        self._lent = 0  # (should the copy fail, buffer_updated takes no bytes)
+        self._buf = PyByteArray_FromStringAndSize(PyByteArray_AS_STRING(buf), lent)
+        self._lent = lent
+        return 0
 
     def feed(self, data):
         """feed(data) -> list
@@ -1473,11 +1585,17 @@ cdef class FrameDecoder:
         cdef Py_buffer view
         cdef Py_ssize_t size
         cdef const unsigned char* p
+        global _shared_owner
         self._check_error()
+        if self._lent_buf is not None:  # what get_buffer lent is void now, as buffer_updated says
+            self._lent_buf = None
+            if _shared_owner == <PyObject*>self:
+                _shared_owner = NULL
         p = _acquire(data, &view, &size)
         try:
             self._reserve(size)
-            memcpy(PyByteArray_AS_STRING(self._buf) + self._end, p, size)
+            if size:
+                memcpy(PyByteArray_AS_STRING(self._buf) + self._end, p, size)
         finally:
             _release(&view)
         self._end += size
@@ -1502,10 +1620,11 @@ cdef class FrameDecoder:
             self._start = 0
             self._end = 0
             self._need = 0
-            if PyByteArray_GET_SIZE(self._buf) > KEEP_CAPACITY:
-                # One large reply must not pin megabytes to an idle pooled connection. A view
-                # handed out earlier keeps the old buffer alive for as long as it is held.
-                self._buf = PyByteArray_FromStringAndSize(NULL, INITIAL_CAPACITY)
+            if self._buf is not None and PyByteArray_GET_SIZE(self._buf) > KEEP_CAPACITY:
+                # One large reply must not pin megabytes to an idle pooled connection: the
+                # shared buffer serves the next read. A view handed out earlier keeps the old
+                # buffer alive for as long as it is held.
+                self._buf = None
                 self._view = None
         return frames
 
@@ -1760,8 +1879,13 @@ cdef int _api_is_plain_reply(object encoder, object frame, long long seq_id) exc
 cdef Py_ssize_t _api_recv_space(object decoder, char** out) except -1:
     # FrameDecoder.get_buffer without the view: the decoder's single user (a connection) writes
     # straight into its bytearray, which nothing resizes until data_received.
+    global _shared_owner
     cdef FrameDecoder d = <FrameDecoder?>decoder
     d._check_error()
+    if d._lent_buf is not None:  # (a C caller reads into the decoder's own buffer only)
+        d._lent_buf = None
+        if _shared_owner == <PyObject*>d:
+            _shared_owner = NULL
     d._reserve(MIN_READ)
     d._lent = PyByteArray_GET_SIZE(d._buf) - d._end
     out[0] = PyByteArray_AS_STRING(d._buf) + d._end

@@ -7,6 +7,7 @@ inline), the API in ``docs/internals.md``. Only ``kitex_fast.codec`` imports thi
 from __future__ import annotations
 
 import struct
+import threading
 from types import MappingProxyType
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -120,8 +121,9 @@ del _t, _s
 _INFO_PADDING, _INFO_KV, _INFO_INT_KV, _INFO_ACL = 0x00, 0x01, 0x10, 0x11
 
 _INITIAL_CAPACITY = 4096  # one page per connection to start (_codec.pyx: INITIAL_CAPACITY)
-_KEEP_CAPACITY = 262144  # a drained buffer larger than this goes back to the initial size
+_KEEP_CAPACITY = 262144  # a drained buffer larger than this is let go (the shared one serves)
 _MIN_READ = 4096
+_SHARED_CAPACITY = 4096  # the shared receive buffer: as much as a fresh decoder's own would take
 
 BytesLike = Union[bytes, bytearray, memoryview]
 
@@ -922,6 +924,53 @@ class RequestEncoder:
 # --------------------------------------------------------------------------- decoding
 
 
+class _Lender:
+    """A thread's receive buffer, shared by its decoders that hold no byte (_codec.pyx: _shared).
+
+    A pooled connection sits idle far longer than it reads, and between reads its decoder holds no
+    byte: get_buffer(-1) lends it this buffer and buffer_updated decodes straight out of it, so an
+    idle connection costs no buffer of its own. Only the bytes of an incomplete frame move to a
+    buffer of the decoder's own, which it then keeps as before (no allocation per call). A
+    transport holds the view from get_buffer until buffer_updated returns, and no other read runs
+    on its thread meanwhile. One per thread, not one per process as in the compiled core: without
+    the GIL held across a whole get_buffer, two threads could take one buffer at once.
+    """
+
+    __slots__ = ("buf", "owner")
+
+    def __init__(self) -> None:
+        self.buf = bytearray(_SHARED_CAPACITY)
+        self.owner: Optional[FrameDecoder] = None  # lent to, until its buffer_updated
+
+    def take_from(self, owner: "FrameDecoder") -> None:
+        """``owner`` never handed the buffer back: its read found nothing, or its caller dropped
+        the view before buffer_updated (then what it wrote moves to a buffer of its own), or a
+        view of it is still alive (a view kept in a traceback, a slice; or the caller's): then
+        its holders keep it, and a fresh one is shared from now on."""
+        buf = self.buf
+        try:
+            buf.append(0)  # a bytearray with a live view refuses to resize
+        except BufferError:
+            self.buf = bytearray(_SHARED_CAPACITY)
+        else:
+            del buf[-1]
+            if owner._lent_buf is buf:
+                owner._evict()
+        self.owner = None
+
+
+# A decoder's _buf while it has no buffer of its own (never written to: it has no room).
+_NO_BUFFER = bytearray()
+
+
+class _PerThread(threading.local):
+    def __init__(self) -> None:
+        self.lender = _Lender()
+
+
+_per_thread = _PerThread()
+
+
 class FrameDecoder:
     """Incremental decoder: bytes in (any chunking), :class:`Frame` objects out."""
 
@@ -934,6 +983,8 @@ class FrameDecoder:
         "_error",
         "_need",
         "_lent",
+        "_lender",
+        "_lent_buf",
     )
 
     def __init__(self, transport: str, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
@@ -941,7 +992,11 @@ class FrameDecoder:
         if not isinstance(max_frame_size, int) or max_frame_size <= 0:
             raise ValueError("max_frame_size must be a positive int, got %r" % (max_frame_size,))
         self._max = max_frame_size
-        self._buf = bytearray(_INITIAL_CAPACITY)
+        # _NO_BUFFER while nothing is buffered and no buffer of its own was needed yet (a
+        # _Lender's serves); _start == _end == 0 then.
+        self._buf = _NO_BUFFER
+        self._lender: Optional[_Lender] = None  # lent its buffer by the last get_buffer
+        self._lent_buf: Optional[bytearray] = None  # the buffer it lent, until buffer_updated
         self._start = 0  # first unconsumed byte
         self._end = 0  # end of received bytes
         self._error: Optional[Tuple[type, str]] = None
@@ -974,11 +1029,12 @@ class FrameDecoder:
         if pending + want <= cap and start > 0:
             buf[0:pending] = buf[start:end]  # same-size slice assignment: a memmove, no resize
         else:
-            new_cap = cap * 2
+            new_cap = cap * 2 if cap else _INITIAL_CAPACITY
             while new_cap < pending + want:
                 new_cap *= 2
             new = bytearray(new_cap)
-            new[0:pending] = buf[start:end]
+            if pending:
+                new[0:pending] = buf[start:end]
             self._buf = new
         self._start = 0
         self._end = pending
@@ -986,9 +1042,21 @@ class FrameDecoder:
             self._need -= start
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
-        """A writable view of free space in the decoder's buffer (``asyncio.BufferedProtocol``)."""
+        """A writable view of free space to receive into (``asyncio.BufferedProtocol``): while the
+        decoder holds no byte, of the receive buffer its thread's decoders share (hold the view
+        until ``buffer_updated`` returns, as transports do); else of the decoder's own buffer."""
         self._check_error()
         want = sizehint if sizehint > _MIN_READ else _MIN_READ
+        if self._buf is _NO_BUFFER and want <= _SHARED_CAPACITY:
+            lender = _per_thread.lender
+            owner = lender.owner
+            if owner is not None and owner is not self:
+                lender.take_from(owner)
+            lender.owner = self
+            self._lender = lender
+            buf = self._lent_buf = lender.buf
+            self._lent = _SHARED_CAPACITY
+            return memoryview(buf)
         self._reserve(want)
         self._lent = len(self._buf) - self._end
         return memoryview(self._buf)[self._end :]
@@ -1002,16 +1070,62 @@ class FrameDecoder:
                 % (nbytes, self._lent)
             )
         self._lent = 0
+        buf = self._lent_buf
+        if buf is not None:  # received into the shared buffer lent: decoded where it stands
+            lender = self._lender
+            if lender is not None and lender.owner is self:
+                lender.owner = None
+            self._lender = self._lent_buf = None
+            self._buf = buf
+            self._end = nbytes
+            try:
+                frames = self._decode()
+            except BaseException:
+                self._keep_pending(buf)
+                raise
+            if self._start == self._end:  # (every frame whole: _decode has reset the offsets)
+                self._buf = _NO_BUFFER
+            else:
+                self._keep_pending(buf)
+            return frames
         self._end += nbytes
         return self._decode()
+
+    def _keep_pending(self, buf: bytearray) -> None:
+        """Leave the shared buffer ``buf``: the bytes of an incomplete frame move to a buffer of
+        this decoder's own, as large as its own would have grown to for the next read."""
+        start = self._start
+        end = self._end
+        self._buf = _NO_BUFFER
+        self._start = self._end = 0
+        if end > start:
+            self._reserve(end - start + _MIN_READ)
+            self._buf[0 : end - start] = buf[start:end]
+            self._end = end - start
+            if self._need:
+                self._need -= start
+
+    def _evict(self) -> None:
+        """The shared buffer goes to another decoder before this one's buffer_updated: the bytes
+        lent (whatever was written into them) move to a buffer of this decoder's own."""
+        buf = self._lent_buf
+        assert buf is not None
+        self._lender = self._lent_buf = None
+        self._buf = buf[: self._lent]
 
     def feed(self, data: BytesLike) -> List["Frame"]:
         """Copy ``data`` into the buffer and decode what is complete."""
         self._check_error()
+        lender = self._lender
+        if lender is not None:  # what get_buffer lent is void now, as buffer_updated says
+            if lender.owner is self:
+                lender.owner = None
+            self._lender = self._lent_buf = None
         n = _nbytes(data)
         self._reserve(n)
         end = self._end
-        self._buf[end : end + n] = data
+        if n:
+            self._buf[end : end + n] = data
         self._end = end + n
         self._lent = 0
         return self._decode()
@@ -1034,8 +1148,9 @@ class FrameDecoder:
             self._start = self._end = 0
             self._need = 0
             if len(self._buf) > _KEEP_CAPACITY:
-                # One large reply must not pin megabytes to an idle pooled connection.
-                self._buf = bytearray(_INITIAL_CAPACITY)
+                # One large reply must not pin megabytes to an idle pooled connection: the
+                # shared buffer serves the next read.
+                self._buf = _NO_BUFFER
         return frames
 
     def _next(self) -> Optional[Frame]:

@@ -804,6 +804,202 @@ def test_decoder_buffer_updated_range(impl):
     assert dec.buffer_updated(0) == []
 
 
+# The receive buffer decoders share while they hold no byte (an idle pooled connection holds
+# none of its own): get_buffer(-1) lends it, buffer_updated hands it back.
+
+FOO_FRAMED = struct.pack(">I", len(FOO_EXC)) + FOO_EXC
+
+
+def receive(dec, data):
+    """One read as a transport does it: get_buffer(-1), write, buffer_updated (view held)."""
+    view = dec.get_buffer(-1)
+    view[: len(data)] = data
+    return dec.buffer_updated(len(data))
+
+
+def test_decoders_with_nothing_buffered_share_one_receive_buffer(impl):
+    a = impl.codec.FrameDecoder("framed")
+    b = impl.codec.FrameDecoder("framed")
+    view = a.get_buffer(-1)
+    shared = view.obj
+    assert len(view) == 4096
+    view[: len(FRAMED)] = FRAMED
+    assert [f.payload for f in a.buffer_updated(len(FRAMED))] == [ECHO]
+    del view
+    view = b.get_buffer(-1)
+    assert view.obj is shared and len(view) == 4096
+    view[: len(FRAMED)] = FRAMED
+    assert [f.payload for f in b.buffer_updated(len(FRAMED))] == [ECHO]
+    assert a.pending == b.pending == 0
+
+
+def test_idle_decoders_hold_no_receive_buffer(impl):
+    import gc
+    import tracemalloc
+
+    receive(impl.codec.FrameDecoder("framed"), FRAMED)  # (the thread's shared buffer, once)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        decoders = [impl.codec.FrameDecoder("framed") for _ in range(200)]
+        for dec in decoders:
+            assert [f.payload for f in receive(dec, FRAMED)] == [ECHO]
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 200 * 512, held  # the decoder alone: its own buffer was 4 KiB more
+
+
+def test_incomplete_frame_moves_to_a_buffer_of_its_own(impl):
+    a = impl.codec.FrameDecoder("auto")
+    b = impl.codec.FrameDecoder("auto")
+    assert receive(a, TT_HEADERS[:20]) == [] and a.pending == 20
+    # the shared buffer is free again: b reads into it, and a's 20 bytes are not overwritten
+    view = b.get_buffer(-1)
+    shared = view.obj
+    view[: len(TT_HEADERS)] = TT_HEADERS
+    assert [f.payload for f in b.buffer_updated(len(TT_HEADERS))] == [ECHO]
+    del view
+    view = a.get_buffer(-1)
+    assert view.obj is not shared  # its own, until what it holds is decoded
+    rest = TT_HEADERS[20:] + FRAMED
+    view[: len(rest)] = rest
+    frames = a.buffer_updated(len(rest))
+    assert [f.payload for f in frames] == [ECHO, ECHO]
+    assert frames[0].str_headers == {"isn": "EchoService"} and a.pending == 0
+
+
+def test_a_read_in_progress_keeps_the_shared_buffer(impl):
+    # A view still held (another thread's recv in progress, a slice kept) is never lent twice.
+    a = impl.codec.FrameDecoder("framed")
+    b = impl.codec.FrameDecoder("framed")
+    c = impl.codec.FrameDecoder("framed")
+    va = a.get_buffer(-1)
+    part = va[0:]
+    del va
+    vb = b.get_buffer(-1)
+    assert vb.obj is not part.obj
+    vb[: len(FRAMED)] = FRAMED
+    part[: len(FOO_FRAMED)] = FOO_FRAMED
+    assert [f.payload for f in a.buffer_updated(len(FOO_FRAMED))] == [FOO_EXC]
+    assert [f.payload for f in b.buffer_updated(len(FRAMED))] == [ECHO]
+    del vb, part
+    assert [f.payload for f in receive(c, FRAMED)] == [ECHO]
+
+
+def test_a_lend_never_handed_back_is_taken_over(impl):
+    # A read that found nothing (EAGAIN) never calls buffer_updated; nor does a caller that
+    # dropped the view first. The next decoder takes the buffer; what was written stays the first's.
+    a = impl.codec.FrameDecoder("framed")
+    b = impl.codec.FrameDecoder("framed")
+    a.get_buffer(-1)  # nothing written, nothing reported
+    assert [f.payload for f in receive(b, FRAMED)] == [ECHO]
+    assert [f.payload for f in receive(a, FRAMED)] == [ECHO]
+    a.get_buffer(-1)[: len(FOO_FRAMED)] = FOO_FRAMED  # written, view dropped
+    vb = b.get_buffer(-1)
+    vb[: len(FRAMED)] = FRAMED
+    assert [f.payload for f in a.buffer_updated(len(FOO_FRAMED))] == [FOO_EXC]
+    assert [f.payload for f in b.buffer_updated(len(FRAMED))] == [ECHO]
+    del vb
+    assert [f.payload for f in receive(a, FRAMED)] == [ECHO]
+
+
+def test_a_view_kept_after_the_read_does_not_stop_sharing(impl):
+    # (an exception's traceback can keep the frame that held the view alive until gc runs)
+    a = impl.codec.FrameDecoder("framed")
+    b = impl.codec.FrameDecoder("framed")
+    kept = a.get_buffer(-1)
+    kept[: len(FRAMED)] = FRAMED
+    assert [f.payload for f in a.buffer_updated(len(FRAMED))] == [ECHO]
+    view = a.get_buffer(-1)
+    shared = view.obj
+    view[: len(FRAMED)] = FRAMED
+    assert [f.payload for f in a.buffer_updated(len(FRAMED))] == [ECHO]
+    del view
+    view = b.get_buffer(-1)
+    assert view.obj is shared
+    view[: len(FRAMED)] = FRAMED
+    assert [f.payload for f in b.buffer_updated(len(FRAMED))] == [ECHO]
+    del view, kept
+
+
+def test_a_read_in_progress_on_another_thread(impl):
+    import threading
+
+    a = impl.codec.FrameDecoder("framed")
+    b = impl.codec.FrameDecoder("framed")
+    lent = threading.Event()
+    go = threading.Event()
+    got = []
+
+    def reader():
+        view = a.get_buffer(-1)  # held across the wait, as a recv without the GIL holds it
+        lent.set()
+        go.wait(10)
+        view[: len(FOO_FRAMED)] = FOO_FRAMED
+        got.extend(f.payload for f in a.buffer_updated(len(FOO_FRAMED)))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        assert lent.wait(10)
+        assert [f.payload for f in receive(b, FRAMED)] == [ECHO]
+        assert [f.payload for f in receive(b, FRAMED * 2)] == [ECHO, ECHO]
+    finally:
+        go.set()
+        thread.join(10)
+    assert got == [FOO_EXC]
+    assert [f.payload for f in receive(a, FRAMED)] == [ECHO]
+
+
+def test_feed_voids_a_lend(impl):
+    a = impl.codec.FrameDecoder("framed")
+    a.get_buffer(-1)
+    assert [f.payload for f in a.feed(FRAMED)] == [ECHO]
+    assert err(impl, ValueError, a.buffer_updated, 1) == (
+        "nbytes 1 out of range 0..0 (the size of the last get_buffer)"
+    )
+    assert [f.payload for f in receive(a, FRAMED)] == [ECHO]
+
+
+def test_large_replies_through_the_shared_buffer(impl):
+    dec = impl.codec.FrameDecoder("framed")
+    body = b"\x80\x01\x00\x02" + bytes(range(256)) * 80  # 20 KiB: several reads
+    big = struct.pack(">I", len(body)) + body
+    stream = big + FRAMED + big
+    got = []
+    pos = 0
+    while pos < len(stream):
+        view = dec.get_buffer(-1)
+        n = min(len(view), len(stream) - pos)
+        view[:n] = stream[pos : pos + n]
+        got += dec.buffer_updated(n)
+        del view
+        pos += n
+    assert [f.payload for f in got] == [body, ECHO, body] and dec.pending == 0
+    # a drained buffer past 256 KiB is let go: the next read is lent the shared one again
+    huge = struct.pack(">I", 300000) + b"\x80\x01\x00\x02" + bytes(299996)
+    assert len(dec.get_buffer(len(huge))) >= len(huge)
+    assert len(receive(dec, huge)) == 1
+    other = impl.codec.FrameDecoder("framed")
+    view = other.get_buffer(-1)
+    shared = view.obj
+    del view
+    other.buffer_updated(0)
+    assert dec.get_buffer(-1).obj is shared
+
+
+def test_protocol_error_in_the_shared_buffer_keeps_pending(impl):
+    dec = impl.codec.FrameDecoder("framed")
+    with pytest.raises(ProtocolError):
+        receive(dec, FRAMED + b"\x00\x00\x00\x00\x80\x01")
+    assert dec.pending == 6
+    other = impl.codec.FrameDecoder("framed")
+    assert [f.payload for f in receive(other, FRAMED)] == [ECHO]
+
+
 def test_decoder_get_buffer_views_stay_safe(impl):
     """A view handed out by get_buffer is never re-used while someone holds or released it."""
     dec = impl.codec.FrameDecoder("framed")
