@@ -132,6 +132,55 @@ def test_stream_of_frames_via_get_buffer(impl, cases, sizes):
 
 
 @SETTINGS
+@given(
+    streams=st.lists(st.lists(frames(), min_size=1, max_size=3), min_size=2, max_size=4),
+    steps=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 5000), st.sampled_from(["read", "hold", "drop"])), max_size=60),
+)
+def test_decoders_sharing_the_receive_buffer(impl, streams, steps):
+    # Several connections' decoders reading in any interleaving, each read through get_buffer(-1)
+    # (the shared buffer while its decoder holds nothing): "hold" keeps a lent view across other
+    # decoders' reads (a read in progress elsewhere), "drop" writes, drops the view and calls
+    # buffer_updated only after other decoders' reads (a lend they take over). Every stream
+    # decodes as sent.
+    wires = [b"".join(join(impl.codec.encode_frame(t, m, **kw)) for t, m, kw in cases) for cases in streams]
+    decs = [impl.codec.FrameDecoder("auto") for _ in wires]
+    pos = [0] * len(wires)
+    got = [[] for _ in wires]
+    held = {}  # decoder index -> (view, nbytes written)
+
+    def finish(i):
+        view, n = held.pop(i)
+        del view
+        got[i].extend(decs[i].buffer_updated(n))
+        pos[i] += n
+
+    def read(i, size, how):
+        if i in held:
+            finish(i)
+        view = decs[i].get_buffer(-1)
+        n = min(len(view), len(wires[i]) - pos[i], size)
+        view[:n] = wires[i][pos[i] : pos[i] + n]
+        if how != "read":
+            held[i] = (view if how == "hold" else None, n)
+            return
+        del view
+        got[i].extend(decs[i].buffer_updated(n))
+        pos[i] += n
+
+    for i, size, how in steps:
+        i %= len(wires)
+        if pos[i] < len(wires[i]):
+            read(i, size, how)
+    for i in list(held):
+        finish(i)
+    for i in range(len(wires)):
+        while pos[i] < len(wires[i]):
+            read(i, 4096, "read")
+        assert [f.payload for f in got[i]] == [m for _, m, _ in streams[i]]
+        assert decs[i].pending == 0
+
+
+@SETTINGS
 @given(case=frames(), name=st.one_of(st.none(), names), seq=seq_ids)
 def test_c_and_py_byte_identical(codecs, case, name, seq):
     c, py = codecs
