@@ -151,3 +151,23 @@ def test_lru_eviction_lets_calls_finish_and_keeps_no_connection(impl, aio_defaul
             assert evicted._pool._all == set()  # its connection closed once the call was done
 
     aio_default(main)
+
+
+def test_a_repeated_invoke_takes_the_clients_common_path(impl, aio_loop, server):
+    # The binding's calls go through Client._begin: once the route's encoder is cached and a
+    # connection is idle, no _exchange coroutine runs (the client's CallPath carries the call).
+    request = InvokeRequest("get", echo_request("again"), meta(server.address))
+
+    async def main():
+        async with aio.KitexOutputBinding(implementation=impl.name) as b:
+            first = await b.invoke(request)
+            (client,) = b._clients.values()
+            full = []
+            exchange = client._exchange
+            client._exchange = lambda *args: full.append(args) or exchange(*args)
+            second = await b.invoke(request)
+            return first, second, full
+
+    first, second, full = aio_loop(main)
+    assert read_echo_reply(first.data) == read_echo_reply(second.data) == "again,hi Kitex"
+    assert full == []

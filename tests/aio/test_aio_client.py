@@ -542,9 +542,9 @@ def test_am_send_is_installed_on_the_compiled_exchange(impl):
     # (CPython >= 3.10) the answer of an awaited Exchange comes back without a StopIteration
     import sys
 
-    mod = protocol_dispatch.implementation(impl.name)
-    if impl.name == "c":
-        assert mod._AM_SEND is (sys.version_info >= (3, 10))
+    if impl.name != "c":
+        pytest.skip("a slot of the compiled type; the twin answers through StopIteration")
+    assert protocol_dispatch.implementation("c")._AM_SEND is (sys.version_info >= (3, 10))
 
 
 def test_the_common_path_takes_a_known_method_on_an_idle_connection(impl, aio_loop, server):

@@ -226,7 +226,8 @@ cdef class ProtocolCore:
         # CPython < 3.12's selector transport writes a list as write(b"".join(list)) in a Python
         # method of its base class; joining here saves that frame on every call. (uvloop's, and
         # 3.12's, write the list without joining it: left to them.)
-        self._join_writes = getattr(type(transport), "writelines", None) is _JOINING_WRITELINES
+        self._join_writes = (_JOINING_WRITELINES is not None
+                             and getattr(type(transport), "writelines", None) is _JOINING_WRITELINES)
         if not self._closed:
             self._usable = True
 

@@ -37,7 +37,7 @@ class KitexOutputBinding(BindingCore):
         options, client = self._prepare(request)
         timeout, headers, fresh = self.deadline_call(options, deadline)
         try:
-            result = await client._exchange(
+            result = await client._begin(
                 options.method_name, request.data, timeout, headers, not fresh
             )
         except KitexError as exc:
