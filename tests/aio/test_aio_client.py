@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import struct
 import threading
 import time
 
@@ -639,3 +640,90 @@ def test_a_call_closed_mid_flight_retires_its_connection(impl, aio_loop, server)
             assert first not in c._pool._all
 
     aio_loop(main)
+
+
+def test_a_request_larger_than_the_socket_buffer_goes_out_whole(impl, aio_loop, server):
+    # The compiled protocol sends on asyncio's selector transport with sendmsg() while the
+    # transport holds nothing; what the kernel has no room for goes to the transport, and once
+    # that is written the next request is sent directly again. Either way, on every loop and
+    # implementation, the bytes arrive whole and in order on the one connection.
+    big = "x" * (12 << 20)  # (more than loopback's largest send buffer)
+
+    async def main():
+        async with Client("echo", server.address, implementation=impl.name, connect_timeout=CONNECT,
+                          rpc_timeout=30.0) as c:
+            assert read_echo_reply(await c.call("echo", echo_request("a"))) == "a,hi Kitex"
+            (proto,) = c._pool._all
+            results = []
+            for i in range(3):
+                results.append(read_echo_reply(await c.call("echo", echo_request(big + str(i)))))
+                for j in range(5):
+                    text = "small %d.%d" % (i, j)
+                    assert read_echo_reply(await c.call("echo", echo_request(text))) == text + ",hi Kitex"
+            assert results == [big + str(i) + ",hi Kitex" for i in range(3)]
+            assert c._pool._all == {proto} and proto.usable
+
+    aio_loop(main)
+
+
+def _serve_one_framed(conn):
+    """Answer one Framed echo CALL on a blocking socket."""
+    def exactly(n):
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                raise EOFError("the client closed")
+            data += chunk
+        return data
+
+    message = exactly(int.from_bytes(exactly(4), "big"))
+    text = read_echo_args(message[codec.parse_message(message).body_offset:])
+    conn.sendall(framed_reply(message, echo_result(text)))
+
+
+def test_a_call_on_a_connection_the_peer_reset_goes_out_on_a_new_one(impl, aio_loop):
+    # The idle connection was reset (RST) while the loop was busy: the call takes it, its write
+    # fails on the spot, nothing reached the server, so the call is sent on a new connection.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(10)
+    answered, reset = threading.Event(), threading.Event()
+    accepted = []
+
+    def serve():
+        first, _ = listener.accept()
+        accepted.append(first)
+        _serve_one_framed(first)
+        answered.wait(10)
+        first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        first.close()  # (linger 0: a reset, not a FIN)
+        reset.set()
+        second, _ = listener.accept()
+        accepted.append(second)
+        _serve_one_framed(second)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    address = "127.0.0.1:%d" % listener.getsockname()[1]
+
+    async def main():
+        async with Client("echo", address, implementation=impl.name, connect_timeout=CONNECT,
+                          rpc_timeout=10.0) as c:
+            assert read_echo_reply(await c.call("echo", echo_request("one"))) == "one"
+            (first,) = c._pool._all
+            answered.set()
+            assert reset.wait(10)
+            time.sleep(0.1)  # (blocking the loop: it must not learn of the reset before the call)
+            assert read_echo_reply(await c.call("echo", echo_request("two"))) == "two"
+            assert first.closed and first not in c._pool._all and len(c._pool._all) == 1
+
+    try:
+        aio_loop(main)
+    finally:
+        thread.join(10)
+        for s in accepted:
+            s.close()
+        listener.close()
+    assert len(accepted) == 2

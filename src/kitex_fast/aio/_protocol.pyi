@@ -7,7 +7,7 @@ from typing_extensions import disjoint_base
 
 from ..errors import KitexError
 
-__all__ = ["CallPath", "Deadlines", "Exchange", "Protocol", "pick", "seq_id_of"]
+__all__ = ["CallPath", "Deadlines", "Exchange", "PingPongCore", "Protocol", "pick", "seq_id_of"]
 
 def seq_id_of(frame: Any) -> int: ...
 def pick(conns: List[Any], limit: int) -> Optional[Protocol]: ...
@@ -60,6 +60,20 @@ class ProtocolCore:
     def wait_closed(self) -> Any: ...
 
 class Protocol(ProtocolCore, asyncio.BufferedProtocol): ...
+
+@disjoint_base
+class PingPongCore:
+    idle: List[List[Any]]
+    loop: Any
+    waiters: Any
+    _closed: bool
+    _sweep_handle: Any
+    max_idle: int
+    max_idle_time: float
+    _next: int
+    _picked: int
+    def take(self) -> Any: ...
+    def release(self, proto: Any) -> None: ...
 
 @final
 class CallPath:

@@ -15,15 +15,18 @@ Pure-Python twin: ``_protocol_py.py`` (same names, results and error texts).
 
 import asyncio
 import sys
+import time
 from collections import deque
 
 cimport cython
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int32_t
+from libc.string cimport memcpy
 
 from .._codec_api cimport CODEC_API_NAME, CodecAPI
 
@@ -39,7 +42,7 @@ ResponseMismatchError = _errors.ResponseMismatchError
 TransportError = _errors.TransportError
 del _errors
 
-__all__ = ["CallPath", "Deadlines", "Exchange", "Protocol", "pick", "seq_id_of"]
+__all__ = ["CallPath", "Deadlines", "Exchange", "PingPongCore", "Protocol", "pick", "seq_id_of"]
 
 # The codec: its message-header parse through its C entry points (_codec_api.pxd), taken from
 # this package's own codec dispatcher as _transport.pyx does; without them (a codec built apart
@@ -59,6 +62,58 @@ cdef str _CONN_RESET = _codec.STR_KEY_CONN_RESET  # crrst: the server closes thi
 cdef Py_ssize_t _CORK_LIMIT = 65536
 cdef bint _WRITELINES_MAY_NOT_PAUSE = sys.version_info >= (3, 12)
 _JOINING_WRITELINES = asyncio.WriteTransport.writelines if sys.version_info < (3, 12) else None
+# asyncio's own loops keep time with time.monotonic() and make futures with asyncio.Future, in
+# Python methods: where a loop's class keeps those, they are called here without the frames.
+_BaseEventLoop = _import_module("asyncio.base_events").BaseEventLoop
+_BASE_TIME = _BaseEventLoop.time
+_BASE_CREATE_FUTURE = _BaseEventLoop.create_future
+_monotonic = time.monotonic
+_Future = asyncio.Future
+_get_running_loop = asyncio.events._get_running_loop
+# asyncio's own socket transport on its selector loop, whose writes are Python methods (uvloop's
+# are C). While its write buffer is empty a request goes out through sendmsg() on its socket,
+# which is what its write() would do first, minus two Python frames and the join.
+_SELECTOR_TRANSPORT = getattr(_import_module("asyncio.selector_events"), "_SelectorSocketTransport", None)
+
+# sendmsg() of a request's buffers. MSG_NOSIGNAL: a peer that reset must not raise SIGPIPE in a
+# process that kept its default handler; the socket is nonblocking, so this never waits. Returns
+# the bytes taken (0 when the kernel had no room), or -1 (an error, errno set; -2 where the
+# platform has no sendmsg): then the transport writes it all and meets the error itself.
+cdef extern from *:
+    """
+    #if defined(_WIN32)
+    struct iovec { void *iov_base; size_t iov_len; };
+    static Py_ssize_t kf_sendv(int fd, struct iovec *iov, int n) { return -2; }
+    #else
+    #include <errno.h>
+    #include <string.h>
+    #include <sys/socket.h>
+    #include <sys/uio.h>
+    #ifndef MSG_NOSIGNAL
+    #define MSG_NOSIGNAL 0
+    #endif
+    static Py_ssize_t kf_sendv(int fd, struct iovec *iov, int n) {
+        struct msghdr msg;
+        ssize_t sent;
+        memset(&msg, 0, sizeof msg);
+        msg.msg_iov = iov;
+        msg.msg_iovlen = n;
+        do {
+            sent = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } while (sent < 0 && errno == EINTR);
+        if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        return (Py_ssize_t)sent;
+    }
+    #endif
+    """
+    struct iovec:
+        void* iov_base
+        size_t iov_len
+    Py_ssize_t kf_sendv(int fd, iovec* iov, int n)
+
+cdef enum:
+    _MAX_IOV = 8  # buffers of one direct send: a request is a few of them (more: joined)
 
 
 cdef object _seq_id_of(object frame):
@@ -118,6 +173,24 @@ def pick(list conns, Py_ssize_t limit):
     return best
 
 
+cdef bytes _unsent(iovec* iov, int n, Py_ssize_t sent, Py_ssize_t total):
+    """The bytes of ``iov[0:n]`` after its first ``sent`` (of ``total``), in one bytes object."""
+    cdef bytes rest = PyBytes_FromStringAndSize(NULL, total - sent)
+    cdef char* out = PyBytes_AS_STRING(rest)
+    cdef size_t skip = <size_t>sent
+    cdef size_t take
+    cdef int i
+    for i in range(n):
+        if skip >= iov[i].iov_len:
+            skip -= iov[i].iov_len
+            continue
+        take = iov[i].iov_len - skip
+        memcpy(out, <char*>iov[i].iov_base + skip, take)
+        out += take
+        skip = 0
+    return rest
+
+
 cdef class ProtocolCore:
     """The state and the hot path of :class:`Protocol` (which adds ``asyncio.BufferedProtocol``
     as a base, so that both asyncio and uvloop take the zero-copy receive path)."""
@@ -144,6 +217,8 @@ cdef class ProtocolCore:
     cdef object _pause_check
     cdef Py_ssize_t _abandoned  # entries whose call gave up, reply still owed
     cdef bint _join_writes  # the transport's writelines() is write(b"".join(...)): call that
+    cdef int _fd  # asyncio's selector transport: its socket, which requests go to directly; else -1
+    cdef bint _direct  # ... while that transport's write buffer is known to be empty
     # Set by the owning pool. ``mux``: the server answers in any order (a Kitex mux server), so
     # a call that gives up does not hold up the others and the connection stays. ``idle_since``
     # (loop time) and ``endpoint_index`` are the pool's bookkeeping for idle connections.
@@ -169,11 +244,16 @@ cdef class ProtocolCore:
         self._out = None
         self._out_bytes = 0
         self._lost = loop.create_future()
-        self._create_future = loop.create_future
+        if getattr(type(loop), "create_future", None) is _BASE_CREATE_FUTURE:
+            self._create_future = _FutureFactory(loop)  # (what that method does, minus its frame)
+        else:
+            self._create_future = loop.create_future
         self._flush_cb = self._flush
         self._pause_check = None
         self._abandoned = 0
         self._join_writes = False
+        self._fd = -1
+        self._direct = False
         self.mux = False
         self.idle_since = 0.0
         self.endpoint_index = 0
@@ -228,6 +308,9 @@ cdef class ProtocolCore:
         # 3.12's, write the list without joining it: left to them.)
         self._join_writes = (_JOINING_WRITELINES is not None
                              and getattr(type(transport), "writelines", None) is _JOINING_WRITELINES)
+        if type(transport) is _SELECTOR_TRANSPORT and sock is not None:
+            self._fd = sock.fileno()
+            self._direct = True
         if not self._closed:
             self._usable = True
 
@@ -301,6 +384,7 @@ cdef class ProtocolCore:
         self._leave()
         self._closed = True
         self._transport = None
+        self._fd = -1  # (the transport closes the socket after this)
         self._out = None
         if self._pending:
             pending_bytes = self._decoder.pending
@@ -356,14 +440,7 @@ cdef class ProtocolCore:
         if not self._pending and self._out is None:
             # Alone on the connection: write now (latency). With calls in flight, requests made
             # in the same loop iteration go out together in one write (one syscall for many).
-            transport = self._transport
-            if self._join_writes:
-                transport.write(b"".join(buffers))
-            else:
-                transport.writelines(buffers)
-            if self._pause_check is not None:
-                self._pause_check()
-            if transport.is_closing():
+            if self._write(buffers) and self._transport.is_closing():
                 # The write failed on the spot (the peer had reset the connection): the kernel
                 # took none of it, so the caller may send it elsewhere (sent=False).
                 self._leave()
@@ -386,12 +463,59 @@ cdef class ProtocolCore:
         out = self._out
         self._out = None
         if out and self._transport is not None:
-            if self._join_writes:
-                self._transport.write(b"".join(out))
-            else:
-                self._transport.writelines(out)
-            if self._pause_check is not None:
-                self._pause_check()
+            self._write(out)
+
+    cdef bint _write(self, object buffers) except -1:
+        """Write ``buffers``: False when the socket took them all directly, True when the
+        transport has them (its write may have failed on the spot and closed it)."""
+        cdef object rest
+        transport = self._transport
+        if self._fd >= 0:
+            if not self._direct:  # the transport held bytes of an earlier write: sent yet?
+                self._direct = transport.get_write_buffer_size() == 0
+            if self._direct:
+                rest = self._send_direct(buffers)
+                if rest is None:
+                    return False
+                # What the kernel had no room for (or all of it, after an error, which the
+                # transport's own send then meets and handles as it would have): the transport
+                # buffers it and writes it once the socket is writable.
+                self._direct = False
+                transport.write(rest)
+                return True
+        if self._join_writes:
+            transport.write(b"".join(buffers))
+        else:
+            transport.writelines(buffers)
+        if self._pause_check is not None:
+            self._pause_check()
+        return True
+
+    cdef object _send_direct(self, object buffers):
+        """sendmsg() ``buffers`` on the socket: None when it took them all, else the bytes it
+        did not take, for the transport."""
+        cdef iovec iov[_MAX_IOV]
+        cdef Py_buffer views[_MAX_IOV]
+        cdef int n = 0
+        cdef int i
+        cdef Py_ssize_t sent
+        cdef Py_ssize_t total = 0
+        if len(buffers) > _MAX_IOV:
+            return b"".join(buffers)
+        try:
+            for b in buffers:
+                PyObject_GetBuffer(b, &views[n], PyBUF_SIMPLE)
+                n += 1
+                iov[n - 1].iov_base = views[n - 1].buf
+                iov[n - 1].iov_len = <size_t>views[n - 1].len
+                total += views[n - 1].len
+            sent = kf_sendv(self._fd, iov, n)
+            if sent == total:
+                return None
+            return _unsent(iov, n, sent if sent > 0 else 0, total)
+        finally:
+            for i in range(n):
+                PyBuffer_Release(&views[i])
 
     cdef object _refusal(self):
         if self._closed:
@@ -603,6 +727,102 @@ cdef class Deadlines:
         self._queue.clear()
 
 
+@cython.final
+cdef class _FutureFactory:
+    """``asyncio.Future(loop=loop)``: BaseEventLoop.create_future without its Python frame."""
+    cdef object _loop
+    cdef dict _kwargs
+
+    def __init__(self, loop):
+        self._loop = loop
+        self._kwargs = {"loop": loop}
+
+    def __call__(self):
+        return _Future(**self._kwargs)
+
+
+cdef class PingPongCore:
+    """The idle connections of a one-call-per-connection pool and its two per-call rules, ``take``
+    and ``release`` (``kitex_fast.aio.pool.PingPongPool`` is built on it, with the compiled
+    :class:`CallPath` calling both in C). The pool's other attributes (``loop``, ``waiters``,
+    ``_closed``, ``_sweep_handle``) live here too, so these rules read them without a lookup;
+    ``wake`` and ``_arm_sweep`` are the pool's."""
+
+    cdef public list idle  # per endpoint slot: idle connections, the most recently released last
+    cdef public object loop
+    cdef public object waiters
+    cdef public bint _closed
+    cdef public object _sweep_handle
+    cdef public Py_ssize_t max_idle
+    cdef public double max_idle_time
+    cdef public Py_ssize_t _next  # round robin over the endpoint slots
+    cdef public Py_ssize_t _picked  # the slot take() picked for the call that now acquires
+    cdef object _clock_loop  # the loop whose clock _now() last read, and whether it is ...
+    cdef bint _clock_monotonic  # ... time.monotonic() (asyncio's own loops)
+
+    def take(self):
+        """An idle connection to this call's endpoint, or None (then the pool's ``acquire``).
+        No await: the common case. As in Kitex, the balancer picks the endpoint first (round
+        robin over the slots, which a registry weights) and the pool gives a connection to that
+        endpoint: an idle connection of another one is not taken, or the weights would not
+        hold."""
+        return self._take()
+
+    def release(self, proto):
+        """A call on ``proto`` is done and the connection is clean: hand it to the oldest waiting
+        call, or keep it idle (or close it when the pool keeps no more)."""
+        self._release(proto)
+
+    cdef object _take(self):
+        cdef list idle = self.idle
+        cdef list conns
+        cdef Py_ssize_t n = len(idle)
+        cdef Py_ssize_t slot
+        if n == 1:
+            self._picked = 0
+            conns = <list>idle[0]
+        elif n == 0:  # a registry with no instance (yet)
+            return None
+        else:
+            slot = self._next % n
+            self._next = slot + 1
+            self._picked = slot
+            conns = <list>idle[slot]
+        return conns.pop() if conns else None
+
+    cdef object _release(self, object proto):
+        cdef list idle
+        cdef double now
+        cdef ProtocolCore core = proto if isinstance(proto, ProtocolCore) else None
+        if not (core._usable if core is not None else proto.usable):  # retiring, paused or closed
+            proto.retire()  # closes it, since no call is left on it
+            return
+        if self.waiters and self.wake(1, proto):  # handed straight to the oldest waiting call
+            return
+        idle = <list>self.idle[core.endpoint_index if core is not None else proto.endpoint_index]
+        if self._closed or len(idle) >= self.max_idle or self.max_idle_time <= 0.0:
+            proto.retire()
+            return
+        now = self._now()
+        if core is not None:
+            core.idle_since = now
+        else:
+            proto.idle_since = now
+        idle.append(proto)
+        if self._sweep_handle is None:  # (every call releases: no method call when one is armed)
+            self._arm_sweep(now + self.max_idle_time)
+
+    cdef double _now(self) except? -1.0:
+        """``self.loop.time()``."""
+        loop = self.loop
+        if loop is not self._clock_loop:
+            self._clock_loop = loop
+            self._clock_monotonic = getattr(type(loop), "time", None) is _BASE_TIME
+        if self._clock_monotonic:
+            return _monotonic()
+        return loop.time()
+
+
 cdef object _copy_error(exc):
     """A fresh exception with the same type and text for each failed call (one instance raised
     in many tasks would collect all their tracebacks)."""
@@ -637,7 +857,8 @@ cdef class CallPath:
     whose await is the call's ``(reply frame, seq id, endpoint text)``."""
 
     cdef object _pool
-    cdef object _take            # the pool's take and release (bound once)
+    cdef PingPongCore _core      # the pool, when it is a PingPongCore: take/release in C
+    cdef object _take            # else the pool's take and release (bound once)
     cdef object _release
     cdef dict _encoders
     cdef object _timeout         # the client's rpc timeout: None or float seconds
@@ -649,6 +870,7 @@ cdef class CallPath:
 
     def __init__(self, pool, dict encoders, rpc_timeout, unset, type headers_type, settle):
         self._pool = pool
+        self._core = pool if isinstance(pool, PingPongCore) else None
         self._take = pool.take
         self._release = pool.release
         self._encoders = encoders
@@ -689,20 +911,35 @@ cdef class CallPath:
             return None
         pool = self._pool
         loop = pool.loop
-        if loop is None or not loop.is_running():  # the first call binds the pool to its loop
+        # The first call binds the pool to its loop; a call from another loop (or none) takes
+        # the full path, which says what is wrong.
+        if loop is None or _get_running_loop() is not loop:
             return None
-        proto = self._take()
+        core = self._core
+        proto = core._take() if core is not None else self._take()
         if proto is None:
             return False
         try:
             return self._begin(<ProtocolCore?>proto, encoder, message, method,
-                               loop.time() + <double>timeout if timeout else None, timeout)
+                               self._deadline(loop, timeout) if timeout else None, timeout)
         except TransportError as exc:
             if exc.sent:
                 raise
             # The connection died before it took a byte (the sync driver's rule): nothing
             # reached the server; the full path sends the call on another connection.
             return None
+
+    cdef object _deadline(self, object loop, object timeout):
+        if self._core is not None:
+            return self._core._now() + <double>timeout
+        return loop.time() + <double>timeout
+
+    cdef _give_back(self, object proto):
+        """The pool's release of ``proto``."""
+        if self._core is not None:
+            self._core._release(proto)
+        else:
+            self._release(proto)
 
     def begin(self, proto, encoder, message, method, deadline, timeout):
         """Send ``message`` on ``proto`` (the full path's connection from the pool): the call's
@@ -718,7 +955,7 @@ cdef class CallPath:
             # Validates the message (strict CALL, one complete struct) before any byte is written.
             buffers = encoder.encode(message, seq)
         except BaseException:
-            self._release(proto)  # nothing was written: the connection is as clean as it was
+            self._give_back(proto)  # nothing was written: the connection is as clean as it was
             raise
         fut = proto._send(buffers, seq)
         if self.retired:
@@ -804,7 +1041,7 @@ cdef class Exchange:
         proto = self.proto
         finished[0] = True
         if self.encoder.is_plain_reply(frame, self.seq):
-            self.path._release(proto)  # the common case: a C check, no header object
+            self.path._give_back(proto)  # the common case: a C check, no header object
             return (frame, self.seq, proto._peer)
         return self.path._settle(proto, frame, self.method, self.seq)
 
@@ -833,7 +1070,7 @@ cdef class Exchange:
             # Cancelled just as the reply came: the connection is clean, or (an unusual reply)
             # done with after its calls.
             if self.encoder.is_plain_reply(fut.result(), self.seq):
-                self.path._release(proto)
+                self.path._give_back(proto)
             else:
                 proto.retire()
 

@@ -26,7 +26,7 @@ from ..codec import MAX_I32
 from ..limits import MAX_DURATION
 from ..errors import ConnectionClosedError, KitexError, ProtocolError, ResponseMismatchError, TransportError
 
-__all__ = ["CallPath", "Deadlines", "Exchange", "Protocol", "pick", "seq_id_of"]
+__all__ = ["CallPath", "Deadlines", "Exchange", "PingPongCore", "Protocol", "pick", "seq_id_of"]
 
 # The codec twin's message-header parse (the compiled protocol calls the compiled codec's).
 _parse_message = _codec.implementation("py").parse_message
@@ -510,6 +510,66 @@ class Deadlines:
         self._queue.clear()
 
 
+class PingPongCore:
+    """The idle connections of a one-call-per-connection pool and its two per-call rules, ``take``
+    and ``release`` (``kitex_fast.aio.pool.PingPongPool`` is built on it; see the compiled twin).
+    ``wake`` and ``_arm_sweep`` are the pool's."""
+
+    idle: List[List[Any]]  # per endpoint slot: idle connections, the most recently released last
+    loop: Any
+    waiters: Deque[Any]
+    _closed: bool
+    _sweep_handle: Any
+    max_idle: int
+    max_idle_time: float
+    _next: int  # round robin over the endpoint slots
+    _picked: int  # the slot take() picked for the call that now acquires
+
+    def take(self) -> Any:
+        """An idle connection to this call's endpoint, or None (then the pool's ``acquire``).
+        No await: the common case. As in Kitex, the balancer picks the endpoint first (round
+        robin over the slots, which a registry weights) and the pool gives a connection to that
+        endpoint: an idle connection of another one is not taken, or the weights would not
+        hold."""
+        idle = self.idle
+        n = len(idle)
+        if n == 1:
+            self._picked = 0
+            conns = idle[0]
+            return conns.pop() if conns else None
+        if not n:  # a registry with no instance (yet)
+            return None
+        slot = self._next % n
+        self._next = slot + 1
+        self._picked = slot
+        conns = idle[slot]
+        return conns.pop() if conns else None
+
+    def release(self, proto: Any) -> None:
+        """A call on ``proto`` is done and the connection is clean: hand it to the oldest waiting
+        call, or keep it idle (or close it when the pool keeps no more)."""
+        if not proto.usable:  # retiring, paused or closed
+            proto.retire()  # closes it, since no call is left on it
+            return
+        if self.waiters and self.wake(1, proto):  # handed straight to the oldest waiting call
+            return
+        idle = self.idle[proto.endpoint_index]
+        if self._closed or len(idle) >= self.max_idle or self.max_idle_time <= 0.0:
+            proto.retire()
+            return
+        now = self.loop.time()
+        proto.idle_since = now
+        idle.append(proto)
+        if self._sweep_handle is None:  # (every call releases: no method call when one is armed)
+            self._arm_sweep(now + self.max_idle_time)
+
+    def wake(self, n: int, handed: Any = None) -> int:  # (the pool's)
+        raise NotImplementedError
+
+    def _arm_sweep(self, due: float) -> None:  # (the pool's)
+        raise NotImplementedError
+
+
 def _copy_error(exc: KitexError) -> KitexError:
     """A fresh exception with the same type and text for each failed call (one instance raised
     in many tasks would collect all their tracebacks)."""
@@ -575,8 +635,10 @@ class CallPath:
         if encoder is None:  # a method (or headers) seen for the first time
             return None
         pool = self._pool
-        loop = pool.loop
-        if loop is None or not loop.is_running():  # the first call binds the pool to its loop
+        # The first call binds the pool to its loop; a call from another loop (or none) takes
+        # the full path, which says what is wrong.
+        loop = asyncio.events._get_running_loop()
+        if loop is None or loop is not pool.loop:
             return None
         proto = self._take()
         if proto is None:

@@ -352,7 +352,27 @@ class _Connector:
 
 
 class PingPongPool(_Connector):
-    """One call per connection at a time: Kitex's long-connection pool."""
+    """One call per connection at a time: Kitex's long-connection pool.
+
+    Its per-call rules, ``take`` and ``release``, and the state they read are the protocol
+    module's ``PingPongCore`` (compiled, or the twin's): ``PingPongPool(..., protocol=m)`` is an
+    instance of a subclass joining this class and ``m.PingPongCore``, made once per module."""
+
+    _with_core: Dict[ModuleType, type] = {}
+    take: Callable[[], Any]  # (PingPongCore's: declared for type checkers only)
+    release: Callable[[Any], None]
+
+    def __new__(cls, *args: Any, protocol: ModuleType, **kwargs: Any) -> "PingPongPool":
+        if cls is PingPongPool:
+            joined = PingPongPool._with_core.get(protocol)
+            if joined is None:
+                joined = PingPongPool._with_core[protocol] = type(
+                    "PingPongPool", (PingPongPool, protocol.PingPongCore),
+                    {"__module__": __name__, "__doc__": PingPongPool.__doc__},
+                )
+            cls = joined
+        pool: PingPongPool = super().__new__(cls)
+        return pool
 
     def __init__(
         self,
@@ -383,25 +403,6 @@ class PingPongPool(_Connector):
         self._no_waiters: Deque[Any] = deque()  # the protocols' queue: unused here
         self._next = 0  # round robin over the endpoints (their slots)
         self._picked = 0  # the slot take() picked for the call that now acquires
-
-    def take(self) -> Any:
-        """An idle connection to this call's endpoint, or None (then :meth:`acquire`). No await:
-        the common case. As in Kitex, the balancer picks the endpoint first (round robin over the
-        slots, which a registry weights) and the pool gives a connection to that endpoint: an
-        idle connection of another one is not taken, or the weights would not hold."""
-        idle = self.idle
-        n = len(idle)
-        if n == 1:
-            self._picked = 0
-            conns = idle[0]
-            return conns.pop() if conns else None
-        if not n:  # a registry with no instance (yet)
-            return None
-        slot = self._next % n
-        self._next = slot + 1
-        self._picked = slot
-        conns = idle[slot]
-        return conns.pop() if conns else None
 
     async def acquire(self, deadline: Optional[float]) -> Any:
         """A connection for the call :meth:`take` found no idle connection for: to the endpoint
@@ -446,26 +447,6 @@ class PingPongPool(_Connector):
             self.release(handed)
         else:
             self.wake(1)
-
-    def release(self, proto: Any) -> None:
-        """A call on ``proto`` is done and the connection is clean: hand it to the oldest waiting
-        call, or keep it idle (or close it when the pool keeps no more)."""
-        if not proto.usable:  # retiring (a retired client), paused or closed
-            proto.retire()  # closes it, since no call is left on it
-            return
-        if self.waiters and self.wake(1, proto):  # handed straight to the oldest waiting call
-            return
-        idle = self.idle[proto.endpoint_index]
-        if self._closed or len(idle) >= self.max_idle or self.max_idle_time <= 0.0:
-            proto.retire()
-            return
-        loop = self.loop
-        assert loop is not None
-        now = loop.time()
-        proto.idle_since = now
-        idle.append(proto)
-        if self._sweep_handle is None:  # (every call releases: no method call when one is armed)
-            self._arm_sweep(now + self.max_idle_time)
 
     def _opening(self, index: int, delta: int) -> None:
         self.open_count[index] += delta
