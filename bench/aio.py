@@ -16,8 +16,10 @@ CPU per call for
 - thriftpy2's asyncio client on Framed (one client and connection per coroutine: a TAsyncClient
   carries one call at a time);
 - the loop's floor, on asyncio's loop and on uvloop: a raw BufferedProtocol per coroutine that
-  writes a pre-framed request and wakes when the whole reply is back (no codec, seq id, pool or
-  timeout), what any client on that loop pays at least.
+  writes a pre-framed request through the loop's transport and wakes when the whole reply is
+  back (no codec, seq id, pool or timeout): what a client that keeps to the loop's transports
+  pays at least. (On asyncio's loop the compiled driver sends on the socket itself while the
+  transport holds nothing, so it can go below this row.)
 
 Rows take turns within each round so machine drift hits all of them alike. Client CPU is the
 process's user+system time over the measured calls (for Go: the refclient process, minus a
@@ -127,7 +129,7 @@ class AioRunner:
 class _RawEcho(asyncio.BufferedProtocol):
     """The event loop's floor for a call: one connection that writes a pre-framed request and
     wakes its caller when a whole reply frame is back. No codec, no seq id, no pool, no timeout:
-    what any client on this loop pays at least."""
+    what a client that writes through this loop's transport pays at least."""
 
     def __init__(self) -> None:
         self.buf = bytearray(1 << 16)

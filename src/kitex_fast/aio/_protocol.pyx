@@ -70,10 +70,24 @@ _BASE_CREATE_FUTURE = _BaseEventLoop.create_future
 _monotonic = time.monotonic
 _Future = asyncio.Future
 _get_running_loop = asyncio.events._get_running_loop
-# asyncio's own socket transport on its selector loop, whose writes are Python methods (uvloop's
-# are C). While its write buffer is empty a request goes out through sendmsg() on its socket,
-# which is what its write() would do first, minus two Python frames and the join.
+# The plain (not TLS) socket transports of asyncio's selector loop and of uvloop: while one's
+# write buffer is empty, a request goes out through sendmsg() on its socket, which is what its
+# write() would try first, minus the method's frames (asyncio's are Python; uvloop's write path
+# was about 2,700 instructions a call) and, on asyncio's, the join.
 _SELECTOR_TRANSPORT = getattr(_import_module("asyncio.selector_events"), "_SelectorSocketTransport", None)
+_UVLOOP_TRANSPORTS = ("TCPTransport", "UnixTransport")  # (in uvloop.loop; never imported here)
+cdef dict _direct_types = {}  # transport type -> whether requests go to its socket directly
+
+
+cdef bint _writes_direct(type kind) except -1:
+    known = _direct_types.get(kind)
+    if known is None:
+        known = kind is _SELECTOR_TRANSPORT or (
+            kind.__module__ == "uvloop.loop" and kind.__name__ in _UVLOOP_TRANSPORTS)
+        if len(_direct_types) < 64:  # (transport types are few; bounded all the same)
+            _direct_types[kind] = known
+    return known
+
 
 # sendmsg() of a request's buffers. MSG_NOSIGNAL: a peer that reset must not raise SIGPIPE in a
 # process that kept its default handler; the socket is nonblocking, so this never waits. Returns
@@ -217,7 +231,7 @@ cdef class ProtocolCore:
     cdef object _pause_check
     cdef Py_ssize_t _abandoned  # entries whose call gave up, reply still owed
     cdef bint _join_writes  # the transport's writelines() is write(b"".join(...)): call that
-    cdef int _fd  # asyncio's selector transport: its socket, which requests go to directly; else -1
+    cdef int _fd  # a plain socket transport's socket, which requests go to directly; else -1
     cdef bint _direct  # ... while that transport's write buffer is known to be empty
     # Set by the owning pool. ``mux``: the server answers in any order (a Kitex mux server), so
     # a call that gives up does not hold up the others and the connection stays. ``idle_since``
@@ -308,7 +322,7 @@ cdef class ProtocolCore:
         # 3.12's, write the list without joining it: left to them.)
         self._join_writes = (_JOINING_WRITELINES is not None
                              and getattr(type(transport), "writelines", None) is _JOINING_WRITELINES)
-        if type(transport) is _SELECTOR_TRANSPORT and sock is not None:
+        if sock is not None and _writes_direct(type(transport)):
             self._fd = sock.fileno()
             self._direct = True
         if not self._closed:
