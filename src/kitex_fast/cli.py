@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from . import __version__, codec, transport
+from ._argparse import ArgumentParser, RawDescriptionHelpFormatter
 from .binding import InvokeRequest, KitexOutputBinding
 from .codec import PERSISTENT_PREFIX, TRANSIENT_PREFIX
 from .errors import ApplicationError, BizStatusError, KitexError, MetadataError, quoted
@@ -426,10 +427,10 @@ class _Progress:
 # -- the parser -----------------------------------------------------------------------------------
 
 
-def _common_options(default: Any) -> argparse.ArgumentParser:
+def _common_options(default: Any) -> ArgumentParser:
     """Options accepted before and after the command (``default``: SUPPRESS after it, so a
     value given before the command is not reset)."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = ArgumentParser(add_help=False)
     common.add_argument(
         "--implementation", choices=["c", "py"], default=default,
         help="force the compiled core (c) or the pure-Python twin (py); default: compiled when installed",
@@ -459,7 +460,7 @@ exit status: 0 ok, 1 the call failed, 2 usage.
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``kitex-fast`` (without the plug-in commands' own options)."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="kitex-fast",
         description="Call CloudWeGo Kitex Thrift services from the shell, or serve one for tests.",
         parents=[_common_options(None)],
@@ -471,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     call = sub.add_parser(
         "call", parents=[common], help="call a Kitex service: JSON through an IDL, or a raw Thrift message",
         description="Call a Kitex service with JSON through its IDL (needs thriftpy2: pip install 'kitex_fast[idl]'), or send a raw Thrift CALL message.",
-        epilog=CALL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=CALL_EPILOG, formatter_class=RawDescriptionHelpFormatter,
     )
     where = call.add_argument_group("where")
     where.add_argument("--host-ports", "-e", metavar="HOST:PORT[,...]", help="the server(s): host:port, [ipv6]:port, comma-separated for round robin")

@@ -32,6 +32,7 @@ import threading
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set
 
 from . import codec as _codec_dispatch
+from ._argparse import ArgumentParser
 from .errors import ApplicationError, BizStatusError, KitexError, ProtocolError
 
 __all__ = [
@@ -361,7 +362,7 @@ def serve(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m kitex_fast.testing [options]``: ``kitex-fast serve`` without the rest of the
     command line (this module does not import it: the command line imports this one)."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m kitex_fast.testing",
         description="Run the Kitex-compatible Python test server until Ctrl-C or SIGTERM (as kitex-fast serve).",
     )

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import List, NamedTuple, Optional, Sequence
 
 from . import __version__
+from ._argparse import ArgumentParser
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGE_NAME = PACKAGE_DIR.name
@@ -224,7 +225,7 @@ def vendor(dest: Path, pure: bool = False, force: bool = False, source: Path = P
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="kitex-fast vendor",
         description="Copy kitex_fast into DEST/kitex_fast (for example mysidecar/_vendor), with "
         "the compiled core built for this interpreter, and print the import line to use.",

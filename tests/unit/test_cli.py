@@ -118,6 +118,44 @@ def test_help_is_plain_text_and_every_option_explained() -> None:
                 assert action.help, "%s %s has no help" % (name, action.option_strings)
 
 
+def test_parsers_do_not_import_shutil() -> None:
+    # argparse's HelpFormatter imports shutil (and bz2, lzma, zlib: ~0.5 MiB) for the terminal
+    # width, and add_argument makes one per option: the package's parsers take the width without
+    # it (kitex_fast._argparse), so the component pays nothing for its command line.
+    script = textwrap.dedent("""
+        import sys
+        from kitex_fast import cli, testing
+        from kitex_fast.dapr import component
+        component.build_parser().parse_args([])
+        cli.build_parser().parse_args(["demo"])
+        parser = cli.build_parser()
+        for sub in parser._subparsers._group_actions[0].choices.values():
+            sub.format_usage()
+        print(sorted(m for m in ("shutil", "bz2", "lzma") if m in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("columns", ["50", "", "junk"])
+def test_help_is_as_wide_as_argparse_makes_it(columns) -> None:
+    # the same text as argparse's own formatter (which asks shutil): $COLUMNS, else the terminal
+    # (none here: stdout is a pipe), else 80
+    script = textwrap.dedent("""
+        import argparse
+        from kitex_fast import cli
+        from kitex_fast.dapr import component
+        for build in (component.build_parser, cli.build_parser):
+            ours, theirs = build(), build()
+            theirs.formatter_class = argparse.HelpFormatter
+            assert ours.format_help() == theirs.format_help()
+    """)
+    env = dict(os.environ, COLUMNS=columns)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+
+
 def test_bad_input_exits_2_and_failed_calls_exit_1(capsys, impl, echo_server) -> None:
     base = ["call", "--implementation", impl.name, "-e", echo_server.address, "-s", "echo", "-m", "echo"]
     status, _, err = run(capsys, *base, "--data-hex", "zz")

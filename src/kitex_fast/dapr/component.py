@@ -23,6 +23,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from .. import codec, transport
+from .._argparse import ArgumentParser
 from ..pool import ascii_int
 from . import core, eventloop
 from .proto import SERVICE_NAME
@@ -216,7 +217,7 @@ def _group(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="kitex-fast component",
         description="Serve Dapr's bindings.<name> (Kitex output binding) as a pluggable component "
         "on $%s/<name>.sock (or $%s, as the Kubernetes sidecar injector sets it; default folder "
