@@ -229,6 +229,44 @@ def test_repeated_metadata_texts_come_back_equal_and_shared(compiled) -> None:
         decode([(b"k", b"ab\x81cd")])
 
 
+def test_routes_that_differ_only_in_version_share_one_fast_route(compiled) -> None:
+    # version is required and checked, but sent nowhere: a caller cycling versions of one
+    # destination keeps one FastRoute (h2server._shared_route), not one a version; any key that
+    # changes the call keeps its own, and a route of a retired client is not handed out again.
+    import asyncio
+
+    from kitex_fast.dapr import core
+
+    async def main() -> None:
+        component = core.Component(max_clients=2)
+        app = h2server.App(component, h2server._load())
+        await component.init_status("kitex", {})
+        table = app.fast_instance("kitex")
+
+        def route(**changes: str):
+            metadata = {"hostPorts": "127.0.0.1:1", "destService": "echo", "methodName": "echo",
+                        "version": "v1", "traceparent": core.UNTRACED, **changes}
+            key = frozenset((k, v) for k, v in metadata.items() if app.fast_key("kitex", k) == component.KEY_ROUTE)
+            return app.fast_route("kitex", metadata, key)
+
+        first = route()
+        assert first is not None and all(route(version="v%d" % i) is first for i in range(2, 50))
+        assert len(table.routes) == 49 and len(table.shared) == 1
+        other = route(methodName="other")
+        assert other is not None and other is not first and other.options.method_name == "other"
+        assert route(rpcTimeout="5s") not in (None, first, other)
+        assert route(version="") is None  # (still checked: the general path answers it)
+        route(hostPorts="127.0.0.1:2")
+        route(hostPorts="127.0.0.1:3")  # (max_clients 2: the first destination's client is retired)
+        assert first.client.retired
+        again = route(version="v50")
+        assert again is not None and again is not first and not again.client.retired
+        assert route(version="v51") is again
+        await component.close()
+
+    asyncio.run(main())
+
+
 def test_grpc_message_is_percent_encoded(compiled) -> None:
     ext = h2server._load()
     assert ext.server.percent_encode("a b%c\né") == b"a b%25c%0A%C3%A9"

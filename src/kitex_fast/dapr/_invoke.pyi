@@ -28,6 +28,7 @@ class FastRoute:
 class InstanceRoutes:
     kinds: Dict[str, int]
     routes: Dict[Any, Optional[FastRoute]]
+    shared: Dict[Any, FastRoute]
     untraced: str
     limit: int
     def __init__(self, untraced: str, limit: int = ...) -> None: ...

@@ -64,16 +64,19 @@ cdef class FastRoute:
 cdef class InstanceRoutes:
     """The compiled path's cache for one component instance: what each metadata key name means,
     and the routes by the set of (key, value) pairs that choose them (daprd sends a map's keys in
-    any order, and keys such as traceparent that do not choose the route)."""
+    any order, and keys such as traceparent that do not choose the route). Routes whose calls
+    go out alike (their metadata differs in nothing sent, e.g. ``version``) share one FastRoute."""
 
     cdef public dict kinds             # key name -> the rules' key kind (InvokePath's key_*)
     cdef public dict routes            # frozenset of route (key, value) pairs -> FastRoute, or None
+    cdef public dict shared            # what makes routes alike (the rules' key) -> their one FastRoute
     cdef public str untraced           # the traceparent of an untraced call: not a trace context
     cdef public Py_ssize_t limit
 
     def __init__(self, str untraced, Py_ssize_t limit=1024):
         self.kinds = {}
         self.routes = {}
+        self.shared = {}
         self.untraced = untraced
         self.limit = limit
 
