@@ -14,7 +14,6 @@ import logging
 import operator
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from . import transport as _transport_dispatch
@@ -64,13 +63,30 @@ _KNOWN_SET = frozenset(KNOWN_KEYS)
 _KNOWN_LOWER = frozenset(k.lower() for k in KNOWN_KEYS)
 
 
-@dataclass
 class InvokeRequest:
-    """What daprd hands an output binding (dapr.proto.components.v1.InvokeRequest)."""
+    """What daprd hands an output binding (dapr.proto.components.v1.InvokeRequest).
 
-    operation: str
-    data: Union[bytes, bytearray, memoryview] = b""
-    metadata: Dict[str, str] = field(default_factory=dict)
+    ``InvokeRequest(operation, data=b"", metadata=None)`` (None: an empty dict of its own). A
+    plain class with the dataclass's methods it replaces (init, repr, eq): ``dataclasses`` and
+    what it imports are ~0.15 MiB of every process's RSS, the Dapr component's too."""
+
+    __match_args__ = ("operation", "data", "metadata")
+
+    def __init__(self, operation: str, data: Union[bytes, bytearray, memoryview] = b"",
+                 metadata: Optional[Dict[str, str]] = None) -> None:
+        self.operation = operation
+        self.data = data
+        self.metadata: Dict[str, str] = {} if metadata is None else metadata
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, InvokeRequest) or other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.operation, self.data, self.metadata) == (other.operation, other.data, other.metadata)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return "InvokeRequest(operation=%r, data=%r, metadata=%r)" % (self.operation, self.data, self.metadata)
 
 
 _new_object = object.__new__

@@ -16,13 +16,10 @@ trip and no extra syscall. The same thread serves the sync and the asyncio drive
 
 from __future__ import annotations
 
-import base64
 import binascii
 import heapq
-import json
 import logging
 import math
-import random
 import socket
 import threading
 import time
@@ -32,7 +29,8 @@ from typing import (
 )
 
 if TYPE_CHECKING:  # (imported where used: http.client and its email package cost ~2 MiB of RSS,
-    import http.client  # which a process that never asks etcd should not pay)
+    import http.client  # which a process that never asks etcd should not pay; so are json, base64
+    import random  # and random, ~0.3 MiB, which only a registry or a weighted instance set needs)
 
 try:  # 3.8+: typing.Protocol
     from typing import Protocol
@@ -136,7 +134,12 @@ def wrr_schedule(instances: Sequence[Instance], rng: Optional[random.Random] = N
     if len(set(weights)) == 1:  # balanced: round robin
         return live
     # Kitex shuffles by a random offset, so that many clients do not start on the same node.
-    offset = (rng or random).randrange(len(live))
+    if rng is None:
+        import random  # (here: see the imports at the top)
+
+        offset = random.randrange(len(live))
+    else:
+        offset = rng.randrange(len(live))
     live = live[offset:] + live[:offset]
     weights = weights[offset:] + weights[:offset]
     gcd = reduce(math.gcd, weights)
@@ -220,6 +223,8 @@ def open_resolver(spec: RegistrySpec) -> "EtcdResolver":
 
 
 def _b64(data: bytes) -> str:
+    import base64
+
     return base64.b64encode(data).decode("ascii")
 
 
@@ -240,6 +245,8 @@ def parse_instance(key: bytes, value: bytes, default_weight: int = DEFAULT_WEIGH
     common.go ``instanceInfo``) -> :class:`Instance`. ``ValueError`` says what is wrong.
     A weight <= 0 becomes ``default_weight``, as registry-etcd's resolver does (etcd_resolver.go);
     a weight beyond Go's int64 is an error there (json.Unmarshal into an int) and here."""
+    import json
+
     try:
         info = json.loads(value)
     except (ValueError, RecursionError) as exc:
@@ -290,6 +297,8 @@ def _b64decode(value: object, what: str) -> bytes:
     """A base64 field of an etcd JSON answer; ValueError when it is not one."""
     if not isinstance(value, str):
         raise ValueError("%s %s is not a base64 string" % (what, quoted(value)))
+    import base64
+
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -359,6 +368,8 @@ class _Watch:
                         log.warning(
                             "kitex_fast: lost etcd (%s); keeping the last %d instance(s) of %s and "
                             "watching again with backoff", exc, len(self.instances), self.where)
+                import random
+
                 time.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, BACKOFF_MAX)
             else:
@@ -366,6 +377,7 @@ class _Watch:
 
     def _request(self, endpoint: Endpoint, path: str, body: Dict[str, Any], timeout: float) -> http.client.HTTPResponse:
         import http.client
+        import json
 
         conn = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
         self._conn = conn
@@ -416,6 +428,7 @@ class _Watch:
 
     def _range(self, endpoint: Endpoint) -> int:
         import http.client
+        import json
 
         deadline = time.monotonic() + RANGE_TIMEOUT
         resp = self._request(endpoint, "/v3/kv/range", {
@@ -448,6 +461,7 @@ class _Watch:
 
     def _watch(self, endpoint: Endpoint, revision: int) -> None:
         import http.client
+        import json
 
         # (a read timeout: a silent stream is re-established, which also re-reads the prefix)
         resp = self._request(endpoint, "/v3/watch", {"create_request": {
