@@ -220,6 +220,11 @@ class BindingCore:
         # the client's call path or None, method name, rpc timeout, per-call headers).
         # Validation and client lookup run once per distinct metadata.
         self._routes: "OrderedDict[Tuple[object, ...], Any]" = OrderedDict()
+        # The options of a route but its version -> that Route: routes that differ only in
+        # version (required and checked, sent nowhere) share one (see _route). Bounded as
+        # _routes, in entries and in the characters of the route keys that added them.
+        self._alike: Dict[CallOptions, Any] = {}
+        self._alike_chars = 0
         # options.client_key -> client, least recently used first
         self._clients: "OrderedDict[Tuple[object, ...], ClientCore]" = OrderedDict()
         # Shape ids are never reused: _shapes is cleared when it grows too big, while routes
@@ -334,11 +339,22 @@ class BindingCore:
         size = _chars(key[1])
         if size > MAX_CACHED_ROUTE_CHARS or self._shapes.get(shape) is not known:
             return options, client  # (too large, or of a shape not kept: it does not repeat)
-        route = self._route_type(
-            options, client, options.client_key, getattr(client, "_path", None),
-            options.method_name, options.rpc_timeout, options.headers,
-        )
+        # A caller cycling versions of one destination would keep a Route, its options and the
+        # values parsed into them (about 1 KiB) per version; they make the same calls, so they
+        # share the first one's Route (its options.version is that one's: nothing reads it).
+        alike = options._replace(version="")
         with self._lock:
+            route = self._alike.get(alike)
+            if route is None or route.client is not client:
+                route = self._route_type(
+                    options, client, options.client_key, getattr(client, "_path", None),
+                    options.method_name, options.rpc_timeout, options.headers,
+                )
+                if len(self._alike) >= 4 * self.max_clients or self._alike_chars + size > MAX_ROUTE_CACHE_CHARS:
+                    self._alike.clear()
+                    self._alike_chars = 0
+                self._alike[alike] = route
+                self._alike_chars += size
             if key not in self._routes:
                 self._route_chars += size
                 self._route_sizes[key] = size
@@ -354,6 +370,8 @@ class BindingCore:
         self._routes.clear()
         self._route_sizes.clear()
         self._route_chars = 0
+        self._alike.clear()
+        self._alike_chars = 0
 
     def deadline_call(
         self, options: CallOptions, deadline: Optional[float]

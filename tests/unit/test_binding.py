@@ -608,3 +608,20 @@ def test_the_shape_and_route_caches_are_bounded_in_characters(impl, server) -> N
         for _ in range(5):
             b.invoke(InvokeRequest("get", echo_request("c"), base))
         assert sum(1 for key in b._routes if base["hostPorts"] in key[1]) == 1
+
+
+def test_routes_that_differ_only_in_version_share_one_route(impl, server) -> None:
+    # version is required and checked, but sent nowhere: a caller cycling versions of one
+    # destination keeps a route key per version and one Route (options, client key, the values
+    # parsed into them) for all of them; anything that changes the call keeps its own.
+    with KitexOutputBinding(implementation=impl.name) as b:
+        base = meta(server.address)
+        for i in range(20):
+            r = b.invoke(InvokeRequest("get", echo_request("v%d" % i), dict(base, version="v%d" % i)))
+            assert read_echo_reply(r.data) == "v%d,hi Kitex" % i
+        assert len(b._routes) == 20 and len({id(route) for route in b._routes.values()}) == 1
+        r = b.invoke(InvokeRequest("get", echo_request("t"), dict(base, rpcTimeout="7s")))
+        assert read_echo_reply(r.data) == "t,hi Kitex"
+        assert len({id(route) for route in b._routes.values()}) == 2
+        with pytest.raises(MetadataError, match="version"):
+            b.invoke(InvokeRequest("get", echo_request("x"), dict(base, version=" v1")))
