@@ -22,7 +22,7 @@ cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem
-from cpython.object cimport PyObject, PyTypeObject
+from cpython.object cimport PyObject, PyObject_Call, PyTypeObject
 from cpython.ref cimport Py_INCREF
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int32_t
@@ -744,15 +744,15 @@ cdef class Deadlines:
 @cython.final
 cdef class _FutureFactory:
     """``asyncio.Future(loop=loop)``: BaseEventLoop.create_future without its Python frame."""
-    cdef object _loop
     cdef dict _kwargs
 
     def __init__(self, loop):
-        self._loop = loop
         self._kwargs = {"loop": loop}
 
     def __call__(self):
-        return _Future(**self._kwargs)
+        # (the one keyword dict, passed as is: `**` would copy it on every call; Future's
+        # constructor only reads it)
+        return PyObject_Call(_Future, (), self._kwargs)
 
 
 cdef class PingPongCore:
